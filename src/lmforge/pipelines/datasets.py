@@ -1,0 +1,123 @@
+"""Kedro datasets for lmforge's artifacts: the catalog does the I/O, nodes stay plain functions.
+
+- ``JSONLinesDataset``: a list of dicts <-> one JSON object per line (documents, quarantine,
+  instruction pairs). A malformed line is an error naming the file and line number.
+- ``ArtifactDirectory``: a directory written by library code or a training job (tokenizer,
+  token shards, checkpoints, packaged model). ``save(path)`` moves a finished staging directory
+  into place atomically; ``load()`` returns the directory's path, or says which stage makes it.
+- ``MetricsDataset``: a flat JSON metrics file for DVC (``data/08_reporting/<stage>.json``) whose
+  numeric values are also logged to the active MLflow run under a stage prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from lmforge import tracking
+
+
+class JSONLinesDataset(AbstractDataset[list, list]):
+    def __init__(self, filepath: str, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _load(self) -> list[dict]:
+        records = []
+        with open(self._filepath, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DatasetError(f"{self._filepath}:{lineno}: malformed JSON line ({err.msg})") from None
+        return records
+
+    def _save(self, data: list[dict]) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for record in data:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class ArtifactDirectory(AbstractDataset[str, str]):
+    """A directory artifact. ``load`` -> absolute path; ``save(staging_path)`` -> atomic move."""
+
+    def __init__(self, filepath: str, mlflow_artifact_path: str | None = None, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self._mlflow_artifact_path = mlflow_artifact_path
+        self.metadata = metadata
+
+    def _load(self) -> str:
+        if not self._exists():
+            raise DatasetError(f"{self._filepath} does not exist or is empty: produce it first (see `dvc repro`).")
+        return str(self._filepath.resolve())
+
+    def _save(self, data: str) -> None:
+        source = Path(data).resolve()
+        target = self._filepath.resolve()
+        if source == target:
+            return
+        if not source.is_dir():
+            raise DatasetError(f"cannot save {self._filepath}: {source} is not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Stage next to the target (same filesystem), then swap: readers never see a half copy.
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staged = staging / target.name
+        try:
+            shutil.move(str(source), staged)
+            if target.exists():
+                old = staging / (target.name + ".old")
+                os.replace(target, old)
+            os.replace(staged, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if self._mlflow_artifact_path:
+            tracking.log_artifact_dir(target, self._mlflow_artifact_path)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_dir() and any(self._filepath.iterdir())
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class MetricsDataset(AbstractDataset[dict, dict]):
+    """Flat JSON metrics for DVC, mirrored into MLflow as ``<prefix>.<key>`` metrics."""
+
+    def __init__(self, filepath: str, prefix: str, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self._prefix = prefix
+        self.metadata = metadata
+
+    def _load(self) -> dict:
+        with open(self._filepath, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def _save(self, data: dict) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, self._filepath)
+        tracking.log_metrics(data, prefix=self._prefix)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "prefix": self._prefix}

@@ -1,0 +1,21 @@
+"""Kedro project settings: hooks, config loader resolvers and the parameter merge strategy."""
+
+from pathlib import Path
+
+from omegaconf.resolvers import oc
+
+from lmforge.hooks import LineageHooks, MissingInputHooks, SystemMetricsHooks
+
+HOOKS = (MissingInputHooks(), SystemMetricsHooks(), LineageHooks())
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # conf/local and conf/gpu override single keys instead of replacing a whole pipeline's block.
+    "merge_strategy": {"parameters": "soft"},
+    "custom_resolvers": {
+        "oc.env": oc.env,
+        "project_root": lambda: str(Path.cwd().resolve()),
+    },
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
+}

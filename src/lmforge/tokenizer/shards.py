@@ -1,0 +1,185 @@
+"""Packed token shards for pretraining: fixed-length blocks on disk, tied to one tokenizer.
+
+Why: pretraining reads the same tokens many times; tokenising once into ``.npy`` blocks that are
+memory-mapped keeps the training loop free of text handling and makes its input a versioned artifact.
+Layout of a shard folder::
+
+    index.json          {seq_len, dtype, tokenizer_sha256, splits: {name: {shards, n_blocks, n_tokens}}, ...}
+    train-00000.npy     uint16 (or uint32) array [blocks, seq_len]; np.load(mmap_mode="r") works
+    train-00001.npy     ...
+    validation-00000.npy
+
+Packing: each document's ids are followed by EOS, documents are concatenated and cut into full
+blocks of ``seq_len``; the tail that does not fill a block is dropped (and counted in the log).
+``index.json`` records the tokenizer's SHA-256 so a model is never trained on tokens from another
+tokenizer: ``TokenShards.open(..., expected_tokenizer_sha256=...)`` refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.json"
+
+
+def choose_token_dtype(vocab_size: int) -> str:
+    """Smallest unsigned dtype that holds every id: uint16 up to 65536 tokens (ids <= 65535), else uint32."""
+    return "uint16" if vocab_size <= 65536 else "uint32"
+
+
+def pack_documents(texts: Iterable[str], tokenizer: SentencePieceTokenizer, seq_len: int) -> np.ndarray:
+    """Encode each text, append EOS after each, concatenate and cut into ``[n_blocks, seq_len]``.
+
+    Special-token text inside documents is NOT turned into special ids (``parse_special=False``), so
+    a document cannot inject an EOS. The incomplete last block is dropped.
+    """
+    import numpy as np
+
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    dtype = choose_token_dtype(tokenizer.vocab_size)
+    chunks: list[np.ndarray] = []
+    n_docs = 0
+    for text in texts:
+        ids = tokenizer.encode(text, parse_special=False)
+        ids.append(tokenizer.eos_id)
+        chunks.append(np.asarray(ids, dtype=dtype))
+        n_docs += 1
+    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
+    n_blocks = len(stream) // seq_len
+    dropped = len(stream) - n_blocks * seq_len
+    logger.info(
+        "Packed %d documents into %d tokens: %d blocks of %d, %d tail tokens dropped",
+        n_docs, len(stream), n_blocks, seq_len, dropped,
+    )
+    return stream[: n_blocks * seq_len].reshape(n_blocks, seq_len)
+
+
+def write_token_shards(
+    out_dir: str | Path,
+    splits: dict[str, np.ndarray],
+    *,
+    tokenizer_sha256: str,
+    seq_len: int,
+    blocks_per_shard: int = 4096,
+    extra_metadata: dict | None = None,
+) -> dict:
+    """Write each split as ``<split>-NNNNN.npy`` shards plus ``index.json``; return the index."""
+    import numpy as np
+
+    if blocks_per_shard < 1:
+        raise ValueError(f"blocks_per_shard must be positive, got {blocks_per_shard}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dtypes = {str(np.asarray(blocks).dtype) for blocks in splits.values()}
+    if len(dtypes) > 1:
+        raise ValueError(f"All splits must share one dtype, got {sorted(dtypes)}")
+    dtype = dtypes.pop() if dtypes else "uint16"
+
+    index: dict[str, Any] = {
+        **(extra_metadata or {}),
+        "seq_len": seq_len,
+        "dtype": dtype,
+        "tokenizer_sha256": tokenizer_sha256,
+        "splits": {},
+    }
+    for name, blocks in splits.items():
+        blocks = np.asarray(blocks)
+        if blocks.ndim != 2 or blocks.shape[1] != seq_len:
+            raise ValueError(f"Split {name!r}: expected shape [n, {seq_len}], got {list(blocks.shape)}")
+        shards = []
+        for k, start in enumerate(range(0, max(len(blocks), 1), blocks_per_shard)):
+            filename = f"{name}-{k:05d}.npy"
+            np.save(out / filename, np.ascontiguousarray(blocks[start : start + blocks_per_shard]))
+            shards.append(filename)
+        index["splits"][name] = {"shards": shards, "n_blocks": len(blocks), "n_tokens": int(blocks.size)}
+        logger.info("Wrote split %s: %d blocks in %d shards to %s", name, len(blocks), len(shards), out)
+    (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+    return index
+
+
+class TokenShards:
+    """Read-only, memory-mapped view of a shard folder written by ``write_token_shards``."""
+
+    def __init__(self, root: Path, index: dict):
+        self.root = root
+        self.index = index
+        self._arrays: dict[str, list[np.ndarray]] = {}
+        self._offsets: dict[str, list[int]] = {}  # first block number of each shard, per split
+
+    @classmethod
+    def open(cls, directory: str | Path, *, expected_tokenizer_sha256: str | None = None) -> TokenShards:
+        """Open a shard folder; raise if it is missing or was made with another tokenizer."""
+        root = Path(directory)
+        index_path = root / INDEX_FILE
+        if not root.is_dir():
+            raise FileNotFoundError(f"Token shard folder {root} does not exist")
+        if not index_path.is_file():
+            raise FileNotFoundError(f"Token shard folder {root} has no {INDEX_FILE} (not written by write_token_shards?)")
+        index = json.loads(index_path.read_text("utf-8"))
+        found = index.get("tokenizer_sha256")
+        if expected_tokenizer_sha256 is not None and found != expected_tokenizer_sha256:
+            raise ValueError(
+                f"Token shards in {root} were made with tokenizer sha256 {found}, "
+                f"but the expected tokenizer has sha256 {expected_tokenizer_sha256}: re-tokenize the data"
+            )
+        return cls(root, index)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.index["seq_len"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.index["splits"])
+
+    def _split_info(self, split: str) -> dict:
+        try:
+            return self.index["splits"][split]
+        except KeyError:
+            raise KeyError(f"No split {split!r} in {self.root}; splits: {self.splits}") from None
+
+    def _load(self, split: str) -> tuple[list[np.ndarray], list[int]]:
+        if split not in self._arrays:
+            import numpy as np
+
+            arrays = [np.load(self.root / name, mmap_mode="r") for name in self._split_info(split)["shards"]]
+            offsets, total = [], 0
+            for array in arrays:
+                offsets.append(total)
+                total += len(array)
+            self._arrays[split], self._offsets[split] = arrays, offsets
+        return self._arrays[split], self._offsets[split]
+
+    def n_blocks(self, split: str) -> int:
+        return int(self._split_info(split)["n_blocks"])
+
+    def block(self, split: str, i: int) -> np.ndarray:
+        """Block ``i`` (shape [seq_len], memory-mapped) of ``split``; negative indexes count from the end."""
+        import bisect
+
+        n = self.n_blocks(split)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"Block {i} out of range for split {split!r} with {n} blocks")
+        arrays, offsets = self._load(split)
+        k = bisect.bisect_right(offsets, i) - 1
+        return arrays[k][i - offsets[k]]
+
+    def iter_blocks(self, split: str) -> Iterator[np.ndarray]:
+        """Yield every block of ``split`` in order."""
+        arrays, _ = self._load(split)
+        for array in arrays:
+            yield from array

@@ -1,0 +1,195 @@
+"""Train a code-safe sentencepiece tokenizer from an iterable of texts.
+
+Why these settings: sentencepiece's defaults (``nmt_nfkc`` normalisation, collapsing of repeated
+spaces, a dummy ``▁`` prefix) destroy indentation, so this module fixes an "identity" setup under which
+``decode(encode(x)) == x`` holds for code, with byte fallback so nothing is ever ``<unk>``.
+
+sentencepiece learns per *line*: we feed the lines of each text (empty lines skipped), so no learned
+piece ever contains a newline and ``"\\n"`` is always encoded as the byte token ``<0x0A>``. The chat
+tokenizer and the Hugging Face export both rely on that fact.
+
+Training is deterministic: same texts and same config give a byte-identical model. When the corpus
+has more lines than ``input_sentence_size``, lines are sampled here with a seeded reservoir sampler:
+sentencepiece's own sampler is not reproducible across processes (measured with 0.2.x).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SentencePieceTokenizer", "TokenizerConfig", "train_tokenizer"]
+
+_MODEL_TYPES = ("bpe", "unigram")
+
+
+@dataclass
+class TokenizerConfig:
+    """Everything that decides the learned vocabulary (a tokenizer is a pure function of data + this)."""
+
+    # "bpe" (default; exported to Hugging Face as an exact BPE) or "unigram".
+    model_type: str = "bpe"
+    # Total vocabulary size, including special tokens, user-defined symbols and the 256 byte tokens.
+    vocab_size: int = 4096
+    # Fraction of characters covered by the vocabulary; 1.0 keeps every character seen in training.
+    character_coverage: float = 1.0
+    # Encode characters outside the vocabulary as UTF-8 byte tokens <0x..> instead of <unk>.
+    byte_fallback: bool = True
+    # Never merge digits: numbers are spelled digit by digit (better arithmetic, stable vocab).
+    split_digits: bool = True
+    # Maximum number of lines used for training (a seeded uniform sample when the corpus has more).
+    input_sentence_size: int = 2_000_000
+    # Threads used by the sentencepiece trainer.
+    num_threads: int = 2
+    # Seed of the line sampling (and of sentencepiece's generator): same data + config -> same bytes.
+    seed: int = 42
+    # Longest line (in bytes) used for training; longer lines are skipped.
+    max_sentence_length: int = 16384
+    # Longest learned piece, in characters.
+    max_sentencepiece_length: int = 16
+    # Unknown token piece and id (only produced when byte_fallback is off).
+    unk_piece: str = "<unk>"
+    unk_id: int = 0
+    # Beginning-of-sequence token: prepended by the chat template, not by encode().
+    bos_piece: str = "<s>"
+    bos_id: int = 1
+    # End-of-sequence token: appended after every pretraining document.
+    eos_piece: str = "</s>"
+    eos_id: int = 2
+    # Padding token.
+    pad_piece: str = "<pad>"
+    pad_id: int = 3
+    # Atomic symbols, never split or merged (chat-role markers); they get ids right after the specials.
+    user_defined_symbols: list[str] = field(default_factory=lambda: ["<|im_start|>", "<|im_end|>"])
+    # Normalisation rule; "identity" keeps code byte-exact (the default nmt_nfkc rewrites characters).
+    normalization_rule_name: str = "identity"
+    # sentencepiece's default True collapses runs of spaces, i.e. destroys indentation.
+    remove_extra_whitespaces: bool = False
+    # sentencepiece's default True prepends "▁" to every input, which breaks round trips of code.
+    add_dummy_prefix: bool = False
+    # Allow pieces made only of whitespace ("▁▁▁▁"), i.e. indentation becomes a few tokens.
+    allow_whitespace_only_pieces: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
+        """Build a config from a plain dict (e.g. Kedro ``params:``), rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown TokenizerConfig key(s) {unknown}; valid keys are {sorted(known)}")
+        config = cls(**d)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a plain dict (for logging as flat params)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise ValueError on settings that cannot produce a working tokenizer."""
+        if self.model_type not in _MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {_MODEL_TYPES}, got {self.model_type!r}")
+        ids = [self.unk_id, self.bos_id, self.eos_id, self.pad_id]
+        if sorted(ids) != list(range(4)):
+            raise ValueError(f"unk/bos/eos/pad ids must be 0..3 in some order, got {ids}")
+        if self.input_sentence_size < 1:
+            raise ValueError(f"input_sentence_size must be positive, got {self.input_sentence_size}")
+        if self.byte_fallback and self.vocab_size < 4 + len(self.user_defined_symbols) + 256 + 1:
+            raise ValueError(f"vocab_size {self.vocab_size} leaves no room beside 256 byte tokens and specials")
+
+
+def iterate_training_lines(texts: Iterable[str]) -> Iterator[str]:
+    """Yield the non-empty lines of every text (sentencepiece learns per line)."""
+    for text in texts:
+        for line in text.split("\n"):
+            if line:
+                yield line
+
+
+def build_trainer_kwargs(config: TokenizerConfig) -> dict[str, Any]:
+    """Translate the config into sentencepiece trainer keyword arguments."""
+    return {
+        "model_type": config.model_type,
+        "vocab_size": config.vocab_size,
+        "character_coverage": config.character_coverage,
+        "byte_fallback": config.byte_fallback,
+        "split_digits": config.split_digits,
+        "input_sentence_size": 0,  # train_tokenizer samples lines itself (reproducibly)
+        "shuffle_input_sentence": False,
+        "num_threads": config.num_threads,
+        "max_sentence_length": config.max_sentence_length,
+        "max_sentencepiece_length": config.max_sentencepiece_length,
+        "unk_piece": config.unk_piece,
+        "unk_id": config.unk_id,
+        "bos_piece": config.bos_piece,
+        "bos_id": config.bos_id,
+        "eos_piece": config.eos_piece,
+        "eos_id": config.eos_id,
+        "pad_piece": config.pad_piece,
+        "pad_id": config.pad_id,
+        "user_defined_symbols": list(config.user_defined_symbols),
+        "normalization_rule_name": config.normalization_rule_name,
+        "remove_extra_whitespaces": config.remove_extra_whitespaces,
+        "add_dummy_prefix": config.add_dummy_prefix,
+        "allow_whitespace_only_pieces": config.allow_whitespace_only_pieces,
+        "minloglevel": 2,  # sentencepiece logs a lot to stderr; we log a summary ourselves
+    }
+
+
+def sample_lines(lines: Iterable[str], k: int, seed: int) -> tuple[list[str], int]:
+    """Uniform reservoir sample of ``k`` lines (all lines, in order, when there are at most ``k``).
+
+    Done here rather than by sentencepiece: its own sampler (``shuffle_input_sentence``) is not
+    reproducible across processes even with ``set_random_generator_seed`` (measured, 0.2.x).
+    Returns the sample and the number of lines seen.
+    """
+    rng = random.Random(seed)
+    sample: list[str] = []
+    n = 0
+    for n, line in enumerate(lines, start=1):
+        if len(sample) < k:
+            sample.append(line)
+        else:
+            j = rng.randrange(n)
+            if j < k:
+                sample[j] = line
+    return sample, n
+
+
+def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> bytes:
+    """Train a sentencepiece model on the lines of ``texts`` and return the serialized model proto."""
+    import sentencepiece as spm
+
+    config.validate()
+    max_bytes = config.max_sentence_length
+    lines = (
+        line for line in iterate_training_lines(texts)
+        if len(line) * 4 <= max_bytes or len(line.encode("utf-8")) <= max_bytes
+    )
+    sample, n_lines = sample_lines(lines, config.input_sentence_size, config.seed)
+    if not sample:
+        raise ValueError("Cannot train a tokenizer on an empty corpus (no non-empty lines)")
+
+    spm.set_random_generator_seed(config.seed)  # any other randomness inside sentencepiece
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sample), model_writer=writer, **build_trainer_kwargs(config)
+        )
+    except RuntimeError as err:
+        raise ValueError(f"sentencepiece training failed ({err}); config: {config.to_dict()}") from err
+    model = writer.getvalue()
+    logger.info(
+        "Trained %s tokenizer: vocab %d on %d of %d lines (%d chars), model %d bytes",
+        config.model_type, config.vocab_size, len(sample), n_lines, sum(map(len, sample)), len(model),
+    )
+    return model

@@ -1,0 +1,193 @@
+"""The one place the library talks to MLflow.
+
+Kedro nodes never call MLflow: kedro-mlflow opens one run per ``kedro run`` and the catalog's
+metrics datasets log what nodes return. Two things need MLflow outside the catalog:
+
+- training processes (launched by a node, several ranks) log per-step metrics into that same run:
+  the node passes ``child_env()`` (tracking URI + run id) to the launcher and rank 0 uses
+  ``StepLogger``, which writes through ``MlflowClient`` and never changes the run's status;
+- hooks tag runs with lineage (git commit, DVC hashes of the inputs).
+
+Everything here is a no-op when MLflow is absent or no run is active, so the library runs from a
+REPL or a unit test with plain arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_ENV = "MLFLOW_RUN_ID"
+URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def _active_run() -> Any:
+    try:
+        import mlflow
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        return None
+    return mlflow.active_run()
+
+
+def child_env() -> dict[str, str]:
+    """Environment that lets a child process log into the active run (empty when none is active)."""
+    run = _active_run()
+    if run is None:
+        return {}
+    import mlflow
+
+    return {URI_ENV: mlflow.get_tracking_uri(), RUN_ID_ENV: run.info.run_id}
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, float]:
+    """Numeric leaves of a nested dict as flat ``a.b.c`` keys (booleans become 0/1, others dropped)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name, sep))
+        elif isinstance(value, bool):
+            flat[name] = float(value)
+        elif isinstance(value, int | float) and value == value:  # drops NaN
+            flat[name] = float(value)
+    return flat
+
+
+def log_metrics(metrics: Mapping[str, Any], *, prefix: str = "", step: int | None = None) -> None:
+    """Log the numeric leaves of ``metrics`` into the active run, if any."""
+    if _active_run() is None:
+        return
+    import mlflow
+
+    flat = flatten(metrics, prefix)
+    if flat:
+        mlflow.log_metrics(flat, step=step)
+
+
+def log_artifact_dir(path: str | Path, artifact_path: str) -> None:
+    """Upload a directory (reports, Data Docs) into the active run, if any."""
+    if _active_run() is None or not Path(path).exists():
+        return
+    import mlflow
+
+    mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+def log_dict(payload: Mapping[str, Any], artifact_file: str) -> None:
+    """Store a JSON document (e.g. the resolved DeepSpeed config) as a run artifact, if a run is active."""
+    if _active_run() is None:
+        return
+    import mlflow
+
+    mlflow.log_dict(dict(payload), artifact_file)
+
+
+def enable_system_metrics(interval_s: float = 5.0) -> None:
+    """CPU/memory/disk/network sampling for every run (GPU too when NVML is importable)."""
+    try:
+        import mlflow
+
+        mlflow.set_system_metrics_sampling_interval(interval_s)
+        mlflow.enable_system_metrics_logging()
+    except Exception as err:  # pragma: no cover - psutil missing etc.
+        logger.warning("MLflow system metrics are off: %s", err)
+
+
+class StepLogger:
+    """Per-step metrics from a training process into an existing run (rank 0 only).
+
+    Buffers metrics and sends them in batches so logging never dominates a step on CPU.
+    """
+
+    def __init__(self, run_id: str | None = None, tracking_uri: str | None = None, flush_every: int = 20):
+        self.run_id = run_id or os.environ.get(RUN_ID_ENV)
+        self.tracking_uri = tracking_uri or os.environ.get(URI_ENV)
+        self.flush_every = flush_every
+        self._buffer: list[Any] = []
+        self._client = None
+        if self.run_id and self.tracking_uri:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+
+    @property
+    def enabled(self) -> bool:
+        return self._client is not None
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+        if len(self._buffer) >= self.flush_every * max(1, len(metrics)):
+            self.flush()
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self._client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def flush(self) -> None:
+        if self.enabled and self._buffer:
+            for i in range(0, len(self._buffer), 1000):
+                self._client.log_batch(self.run_id, metrics=self._buffer[i:i + 1000])
+            self._buffer.clear()
+
+
+def git_state(project_path: str | Path) -> dict[str, str]:
+    """Commit hash and whether the work tree differs from it ("unknown" outside a git repo)."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=project_path, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def dvc_hashes(project_path: str | Path, paths: Mapping[str, str]) -> dict[str, str]:
+    """DVC md5 of each input path as recorded in dvc.lock by the stage that produced it."""
+    import yaml
+
+    lock = Path(project_path) / "dvc.lock"
+    if not lock.exists():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    recorded = {}
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            recorded[os.path.normpath(out["path"])] = out.get("md5") or out.get("hash", "")
+    root = Path(project_path).resolve()
+    tags = {}
+    for name, path in paths.items():
+        p = Path(path)
+        rel = os.path.normpath(str(p.resolve().relative_to(root)) if p.is_absolute() and root in p.resolve().parents
+                               else str(p))
+        for out_path, md5 in recorded.items():
+            if rel == out_path or rel.startswith(out_path + os.sep):
+                tags[f"dvc.{name}"] = f"{out_path}:{md5}"
+    return tags
+
+
+def set_lineage_tags(project_path: str | Path, input_paths: Mapping[str, str], pipelines: list[str]) -> None:
+    """Tag the active run with git state, DVC hashes of its inputs and the pipelines it ran."""
+    if _active_run() is None:
+        return
+    import mlflow
+
+    tags = {"lmforge.pipelines": "+".join(pipelines), **git_state(project_path),
+            **dvc_hashes(project_path, input_paths)}
+    mlflow.set_tags(tags)

@@ -1,0 +1,137 @@
+"""Typed training configuration, shared by the Kedro nodes and the launched training processes.
+
+A node turns ``params:pretrain`` / ``params:sft`` into a ``JobSpec``, writes it as JSON into the run
+directory and launches ``python -m lmforge.training.<kind> --config <run_dir>/job.json`` on every
+rank. Each field is documented where it is declared; ``from_dict`` rejects unknown keys so a typo in
+YAML fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
+    data = dict(data or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class TrainArgs:
+    """Optimisation settings (one optimizer step = micro_batch_size x grad accumulation x ranks)."""
+
+    # Optimizer steps to run.
+    max_steps: int = 100
+    # Sequences per rank per forward pass.
+    micro_batch_size: int = 4
+    # Micro-batches accumulated per optimizer step.
+    gradient_accumulation_steps: int = 1
+    # Peak learning rate (AdamW).
+    lr: float = 1e-3
+    # Final learning rate as a fraction of the peak (cosine decay).
+    min_lr_ratio: float = 0.1
+    # Linear warmup steps.
+    warmup_steps: int = 10
+    # AdamW decoupled weight decay.
+    weight_decay: float = 0.1
+    # AdamW betas.
+    betas: tuple[float, float] = (0.9, 0.95)
+    # Gradient norm clipping (0 disables).
+    grad_clip: float = 1.0
+    # Seed for initialisation and data order.
+    seed: int = 0
+    # Log metrics every N optimizer steps.
+    log_every: int = 1
+    # "fp32" (CPU), "bf16" or "fp16" (GPU).
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # YAML/JSON give lists
+        if self.precision not in {"fp32", "bf16", "fp16"}:
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.max_steps < 1 or self.micro_batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("max_steps, micro_batch_size and gradient_accumulation_steps must be >= 1")
+
+
+@dataclass
+class LaunchArgs:
+    """How the training job is started (see ``lmforge.training.launch``)."""
+
+    # "torchrun" or "deepspeed".
+    launcher: str = "torchrun"
+    # Processes per node (one per GPU; on CPU, processes sharing the cores).
+    nproc_per_node: int = 2
+    # Nodes (multi-node needs a hostfile for deepspeed, or master_addr for torchrun).
+    nnodes: int = 1
+    # DeepSpeed hostfile for multi-node runs.
+    hostfile: str | None = None
+    # Rendezvous address/port; the port is picked free when None.
+    master_addr: str = "127.0.0.1"
+    master_port: int | None = None
+    # Hard limit for the whole job in seconds (0 = none).
+    timeout_s: int = 0
+
+
+@dataclass
+class DeepSpeedArgs:
+    """ZeRO stage and the template it starts from (conf/base/deepspeed/zero<stage>.json)."""
+
+    # ZeRO stage 0, 1, 2 or 3.
+    zero_stage: int = 2
+    # Keys merged over the template after the automatic values (escape hatch for any DS option).
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobSpec:
+    """Everything a training process needs, serialised as JSON for the launched ranks."""
+
+    # "pretrain" or "sft".
+    kind: str
+    # Preset name and overrides (pretrain), or ignored when init_from is set (sft).
+    model: dict[str, Any]
+    # Hugging Face model directory to start from (sft), None to build from the preset.
+    init_from: str | None
+    # Data location(s): {"token_shards": dir} or {"examples": jsonl, "pad_id": int}.
+    data: dict[str, Any]
+    train: TrainArgs
+    # Fully resolved DeepSpeed config.
+    deepspeed: dict[str, Any]
+    # Where the final Hugging Face checkpoint is written.
+    output_dir: str
+    # Scratch directory of this run (logs, result.json).
+    run_dir: str
+    # Metric name prefix in MLflow ("pretrain" -> "pretrain.loss").
+    metric_prefix: str
+    # Tokenizer fingerprint the data was built with; checked at load.
+    tokenizer_sha256: str | None = None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> JobSpec:
+        raw = json.loads(Path(path).read_text())
+        raw["train"] = TrainArgs(**raw["train"])
+        return cls(**raw)
+
+
+def parse_train_args(data: dict[str, Any] | None, where: str = "train") -> TrainArgs:
+    return _from_dict(TrainArgs, data, where)
+
+
+def parse_launch_args(data: dict[str, Any] | None, where: str = "launch") -> LaunchArgs:
+    return _from_dict(LaunchArgs, data, where)
+
+
+def parse_deepspeed_args(data: dict[str, Any] | None, where: str = "deepspeed") -> DeepSpeedArgs:
+    return _from_dict(DeepSpeedArgs, data, where)

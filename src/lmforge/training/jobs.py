@@ -1,0 +1,102 @@
+"""Turn a stage's parameters into a training job, run it, and return what the stage reports.
+
+``run_pretraining`` and ``run_sft`` are what the Kedro nodes call: they resolve the typed configs
+and the DeepSpeed JSON, log that JSON to the active MLflow run, launch the multi-process job and
+return ``(checkpoint_dir, metrics, loss_curve)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmforge import tracking
+from lmforge.training.config import (
+    JobSpec,
+    parse_deepspeed_args,
+    parse_launch_args,
+    parse_train_args,
+)
+from lmforge.training.deepspeed_config import build_deepspeed_config
+from lmforge.training.launch import launch_job
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_templates(templates: Mapping[str, Any]) -> dict[str, dict]:
+    """DeepSpeed templates from a Kedro PartitionedDataset (values may be load callables)."""
+    return {name: (value() if callable(value) else value) for name, value in templates.items()}
+
+
+def _tokenizer_info(tokenizer_dir: str) -> dict[str, Any]:
+    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+    tok = SentencePieceTokenizer.from_file(Path(tokenizer_dir) / "tokenizer.model")
+    return {"vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id,
+            "sha256": tok.sha256}
+
+
+def _run(kind: str, params: Mapping[str, Any], templates: Mapping[str, Any], *, model: dict, init_from: str | None,
+         data: dict, tokenizer_sha256: str | None,
+         prepare: Callable[[Path], None] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
+    allowed = {"model", "train", "deepspeed", "launch", "run_dir", "data", "identity", "max_length",
+               "train_on_prompt"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in parameters_{kind}.yml")
+    train = parse_train_args(params.get("train"), f"{kind}.train")
+    ds_args = parse_deepspeed_args(params.get("deepspeed"), f"{kind}.deepspeed")
+    launch = parse_launch_args(params.get("launch"), f"{kind}.launch")
+    ds_config = build_deepspeed_config(resolve_templates(templates), train, ds_args)
+    run_dir = Path(params.get("run_dir") or f"data/06_models/{kind}_run").resolve()
+    output_dir = run_dir / "export"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if prepare:
+        data = {**data, **prepare(run_dir)}
+    spec = JobSpec(kind=kind, model=model, init_from=init_from, data=data, train=train, deepspeed=ds_config,
+                   output_dir=str(output_dir), run_dir=str(run_dir), metric_prefix=kind,
+                   tokenizer_sha256=tokenizer_sha256)
+    tracking.log_dict(ds_config, f"deepspeed/{kind}.json")
+    result = launch_job(spec, launch, env=tracking.child_env())
+    curve = result.pop("history")
+    metrics = {k: v for k, v in result.items() if k != "checkpoint"}
+    metrics["loss_decreased"] = result["final_loss"] < result["initial_loss"]
+    return result["checkpoint"], metrics, curve
+
+
+def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[str, Any],
+                    params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[dict]]:
+    """Pretrain the configured preset on the token shards; returns (checkpoint, metrics, loss curve)."""
+    info = _tokenizer_info(tokenizer_dir)
+    model_cfg = dict(params.get("model") or {"preset": "tiny"})
+    model = {"preset": model_cfg.pop("preset"), "overrides": model_cfg.pop("overrides", {}) or {},
+             "vocab_size": info["vocab_size"], "bos_id": info["bos_id"], "eos_id": info["eos_id"],
+             "pad_id": info["pad_id"]}
+    if model_cfg:
+        raise ValueError(f"unknown key(s) {sorted(model_cfg)} in pretrain.model (preset, overrides)")
+    checkpoint, metrics, curve = _run("pretrain", params, templates, model=model, init_from=None,
+                                      data={"token_shards": token_shards}, tokenizer_sha256=info["sha256"])
+    return checkpoint, {**metrics, "preset": model["preset"]}, curve
+
+
+def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenizer_dir: str,
+            templates: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[dict]]:
+    """Fine-tune ``base_model_dir`` on tokenized examples; returns (checkpoint, metrics, loss curve)."""
+    if not examples:
+        raise ValueError("no SFT examples to train on: check sft.data and sft.max_length")
+    info = _tokenizer_info(tokenizer_dir)
+
+    def write_examples(run_dir: Path) -> dict[str, str]:
+        path = run_dir / "train_examples.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for ex in examples:
+                fh.write(json.dumps({"input_ids": ex["input_ids"], "labels": ex["labels"]}) + "\n")
+        return {"examples": str(path)}
+
+    return _run("sft", params, templates, model={}, init_from=base_model_dir,
+                data={"pad_id": info["pad_id"]}, tokenizer_sha256=info["sha256"], prepare=write_examples)

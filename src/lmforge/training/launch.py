@@ -1,0 +1,120 @@
+"""Start a multi-process training job (torchrun or the deepspeed launcher) and wait for it.
+
+The Kedro node calls ``launch_job``: the spec is written to ``<run_dir>/job.json``, every rank runs
+``python -m lmforge.training.<kind> --config <run_dir>/job.json``, their output is streamed to the
+log and to ``<run_dir>/train.log``, and rank 0's ``<run_dir>/result.json`` is returned. A failed
+job raises ``TrainingError`` with the tail of the log, not a bare exit code.
+
+CPU: processes share the cores over gloo. GPU: one process per GPU over NCCL. Multi-node: the
+deepspeed launcher with a hostfile (see README), or torchrun with ``nnodes``/``master_addr``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from lmforge.training.config import JobSpec, LaunchArgs
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A training job failed; the message carries the last lines of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_command(module: str, config_path: str | Path, launch: LaunchArgs, port: int) -> list[str]:
+    """The launcher command line for ``module`` (a ``python -m`` target)."""
+    if launch.launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launch.nproc_per_node}",
+               f"--nnodes={launch.nnodes}", f"--master_addr={launch.master_addr}", f"--master_port={port}"]
+        if launch.nnodes > 1:
+            cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={launch.master_addr}:{port}"]
+        return [*cmd, "-m", module, "--config", str(config_path)]
+    if launch.launcher == "deepspeed":
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", f"--master_port={port}",
+               f"--master_addr={launch.master_addr}"]
+        if launch.hostfile:
+            cmd += [f"--hostfile={launch.hostfile}", f"--num_nodes={launch.nnodes}"]
+        else:
+            cmd += [f"--num_gpus={launch.nproc_per_node}"]
+        return [*cmd, "--module", module, "--config", str(config_path)]
+    raise ValueError(f"unknown launcher {launch.launcher!r}: use 'torchrun' or 'deepspeed'")
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra or {})
+    # Ranks must import this package even when the caller put src/ on sys.path by hand.
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            env.setdefault("DS_ACCELERATOR", "cpu")
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``spec`` on ``launch.nproc_per_node`` processes; return rank 0's result dict."""
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "job.json"
+    spec.save(config_path)
+    result_path = run_dir / "result.json"
+    result_path.unlink(missing_ok=True)
+    port = launch.master_port or free_port()
+    cmd = build_command(f"lmforge.training.{spec.kind}", config_path, launch, port)
+    logger.info("launching %s job on %d process(es): %s", spec.kind, launch.nproc_per_node * launch.nnodes,
+                " ".join(cmd))
+    tail: deque[str] = deque(maxlen=40)
+    with open(run_dir / "train.log", "w", encoding="utf-8") as log_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=child_environment(env), start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log_file.write(line)
+                tail.append(line.rstrip())
+                if "[lmforge]" in line or "Error" in line or "error" in line:
+                    logger.info("%s", line.rstrip())
+            returncode = proc.wait(timeout=launch.timeout_s or None)
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if returncode != 0 or not result_path.exists():
+        raise TrainingError(
+            f"{spec.kind} job failed (exit code {returncode}); full log: {run_dir / 'train.log'}\n"
+            + "\n".join(tail)
+        )
+    return json.loads(result_path.read_text())
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,49 @@
+"""Pretraining entry point, run on every rank: ``python -m lmforge.training.pretrain --config job.json``.
+
+Builds the preset model (single-device code), reads the packed token shards written by the
+tokenizer stage (memory-mapped; the tokenizer hash is checked at open) and runs the shared
+DeepSpeed loop. Launched by ``lmforge.training.launch``; not meant to be imported by Kedro code.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lmforge.training.config import JobSpec
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="lmforge pretraining worker (started by the launcher on each rank)")
+    parser.add_argument("--config", required=True, help="path of the job.json written by the launcher")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+    args = parser.parse_args(argv)
+    spec = JobSpec.load(args.config)
+
+    import numpy as np
+    import torch
+
+    from lmforge.model.build import build_model
+    from lmforge.model.presets import Preset
+    from lmforge.tokenizer.shards import TokenShards
+    from lmforge.training.data import sample_indices
+    from lmforge.training.loop import init_distributed, train
+
+    rank, world = init_distributed()
+    shards = TokenShards.open(spec.data["token_shards"], expected_tokenizer_sha256=spec.tokenizer_sha256)
+    n_blocks = shards.n_blocks("train")
+    model_cfg = dict(spec.model)
+    preset = Preset.from_name(model_cfg.pop("preset"), **model_cfg.pop("overrides", {}))
+    model = build_model(preset, seed=spec.train.seed, **model_cfg)
+
+    def next_batch(step: int, micro: int) -> dict:
+        idx = sample_indices(step, micro, rank, world_size=world, micro_batch_size=spec.train.micro_batch_size,
+                             accumulation=spec.train.gradient_accumulation_steps, n_items=n_blocks,
+                             seed=spec.train.seed)
+        ids = torch.from_numpy(np.stack([shards.block("train", int(i)) for i in idx]).astype(np.int64))
+        return {"input_ids": ids, "labels": ids}
+
+    train(spec, model, next_batch, rank=rank, world_size=world)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Tests for lmforge.tokenizer.shards: packing, writing, memory-mapped reading, tokenizer hash check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmforge.tokenizer.shards import TokenShards, choose_token_dtype, pack_documents, write_token_shards
+
+DOCS = ["def f():\n    return 1\n", "x = 'héllo 日本'", "", "class A:\n\tpass\n" * 5]
+
+
+def test_pack_documents_puts_eos_after_each_document(tokenizer):
+    blocks = pack_documents(DOCS, tokenizer, seq_len=8)
+    stream = [t for doc in DOCS for t in [*tokenizer.encode(doc), tokenizer.eos_id]]
+    assert blocks.dtype == np.uint16
+    assert blocks.shape == (len(stream) // 8, 8)
+    assert blocks.ravel().tolist() == stream[: blocks.size]  # the tail that does not fill a block is dropped
+    assert blocks.ravel().tolist().count(tokenizer.eos_id) == stream[: blocks.size].count(tokenizer.eos_id)
+
+
+def test_pack_documents_separates_documents_by_eos(tokenizer):
+    flat = pack_documents(["aaa", "bbb"], tokenizer, seq_len=1).ravel().tolist()
+    first, second = tokenizer.encode("aaa"), tokenizer.encode("bbb")
+    assert flat == [*first, tokenizer.eos_id, *second, tokenizer.eos_id]
+
+
+def test_pack_documents_does_not_parse_special_token_text(tokenizer):
+    flat = pack_documents(["a </s> <s> b"], tokenizer, seq_len=1).ravel().tolist()
+    assert flat.count(tokenizer.eos_id) == 1 and flat[-1] == tokenizer.eos_id
+    assert tokenizer.bos_id not in flat
+
+
+def test_pack_documents_with_too_little_text_gives_no_blocks(tokenizer):
+    blocks = pack_documents(["x"], tokenizer, seq_len=64)
+    assert blocks.shape == (0, 64)
+
+
+def test_choose_token_dtype():
+    assert choose_token_dtype(4096) == "uint16"
+    assert choose_token_dtype(65536) == "uint16"
+    assert choose_token_dtype(65537) == "uint32"
+
+
+@pytest.fixture
+def shard_dir(tmp_path, tokenizer):
+    train = pack_documents(DOCS * 10, tokenizer, seq_len=16)
+    validation = pack_documents(DOCS[:2], tokenizer, seq_len=16)
+    index = write_token_shards(
+        tmp_path / "tokens",
+        {"train": train, "validation": validation},
+        tokenizer_sha256=tokenizer.sha256,
+        seq_len=16,
+        blocks_per_shard=7,
+        extra_metadata={"source": "unit-test"},
+    )
+    return tmp_path / "tokens", index, train, validation
+
+
+def test_write_token_shards_index(shard_dir, tokenizer):
+    root, index, train, validation = shard_dir
+    assert json.loads((root / "index.json").read_text()) == index
+    assert index["seq_len"] == 16 and index["dtype"] == "uint16" and index["source"] == "unit-test"
+    assert index["tokenizer_sha256"] == tokenizer.sha256
+    n_train = len(train)
+    assert index["splits"]["train"]["n_blocks"] == n_train
+    assert index["splits"]["train"]["n_tokens"] == n_train * 16
+    assert index["splits"]["train"]["shards"] == [f"train-{k:05d}.npy" for k in range((n_train + 6) // 7)]
+    assert index["splits"]["validation"]["shards"] == ["validation-00000.npy"]
+    assert np.load(root / "train-00000.npy", mmap_mode="r").shape == (7, 16)
+
+
+def test_token_shards_round_trip(shard_dir, tokenizer):
+    root, _, train, validation = shard_dir
+    shards = TokenShards.open(root, expected_tokenizer_sha256=tokenizer.sha256)
+    assert shards.splits == ["train", "validation"] and shards.seq_len == 16
+    assert shards.n_blocks("train") == len(train)
+    for i in range(len(train)):
+        assert np.array_equal(shards.block("train", i), train[i])
+    assert isinstance(shards.block("train", 8), np.memmap)  # read from disk lazily
+    assert np.array_equal(shards.block("train", -1), train[-1])
+    assert np.array_equal(np.stack(list(shards.iter_blocks("train"))), train)
+    assert np.array_equal(np.stack(list(shards.iter_blocks("validation"))), validation)
+    with pytest.raises(IndexError):
+        shards.block("validation", len(validation))
+    with pytest.raises(KeyError, match="No split 'test'"):
+        shards.n_blocks("test")
+
+
+def test_open_refuses_shards_from_another_tokenizer(shard_dir, tokenizer):
+    root, *_ = shard_dir
+    other = "0" * 64
+    with pytest.raises(ValueError) as err:
+        TokenShards.open(root, expected_tokenizer_sha256=other)
+    assert tokenizer.sha256 in str(err.value) and other in str(err.value)
+
+
+def test_open_reports_missing_folder_or_index(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TokenShards.open(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="has no index.json"):
+        TokenShards.open(tmp_path)
+
+
+def test_write_token_shards_rejects_wrong_block_shape(tmp_path):
+    with pytest.raises(ValueError, match=r"expected shape \[n, 16\]"):
+        write_token_shards(tmp_path, {"train": np.zeros((3, 8), np.uint16)}, tokenizer_sha256="x", seq_len=16)
