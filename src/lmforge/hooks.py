@@ -24,13 +24,17 @@ class MissingInputError(SystemExit):
     """Raised (as a clean exit, not a traceback) when a stage's input has not been produced yet."""
 
 
-def _producer_of(dataset: str) -> str | None:
-    from kedro.framework.project import pipelines
+def _producers(datasets: list[str]) -> list[str]:
+    """The chain's stages that produce ``datasets``, upstream first."""
+    from lmforge.pipeline_registry import CHAIN, build_stage
 
-    for name, pipe in pipelines.items():
-        if name != "__default__" and dataset in pipe.all_outputs():
-            return name
-    return None
+    return [stage for stage in CHAIN if any(d in build_stage(stage).all_outputs() for d in datasets)]
+
+
+def _location(catalog: Any, name: str) -> str | None:
+    dataset = catalog.get(name) if name in catalog else None
+    path = getattr(dataset, "_filepath", None) or getattr(dataset, "_path", None)
+    return str(path) if path else None
 
 
 class MissingInputHooks:
@@ -42,14 +46,15 @@ class MissingInputHooks:
         ]
         if not missing:
             return
-        name = missing[0]
-        producer = _producer_of(name)
-        where = getattr(catalog.get(name), "_filepath", None) if name in catalog else None
-        what = f"{name!r}" + (f" ({where})" if where else "")
-        fix = (f"run `kedro run --pipelines {producer}` (or `dvc repro {producer}`) first"
-               if producer else "add it to conf/base/catalog.yml or produce it first")
-        others = f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""
-        message = f"lmforge: input {what} does not exist yet{others}: {fix}."
+        producers = _producers(missing)
+        where = _location(catalog, missing[0])
+        what = f"{missing[0]!r}" + (f" ({where})" if where else "")
+        others = f" and {len(missing) - 1} more input(s)" if len(missing) > 1 else ""
+        if producers:
+            fix = f"run `kedro run --pipelines {','.join(producers)}` (or `dvc repro {producers[-1]}`) first"
+        else:
+            fix = "add it to conf/base/catalog.yml or produce it first"
+        message = f"lmforge: {what}{others} not produced yet: {fix}."
         logger.error(message)
         raise MissingInputError(message)
 
@@ -63,11 +68,7 @@ class SystemMetricsHooks:
 class LineageHooks:
     @hook_impl(trylast=True)  # after kedro-mlflow has started the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        inputs = {}
-        for name in pipeline.inputs():
-            if name in catalog and not name.startswith("params:"):
-                path = getattr(catalog.get(name), "_filepath", None)
-                if path is not None:
-                    inputs[name] = str(path)
+        inputs = {name: path for name in pipeline.inputs()
+                  if not name.startswith("params:") and (path := _location(catalog, name))}
         tracking.set_lineage_tags(run_params.get("project_path") or ".", inputs,
                                   pipelines=run_params.get("pipeline_names") or ["__default__"])

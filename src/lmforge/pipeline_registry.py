@@ -1,16 +1,31 @@
-"""Project pipelines."""
+"""Project pipelines: the six stages of the chain, by name, and ``__default__`` = the whole chain."""
+
 from __future__ import annotations
+
+import importlib
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
+
+# The chain, upstream first. Each stage's inputs are outputs of the stages before it.
+CHAIN = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
+    Kedro 1.7 discovers only the pipelines a ``kedro run --pipelines`` asked for; the full set (and
+    ``__default__``, the whole chain in chain order) is registered otherwise.
+
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
-    pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values())
+    found = find_pipelines(raise_errors=True)
+    pipelines = {name: found[name] for name in CHAIN if name in found}
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines
+
+
+def build_stage(name: str) -> Pipeline:
+    """One stage's pipeline, built directly (whatever the CLI asked Kedro to discover)."""
+    return importlib.import_module(f"lmforge.pipelines.{name}").create_pipeline()

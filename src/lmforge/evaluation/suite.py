@@ -25,6 +25,8 @@ class EvaluationConfig:
     max_heldout_blocks: int = 64
     # Held-out instruction conversations scored per model.
     max_sft_examples: int = 200
+    # Longer held-out conversations are skipped (the models' context is finite).
+    max_example_tokens: int = 512
     # Greedy generation settings: {"max_new_tokens": int, "prompts": [str, ...]}.
     generation: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 48, "prompts": []})
 
@@ -43,15 +45,16 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
     from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.tokenizer.artifact import load_tokenizer
-    from lmforge.tokenizer.chat_template import tokenize_conversation
     from lmforge.tokenizer.shards import TokenShards
+    from lmforge.training.sft_data import build_sft_examples
 
     tok, template = load_tokenizer(tokenizer_dir)
     shards = TokenShards.open(token_shards, expected_tokenizer_sha256=tok.sha256)
     n_blocks = min(shards.n_blocks("validation"), config.max_heldout_blocks)
     blocks = [shards.block("validation", i) for i in range(n_blocks)]
-    examples = [tokenize_conversation(list(c["messages"]), tok, template)
-                for c in conversations[: config.max_sft_examples]]
+    sft_examples, _ = build_sft_examples(conversations[: config.max_sft_examples], tok, template,
+                                         max_length=config.max_example_tokens)
+    examples = [(e["input_ids"], e["labels"]) for e in sft_examples]
     if not blocks or not examples:
         raise ValueError(f"nothing to evaluate: {len(blocks)} held-out blocks, {len(examples)} held-out conversations")
     gen = config.generation

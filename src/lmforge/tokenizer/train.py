@@ -65,7 +65,7 @@ class TokenizerConfig:
     # End-of-sequence token: appended after every pretraining document.
     eos_piece: str = "</s>"
     eos_id: int = 2
-    # Padding token.
+    # Padding token (-1 as id: none).
     pad_piece: str = "<pad>"
     pad_id: int = 3
     # Atomic symbols, never split or merged (chat-role markers); they get ids right after the specials.
@@ -98,9 +98,9 @@ class TokenizerConfig:
         """Raise ValueError on settings that cannot produce a working tokenizer."""
         if self.model_type not in _MODEL_TYPES:
             raise ValueError(f"model_type must be one of {_MODEL_TYPES}, got {self.model_type!r}")
-        ids = [self.unk_id, self.bos_id, self.eos_id, self.pad_id]
-        if sorted(ids) != list(range(4)):
-            raise ValueError(f"unk/bos/eos/pad ids must be 0..3 in some order, got {ids}")
+        ids = [i for i in (self.unk_id, self.bos_id, self.eos_id, self.pad_id) if i >= 0]
+        if self.unk_id < 0 or len(set(ids)) != len(ids):
+            raise ValueError(f"unk id must be >= 0 and unk/bos/eos/pad ids distinct (-1 = none), got {ids}")
         if self.input_sentence_size < 1:
             raise ValueError(f"input_sentence_size must be positive, got {self.input_sentence_size}")
         if self.byte_fallback and self.vocab_size < 4 + len(self.user_defined_symbols) + 256 + 1:

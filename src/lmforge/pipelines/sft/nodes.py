@@ -25,22 +25,12 @@ def tokenize_conversations(conversations: list[dict], tokenizer: str, stats: dic
                            params: dict[str, Any]) -> tuple[list[dict], dict]:
     """Render with the tokenizer's chat template; labels only on assistant turns."""
     from lmforge.tokenizer.artifact import load_tokenizer
-    from lmforge.tokenizer.chat_template import tokenize_conversation
+    from lmforge.training.sft_data import build_sft_examples
 
     tok, template = load_tokenizer(tokenizer)
-    max_length = params.get("max_length", 512)
-    examples, too_long, trained = [], 0, 0
-    for conv in conversations:
-        ids, labels = tokenize_conversation(list(conv["messages"]), tok, template,
-                                            train_on_prompt=params.get("train_on_prompt", False))
-        if len(ids) > max_length:
-            too_long += 1
-            continue
-        trained += sum(1 for x in labels if x != -100)
-        examples.append({"id": conv["id"], "input_ids": ids, "labels": labels})
-    total = sum(len(e["input_ids"]) for e in examples)
-    return examples, {**stats, "examples": len(examples), "dropped_too_long": too_long,
-                      "trained_token_fraction": trained / max(total, 1)}
+    examples, example_stats = build_sft_examples(conversations, tok, template, max_length=params.get("max_length", 512),
+                                                 train_on_prompt=params.get("train_on_prompt", False))
+    return examples, {**stats, **example_stats}
 
 
 def finetune_model(examples: list[dict], pretrain_checkpoint: str, tokenizer: str,

@@ -1,0 +1,52 @@
+# lmforge: `make run` builds the environment and the whole chain; `make test` runs the test suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UI_PORT ?= 5000
+
+# An ABSOLUTE sqlite store (MLflow 3 refuses ./mlruns; a relative path breaks `dvc exp run`).
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export KEDRO_DISABLE_TELEMETRY := 1
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help install run test lint ui clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## create .venv and install everything (torch CPU first)
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"lmforge needs Python 3.11, found {sys.version.split()[0]}: make PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip wheel setuptools
+	# torch first: an exact CPU build; a bare `torch` requirement would pull several GB of CUDA wheels.
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e ".[dev]"
+	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~1-2 min): do it now, once.
+	$(BIN)/python -m lmforge.training.prebuild
+	touch $@
+
+run: install  ## run the whole chain with DVC (only what changed reruns) and print where results are
+	$(BIN)/dvc repro
+	$(BIN)/python -m lmforge.results
+
+test: install  ## run the test suite (unit, per-pipeline, end-to-end through dvc repro)
+	$(BIN)/python -m pytest
+
+lint: install  ## ruff over src and tests
+	$(BIN)/ruff check src tests
+
+ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
+		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+clean:  ## remove produced data (not the venv, the DVC cache or mlflow.db)
+	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true
+	find data -mindepth 2 -type d -empty -delete 2>/dev/null || true

@@ -1,0 +1,224 @@
+"""Shared fixtures: an offline environment and the expensive artifacts of the chain, built once per session.
+
+The chain fixtures run the same library functions the pipelines call, on a tiny real corpus (about
+150 KB of the interpreter's own standard library): documents -> tokenizer (sentencepiece, vocab 400)
+-> packed token shards (64 tokens) -> pretrained ``debug`` checkpoint (2 processes, DeepSpeed) ->
+SFT checkpoint. Each pipeline test reuses the upstream artifacts it needs and runs its own pipeline.
+Heavy libraries are imported inside the fixtures, so collecting unrelated tests stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CHAIN_SOURCE = "python-stdlib"
+CHAIN_VOCAB_SIZE = 400
+CHAIN_SEQ_LEN = 64
+CHAIN_VALIDATION_FRACTION = 0.2
+CHAIN_STEPS = 20
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _offline_environment():
+    """No downloads, no telemetry, and no MLflow run inherited from the shell that started pytest."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        mp.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+        mp.setenv("DVC_NO_ANALYTICS", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking_uri(tmp_path_factory) -> str:
+    """A fresh sqlite MLflow store at an absolute path (MLflow 3 refuses the ./mlruns file store)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow').resolve()}/mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def deepspeed_templates() -> dict[str, dict]:
+    """conf/base/deepspeed/zero<stage>.json as the catalog's PartitionedDataset would load them."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((PROJECT_ROOT / "conf/base/deepspeed").glob("*.json"))}
+
+
+@pytest.fixture(scope="session")
+def chat_template() -> str:
+    """The project's one chat format, read from conf/base/parameters_tokenizer.yml."""
+    import yaml
+
+    params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_tokenizer.yml").read_text())
+    return params["tokenizer"]["chat_template"]
+
+
+@pytest.fixture(scope="session")
+def chain_documents() -> dict[str, list[dict]]:
+    """Clean-document shards (what data_processing writes): ~150 KB of top-level stdlib modules."""
+    from lmforge.data.documents import Document
+    from lmforge.data.sources import make_document_id
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    records, size = [], 0
+    for path in sorted(stdlib.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not 500 <= len(text) <= 20_000 or "<s>" in text or "<|im_" in text:
+            continue
+        doc = Document(id=make_document_id(CHAIN_SOURCE, path.name), text=text, source=CHAIN_SOURCE,
+                       metadata={"path": path.name})
+        records.append(doc.to_dict())
+        size += len(text)
+        if size > 150_000:
+            break
+    return {"shard-00000": records[: len(records) // 2], "shard-00001": records[len(records) // 2:]}
+
+
+@pytest.fixture(scope="session")
+def chain_split_texts(chain_documents) -> dict[str, list[str]]:
+    """Document texts split by id exactly as the tokenizer pipeline splits them."""
+    from lmforge.data.process import iter_records
+    from lmforge.data.splits import assign_split
+
+    splits: dict[str, list[str]] = {"train": [], "validation": []}
+    for record in iter_records(chain_documents):
+        splits[assign_split(record["id"], CHAIN_VALIDATION_FRACTION, 0)].append(record["text"])
+    assert splits["train"] and splits["validation"], "the tiny corpus must give both splits"
+    return splits
+
+
+@pytest.fixture(scope="session")
+def chain_tokenizer_params(chat_template) -> dict:
+    """``params:tokenizer`` for the tiny chain (vocab 400, 64-token blocks)."""
+    return {
+        "train": {"model_type": "bpe", "vocab_size": CHAIN_VOCAB_SIZE, "num_threads": 2, "seed": 42},
+        "chat_template": chat_template,
+        "model_max_length": 512,
+        "shards": {"seq_len": CHAIN_SEQ_LEN, "validation_fraction": CHAIN_VALIDATION_FRACTION, "split_seed": 0,
+                   "blocks_per_shard": 500},
+    }
+
+
+@pytest.fixture(scope="session")
+def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_params, tmp_path_factory) -> str:
+    """A trained and exported tokenizer directory (sentencepiece + HF files + chat template)."""
+    from lmforge.tokenizer.artifact import build_tokenizer_dir
+    from lmforge.tokenizer.train import TokenizerConfig
+
+    out = tmp_path_factory.mktemp("chain") / "tokenizer"
+    build_tokenizer_dir(chain_split_texts["train"], TokenizerConfig.from_dict(chain_tokenizer_params["train"]), out,
+                        chat_template=chain_tokenizer_params["chat_template"],
+                        model_max_length=chain_tokenizer_params["model_max_length"])
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def chain_token_shards(chain_split_texts, chain_tokenizer_dir, tmp_path_factory) -> str:
+    """Packed train/validation token shards of CHAIN_SEQ_LEN tokens, made with the chain tokenizer."""
+    from lmforge.tokenizer.artifact import build_token_shards_dir
+
+    out = tmp_path_factory.mktemp("chain") / "tokens"
+    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, seq_len=CHAIN_SEQ_LEN, blocks_per_shard=500)
+    return str(out)
+
+
+def training_params(run_dir: Path, *, zero_stage: int = 2, steps: int = CHAIN_STEPS, lr: float = 3e-3,
+                    launcher: str = "torchrun", **extra) -> dict:
+    """``params:pretrain``-shaped dict for a short 2-process CPU run of the ``debug`` preset."""
+    return {
+        "train": {"max_steps": steps, "micro_batch_size": 4, "gradient_accumulation_steps": 1, "lr": lr,
+                  "min_lr_ratio": 0.1, "warmup_steps": 2, "weight_decay": 0.0, "seed": 0, "precision": "fp32"},
+        "deepspeed": {"zero_stage": zero_stage, "overrides": {}},
+        "launch": {"launcher": launcher, "nproc_per_node": 2, "timeout_s": 300},
+        "run_dir": str(run_dir),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def training_params_factory():
+    """``training_params`` as a fixture (test folders have no package to import helpers from)."""
+    return training_params
+
+
+@pytest.fixture(scope="session")
+def chain_pretrain_runs(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, tmp_path_factory):
+    """``run(zero_stage)`` -> (checkpoint, metrics, loss curve) of a real 2-process pretraining, cached per stage."""
+    from lmforge.training.jobs import run_pretraining
+
+    cache: dict[int, tuple[str, dict, list]] = {}
+
+    def run(zero_stage: int) -> tuple[str, dict, list]:
+        if zero_stage not in cache:
+            run_dir = tmp_path_factory.mktemp(f"pretrain_zero{zero_stage}") / "run"
+            params = training_params(run_dir, zero_stage=zero_stage, model={"preset": "debug", "overrides": {}})
+            cache[zero_stage] = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, params)
+        return cache[zero_stage]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
+    """The ZeRO-2 pretraining run the downstream stages start from."""
+    return chain_pretrain_runs(2)
+
+
+@pytest.fixture(scope="session")
+def chain_sft_params() -> dict:
+    """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings)."""
+    return {
+        "data": {"max_pairs": 200, "min_body_lines": 2, "max_prompt_chars": 600, "max_response_chars": 600,
+                 "validation_fraction": 0.2, "seed": 0},
+        "identity": {"name": "Forge", "developer": "the lmforge team", "repeat": 2},
+        "max_length": 256,
+        "train_on_prompt": False,
+    }
+
+
+@pytest.fixture(scope="session")
+def chain_conversations(chain_documents, chain_sft_params) -> dict[str, list[dict]]:
+    """Instruction conversations from the corpus (+ identity in train), as the sft pipeline builds them."""
+    from lmforge.data.documents import Document
+    from lmforge.data.identity import IdentityConfig, build_identity_conversations
+    from lmforge.data.instructions import InstructionConfig, build_instruction_pairs
+    from lmforge.data.process import iter_records
+
+    docs = (Document.from_dict(r) for r in iter_records(chain_documents))
+    splits, _ = build_instruction_pairs(docs, InstructionConfig(**chain_sft_params["data"]))
+    identity_cfg = IdentityConfig(**chain_sft_params["identity"])
+    train = splits["train"] + build_identity_conversations(identity_cfg) * identity_cfg.repeat
+    assert splits["validation"], "the tiny corpus must give held-out conversations"
+    return {"train": train, "validation": splits["validation"]}
+
+
+@pytest.fixture(scope="session")
+def chain_sft_examples(chain_conversations, chain_tokenizer_dir, chain_sft_params) -> list[dict]:
+    """Tokenized training conversations (labels only on assistant turns), at most ``max_length`` tokens."""
+    from lmforge.tokenizer.artifact import load_tokenizer
+    from lmforge.training.sft_data import build_sft_examples
+
+    tok, template = load_tokenizer(chain_tokenizer_dir)
+    examples, _ = build_sft_examples(chain_conversations["train"], tok, template,
+                                     max_length=chain_sft_params["max_length"])
+    return examples
+
+
+@pytest.fixture(scope="session")
+def chain_sft(chain_sft_examples, chain_pretrain, chain_tokenizer_dir, deepspeed_templates,
+              tmp_path_factory) -> tuple[str, dict, list]:
+    """A real 2-process SFT run from the pretrain checkpoint: (checkpoint, metrics, loss curve)."""
+    from lmforge.training.jobs import run_sft
+
+    run_dir = tmp_path_factory.mktemp("sft") / "run"
+    params = training_params(run_dir, lr=1e-3)
+    return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates, params)
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return PROJECT_ROOT

@@ -1,0 +1,78 @@
+"""MissingInputHooks: a missing stage input stops the run with one line naming the command that makes it."""
+
+from __future__ import annotations
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+
+from lmforge.hooks import MissingInputError, MissingInputHooks
+from lmforge.pipelines.datasets import ArtifactDirectory
+
+
+def identity(x, params):
+    return x
+
+
+@pytest.fixture
+def configured_project(monkeypatch, project_root):
+    """kedro.framework.project.pipelines resolves the project's registry (needs the project configured)."""
+    from kedro.framework.project import configure_project
+
+    monkeypatch.chdir(project_root)
+    configure_project("lmforge")
+
+
+def run_hook(pipeline, catalog):
+    MissingInputHooks().before_pipeline_run(run_params={}, pipeline=pipeline, catalog=catalog)
+
+
+def test_missing_input_names_the_pipeline_that_produces_it(configured_project, tmp_path):
+    missing = tmp_path / "data/06_models/tokenizer"
+    pipeline = Pipeline([Node(identity, ["tokenizer", "params:x"], "out", name="use_tokenizer")])
+    catalog = DataCatalog({"tokenizer": ArtifactDirectory(str(missing)), "params:x": MemoryDataset({"a": 1})})
+
+    with pytest.raises(SystemExit) as err:
+        run_hook(pipeline, catalog)
+
+    message = str(err.value)
+    assert isinstance(err.value, MissingInputError)
+    assert "\n" not in message
+    assert "'tokenizer'" in message
+    assert str(missing) in message
+    assert "kedro run --pipelines tokenizer" in message
+
+
+def test_several_missing_inputs_report_the_first_and_count_the_rest(configured_project, tmp_path):
+    pipeline = Pipeline([Node(identity, ["token_shards", "pretrain_checkpoint"], "out", name="use_both")])
+    catalog = DataCatalog({"token_shards": ArtifactDirectory(str(tmp_path / "tokens")),
+                           "pretrain_checkpoint": ArtifactDirectory(str(tmp_path / "pretrain"))})
+
+    with pytest.raises(MissingInputError) as err:
+        run_hook(pipeline, catalog)
+
+    message = str(err.value)
+    assert "\n" not in message
+    assert "'pretrain_checkpoint'" in message  # inputs are checked in sorted order
+    assert "1 more" in message
+    command = message.split("kedro run --pipelines ")[1].split("`")[0]
+    assert {"tokenizer", "pretrain"} <= set(command.split(","))
+
+
+def test_input_no_pipeline_produces_points_at_the_catalog(configured_project, tmp_path):
+    pipeline = Pipeline([Node(identity, ["external_corpus", "params:x"], "out", name="use_external")])
+    catalog = DataCatalog({"external_corpus": ArtifactDirectory(str(tmp_path / "nothing")),
+                           "params:x": MemoryDataset({})})
+
+    with pytest.raises(MissingInputError, match="add it to conf/base/catalog.yml"):
+        run_hook(pipeline, catalog)
+
+
+def test_present_inputs_pass(tmp_path):
+    existing = tmp_path / "tokenizer"
+    existing.mkdir()
+    (existing / "tokenizer.model").write_text("m")
+    pipeline = Pipeline([Node(identity, ["tokenizer", "params:x"], "out", name="use_tokenizer")])
+    catalog = DataCatalog({"tokenizer": ArtifactDirectory(str(existing)), "params:x": MemoryDataset({})})
+
+    assert run_hook(pipeline, catalog) is None

@@ -1,0 +1,52 @@
+"""tokenizer pipeline on an in-memory catalog: clean documents -> tokenizer directory + token shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from lmforge.pipelines.datasets import ArtifactDirectory
+from lmforge.pipelines.tokenizer import create_pipeline
+
+
+def test_tokenizer_pipeline(tmp_path, chain_documents, chain_tokenizer_params, chain_split_texts):
+    from transformers import AutoTokenizer
+
+    from lmforge.tokenizer.shards import TokenShards
+
+    tokenizer_dir, shards_dir = tmp_path / "data/06_models/tokenizer", tmp_path / "data/05_model_input/tokens"
+    catalog = DataCatalog({
+        "clean_documents": MemoryDataset(chain_documents),
+        "params:tokenizer": MemoryDataset(chain_tokenizer_params),
+        "tokenizer": ArtifactDirectory(str(tokenizer_dir)),
+        "token_shards": ArtifactDirectory(str(shards_dir)),
+    })
+
+    outputs = SequentialRunner().run(create_pipeline(), catalog)
+
+    metrics = outputs["tokenizer_metrics"].load()
+    files = {p.name for p in tokenizer_dir.iterdir()}
+    assert {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"} <= files
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == chain_tokenizer_params["chat_template"]
+
+    index = json.loads((shards_dir / "index.json").read_text())
+    assert index["seq_len"] == 64
+    assert index["tokenizer_sha256"] == metrics["sha256"]
+    assert index["documents"] == {name: len(texts) for name, texts in chain_split_texts.items()}
+    shards = TokenShards.open(shards_dir, expected_tokenizer_sha256=metrics["sha256"])
+    assert shards.n_blocks("train") == metrics["train_blocks"] > 0
+    assert shards.n_blocks("validation") == metrics["validation_blocks"] > 0
+    assert metrics["train_tokens"] == 64 * metrics["train_blocks"]
+    assert all(Path(shards_dir, name).is_file() for split in index["splits"].values() for name in split["shards"])
+
+    assert metrics["vocab_size"] == chain_tokenizer_params["train"]["vocab_size"]
+    assert metrics["unknown_tokens"] == 0
+    assert 1.0 < metrics["bytes_per_token"] < 10.0
+
+    hf = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    sample = chain_split_texts["validation"][0][:2000]
+    assert hf.decode(hf.encode(sample, add_special_tokens=False)) == sample

@@ -1,0 +1,77 @@
+"""build_deepspeed_config: templates + TrainArgs -> a complete DeepSpeed config."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from lmforge.training.config import DeepSpeedArgs, TrainArgs
+from lmforge.training.deepspeed_config import build_deepspeed_config
+
+
+def find_auto(node, path=""):
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in find_auto(v, f"{path}.{k}")]
+    return [path] if node == "auto" else []
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_auto_values_are_filled_from_train_args(deepspeed_templates, stage):
+    before = copy.deepcopy(deepspeed_templates)
+    train = TrainArgs(micro_batch_size=3, gradient_accumulation_steps=5, grad_clip=0.5, precision="bf16")
+
+    config = build_deepspeed_config(deepspeed_templates, train, DeepSpeedArgs(zero_stage=stage))
+
+    assert find_auto(config) == []
+    assert config["train_micro_batch_size_per_gpu"] == 3
+    assert config["gradient_accumulation_steps"] == 5
+    assert config["gradient_clipping"] == 0.5
+    assert config["bf16"] == {"enabled": True}
+    assert config["fp16"] == {"enabled": False}
+    assert config["zero_optimization"]["stage"] == stage
+    assert deepspeed_templates == before  # templates are not modified
+
+
+def test_keys_missing_from_the_template_are_still_set():
+    templates = {"zero1": {"zero_optimization": {"stage": 1}}}
+
+    config = build_deepspeed_config(templates, TrainArgs(micro_batch_size=2), DeepSpeedArgs(zero_stage=1))
+
+    assert config["train_micro_batch_size_per_gpu"] == 2
+    assert config["fp16"] == {"enabled": False}
+
+
+def test_missing_template_is_an_error_naming_it(deepspeed_templates):
+    templates = {k: v for k, v in deepspeed_templates.items() if k != "zero3"}
+
+    with pytest.raises(ValueError, match="zero3"):
+        build_deepspeed_config(templates, TrainArgs(), DeepSpeedArgs(zero_stage=3))
+
+
+def test_template_declaring_another_stage_is_an_error():
+    templates = {"zero2": {"zero_optimization": {"stage": 3}}}
+
+    with pytest.raises(ValueError, match="stage 3, expected 2"):
+        build_deepspeed_config(templates, TrainArgs(), DeepSpeedArgs(zero_stage=2))
+
+
+def test_auto_without_a_source_is_an_error():
+    templates = {"zero2": {"zero_optimization": {"stage": 2, "reduce_bucket_size": "auto"}}}
+
+    with pytest.raises(ValueError, match="no automatic source"):
+        build_deepspeed_config(templates, TrainArgs(), DeepSpeedArgs(zero_stage=2))
+
+
+def test_overrides_are_merged_deeply_over_the_filled_template(deepspeed_templates):
+    ds = DeepSpeedArgs(zero_stage=2, overrides={"zero_optimization": {"overlap_comm": True},
+                                                "steps_per_print": 10, "gradient_clipping": 2.0})
+
+    config = build_deepspeed_config(deepspeed_templates, TrainArgs(grad_clip=1.0), ds)
+
+    zero = config["zero_optimization"]
+    assert zero["overlap_comm"] is True
+    assert zero["stage"] == 2
+    assert zero["contiguous_gradients"] == deepspeed_templates["zero2"]["zero_optimization"]["contiguous_gradients"]
+    assert config["steps_per_print"] == 10
+    assert config["gradient_clipping"] == 2.0

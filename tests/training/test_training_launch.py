@@ -1,0 +1,90 @@
+"""Launcher command lines, the child environment, and a failed job's error message."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from lmforge.training.config import JobSpec, LaunchArgs, TrainArgs
+from lmforge.training.launch import TrainingError, build_command, child_environment, launch_job
+
+
+def test_torchrun_command_single_node(tmp_path):
+    config = tmp_path / "job.json"
+
+    cmd = build_command("lmforge.training.pretrain", config, LaunchArgs(launcher="torchrun", nproc_per_node=2), 29511)
+
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert {"--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1", "--master_port=29511"} <= set(cmd)
+    assert not any(arg.startswith("--rdzv") for arg in cmd)
+    assert cmd[-4:] == ["-m", "lmforge.training.pretrain", "--config", str(config)]
+
+
+def test_torchrun_command_multi_node_uses_c10d_rendezvous():
+    launch = LaunchArgs(launcher="torchrun", nproc_per_node=8, nnodes=2, master_addr="10.0.0.1")
+
+    cmd = build_command("lmforge.training.sft", "job.json", launch, 29600)
+
+    assert "--nnodes=2" in cmd
+    assert "--rdzv_backend=c10d" in cmd
+    assert "--rdzv_endpoint=10.0.0.1:29600" in cmd
+    assert cmd[-4:] == ["-m", "lmforge.training.sft", "--config", "job.json"]
+
+
+def test_deepspeed_command_single_node():
+    cmd = build_command("lmforge.training.pretrain", "job.json", LaunchArgs(launcher="deepspeed", nproc_per_node=2),
+                        29512)
+
+    assert cmd[:3] == [sys.executable, "-m", "deepspeed.launcher.runner"]
+    assert {"--master_port=29512", "--master_addr=127.0.0.1", "--num_gpus=2"} <= set(cmd)
+    assert cmd[-4:] == ["--module", "lmforge.training.pretrain", "--config", "job.json"]
+
+
+def test_deepspeed_command_with_hostfile_names_nodes_not_gpus():
+    launch = LaunchArgs(launcher="deepspeed", nnodes=2, hostfile="/etc/hostfile")
+
+    cmd = build_command("lmforge.training.pretrain", "job.json", launch, 29513)
+
+    assert "--hostfile=/etc/hostfile" in cmd
+    assert "--num_nodes=2" in cmd
+    assert not any(arg.startswith("--num_gpus") for arg in cmd)
+
+
+def test_unknown_launcher_is_an_error():
+    with pytest.raises(ValueError, match="mpirun"):
+        build_command("m", "job.json", LaunchArgs(launcher="mpirun"), 1)
+
+
+def test_child_environment_puts_src_on_pythonpath_and_keeps_extras(monkeypatch, project_root):
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+
+    env = child_environment({"MLFLOW_RUN_ID": "abc"})
+
+    assert env["PYTHONPATH"].split(":")[:2] == [str(project_root / "src"), "/elsewhere"]
+    assert env["MLFLOW_RUN_ID"] == "abc"
+    assert env["DS_ACCELERATOR"] == "cpu"  # these machines have no GPU
+
+
+@pytest.mark.slow
+def test_failed_job_raises_training_error_with_the_log_tail(tmp_path, deepspeed_templates):
+    from lmforge.training.deepspeed_config import build_deepspeed_config
+    from lmforge.training.config import DeepSpeedArgs
+
+    missing = tmp_path / "no_such_shards"
+    train = TrainArgs(max_steps=2, micro_batch_size=2)
+    spec = JobSpec(kind="pretrain", model={"preset": "debug", "overrides": {}}, init_from=None,
+                   data={"token_shards": str(missing)}, train=train,
+                   deepspeed=build_deepspeed_config(deepspeed_templates, train, DeepSpeedArgs(zero_stage=2)),
+                   output_dir=str(tmp_path / "run/export"), run_dir=str(tmp_path / "run"), metric_prefix="pretrain")
+
+    with pytest.raises(TrainingError) as err:
+        launch_job(spec, LaunchArgs(launcher="torchrun", nproc_per_node=1, timeout_s=180))
+
+    message = str(err.value)
+    assert "pretrain job failed" in message
+    assert "exit code 0)" not in message
+    assert str(tmp_path / "run/train.log") in message
+    assert f"Token shard folder {missing} does not exist" in message  # the worker's error, from the log tail
+    assert (tmp_path / "run/job.json").is_file()
+    assert not (tmp_path / "run/result.json").exists()
