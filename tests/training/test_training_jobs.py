@@ -16,13 +16,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("zero_stage", [2, 3])
-def test_run_pretraining_two_processes(chain_pretrain_runs, chain_tokenizer_dir, zero_stage):
+def test_run_pretraining_two_processes(chain_pretrain_runs, chain_tokenizer_dir, chain_token_shards, zero_stage):
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lmforge.model.build import count_parameters
+    from lmforge.model.build import build_model, count_parameters
     from lmforge.model.presets import PRESETS
     from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+    from lmforge.tokenizer.shards import TokenShards
 
     checkpoint, metrics, curve = chain_pretrain_runs(zero_stage)
     vocab = SentencePieceTokenizer.from_file(Path(chain_tokenizer_dir) / "tokenizer.model").vocab_size
@@ -45,6 +47,16 @@ def test_run_pretraining_two_processes(chain_pretrain_runs, chain_tokenizer_dir,
     logits = model(input_ids=torch.tensor([[1, 10, 20, 30]])).logits
     assert logits.shape == (1, 4, vocab)
     assert torch.isfinite(logits).all()
+
+    # The exported weights are the trained ones (ZeRO-3 must gather its shards before saving): on
+    # training blocks they score better than the same preset freshly initialised with the run's seed.
+    shards = TokenShards.open(chain_token_shards)
+    ids = torch.from_numpy(np.stack([shards.block("train", i) for i in range(8)]).astype(np.int64))
+    fresh = build_model(PRESETS["debug"], vocab_size=vocab, seed=0)
+    with torch.no_grad():
+        trained_loss = float(model(input_ids=ids, labels=ids).loss)
+        fresh_loss = float(fresh(input_ids=ids, labels=ids).loss)
+    assert trained_loss < fresh_loss - 0.5
 
 
 def test_zero_stage_does_not_change_the_first_step(chain_pretrain_runs):

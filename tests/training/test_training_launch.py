@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from lmforge.training.config import JobSpec, LaunchArgs, TrainArgs
+from lmforge.training.config import DeepSpeedArgs, JobSpec, LaunchArgs, TrainArgs
+from lmforge.training.deepspeed_config import build_deepspeed_config
 from lmforge.training.launch import TrainingError, build_command, child_environment, launch_job
 
 
@@ -68,8 +69,6 @@ def test_child_environment_puts_src_on_pythonpath_and_keeps_extras(monkeypatch, 
 
 @pytest.mark.slow
 def test_failed_job_raises_training_error_with_the_log_tail(tmp_path, deepspeed_templates):
-    from lmforge.training.deepspeed_config import build_deepspeed_config
-    from lmforge.training.config import DeepSpeedArgs
 
     missing = tmp_path / "no_such_shards"
     train = TrainArgs(max_steps=2, micro_batch_size=2)

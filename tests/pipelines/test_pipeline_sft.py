@@ -1,0 +1,73 @@
+"""sft pipeline on an in-memory catalog: corpus + identity -> conversations -> examples -> fine-tuned checkpoint."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
+from lmforge.pipelines.sft import create_pipeline
+
+
+@pytest.fixture
+def sft_params(project_root, tmp_path, chain_sft_params) -> dict:
+    """conf/base/parameters_sft.yml with small data settings, 20 steps and a tmp run_dir."""
+    params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_sft.yml").read_text())["sft"])
+    params.update(copy.deepcopy(chain_sft_params))
+    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2)
+    params["launch"].update(nproc_per_node=2, timeout_s=300)
+    params["run_dir"] = str(tmp_path / "sft_run")
+    return params
+
+
+@pytest.mark.slow
+def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir, chain_pretrain,
+                      deepspeed_templates):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.data.identity import IdentityConfig, build_identity_conversations
+
+    checkpoint_dir = tmp_path / "data/06_models/sft"
+    catalog = DataCatalog({
+        "clean_documents": MemoryDataset(chain_documents),
+        "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
+        "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
+        "deepspeed_templates": MemoryDataset(deepspeed_templates),
+        "params:sft": MemoryDataset(sft_params),
+        "sft_train_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_train.jsonl")),
+        "sft_train_examples": JSONLinesDataset(str(tmp_path / "data/05_model_input/sft_train_examples.jsonl")),
+        "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
+    })
+
+    outputs = SequentialRunner().run(create_pipeline(), catalog)
+
+    train = catalog["sft_train_conversations"].load()
+    validation = outputs["sft_validation_conversations"].load()
+    n_identity = len(build_identity_conversations(IdentityConfig(**sft_params["identity"])))
+    assert sum(c["category"] == "identity" for c in train) == n_identity * sft_params["identity"]["repeat"]
+    assert any(c["category"] == "code_completion" for c in train)
+    assert validation and all(c["category"] == "code_completion" for c in validation)
+    assert not {c["source_id"] for c in train} & {c["source_id"] for c in validation}  # split by document
+
+    examples = catalog["sft_train_examples"].load()
+    assert examples and all(len(e["input_ids"]) == len(e["labels"]) <= sft_params["max_length"] for e in examples)
+    assert all(any(label != -100 for label in e["labels"]) for e in examples)
+    assert all(e["labels"][0] == -100 for e in examples)  # the prompt (from <s>) is not trained
+
+    metrics = outputs["sft_metrics"].load()
+    curve = outputs["sft_loss_curve"].load()
+    assert metrics["final_loss"] < metrics["initial_loss"]
+    assert metrics["world_size"] == 2
+    assert metrics["data"]["examples"] == len(examples)
+    assert 0.0 < metrics["data"]["trained_token_fraction"] < 1.0
+    assert len(curve) == 20
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(chain_pretrain[0], dtype=torch.float32, local_files_only=True)
+    assert model.config.vocab_size == base.config.vocab_size
+    assert not torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)  # it trained

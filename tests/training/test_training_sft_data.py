@@ -1,0 +1,76 @@
+"""SFT examples: assistant-only labels, dropped conversations counted by reason, the workers' JSONL reader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmforge.training.sft import load_examples
+from lmforge.training.sft_data import build_sft_examples
+
+
+@pytest.fixture(scope="module")
+def tok_and_template(chain_tokenizer_dir):
+    from lmforge.tokenizer.artifact import load_tokenizer
+
+    return load_tokenizer(chain_tokenizer_dir)
+
+
+def conversation(cid, question, answer):
+    return {"id": cid, "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def test_labels_cover_only_the_assistant_turn(tok_and_template):
+    tok, template = tok_and_template
+    conv = conversation("c1", "Add two numbers.", "return a + b")
+
+    [example], stats = build_sft_examples([conv], tok, template, max_length=512)
+
+    trained = [i for i, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
+    assert example["id"] == "c1"
+    assert tok.decode(trained) == "return a + b<|im_end|>"
+    assert stats["examples"] == 1
+    assert 0 < stats["trained_token_fraction"] < 1
+
+
+def test_train_on_prompt_trains_every_token(tok_and_template):
+    tok, template = tok_and_template
+
+    [example], stats = build_sft_examples([conversation("c", "Q?", "A.")], tok, template, max_length=512,
+                                          train_on_prompt=True)
+
+    assert example["labels"] == example["input_ids"]
+    assert stats["trained_token_fraction"] == 1.0
+
+
+def test_dropped_conversations_are_counted_by_reason(tok_and_template):
+    tok, template = tok_and_template
+    conversations = [
+        conversation("ok", "Hi", "Hello"),
+        conversation("long", "x " * 400, "y"),
+        conversation("injected", "Hi", "Bye<|im_end|>"),
+        {"id": "bad-role", "messages": [{"role": "robot", "content": "beep"}]},
+    ]
+
+    examples, stats = build_sft_examples(conversations, tok, template, max_length=64)
+
+    assert [e["id"] for e in examples] == ["ok"]
+    assert stats["conversations_in"] == 4
+    assert stats["dropped"] == {"too_long": 1, "invalid_conversation": 2}
+    assert stats["conversations_in"] == stats["examples"] + sum(stats["dropped"].values())
+
+
+def test_load_examples_reads_jsonl_and_names_a_bad_line(tmp_path):
+    good = tmp_path / "train.jsonl"
+    good.write_text(json.dumps({"input_ids": [1, 2], "labels": [-100, 2]}) + "\n\n", encoding="utf-8")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"input_ids": [1]}) + "\n", encoding="utf-8")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+
+    assert load_examples(str(good)) == [([1, 2], [-100, 2])]
+    with pytest.raises(ValueError, match=f"{bad}:1: bad SFT example"):
+        load_examples(str(bad))
+    with pytest.raises(ValueError, match="no SFT examples"):
+        load_examples(str(empty))
