@@ -8,6 +8,7 @@ YAML fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -135,3 +136,11 @@ def parse_launch_args(data: dict[str, Any] | None, where: str = "launch") -> Lau
 
 def parse_deepspeed_args(data: dict[str, Any] | None, where: str = "deepspeed") -> DeepSpeedArgs:
     return _from_dict(DeepSpeedArgs, data, where)
+
+
+def load_job_spec(description: str, argv: list[str] | None = None) -> JobSpec:
+    """Parse a training worker's command line (``--config job.json``) and load its ``JobSpec``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="path of the job.json written by the launcher")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
+    return JobSpec.load(parser.parse_args(argv).config)

@@ -7,17 +7,11 @@ DeepSpeed loop. Launched by ``lmforge.training.launch``; not meant to be importe
 
 from __future__ import annotations
 
-import argparse
-
-from lmforge.training.config import JobSpec
+from lmforge.training.config import load_job_spec
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="lmforge pretraining worker (started by the launcher on each rank)")
-    parser.add_argument("--config", required=True, help="path of the job.json written by the launcher")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
-    args = parser.parse_args(argv)
-    spec = JobSpec.load(args.config)
+    spec = load_job_spec("lmforge pretraining worker (started by the launcher on each rank)", argv)
 
     import numpy as np
     import torch

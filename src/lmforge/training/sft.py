@@ -7,10 +7,9 @@ DeepSpeed loop. Launched by ``lmforge.training.launch``.
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from lmforge.training.config import JobSpec
+from lmforge.training.config import load_job_spec
 
 
 def load_examples(path: str) -> list[tuple[list[int], list[int]]]:
@@ -29,11 +28,7 @@ def load_examples(path: str) -> list[tuple[list[int], list[int]]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="lmforge SFT worker (started by the launcher on each rank)")
-    parser.add_argument("--config", required=True, help="path of the job.json written by the launcher")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # deepspeed launcher
-    args = parser.parse_args(argv)
-    spec = JobSpec.load(args.config)
+    spec = load_job_spec("lmforge SFT worker (started by the launcher on each rank)", argv)
 
     import torch
     from transformers import AutoModelForCausalLM
