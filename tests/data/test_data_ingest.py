@@ -50,3 +50,42 @@ def test_bad_source_config_is_named(bad, message):
 def test_no_sources_is_an_error():
     with pytest.raises(ValueError, match="sources is empty"):
         ingest_sources([], shard_size=10)
+
+
+def test_ingest_mixes_formats_with_their_options(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": f"j{i}", "k": i}) + "\n" for i in range(3)))
+    pq.write_table(pa.table({"text": ["p0", "p1"], "doc_id": ["x", "y"]}), tmp_path / "b.parquet")
+    sources = [
+        {"name": "j", "format": "jsonl", "path": str(tmp_path / "*.jsonl"), "text_field": "body",
+         "max_records": 2, "license": "CC0", "metadata": {"origin": "test"}},
+        {"name": "p", "format": "parquet", "path": str(tmp_path / "b.parquet"), "id_field": "doc_id",
+         "batch_size": 1},
+    ]
+    shards = ingest_sources(sources, shard_size=10)
+    assert sorted(shards) == ["j-shard-00000", "p-shard-00000"]
+    assert [r["text"] for r in shards["j-shard-00000"]] == ["j0", "j1"]
+    assert shards["j-shard-00000"][1]["metadata"] == {"path": "a.jsonl", "line": 2, "license": "CC0",
+                                                      "origin": "test", "k": 1}
+    assert [(r["id"], r["source"]) for r in shards["p-shard-00000"]] == [("x", "p"), ("y", "p")]
+    assert ingest_sources(sources, shard_size=10) == shards  # deterministic
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"name": "x", "format": "jsonl"}, "needs a `path`"),
+    ({"name": "x", "format": "parquet", "path": "p", "batch_size": 0}, "batch_size"),
+])
+def test_record_formats_validate_their_options(bad, message):
+    with pytest.raises(ValueError, match=message):
+        SourceConfig.from_dict(bad)
+
+
+def test_a_missing_path_names_the_source(tmp_path):
+    from lmforge.data.readers import SourceError
+
+    with pytest.raises(SourceError, match=r"source 'gone': source path does not exist"):
+        ingest_sources([{"name": "gone", "format": "jsonl", "path": str(tmp_path / "x.jsonl")}], 10)
