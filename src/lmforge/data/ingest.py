@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.config import build_dataclass
 from lmforge.data.documents import Document
 from lmforge.data.readers import SourceError, read_hf_disk, read_jsonl, read_parquet
 from lmforge.data.sources import python_stdlib_root, read_code_folder, shard_documents
@@ -67,13 +68,9 @@ class SourceConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SourceConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in source {d.get('name', '?')!r}; valid: {sorted(known)}")
         if d.get("format", "code_folder") not in FORMATS:
             raise ValueError(f"source {d.get('name')!r}: unknown format {d.get('format')!r}; supported: {FORMATS}")
-        source = cls(**d)
+        source = build_dataclass(cls, d, path=f"data_processing.sources[{d.get('name', '?')}]")
         if source.format in RECORD_FORMATS and not source.path:
             raise ValueError(f"source {source.name!r}: format {source.format!r} needs a `path` "
                              "(a file, a folder or a glob)")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.config import build_dataclass
 from lmforge.data.cleaning import REASONS, CleaningConfig, clean_documents, count_bytes
 from lmforge.data.dedup import exact_dedup
 from lmforge.data.documents import Document
@@ -44,30 +45,6 @@ class DataProcessingConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> DataProcessingConfig:
         """Build the config from a params dict; raise ValueError naming any unknown key."""
         return build_dataclass(cls, d, path="data_processing")
-
-
-def build_dataclass(cls: type, d: Mapping[str, Any], *, path: str) -> Any:
-    """Build dataclass cls from a dict, recursing into dataclass-typed fields.
-
-    Raises ValueError naming unknown keys by their dotted path (e.g. "cleaning.min_char").
-    """
-    if not isinstance(d, Mapping):
-        raise TypeError(f"{path} must be a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) in {path}: {', '.join(f'{path}.{k}' for k in unknown)}; "
-            f"expected some of: {', '.join(known)}"
-        )
-    kwargs = {}
-    for name, value in d.items():
-        default = known[name].default_factory
-        nested_cls = type(default()) if callable(default) else None
-        if nested_cls is not None and is_dataclass(nested_cls) and isinstance(value, Mapping):
-            value = build_dataclass(nested_cls, value, path=f"{path}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
 
 
 @dataclass

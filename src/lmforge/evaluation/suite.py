@@ -32,10 +32,9 @@ class EvaluationConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationConfig:
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown key(s) {unknown} in parameters_evaluation.yml")
-        return cls(**d)
+        from lmforge.config import build_dataclass
+
+        return build_dataclass(cls, d, path="evaluation")
 
 
 def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards: str,

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-
-
-def _from_dict(cls: type[T], data: dict[str, Any] | None, where: str) -> T:
-    data = dict(data or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(known)}")
-    return cls(**data)
+from lmforge.config import build_dataclass
 
 
 @dataclass
@@ -127,15 +118,15 @@ class JobSpec:
 
 
 def parse_train_args(data: dict[str, Any] | None, where: str = "train") -> TrainArgs:
-    return _from_dict(TrainArgs, data, where)
+    return build_dataclass(TrainArgs, data or {}, path=where)
 
 
 def parse_launch_args(data: dict[str, Any] | None, where: str = "launch") -> LaunchArgs:
-    return _from_dict(LaunchArgs, data, where)
+    return build_dataclass(LaunchArgs, data or {}, path=where)
 
 
 def parse_deepspeed_args(data: dict[str, Any] | None, where: str = "deepspeed") -> DeepSpeedArgs:
-    return _from_dict(DeepSpeedArgs, data, where)
+    return build_dataclass(DeepSpeedArgs, data or {}, path=where)
 
 
 def load_job_spec(description: str, argv: list[str] | None = None) -> JobSpec:
