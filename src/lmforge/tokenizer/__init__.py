@@ -2,7 +2,8 @@
 
 Modules: ``train`` (config + training), ``sentencepiece_tokenizer`` (the tokenizer object),
 ``chat_template`` (render + SFT masking), ``export`` (exact Hugging Face tokenizer folder),
-``shards`` (packed pretraining blocks). Heavy libraries are imported inside functions only.
+``encode`` (multi-process, order-preserving encoding), ``shards`` (packed pretraining blocks),
+``metrics`` (fertility per script and for code, byte fallback, compression, vocabulary coverage). Heavy libraries are imported inside functions only.
 """
 
 from lmforge.tokenizer.chat_template import (
@@ -11,8 +12,9 @@ from lmforge.tokenizer.chat_template import (
     tokenize_conversation,
 )
 from lmforge.tokenizer.export import export_hf_tokenizer
+from lmforge.tokenizer.metrics import measure_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from lmforge.tokenizer.shards import TokenShards, pack_documents, write_token_shards
+from lmforge.tokenizer.shards import TokenShards, pack_documents, stream_token_shards, write_token_shards
 from lmforge.tokenizer.train import TokenizerConfig, train_tokenizer
 
 __all__ = [
@@ -21,8 +23,10 @@ __all__ = [
     "TokenShards",
     "TokenizerConfig",
     "export_hf_tokenizer",
+    "measure_tokenizer",
     "pack_documents",
     "render_chat",
+    "stream_token_shards",
     "tokenize_conversation",
     "train_tokenizer",
     "write_token_shards",

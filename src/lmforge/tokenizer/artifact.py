@@ -14,7 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lmforge.tokenizer.metrics import measure_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+__all__ = ["build_token_shards_dir", "build_tokenizer_dir", "load_tokenizer", "measure_tokenizer"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +32,14 @@ def build_tokenizer_dir(texts: Iterable[str], config: Any, out_dir: str | Path, 
     from lmforge.tokenizer.train import train_tokenizer
 
     started = time.perf_counter()
-    model_bytes = train_tokenizer(texts, config)
+    report: dict[str, int] = {}
+    model_bytes = train_tokenizer(texts, config, report=report)
     seconds = time.perf_counter() - started
     export_hf_tokenizer(model_bytes, out_dir, chat_template=chat_template, model_max_length=model_max_length)
     tok = SentencePieceTokenizer.from_bytes(model_bytes)
     logger.info("trained a %d-piece %s tokenizer in %.1f s", tok.vocab_size, config.model_type, seconds)
     return {"vocab_size": tok.vocab_size, "train_seconds": seconds, "model_type": config.model_type,
-            "sha256": tok.sha256}
+            "sha256": tok.sha256} | {f"train_{key}": value for key, value in report.items()}
 
 
 def load_tokenizer(tokenizer_dir: str | Path) -> tuple[SentencePieceTokenizer, str]:
@@ -48,37 +52,20 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[SentencePieceTokenizer, s
     return tok, template
 
 
-def measure_tokenizer(texts: Iterable[str], tok: SentencePieceTokenizer) -> dict[str, float]:
-    """Compression and fallback figures on held-out text: bytes/token, tokens/word, byte-fallback rate."""
-    n_bytes = n_chars = n_words = n_tokens = n_fallback = n_unk = 0
-    byte_ids = {i for i in range(tok.vocab_size) if tok.id_to_token(i).startswith("<0x")}
-    for text in texts:
-        ids = tok.encode(text, parse_special=False)
-        n_bytes += len(text.encode("utf-8"))
-        n_chars += len(text)
-        n_words += len(text.split())
-        n_tokens += len(ids)
-        n_fallback += sum(1 for i in ids if i in byte_ids)
-        n_unk += sum(1 for i in ids if i == tok.unk_id)
-    n_tokens = max(n_tokens, 1)
-    return {"bytes_per_token": n_bytes / n_tokens, "tokens_per_word": n_tokens / max(n_words, 1),
-            "tokens_per_char": n_tokens / max(n_chars, 1), "byte_fallback_rate": n_fallback / n_tokens,
-            "unknown_tokens": n_unk, "validation_tokens": n_tokens}
+def build_token_shards_dir(split_texts: dict[str, Iterable[str]], tokenizer_dir: str | Path, out_dir: str | Path, *,
+                           seq_len: int, blocks_per_shard: int, num_proc: int = 2) -> dict[str, Any]:
+    """Encode each split's documents with ``num_proc`` processes into ``seq_len`` blocks, written as shards.
 
-
-def build_token_shards_dir(split_texts: dict[str, list[str]], tokenizer_dir: str | Path, out_dir: str | Path, *,
-                           seq_len: int, blocks_per_shard: int) -> dict[str, Any]:
-    """Pack each split's documents into ``seq_len`` blocks and write them as memory-mappable shards."""
-    from lmforge.tokenizer.shards import pack_documents, write_token_shards
+    Streams: documents are encoded in batches and written shard by shard (see ``stream_token_shards``).
+    """
+    from lmforge.tokenizer.shards import stream_token_shards
 
     tok, _ = load_tokenizer(tokenizer_dir)
-    blocks = {name: pack_documents(texts, tok, seq_len) for name, texts in split_texts.items()}
-    for name, arr in blocks.items():
-        if len(arr) == 0:
+    index = stream_token_shards(out_dir, split_texts, tok, seq_len=seq_len, blocks_per_shard=blocks_per_shard,
+                                num_proc=num_proc)
+    for name, info in index["splits"].items():
+        if info["n_blocks"] == 0:
             raise ValueError(f"split {name!r} has no full {seq_len}-token block: lower tokenizer.shards.seq_len "
                              f"or add data")
-    index = write_token_shards(out_dir, blocks, tokenizer_sha256=tok.sha256, seq_len=seq_len,
-                               blocks_per_shard=blocks_per_shard,
-                               extra_metadata={"documents": {k: len(v) for k, v in split_texts.items()}})
     return {f"{name}_blocks": info["n_blocks"] for name, info in index["splits"].items()} | {
         f"{name}_tokens": info["n_tokens"] for name, info in index["splits"].items()}

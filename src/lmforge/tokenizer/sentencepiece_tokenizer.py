@@ -140,6 +140,14 @@ class SentencePieceTokenizer:
             ids.extend(self._sp.encode(text[start:]))
         return ids
 
+    def encode_batch(self, texts: list[str], *, num_threads: int = 1) -> list[list[int]]:
+        """Ids of each text with special-token text NOT parsed (as ``encode(t, parse_special=False)``).
+
+        One thread by default: parallelism is the caller's (``lmforge.tokenizer.encode`` uses processes);
+        sentencepiece's own default (-1) would start a thread per core in every process.
+        """
+        return self._sp.encode(list(texts), num_threads=num_threads)
+
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         """Text of ``ids``; special tokens (unk/bos/eos/pad) are dropped unless asked to keep them."""
         ids = [int(i) for i in ids]

@@ -13,6 +13,10 @@ Packing: each document's ids are followed by EOS, documents are concatenated and
 blocks of ``seq_len``; the tail that does not fill a block is dropped (and counted in the log).
 ``index.json`` records the tokenizer's SHA-256 so a model is never trained on tokens from another
 tokenizer: ``TokenShards.open(..., expected_tokenizer_sha256=...)`` refuses a mismatch.
+
+Two writers produce the same files: ``write_token_shards`` (blocks already in memory, small data and
+tests) and ``stream_token_shards`` (documents encoded by several processes and written shard by shard,
+so memory holds one shard and a few batches, never the whole corpus).
 """
 
 from __future__ import annotations
@@ -105,6 +109,89 @@ def write_token_shards(
             shards.append(filename)
         index["splits"][name] = {"shards": shards, "n_blocks": len(blocks), "n_tokens": int(blocks.size)}
         logger.info("Wrote split %s: %d blocks in %d shards to %s", name, len(blocks), len(shards), out)
+    (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
+    return index
+
+
+class ShardWriter:
+    """Cut one split's token stream into ``seq_len`` blocks; write each full shard as soon as it fills."""
+
+    def __init__(self, out_dir: Path, split: str, *, seq_len: int, blocks_per_shard: int, dtype: str):
+        import numpy as np
+
+        if seq_len < 1 or blocks_per_shard < 1:
+            raise ValueError(f"seq_len and blocks_per_shard must be positive, got {seq_len}, {blocks_per_shard}")
+        self.out_dir, self.split, self.seq_len = out_dir, split, seq_len
+        self._buffer = np.empty(seq_len * blocks_per_shard, dtype=dtype)
+        self._fill = 0
+        self.shards: list[str] = []
+        self.n_blocks = 0
+        self.tokens_seen = 0
+
+    def write(self, ids: np.ndarray) -> None:
+        """Append ``ids`` to the stream."""
+        self.tokens_seen += len(ids)
+        pos, capacity = 0, len(self._buffer)
+        while pos < len(ids):
+            take = min(capacity - self._fill, len(ids) - pos)
+            self._buffer[self._fill : self._fill + take] = ids[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == capacity:
+                self._flush()
+
+    def _flush(self) -> None:
+        import numpy as np
+
+        n = self._fill // self.seq_len
+        filename = f"{self.split}-{len(self.shards):05d}.npy"
+        np.save(self.out_dir / filename, self._buffer[: n * self.seq_len].reshape(n, self.seq_len))
+        self.shards.append(filename)
+        self.n_blocks += n
+        self._fill = 0
+
+    def close(self) -> dict[str, Any]:
+        """Write the last (partial) shard, drop the tail that does not fill a block; return the split's index."""
+        dropped = self._fill % self.seq_len
+        if self._fill - dropped > 0 or not self.shards:  # an empty split still gets one (empty) shard
+            self._fill -= dropped
+            self._flush()
+        logger.info("Wrote split %s: %d tokens, %d blocks of %d in %d shards, %d tail tokens dropped",
+                    self.split, self.tokens_seen, self.n_blocks, self.seq_len, len(self.shards), dropped)
+        return {"shards": self.shards, "n_blocks": self.n_blocks, "n_tokens": self.n_blocks * self.seq_len}
+
+
+def stream_token_shards(
+    out_dir: str | Path,
+    split_texts: dict[str, Iterable[str]],
+    tokenizer: SentencePieceTokenizer,
+    *,
+    seq_len: int,
+    blocks_per_shard: int = 4096,
+    num_proc: int = 1,
+    extra_metadata: dict | None = None,
+) -> dict:
+    """Encode each split's documents (EOS after each) with ``num_proc`` processes and write its shards.
+
+    Same files and index as ``write_token_shards(out_dir, {split: pack_documents(...)})``, with memory
+    bounded by one shard per split plus the batches in flight. ``index["documents"]`` counts documents.
+    """
+    from lmforge.tokenizer.encode import encode_documents
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = choose_token_dtype(tokenizer.vocab_size)
+    splits: dict[str, Any] = {}
+    documents: dict[str, int] = {}
+    for name, texts in split_texts.items():
+        writer = ShardWriter(out, name, seq_len=seq_len, blocks_per_shard=blocks_per_shard, dtype=dtype)
+        documents[name] = 0
+        for n_docs, ids in encode_documents(texts, tokenizer, num_proc=num_proc):
+            documents[name] += n_docs
+            writer.write(ids)
+        splits[name] = writer.close()
+    index: dict[str, Any] = {**(extra_metadata or {}), "documents": documents, "seq_len": seq_len, "dtype": dtype,
+                             "tokenizer_sha256": tokenizer.sha256, "splits": splits}
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
     return index
 

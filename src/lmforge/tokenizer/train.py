@@ -11,6 +11,18 @@ tokenizer and the Hugging Face export both rely on that fact.
 Training is deterministic: same texts and same config give a byte-identical model. When the corpus
 has more lines than ``input_sentence_size``, lines are sampled here with a seeded reservoir sampler:
 sentencepiece's own sampler is not reproducible across processes (measured with 0.2.x).
+
+Bad input (never a hang; each case is counted in the ``report`` dict or raises a ValueError that says
+what to change):
+
+- empty corpus (no non-empty line left): ValueError naming the skipped-line counts;
+- ``vocab_size`` larger than the corpus supports (e.g. a corpus of one repeated character): ValueError
+  giving the largest size sentencepiece can build from this corpus;
+- NUL characters: sentencepiece silently ignores them in training, so they are stripped from training
+  lines here and counted (``nul_chars_removed``); at encode time a NUL is the byte token ``<0x00>``
+  and round-trips;
+- lines longer than ``max_sentence_length`` bytes (minified files, a 1 GB line): skipped and counted
+  (``lines_skipped_too_long``) without ever copying them: the scan finds newlines by index.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import dataclasses
 import io
 import logging
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +43,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["SentencePieceTokenizer", "TokenizerConfig", "train_tokenizer"]
 
 _MODEL_TYPES = ("bpe", "unigram")
+# sentencepiece: "Vocabulary size too high (5000). Please set it to a value <= 295."
+_VOCAB_TOO_HIGH = re.compile(r"Please set it to a value <= (\d+)")
+# sentencepiece: "Vocabulary size is smaller than required_chars. 270 vs 285."
+_VOCAB_TOO_LOW = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
 
 
 @dataclass
@@ -107,12 +124,42 @@ class TokenizerConfig:
             raise ValueError(f"vocab_size {self.vocab_size} leaves no room beside 256 byte tokens and specials")
 
 
-def iterate_training_lines(texts: Iterable[str]) -> Iterator[str]:
-    """Yield the non-empty lines of every text (sentencepiece learns per line)."""
+def iterate_training_lines(
+    texts: Iterable[str], *, max_bytes: int | None = None, counts: dict[str, int] | None = None
+) -> Iterator[str]:
+    """Yield the non-empty lines of every text (sentencepiece learns per line).
+
+    With ``max_bytes``, lines longer than that many UTF-8 bytes are skipped without being copied
+    (a line is only sliced once its length is known to fit) and NUL characters are removed. ``counts``,
+    when given, receives ``texts``, ``lines``, ``lines_skipped_too_long`` and ``nul_chars_removed``.
+    """
+    counts = counts if counts is not None else {}
+    for key in ("texts", "lines", "lines_skipped_too_long", "nul_chars_removed"):
+        counts.setdefault(key, 0)
     for text in texts:
-        for line in text.split("\n"):
-            if line:
-                yield line
+        counts["texts"] += 1
+        start, end_of_text = 0, len(text)
+        while start < end_of_text:
+            end = text.find("\n", start)
+            if end < 0:
+                end = end_of_text
+            # A character is 1-4 UTF-8 bytes: only lines of max_bytes/4..max_bytes chars need encoding.
+            if max_bytes is not None and end - start > max_bytes:
+                counts["lines_skipped_too_long"] += 1
+            elif end > start:
+                line = text[start:end]
+                if max_bytes is not None:
+                    if "\x00" in line:
+                        n_before = len(line)
+                        line = line.replace("\x00", "")
+                        counts["nul_chars_removed"] += n_before - len(line)
+                    if len(line) * 4 > max_bytes and len(line.encode("utf-8")) > max_bytes:
+                        counts["lines_skipped_too_long"] += 1
+                        line = ""
+                if line:
+                    counts["lines"] += 1
+                    yield line
+            start = end + 1
 
 
 def build_trainer_kwargs(config: TokenizerConfig) -> dict[str, Any]:
@@ -165,19 +212,34 @@ def sample_lines(lines: Iterable[str], k: int, seed: int) -> tuple[list[str], in
     return sample, n
 
 
-def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> bytes:
-    """Train a sentencepiece model on the lines of ``texts`` and return the serialized model proto."""
+def train_tokenizer(
+    texts: Iterable[str], config: TokenizerConfig, *, report: dict[str, int] | None = None
+) -> bytes:
+    """Train a sentencepiece model on the lines of ``texts`` and return the serialized model proto.
+
+    ``report``, when given, is filled with the line counts (texts, lines used, lines sampled, lines
+    skipped as too long, NUL characters removed) so the caller can log or check them.
+    """
     import sentencepiece as spm
 
     config.validate()
-    max_bytes = config.max_sentence_length
-    lines = (
-        line for line in iterate_training_lines(texts)
-        if len(line) * 4 <= max_bytes or len(line.encode("utf-8")) <= max_bytes
-    )
+    counts: dict[str, int] = {} if report is None else report
+    lines = iterate_training_lines(texts, max_bytes=config.max_sentence_length, counts=counts)
     sample, n_lines = sample_lines(lines, config.input_sentence_size, config.seed)
+    counts["lines_sampled"] = len(sample)
+    if counts["lines_skipped_too_long"] or counts["nul_chars_removed"]:
+        logger.warning(
+            "Tokenizer training input: %d lines longer than max_sentence_length=%d bytes skipped, "
+            "%d NUL characters removed", counts["lines_skipped_too_long"], config.max_sentence_length,
+            counts["nul_chars_removed"],
+        )
     if not sample:
-        raise ValueError("Cannot train a tokenizer on an empty corpus (no non-empty lines)")
+        raise ValueError(
+            f"Cannot train a tokenizer on an empty corpus: no non-empty lines in {counts['texts']} texts "
+            f"({counts['lines_skipped_too_long']} lines skipped as longer than max_sentence_length="
+            f"{config.max_sentence_length} bytes, {counts['nul_chars_removed']} NUL characters removed). "
+            "Check the training documents, or raise tokenizer.train.max_sentence_length"
+        )
 
     spm.set_random_generator_seed(config.seed)  # any other randomness inside sentencepiece
     writer = io.BytesIO()
@@ -186,6 +248,20 @@ def train_tokenizer(texts: Iterable[str], config: TokenizerConfig) -> bytes:
             sentence_iterator=iter(sample), model_writer=writer, **build_trainer_kwargs(config)
         )
     except RuntimeError as err:
+        too_high = _VOCAB_TOO_HIGH.search(str(err))
+        if too_high:
+            raise ValueError(
+                f"vocab_size {config.vocab_size} is larger than this corpus supports ({len(sample)} lines "
+                f"give at most {too_high.group(1)} pieces): lower tokenizer.train.vocab_size to "
+                f"<= {too_high.group(1)} or train on more (more varied) text"
+            ) from err
+        too_low = _VOCAB_TOO_LOW.search(str(err))
+        if too_low:
+            raise ValueError(
+                f"vocab_size {config.vocab_size} is smaller than the {too_low.group(2)} characters and special "
+                f"pieces this corpus needs at character_coverage={config.character_coverage}: raise "
+                f"tokenizer.train.vocab_size to >= {too_low.group(2)} or lower tokenizer.train.character_coverage"
+            ) from err
         raise ValueError(f"sentencepiece training failed ({err}); config: {config.to_dict()}") from err
     model = writer.getvalue()
     logger.info(

@@ -41,5 +41,6 @@ def build_token_shards(clean_documents: dict[str, Any], tokenizer: str, train_me
     out_dir = tempfile.mkdtemp(prefix="lmforge-tokens-")
     counts = build_token_shards_dir(_split_texts(clean_documents, params), tokenizer, out_dir,
                                     seq_len=shards.get("seq_len", 256),
-                                    blocks_per_shard=shards.get("blocks_per_shard", 4096))
+                                    blocks_per_shard=shards.get("blocks_per_shard", 4096),
+                                    num_proc=shards.get("num_proc", 2))
     return out_dir, {**train_metrics, **counts}
