@@ -76,3 +76,19 @@ def test_sft_examples_mask_prompts_and_count_drops(tokenizer_dir):
     ex = examples[0]
     trained = [i for i, label in zip(ex["input_ids"], ex["labels"], strict=True) if label != -100]
     assert tok.decode(trained, skip_special_tokens=False) == "return x<|im_end|>"
+
+
+def test_hf_parity_check_passes_on_the_export_and_catches_a_tampered_one(tokenizer_dir, tmp_path):
+    import shutil
+
+    from lmforge.tokenizer.export import verify_hf_parity
+
+    ok = verify_hf_parity(tokenizer_dir, TEXTS[:50])
+    assert ok["hf_parity_texts"] == 50 and ok["hf_parity_mismatches"] == 0
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tokenizer_dir, tampered)
+    spec = json.loads((tampered / "tokenizer.json").read_text())
+    spec["model"]["merges"] = spec["model"]["merges"][1:]  # drop the highest-priority merge
+    (tampered / "tokenizer.json").write_text(json.dumps(spec))
+    bad = verify_hf_parity(tampered, TEXTS[:50])
+    assert bad["hf_parity_mismatches"] > 0 and bad["hf_parity_examples"][0].startswith("text ")

@@ -164,3 +164,34 @@ def export_hf_tokenizer(
     (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n", "utf-8")
     (out / "tokenizer.model").write_bytes(model_bytes)
     logger.info("Exported Hugging Face tokenizer (%d tokens) to %s", tokenizer.get_vocab_size(), out)
+
+
+class ParityError(RuntimeError):
+    """The exported Hugging Face tokenizer encodes some text differently from the sentencepiece model."""
+
+
+def verify_hf_parity(tokenizer_dir: str | Path, texts: list[str], *, max_examples: int = 3) -> dict[str, Any]:
+    """Encode ``texts`` with our sentencepiece model and with ``AutoTokenizer`` on the export; compare ids.
+
+    Returns ``{"hf_parity_texts", "hf_parity_mismatches", "hf_parity_examples"}`` where the examples
+    name the first differing token position of up to ``max_examples`` mismatching texts.
+    """
+    from transformers import AutoTokenizer
+
+    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+    tokenizer_dir = Path(tokenizer_dir)
+    ours = SentencePieceTokenizer.from_file(tokenizer_dir / "tokenizer.model")
+    theirs = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    mismatches, examples = 0, []
+    for i, text in enumerate(texts):
+        a = ours.encode(text)
+        b = theirs(text, add_special_tokens=False)["input_ids"]
+        if a != b:
+            mismatches += 1
+            if len(examples) < max_examples:
+                first = next((j for j, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+                examples.append(f"text {i}: first difference at token {first} (ours {a[first:first + 3]}, "
+                                f"HF {b[first:first + 3]})")
+    logger.info("HF tokenizer parity: %d of %d texts identical", len(texts) - mismatches, len(texts))
+    return {"hf_parity_texts": len(texts), "hf_parity_mismatches": mismatches, "hf_parity_examples": examples}

@@ -19,8 +19,9 @@ def _split_texts(clean_documents: dict[str, Any], params: dict[str, Any]) -> dic
 
 
 def train_tokenizer(clean_documents: dict[str, Any], params: dict[str, Any]) -> tuple[str, dict]:
-    """Train sentencepiece on the TRAIN split and export it with the chat template."""
+    """Train sentencepiece on the TRAIN split, export it with the chat template, prove HF parity on validation."""
     from lmforge.tokenizer.artifact import build_tokenizer_dir, load_tokenizer, measure_tokenizer
+    from lmforge.tokenizer.export import ParityError, verify_hf_parity
     from lmforge.tokenizer.train import TokenizerConfig
 
     splits = _split_texts(clean_documents, params)
@@ -29,7 +30,13 @@ def train_tokenizer(clean_documents: dict[str, Any], params: dict[str, Any]) -> 
                                chat_template=params["chat_template"],
                                model_max_length=params.get("model_max_length", 2048))
     tok, _ = load_tokenizer(out_dir)
-    return out_dir, {**info, **measure_tokenizer(splits["validation"], tok)}
+    parity = verify_hf_parity(out_dir, splits["validation"])
+    if parity["hf_parity_mismatches"] and params.get("require_hf_parity", True):
+        raise ParityError(f"the exported HF tokenizer differs from sentencepiece on {parity['hf_parity_mismatches']} of "
+                          f"{parity['hf_parity_texts']} validation documents ({'; '.join(parity['hf_parity_examples'])});"
+                          " set tokenizer.require_hf_parity: false to accept it (e.g. for unigram models)")
+    parity.pop("hf_parity_examples")
+    return out_dir, {**info, **measure_tokenizer(splits["validation"], tok), **parity}
 
 
 def build_token_shards(clean_documents: dict[str, Any], tokenizer: str, train_metrics: dict,
