@@ -9,12 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmforge.data.cleaning import CleaningConfig
+from lmforge.data.dedup_minhash import NearDedupConfig
 from lmforge.data.ingest import ingest_sources
 from lmforge.data.process import DataProcessingConfig, process_corpus
 from lmforge.data.readers import SourceError
 
 GOOD = "def total(values):\n    s = 0\n    for v in values:\n        s += v\n    return s\n"
-CONFIG = DataProcessingConfig(cleaning=CleaningConfig(min_chars=20, max_chars=10_000))
+# Near dedup off: the inputs here are variants of GOOD (near-copies by design); this file tests bad input.
+CONFIG = DataProcessingConfig(
+    cleaning=CleaningConfig(min_chars=20, max_chars=10_000), near_dedup=NearDedupConfig(enabled=False)
+)
 
 
 def run(sources):

@@ -55,6 +55,7 @@ def test_data_processing_pipeline(tmp_path):
                                               dataset="lmforge.pipelines.datasets.JSONLinesDataset",
                                               filename_suffix=".jsonl", overwrite=True),
         "quarantine": JSONLinesDataset(str(tmp_path / "data/02_intermediate/quarantine.jsonl")),
+        "dedup_manifest": JSONLinesDataset(str(tmp_path / "data/08_reporting/dedup_manifest.jsonl")),
         "data_docs": ArtifactDirectory(str(tmp_path / "data/08_reporting/data_docs")),
         "data_processing_metrics": MetricsDataset(str(tmp_path / "data/08_reporting/data_processing.json"),
                                                   prefix="data_processing"),
@@ -75,6 +76,9 @@ def test_data_processing_pipeline(tmp_path):
     assert quarantine[doc_id["tiny.py"]]["reason"] == "too_short"
     assert quarantine[doc_id["zeta_copy.py"]]["reason"] == "exact_duplicate"
     assert quarantine[doc_id["zeta_copy.py"]]["kept_id"] == doc_id["alpha.py"]
+
+    manifest = catalog["dedup_manifest"].load()
+    assert manifest == [{"id": doc_id["zeta_copy.py"], "kept_id": doc_id["alpha.py"], "similarity": 1.0}]
 
     metrics = catalog["data_processing_metrics"].load()
     assert metrics["records_in"] == 5

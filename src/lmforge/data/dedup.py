@@ -7,8 +7,8 @@ that two Python files differing only in indentation count as duplicates, which i
 rare and acceptable for a training corpus.
 
 Every dedup stage returns a `DedupResult` whose removals name the kept document and
-a similarity, so a MinHash `near_dedup` (similarity < 1.0, reason "near_duplicate")
-can sit beside `exact_dedup` and feed the same quarantine and counts.
+a similarity, so the MinHash `lmforge.data.dedup_minhash.near_dedup` (verified Jaccard,
+reason "near_duplicate") sits beside `exact_dedup` and feeds the same quarantine and counts.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ This is the one entry point of the data-processing stage. Raw shards arrive as a
 mapping name -> records or name -> load callable (what Kedro's PartitionedDataset
 gives), are loaded one at a time in name order, parsed into Documents (a malformed
 record is quarantined as "malformed_record", never a crash), cleaned, exact-deduped
-across all shards and re-sharded. Every dropped record is in the quarantine with a
-reason, and the report reconciles: records_in == records_out + sum(dropped.values()).
+and near-deduped (MinHash LSH, `near_dedup`) across all shards and re-sharded. Every
+dropped record is in the quarantine with a reason, and the report reconciles:
+records_in == records_out + sum(dropped.values()).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 from lmforge.config import build_dataclass
 from lmforge.data.cleaning import REASONS, CleaningConfig, clean_documents, count_bytes
-from lmforge.data.dedup import exact_dedup
+from lmforge.data.dedup import DedupResult, exact_dedup
+from lmforge.data.dedup_minhash import NearDedupConfig, near_dedup
 from lmforge.data.documents import Document
 from lmforge.data.sources import shard_documents
 from lmforge.data.validation import ValidationSuiteConfig
@@ -36,6 +38,8 @@ class DataProcessingConfig:
     """Normalisation and filter thresholds."""
     validation: ValidationSuiteConfig = field(default_factory=ValidationSuiteConfig)
     """Bounds of the validation suite run on the clean records."""
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    """MinHash LSH near-duplicate removal, run after exact dedup."""
     shard_size: int = 1000
     """Records per output shard (used when process_corpus is given no shard_size)."""
     sources: list[dict] = field(default_factory=list)
@@ -54,11 +58,15 @@ class ProcessResult:
     clean_shards: dict[str, list[dict]]
     """Kept documents as dicts, re-sharded "shard-00000", ..."""
     quarantine: list[dict]
-    """Every dropped record with a "reason" (malformed, cleaning filters, exact duplicates)."""
+    """Every dropped record with a "reason" (malformed, cleaning filters, exact and near duplicates)."""
     dedup_removed: list[dict]
-    """One {"id", "kept_id", "similarity", "reason"} per duplicate removed."""
+    """One {"id", "kept_id", "similarity", "reason"} per duplicate removed (exact, then near)."""
     report: dict
     """{"records_in", "bytes_in", "records_out", "bytes_out", "dropped", "duplicates_removed"}."""
+
+    def dedup_manifest(self) -> list[dict]:
+        """One {"id", "kept_id", "similarity"} per removed duplicate: the audit trail of dedup."""
+        return [{key: r[key] for key in ("id", "kept_id", "similarity")} for r in self.dedup_removed]
 
 
 def load_shard(shard: ShardSource) -> list[dict]:
@@ -93,16 +101,26 @@ def parse_records(records: list[Any]) -> tuple[list[Document], list[dict], int]:
     return docs, malformed, malformed_bytes
 
 
+def quarantine_removed(docs: list[Document], dedup: DedupResult) -> list[dict]:
+    """Return the quarantine entries (document + removal) of the documents a dedup stage removed.
+
+    docs is the stage's input; its removals are in input order, like the documents missing from dedup.kept.
+    """
+    survivors = {id(doc) for doc in dedup.kept}
+    removed_docs = [doc for doc in docs if id(doc) not in survivors]
+    return [{**doc.to_dict(), **removal} for doc, removal in zip(removed_docs, dedup.removed, strict=True)]
+
+
 def process_corpus(
     raw_shards: Mapping[str, ShardSource],
     config: DataProcessingConfig,
     shard_size: int | None = None,
 ) -> ProcessResult:
-    """Clean and exact-dedup raw shards into new shards of shard_size (default config.shard_size)."""
+    """Clean and dedup (exact, then near) raw shards into shards of shard_size (default config.shard_size)."""
     from tqdm import tqdm
 
     shard_size = config.shard_size if shard_size is None else shard_size
-    dropped = dict.fromkeys(("malformed_record", *REASONS, "exact_duplicate"), 0)
+    dropped = dict.fromkeys(("malformed_record", *REASONS, "exact_duplicate", "near_duplicate"), 0)
     records_in = bytes_in = 0
     kept: list[Document] = []
     quarantine: list[dict] = []
@@ -118,20 +136,24 @@ def process_corpus(
         quarantine += malformed + cleaned.quarantined
         kept += cleaned.kept
 
-    dedup = exact_dedup(kept)
-    survivors = {id(doc) for doc in dedup.kept}
-    removed_docs = [doc for doc in kept if id(doc) not in survivors]
-    for doc, removal in zip(removed_docs, dedup.removed, strict=True):
-        quarantine.append({**doc.to_dict(), **removal})
-    dropped["exact_duplicate"] += len(dedup.removed)
+    stages = [exact_dedup(kept)]
+    if config.near_dedup.enabled:
+        stages.append(near_dedup(stages[-1].kept, config.near_dedup))
+    survivors = kept
+    for dedup in stages:
+        quarantine += quarantine_removed(survivors, dedup)
+        for removal in dedup.removed:
+            dropped[removal["reason"]] += 1
+        survivors = dedup.kept
+    removed = [removal for dedup in stages for removal in dedup.removed]
 
     report = {
         "records_in": records_in,
         "bytes_in": bytes_in,
-        "records_out": len(dedup.kept),
-        "bytes_out": sum(count_bytes(doc.text) for doc in dedup.kept),
+        "records_out": len(survivors),
+        "bytes_out": sum(count_bytes(doc.text) for doc in survivors),
         "dropped": dropped,
-        "duplicates_removed": len(dedup.removed),
+        "duplicates_removed": len(removed),
     }
     if report["records_in"] != report["records_out"] + sum(dropped.values()):
         raise AssertionError(f"data processing counts do not reconcile: {report}")
@@ -145,8 +167,8 @@ def process_corpus(
         {reason: n for reason, n in dropped.items() if n},
     )
     return ProcessResult(
-        clean_shards=shard_documents(dedup.kept, shard_size),
+        clean_shards=shard_documents(survivors, shard_size),
         quarantine=quarantine,
-        dedup_removed=dedup.removed,
+        dedup_removed=removed,
         report=report,
     )

@@ -13,13 +13,17 @@ def ingest_corpus(params: dict[str, Any]) -> dict[str, list[dict]]:
     return ingest_sources(params["sources"], params.get("shard_size", 500))
 
 
-def clean_corpus(raw_documents: dict[str, Any], params: dict[str, Any]) -> tuple[dict, list[dict], dict]:
-    """Normalise, filter and exact-dedup; quarantined records keep their reason."""
+def clean_corpus(
+    raw_documents: dict[str, Any], params: dict[str, Any]
+) -> tuple[dict, list[dict], list[dict], dict]:
+    """Normalise, filter, exact- and near-dedup; quarantined records keep their reason."""
     from lmforge.data.process import DataProcessingConfig, process_corpus
 
-    config = DataProcessingConfig.from_dict({k: params[k] for k in ("cleaning", "validation") if k in params})
+    config = DataProcessingConfig.from_dict(
+        {k: params[k] for k in ("cleaning", "validation", "near_dedup") if k in params}
+    )
     result = process_corpus(raw_documents, config, shard_size=params.get("shard_size", 500))
-    return result.clean_shards, result.quarantine, result.report
+    return result.clean_shards, result.quarantine, result.dedup_manifest(), result.report
 
 
 def validate_corpus(clean_documents: dict[str, Any], report: dict, params: dict[str, Any]) -> tuple[str, dict]:

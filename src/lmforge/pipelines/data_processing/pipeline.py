@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(ingest_corpus, "params:data_processing", "raw_documents", name="ingest_corpus"),
         Node(clean_corpus, ["raw_documents", "params:data_processing"],
-             ["clean_documents", "quarantine", "data_processing_report"], name="clean_corpus"),
+             ["clean_documents", "quarantine", "dedup_manifest", "data_processing_report"], name="clean_corpus"),
         Node(validate_corpus, ["clean_documents", "data_processing_report", "params:data_processing"],
              ["data_docs", "data_processing_metrics"], name="validate_corpus"),
     ])
