@@ -62,3 +62,34 @@ def test_deepspeed_args_default_overrides_are_not_shared():
     a.overrides["x"] = 1
 
     assert b.overrides == {}
+
+
+def test_gpu_environment_merges_over_base_and_parses(project_root):
+    from kedro.config import OmegaConfigLoader
+
+    from lmforge.model.presets import Preset
+
+    loader = OmegaConfigLoader(str(project_root / "conf"), base_env="base", default_run_env="local", env="gpu",
+                               merge_strategy={"parameters": "soft"})
+    params = loader["parameters"]
+    for stage in ("pretrain", "sft"):
+        train = parse_train_args(params[stage]["train"])
+        assert train.precision == "bf16"
+        assert train.betas == (0.9, 0.95)  # base values not listed in conf/gpu survive the merge
+        assert parse_launch_args(params[stage]["launch"]).nproc_per_node == 0
+        assert params[stage]["model"]["attn_implementation"] == "sdpa"
+    assert Preset.from_name(params["pretrain"]["model"]["preset"]).d_model >= 768
+
+
+def test_nproc_zero_means_one_process_per_gpu():
+    import torch
+
+    from lmforge.training.config import LaunchArgs
+    from lmforge.training.launch import resolve_nproc
+
+    assert resolve_nproc(LaunchArgs(nproc_per_node=3)) == 3
+    if torch.cuda.is_available():
+        assert resolve_nproc(LaunchArgs(nproc_per_node=0)) == torch.cuda.device_count()
+    else:
+        with pytest.raises(ValueError, match="no GPU"):
+            resolve_nproc(LaunchArgs(nproc_per_node=0))

@@ -45,11 +45,30 @@ class TrainArgs:
     log_every: int = 1
     # "fp32" (CPU), "bf16" or "fp16" (GPU).
     precision: str = "fp32"
+    # Save a resumable checkpoint every N optimizer steps into <run_dir>/checkpoints (0 disables).
+    # A rerun of the same job resumes from the newest complete one; see training/checkpoints.py.
+    checkpoint_every: int = 50
+    # Complete checkpoints kept on disk (older ones are deleted after each save).
+    keep_checkpoints: int = 2
+    # How a checkpoint is verified before resuming: "sha256" (every file hashed; catches corruption)
+    # or "size" (file sizes only; catches truncation, cheaper for very large checkpoints).
+    checkpoint_verify: str = "sha256"
+    # Non-finite loss: "stop" raises with a clear message; "skip" drops that step's update
+    # (learning rate 0 for the step) and counts it in ``skipped_steps``. "skip" needs ZeRO <= 2.
+    nan_policy: str = "stop"
+    # Recompute activations in the backward pass (less memory, ~30% more compute).
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML/JSON give lists
         if self.precision not in {"fp32", "bf16", "fp16"}:
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.nan_policy not in {"stop", "skip"}:
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {self.nan_policy!r}")
+        if self.checkpoint_verify not in {"sha256", "size"}:
+            raise ValueError(f"checkpoint_verify must be 'sha256' or 'size', got {self.checkpoint_verify!r}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
         if self.max_steps < 1 or self.micro_batch_size < 1 or self.gradient_accumulation_steps < 1:
             raise ValueError("max_steps, micro_batch_size and gradient_accumulation_steps must be >= 1")
 
@@ -60,7 +79,7 @@ class LaunchArgs:
 
     # "torchrun" or "deepspeed".
     launcher: str = "torchrun"
-    # Processes per node (one per GPU; on CPU, processes sharing the cores).
+    # Processes per node (one per GPU; on CPU, processes sharing the cores). 0 = one per visible GPU.
     nproc_per_node: int = 2
     # Nodes (multi-node needs a hostfile for deepspeed, or master_addr for torchrun).
     nnodes: int = 1
@@ -106,6 +125,9 @@ class JobSpec:
     metric_prefix: str
     # Tokenizer fingerprint the data was built with; checked at load.
     tokenizer_sha256: str | None = None
+    # Hash of everything that determines the trained weights (``checkpoints.fingerprint_job``);
+    # a checkpoint is resumed only by a job with the same fingerprint.
+    fingerprint: str | None = None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import tracking
+from lmforge.training.checkpoints import fingerprint_job
 from lmforge.training.config import (
     JobSpec,
     parse_deepspeed_args,
@@ -52,6 +53,9 @@ def _run(kind: str, params: Mapping[str, Any], templates: Mapping[str, Any], *, 
     ds_args = parse_deepspeed_args(params.get("deepspeed"), f"{kind}.deepspeed")
     launch = parse_launch_args(params.get("launch"), f"{kind}.launch")
     ds_config = build_deepspeed_config(resolve_templates(templates), train, ds_args)
+    if train.nan_policy == "skip" and ds_config["zero_optimization"].get("stage", 0) == 3:
+        raise ValueError(f"{kind}.train.nan_policy 'skip' needs ZeRO stage 0-2 (ZeRO-3 partitions the "
+                         "parameters the skipped step backpropagates zeros through); use 'stop'")
     run_dir = Path(params.get("run_dir") or f"data/06_models/{kind}_run").resolve()
     output_dir = run_dir / "export"
     shutil.rmtree(output_dir, ignore_errors=True)
@@ -61,6 +65,7 @@ def _run(kind: str, params: Mapping[str, Any], templates: Mapping[str, Any], *, 
     spec = JobSpec(kind=kind, model=model, init_from=init_from, data=data, train=train, deepspeed=ds_config,
                    output_dir=str(output_dir), run_dir=str(run_dir), metric_prefix=kind,
                    tokenizer_sha256=tokenizer_sha256)
+    spec.fingerprint = fingerprint_job(spec)
     tracking.log_dict(ds_config, f"deepspeed/{kind}.json")
     result = launch_job(spec, launch, env=tracking.child_env())
     curve = result.pop("history")
@@ -75,10 +80,12 @@ def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[st
     info = _tokenizer_info(tokenizer_dir)
     model_cfg = dict(params.get("model") or {"preset": "tiny"})
     model = {"preset": model_cfg.pop("preset"), "overrides": model_cfg.pop("overrides", {}) or {},
+             "attn_implementation": model_cfg.pop("attn_implementation", "sdpa"),
              "vocab_size": info["vocab_size"], "bos_id": info["bos_id"], "eos_id": info["eos_id"],
              "pad_id": info["pad_id"]}
     if model_cfg:
-        raise ValueError(f"unknown key(s) {sorted(model_cfg)} in pretrain.model (preset, overrides)")
+        raise ValueError(f"unknown key(s) {sorted(model_cfg)} in pretrain.model (preset, overrides, "
+                         "attn_implementation)")
     checkpoint, metrics, curve = _run("pretrain", params, templates, model=model, init_from=None,
                                       data={"token_shards": token_shards}, tokenizer_sha256=info["sha256"])
     return checkpoint, {**metrics, "preset": model["preset"]}, curve
@@ -98,5 +105,9 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
                 fh.write(json.dumps({"input_ids": ex["input_ids"], "labels": ex["labels"]}) + "\n")
         return {"examples": str(path)}
 
-    return _run("sft", params, templates, model={}, init_from=base_model_dir,
+    model_cfg = dict(params.get("model") or {})
+    model = {"attn_implementation": model_cfg.pop("attn_implementation", "sdpa")}
+    if model_cfg:
+        raise ValueError(f"unknown key(s) {sorted(model_cfg)} in sft.model (attn_implementation)")
+    return _run("sft", params, templates, model=model, init_from=base_model_dir,
                 data={"pad_id": info["pad_id"]}, tokenizer_sha256=info["sha256"], prepare=write_examples)

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def resolve_nproc(launch: LaunchArgs) -> int:
+    """``launch.nproc_per_node``, where 0 means one process per visible GPU."""
+    if launch.nproc_per_node > 0:
+        return launch.nproc_per_node
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0:
+        raise ValueError("launch.nproc_per_node: 0 means one process per GPU, but no GPU is visible; "
+                         "set a number (e.g. 2 on CPU)")
+    return n
+
+
 def build_command(module: str, config_path: str | Path, launch: LaunchArgs, port: int) -> list[str]:
     """The launcher command line for ``module`` (a ``python -m`` target)."""
+    launch = replace(launch, nproc_per_node=resolve_nproc(launch))
     if launch.launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={launch.nproc_per_node}",
                f"--nnodes={launch.nnodes}", f"--master_addr={launch.master_addr}", f"--master_port={port}"]
@@ -82,7 +97,7 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
     result_path.unlink(missing_ok=True)
     port = launch.master_port or free_port()
     cmd = build_command(f"lmforge.training.{spec.kind}", config_path, launch, port)
-    logger.info("launching %s job on %d process(es): %s", spec.kind, launch.nproc_per_node * launch.nnodes,
+    logger.info("launching %s job on %d process(es): %s", spec.kind, resolve_nproc(launch) * launch.nnodes,
                 " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
     with open(run_dir / "train.log", "w", encoding="utf-8") as log_file:

@@ -1,8 +1,10 @@
 """The DeepSpeed training loop shared by pretraining and SFT; runs inside every launched rank.
 
 All parallelism lives here and in ``launch.py``: the model is plain single-device transformers code.
-Rank 0 logs per-step metrics to the MLflow run of the Kedro stage that launched the job and writes
-``result.json`` (losses, throughput, checkpoint path) for the node to return.
+Rank 0 logs per-step metrics (loss, lr, grad norm, tokens/s, MFU, step time, memory; see
+``throughput.py``) to the MLflow run of the Kedro stage that launched the job and writes
+``result.json`` (losses, throughput, checkpoint path) for the node to return. Periodic checkpoints
+and automatic resume: ``checkpoints.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,81 +66,250 @@ def build_optimizer(model: Any, spec: JobSpec) -> tuple[Any, Any]:
 
 
 def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, Any]], *, rank: int,
-          world_size: int) -> dict[str, Any]:
-    """Run ``spec.train.max_steps`` optimizer steps; ``next_batch(step, micro)`` gives this rank's batch."""
+          world_size: int, epoch_size: int | None = None) -> dict[str, Any]:
+    """Run ``spec.train.max_steps`` optimizer steps; ``next_batch(step, micro)`` gives this rank's batch.
+
+    Resumes from the newest complete checkpoint of the same job in ``<run_dir>/checkpoints`` (see
+    ``checkpoints.py``), saves one every ``train.checkpoint_every`` steps and deletes them once the
+    model is exported. ``epoch_size`` (sequences in one pass over the data) gives ``time_per_epoch_s``.
+    """
     import deepspeed
     import torch
     import torch.distributed as dist
 
     from lmforge.tracking import StepLogger
+    from lmforge.training.throughput import Throughput, flops_per_token, measure_cpu_gemm_peak, peak_memory_mb
 
     args = spec.train
     n_params = sum(p.numel() for p in model.parameters())
+    flops_fixed = flops_per_token(model, 0)  # before ZeRO-3 partitions the parameters
+    flops_per_position = flops_per_token(model, 1) - flops_fixed
+    if args.activation_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer, schedule = build_optimizer(model, spec)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=spec.deepspeed)
+    ckpt_root = Path(spec.run_dir, "checkpoints")
+    state, restart_count = resume_or_start(engine, spec, ckpt_root, rank=rank, world_size=world_size)
+    if state.get("cpu_peak") is None and not torch.cuda.is_available():
+        peak = torch.tensor([measure_cpu_gemm_peak()], dtype=torch.float64)  # every rank at once: they share the cores
+        dist.all_reduce(peak)
+        state["cpu_peak"] = float(peak) / world_size
+    meter = Throughput(args.precision, world_size=world_size, cpu_peak=state.get("cpu_peak"))
     step_logger = StepLogger() if rank == 0 else None
     prefix = spec.metric_prefix
     if step_logger and step_logger.enabled:
-        step_logger.log_params({f"{prefix}.world_size": world_size, f"{prefix}.model_params": n_params})
-    history: list[dict[str, float]] = []
-    total_tokens = 0
-    started = time.perf_counter()
+        step_logger.log_params({f"{prefix}.world_size": world_size, f"{prefix}.model_params": n_params,
+                                f"{prefix}.restart_count": restart_count, f"{prefix}.device": meter.device,
+                                f"{prefix}.peak_flops_per_device": meter.peak})
+    history: list[dict[str, float]] = state["history"]
+    started = time.perf_counter() - state["train_time_s"]  # the clock goes on across restarts
+    checkpoint_time = state["checkpoint_time_s"]
     engine.train()
-    for step in range(args.max_steps):
+    for step in range(state["step"], args.max_steps):
+        torch.manual_seed(args.seed * 1_000_003 + step * 1009 + rank)  # any dropout: a function of the step
         t0 = time.perf_counter()
-        loss_sum = torch.zeros(2)  # (sum of micro-batch losses, tokens)
+        sums = torch.zeros(3, dtype=torch.float64)  # (sum of micro-batch losses, tokens, model FLOPs)
+        skip = False
         for micro in range(args.gradient_accumulation_steps):
             batch = next_batch(step, micro)
             out = engine(**batch)
-            engine.backward(out.loss)
+            loss = fault_injected_loss(out.loss, step)
+            if args.nan_policy == "skip" and not agree_finite(loss):
+                # Every rank backpropagates zeros (the collectives stay matched) and the update is dropped.
+                skip = True
+                loss = sum((p * 0.0).sum() for p in engine.module.parameters() if p.requires_grad)
+            if skip and micro == args.gradient_accumulation_steps - 1:
+                for group in optimizer.param_groups:  # the scheduler sets the next step's lr again
+                    group["lr"] = 0.0
+            engine.backward(loss)
             engine.step()
-            loss_sum[0] += out.loss.detach().float()
-            loss_sum[1] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-        dist.all_reduce(loss_sum)
-        loss = float(loss_sum[0]) / (args.gradient_accumulation_steps * world_size)
-        tokens = int(loss_sum[1])
-        if not math.isfinite(loss):
+            tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            sums[0] += loss.detach().double()
+            sums[1] += tokens
+            sums[2] += tokens * (flops_fixed + flops_per_position * batch["input_ids"].shape[1])
+        dist.all_reduce(sums)
+        loss = float(sums[0]) / (args.gradient_accumulation_steps * world_size)
+        tokens, flops = int(sums[1]), float(sums[2])
+        if skip:
+            state["skipped_steps"] += 1
+            logger.warning("%s: non-finite loss at step %d: update skipped (train.nan_policy=skip, %d so far)",
+                           prefix, step, state["skipped_steps"])
+        elif not math.isfinite(loss):
             raise FloatingPointError(f"{prefix}: loss is {loss} at step {step}; lower the learning rate "
-                                     f"(train.lr={args.lr}) or check the data")
-        total_tokens += tokens
+                                     f"(train.lr={args.lr}) or check the data (or set train.nan_policy: skip)")
+        state["tokens"] += tokens
+        state["flops"] += flops
         dt = time.perf_counter() - t0
-        grad_norm = engine.get_global_grad_norm()
-        record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0],
-                  "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                  "tokens_per_s": tokens / dt, "step_time_s": dt}
-        history.append(record)
-        if rank == 0 and step % args.log_every == 0:
-            if step_logger:
-                step_logger.log({f"{prefix}.{k}": v for k, v in record.items() if k != "step" and v == v}, step)
-            if step % max(1, args.max_steps // 20) == 0 or step == args.max_steps - 1:
-                logger.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s", prefix, step + 1, args.max_steps,
-                            loss, record["lr"], record["tokens_per_s"])
+        if not skip:
+            grad_norm = engine.get_global_grad_norm()
+            memory_name, memory = peak_memory_mb()
+            record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0],
+                      "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                      **meter.step_metrics(tokens, flops, dt), memory_name: memory}
+            history.append(record)
+            if rank == 0 and step % args.log_every == 0:
+                if step_logger:
+                    step_logger.log({f"{prefix}.{k}": v for k, v in record.items() if k != "step" and v == v}, step)
+                if step % max(1, args.max_steps // 20) == 0 or step == args.max_steps - 1:
+                    logger.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s %s %.3f", prefix, step + 1,
+                                args.max_steps, loss, record["lr"], record["tokens_per_s"], meter.mfu_name,
+                                record.get(meter.mfu_name, float("nan")))
+        done = step + 1
+        if args.checkpoint_every and done % args.checkpoint_every == 0 and done < args.max_steps and spec.fingerprint:
+            t_save = time.perf_counter()
+            state.update(step=done, train_time_s=time.perf_counter() - started, checkpoint_time_s=checkpoint_time)
+            save_checkpoint(engine, spec, ckpt_root, state, rank=rank, world_size=world_size)
+            checkpoint_time += time.perf_counter() - t_save
+            kill_after_checkpoint_for_tests(done, rank)
     elapsed = time.perf_counter() - started
     export_model(engine, spec, rank)
+    result = summarize(spec, history, state, elapsed=elapsed, checkpoint_time=checkpoint_time, world_size=world_size,
+                       n_params=n_params, meter=meter, restart_count=restart_count, epoch_size=epoch_size)
+    if rank == 0:
+        if step_logger:
+            step_logger.flush()
+        Path(spec.run_dir, "result.json").write_text(json.dumps(result, indent=2))
+        shutil.rmtree(ckpt_root, ignore_errors=True)  # finished: the next run of the stage trains afresh
+        logger.info("%s done: loss %.4f -> %.4f in %.0f s (%.0f tok/s, %s %.3f, %d restart(s))", prefix,
+                    result["initial_loss"], result["final_loss"], elapsed, result["tokens_per_s"], meter.mfu_name,
+                    result.get(meter.mfu_name, float("nan")), restart_count)
+    dist.barrier()
+    return result
+
+
+def summarize(spec: JobSpec, history: list[dict], state: dict, *, elapsed: float, checkpoint_time: float,
+              world_size: int, n_params: int, meter: Any, restart_count: int,
+              epoch_size: int | None) -> dict[str, Any]:
+    """The result dict the node returns (it becomes data/08_reporting/<stage>.json)."""
+    args = spec.train
+    if not history:
+        raise FloatingPointError(f"{spec.metric_prefix}: every step had a non-finite loss")
     k = max(1, min(5, len(history) // 4))
+    samples = args.max_steps * args.micro_batch_size * args.gradient_accumulation_steps * world_size
+    memory_name = next(name for name in ("gpu_max_allocated_mb", "peak_rss_mb") if name in history[-1])
     result = {
         "checkpoint": spec.output_dir,
         "steps": len(history),
         "initial_loss": sum(r["loss"] for r in history[:k]) / k,
         "final_loss": sum(r["loss"] for r in history[-k:]) / k,
-        "tokens": total_tokens,
+        "tokens": state["tokens"],
         "train_time_s": elapsed,
-        "tokens_per_s": total_tokens / elapsed,
-        "tokens_per_s_per_process": total_tokens / elapsed / world_size,
+        "checkpoint_time_s": checkpoint_time,
+        "tokens_per_s": state["tokens"] / elapsed,
+        "tokens_per_s_per_process": state["tokens"] / elapsed / world_size,
         "world_size": world_size,
         "zero_stage": spec.deepspeed.get("zero_optimization", {}).get("stage", 0),
         "model_params": n_params,
+        "flops": state["flops"],
+        "device": meter.device,
+        "peak_flops_per_device": meter.peak,
+        memory_name: max(r[memory_name] for r in history),
+        "restart_count": restart_count,
+        "skipped_steps": state["skipped_steps"],
         "history": [{"step": r["step"], "loss": r["loss"], "lr": r["lr"]} for r in history],
     }
-    if rank == 0:
-        if step_logger:
-            step_logger.flush()
-        Path(spec.run_dir, "result.json").write_text(json.dumps(result, indent=2))
-        logger.info("%s done: loss %.4f -> %.4f in %.0f s (%.0f tok/s)", prefix, result["initial_loss"],
-                    result["final_loss"], elapsed, result["tokens_per_s"])
-    dist.barrier()
+    if meter.peak:
+        result[meter.mfu_name] = state["flops"] / elapsed / (meter.peak * world_size)
+    if epoch_size:
+        result["epochs"] = samples / epoch_size
+        result["time_per_epoch_s"] = elapsed / result["epochs"]
     return result
+
+
+def fault_injected_loss(loss: Any, step: int) -> Any:
+    """Test hook: ``LMFORGE_TEST_NAN_AT_STEPS=3,5`` makes those steps' loss NaN (never set in real runs)."""
+    steps = os.environ.get("LMFORGE_TEST_NAN_AT_STEPS")
+    if steps and str(step) in steps.split(","):
+        return loss * float("nan")
+    return loss
+
+
+def agree_finite(loss: Any) -> bool:
+    """True when the loss is finite on every rank (one tiny all-reduce)."""
+    import torch
+    import torch.distributed as dist
+
+    bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0])
+    dist.all_reduce(bad)
+    return float(bad) == 0.0
+
+
+def resume_or_start(engine: Any, spec: JobSpec, ckpt_root: Path, *, rank: int,
+                    world_size: int) -> tuple[dict[str, Any], int]:
+    """Load the newest verified checkpoint of this job, or clear stale ones; return (loop state, restart count)."""
+    import torch.distributed as dist
+
+    from lmforge.training import checkpoints
+
+    fresh = {"step": 0, "history": [], "tokens": 0, "flops": 0.0, "train_time_s": 0.0, "checkpoint_time_s": 0.0,
+             "skipped_steps": 0, "cpu_peak": None}
+    decision: list[str | None] = [None]
+    if rank == 0 and ckpt_root.exists():
+        tag, unusable = (checkpoints.find_resume_checkpoint(ckpt_root, spec.fingerprint, world_size)
+                         if spec.fingerprint else (None, []))
+        for bad in unusable:
+            shutil.rmtree(ckpt_root / bad, ignore_errors=True)
+        if tag is None:
+            logger.warning("%s: no checkpoint of this job in %s: starting fresh (stale checkpoints deleted)",
+                           spec.metric_prefix, ckpt_root)
+            shutil.rmtree(ckpt_root, ignore_errors=True)
+        decision = [tag]
+    dist.broadcast_object_list(decision, src=0)
+    tag = decision[0]
+    if tag is None:
+        return fresh, 0
+    _, client_state = engine.load_checkpoint(str(ckpt_root), tag, load_optimizer_states=True,
+                                             load_lr_scheduler_states=True)
+    state = {**fresh, **(client_state or {}).get("lmforge", {})}
+    restart_count = 0
+    if rank == 0:
+        restart_count = checkpoints.read_restart_count(ckpt_root) + 1
+        checkpoints.write_restart_count(ckpt_root, restart_count)
+        logger.warning("%s: resuming from %s at step %d (restart %d)", spec.metric_prefix, ckpt_root / tag,
+                       state["step"], restart_count)
+    dist.barrier()
+    return state, restart_count
+
+
+def save_checkpoint(engine: Any, spec: JobSpec, ckpt_root: Path, state: dict[str, Any], *, rank: int,
+                    world_size: int) -> None:
+    """DeepSpeed checkpoint from every rank, then (rank 0) our manifest, ``latest`` and keep-last-N."""
+    import torch.distributed as dist
+
+    from lmforge.training import checkpoints
+
+    tag = checkpoints.tag_for_step(state["step"])
+    engine.save_checkpoint(str(ckpt_root), tag=tag, client_state={"lmforge": state}, save_latest=False)
+    dist.barrier()  # every rank's files are on disk before the manifest says so
+    if rank == 0:
+        checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
+                                   world_size=world_size, verify=spec.train.checkpoint_verify)
+        checkpoints.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints)
+        logger.info("%s: checkpoint %s saved", spec.metric_prefix, ckpt_root / tag)
+    dist.barrier()
+
+
+def kill_after_checkpoint_for_tests(step: int, rank: int) -> None:
+    """Test hook: ``LMFORGE_TEST_KILL_AFTER_CHECKPOINT=<step>`` SIGKILLs the whole job once that checkpoint exists.
+
+    torchrun puts every worker in its own session, so rank 0 gathers the workers' process groups and
+    kills them and the launcher's group at once: what a lost machine looks like to the next run.
+    """
+    import signal
+
+    import torch.distributed as dist
+
+    if os.environ.get("LMFORGE_TEST_KILL_AFTER_CHECKPOINT") != str(step):
+        return
+    groups: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(groups, os.getpgid(0))
+    if rank == 0:
+        for group in {os.getpgid(os.getppid()), *groups} - {os.getpgid(0)}:
+            os.killpg(group, signal.SIGKILL)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    time.sleep(60)  # the other ranks wait for their SIGKILL
 
 
 def export_model(engine: Any, spec: JobSpec, rank: int) -> None:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         ids = torch.from_numpy(np.stack([shards.block("train", int(i)) for i in idx]).astype(np.int64))
         return {"input_ids": ids, "labels": ids}
 
-    train(spec, model, next_batch, rank=rank, world_size=world)
+    train(spec, model, next_batch, rank=rank, world_size=world, epoch_size=n_blocks)
 
 
 if __name__ == "__main__":

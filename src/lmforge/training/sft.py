@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(spec.train.seed)
     if not spec.init_from:
         raise ValueError("SFT needs init_from: a Hugging Face model directory")
-    model = AutoModelForCausalLM.from_pretrained(spec.init_from, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        spec.init_from, dtype=torch.float32, attn_implementation=spec.model.get("attn_implementation", "sdpa"))
     examples = load_examples(spec.data["examples"])
     pad_id = int(spec.data["pad_id"])
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                              seed=spec.train.seed)
         return collate_examples([examples[int(i)] for i in idx], pad_id)
 
-    train(spec, model, next_batch, rank=rank, world_size=world)
+    train(spec, model, next_batch, rank=rank, world_size=world, epoch_size=len(examples))
 
 
 if __name__ == "__main__":

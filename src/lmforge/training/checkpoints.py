@@ -1,0 +1,199 @@
+"""Periodic checkpoints a reader can trust, and the decision whether a rerun resumes from one.
+
+DeepSpeed's ``engine.save_checkpoint`` writes ``<run_dir>/checkpoints/<tag>/`` from every rank, but a
+process killed mid-save leaves a directory that looks like a checkpoint. So a checkpoint counts only
+once *our* manifest exists: rank 0 writes ``<tag>/lmforge_manifest.json`` (step, job fingerprint,
+world size, size and SHA-256 of every file) after all ranks finished saving, then points
+``checkpoints/latest`` at it with ``os.replace``. Both writes are atomic, so ``latest`` never names a
+partial checkpoint.
+
+Resume (``find_resume_checkpoint``) walks the tags newest first and takes the first whose manifest
+exists, whose files still match it (a truncated or corrupted checkpoint is skipped with a warning
+naming it), and whose fingerprint equals the current job's. The fingerprint (``fingerprint_job``)
+hashes what determines the weights: model, train and DeepSpeed settings, the tokenizer hash and the
+*content* of the data (token shards, SFT examples, the base model), never paths. ``run_dir`` is not a
+DVC output and survives ``dvc repro``: a changed tokenizer, data or parameter must never resume a
+stale checkpoint, so such checkpoints are deleted and the job starts fresh. A run that finishes
+deletes its checkpoints after the export, so the next run of the stage retrains.
+
+Layout: checkpoints/{step_00000040/, step_00000080/, latest, run_state.json (restart count)}.
+Assumes the checkpoint directory is visible to rank 0 from every node (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("lmforge.training")
+
+MANIFEST = "lmforge_manifest.json"
+LATEST = "latest"
+RUN_STATE = "run_state.json"
+TAG_PREFIX = "step_"
+# Files up to this size are hashed whole when fingerprinting data; larger ones by size + head + tail.
+FULL_HASH_LIMIT = 64 << 20
+# TrainArgs fields that do not change the trained weights (so changing them still resumes).
+NON_SEMANTIC_TRAIN_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_verify")
+
+
+def tag_for_step(step: int) -> str:
+    return f"{TAG_PREFIX}{step:08d}"
+
+
+def step_of_tag(tag: str) -> int | None:
+    return int(tag[len(TAG_PREFIX):]) if tag.startswith(TAG_PREFIX) and tag[len(TAG_PREFIX):].isdigit() else None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a partial one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: Path, *, sample: bool = False) -> str:
+    """SHA-256 of a file; with ``sample`` and a large file, of its size, first and last MiB only."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if sample and size > FULL_HASH_LIMIT:
+            h.update(str(size).encode())
+            h.update(fh.read(1 << 20))
+            fh.seek(size - (1 << 20))
+            h.update(fh.read())
+        else:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_content(path: str | Path) -> str:
+    """Content hash of a file or a directory tree (relative names + file hashes; paths do not count)."""
+    root = Path(path)
+    if root.is_file():
+        return sha256_file(root, sample=True)
+    if not root.is_dir():
+        raise FileNotFoundError(f"cannot fingerprint {root}: no such file or directory")
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(file.relative_to(root).as_posix().encode() + b"\0")
+        h.update(sha256_file(file, sample=True).encode())
+    return h.hexdigest()
+
+
+def fingerprint_job(spec: Any) -> str:
+    """Hash of everything in a ``JobSpec`` that determines the trained weights (not its paths)."""
+    train = {k: v for k, v in asdict(spec.train).items() if k not in NON_SEMANTIC_TRAIN_FIELDS}
+    data = {k: (hash_content(v) if k in {"token_shards", "examples"} else v) for k, v in sorted(spec.data.items())}
+    payload = {
+        "kind": spec.kind,
+        "model": spec.model,
+        "init_from": hash_content(spec.init_from) if spec.init_from else None,
+        "data": data,
+        "train": train,
+        "deepspeed": spec.deepspeed,
+        "tokenizer_sha256": spec.tokenizer_sha256,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_manifest(ckpt_root: Path, tag: str, *, step: int, fingerprint: str, world_size: int,
+                   verify: str = "sha256") -> Path:
+    """Mark ``ckpt_root/tag`` complete (call on rank 0 after every rank finished saving) and point ``latest`` at it."""
+    tag_dir = ckpt_root / tag
+    files = {}
+    for file in sorted(p for p in tag_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
+        entry: dict[str, Any] = {"size": file.stat().st_size}
+        if verify == "sha256":
+            entry["sha256"] = sha256_file(file)
+        files[file.relative_to(tag_dir).as_posix()] = entry
+    manifest = {"step": step, "fingerprint": fingerprint, "world_size": world_size, "files": files}
+    write_atomic(tag_dir / MANIFEST, json.dumps(manifest, indent=1))
+    write_atomic(ckpt_root / LATEST, tag)
+    return tag_dir / MANIFEST
+
+
+def verify_checkpoint(tag_dir: Path) -> tuple[dict | None, str | None]:
+    """(manifest, None) when every file listed matches; (manifest or None, reason) otherwise."""
+    try:
+        manifest = json.loads((tag_dir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None, "incomplete (no manifest: the save never finished)"
+    except (json.JSONDecodeError, OSError) as err:
+        return None, f"unreadable manifest ({err})"
+    for name, entry in manifest.get("files", {}).items():
+        file = tag_dir / name
+        if not file.is_file():
+            return manifest, f"file {name} is missing"
+        size = file.stat().st_size
+        if size != entry["size"]:
+            return manifest, f"file {name} is truncated or changed ({size} bytes, manifest says {entry['size']})"
+        if "sha256" in entry and sha256_file(file) != entry["sha256"]:
+            return manifest, f"file {name} is corrupted (SHA-256 differs from the manifest)"
+    if not manifest.get("files"):
+        return manifest, "the manifest lists no files"
+    return manifest, None
+
+
+def list_tags(ckpt_root: Path) -> list[str]:
+    """Checkpoint tags under ``ckpt_root``, newest step first."""
+    if not ckpt_root.is_dir():
+        return []
+    tags = [p.name for p in ckpt_root.iterdir() if p.is_dir() and step_of_tag(p.name) is not None]
+    return sorted(tags, key=step_of_tag, reverse=True)
+
+
+def find_resume_checkpoint(ckpt_root: Path, fingerprint: str, world_size: int) -> tuple[str | None, list[str]]:
+    """The newest verified checkpoint of this job, or None; and the tags that are unusable (to delete).
+
+    Logs a warning naming each skipped checkpoint and why. Checkpoints of another job (different
+    fingerprint or world size) are never resumed: the caller starts fresh.
+    """
+    unusable: list[str] = []
+    for tag in list_tags(ckpt_root):
+        manifest, problem = verify_checkpoint(ckpt_root / tag)
+        if problem is None and manifest["fingerprint"] != fingerprint:
+            problem = (f"belongs to another job (fingerprint {manifest['fingerprint'][:12]}, this job "
+                       f"{fingerprint[:12]}: tokenizer, data or parameters changed)")
+        elif problem is None and manifest.get("world_size") != world_size:
+            problem = (f"was saved by {manifest.get('world_size')} processes, this job has {world_size} "
+                       f"(ZeRO partitions are per process)")
+        if problem is None:
+            return tag, unusable
+        logger.warning("checkpoint %s skipped: %s", ckpt_root / tag, problem)
+        unusable.append(tag)
+    return None, unusable
+
+
+def prune_checkpoints(ckpt_root: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` complete checkpoints (and any incomplete older ones)."""
+    removed, complete = [], 0
+    for tag in list_tags(ckpt_root):
+        if (ckpt_root / tag / MANIFEST).is_file() and complete < keep:
+            complete += 1
+            continue
+        shutil.rmtree(ckpt_root / tag, ignore_errors=True)
+        removed.append(tag)
+    return removed
+
+
+def read_restart_count(ckpt_root: Path) -> int:
+    try:
+        return int(json.loads((ckpt_root / RUN_STATE).read_text())["restart_count"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError):
+        return 0
+
+
+def write_restart_count(ckpt_root: Path, count: int) -> None:
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    write_atomic(ckpt_root / RUN_STATE, json.dumps({"restart_count": count}))

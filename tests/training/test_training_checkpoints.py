@@ -1,0 +1,122 @@
+"""Checkpoint manifests, verification, keep-last-N and the job fingerprint (no DeepSpeed: fake checkpoint files)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lmforge.training import checkpoints as ck
+from lmforge.training.config import JobSpec, TrainArgs
+
+
+def fake_checkpoint(root: Path, step: int, fingerprint: str = "f" * 64, world_size: int = 2) -> Path:
+    tag_dir = root / ck.tag_for_step(step)
+    tag_dir.mkdir(parents=True)
+    (tag_dir / "mp_rank_00_model_states.pt").write_bytes(bytes(range(256)) * (step + 1))
+    (tag_dir / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"optim" * 100)
+    ck.write_manifest(root, tag_dir.name, step=step, fingerprint=fingerprint, world_size=world_size)
+    return tag_dir
+
+
+def test_latest_points_at_the_last_manifest_and_resume_takes_the_newest(tmp_path):
+    for step in (4, 8):
+        fake_checkpoint(tmp_path, step)
+
+    assert (tmp_path / ck.LATEST).read_text() == "step_00000008"
+    assert ck.find_resume_checkpoint(tmp_path, "f" * 64, 2) == ("step_00000008", [])
+
+
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning_naming_it(tmp_path, caplog):
+    fake_checkpoint(tmp_path, 4)
+    newest = fake_checkpoint(tmp_path, 8)
+    model_file = newest / "mp_rank_00_model_states.pt"
+    model_file.write_bytes(model_file.read_bytes()[:100])
+
+    with caplog.at_level(logging.WARNING, logger="lmforge.training"):
+        tag, unusable = ck.find_resume_checkpoint(tmp_path, "f" * 64, 2)
+
+    assert tag == "step_00000004"
+    assert unusable == ["step_00000008"]
+    assert "step_00000008" in caplog.text and "truncated" in caplog.text
+
+
+def test_corrupted_file_of_the_same_size_is_caught_by_the_hash(tmp_path):
+    fake_checkpoint(tmp_path, 4)
+    newest = fake_checkpoint(tmp_path, 8)
+    optim = newest / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    optim.write_bytes(b"OPTIM" * 100)
+
+    _, problem = ck.verify_checkpoint(newest)
+    assert "corrupted" in problem
+    assert ck.find_resume_checkpoint(tmp_path, "f" * 64, 2)[0] == "step_00000004"
+
+
+def test_incomplete_save_without_manifest_is_never_resumed(tmp_path):
+    fake_checkpoint(tmp_path, 4)
+    (tmp_path / "step_00000008").mkdir()
+    (tmp_path / "step_00000008" / "mp_rank_00_model_states.pt").write_bytes(b"partial")
+
+    assert ck.find_resume_checkpoint(tmp_path, "f" * 64, 2) == ("step_00000004", ["step_00000008"])
+
+
+@pytest.mark.parametrize("fingerprint, world_size", [("e" * 64, 2), ("f" * 64, 4)])
+def test_checkpoints_of_another_job_or_world_size_are_not_resumed(tmp_path, fingerprint, world_size):
+    fake_checkpoint(tmp_path, 4)
+
+    tag, unusable = ck.find_resume_checkpoint(tmp_path, fingerprint, world_size)
+    assert tag is None and unusable == ["step_00000004"]
+
+
+def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
+    for step in (2, 4, 6):
+        fake_checkpoint(tmp_path, step)
+    (tmp_path / "step_00000001").mkdir()  # an old partial save
+
+    removed = ck.prune_checkpoints(tmp_path, keep=2)
+
+    assert sorted(removed) == ["step_00000001", "step_00000002"]
+    assert ck.list_tags(tmp_path) == ["step_00000006", "step_00000004"]
+
+
+def test_restart_count_round_trip(tmp_path):
+    assert ck.read_restart_count(tmp_path) == 0
+    ck.write_restart_count(tmp_path, 3)
+    assert ck.read_restart_count(tmp_path) == 3
+
+
+def _spec(tmp_path: Path, data_dir: Path, **train) -> JobSpec:
+    return JobSpec(kind="pretrain", model={"preset": "debug"}, init_from=None, data={"token_shards": str(data_dir)},
+                   train=TrainArgs(**train), deepspeed={"zero_optimization": {"stage": 2}},
+                   output_dir=str(tmp_path / "out"), run_dir=str(tmp_path / "run"), metric_prefix="pretrain",
+                   tokenizer_sha256="t" * 64)
+
+
+def test_fingerprint_follows_content_params_and_tokenizer_not_paths(tmp_path):
+    shards = tmp_path / "tokens"
+    shards.mkdir()
+    (shards / "index.json").write_text('{"seq_len": 64}')
+    (shards / "train-00000.npy").write_bytes(b"\x01\x02" * 50)
+    copy = tmp_path / "elsewhere" / "tokens"
+    copy.mkdir(parents=True)
+    for f in shards.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    base = ck.fingerprint_job(_spec(tmp_path, shards))
+
+    moved = _spec(tmp_path / "other", copy, log_every=5, checkpoint_every=7, keep_checkpoints=9)
+    assert ck.fingerprint_job(moved) == base  # paths and bookkeeping settings do not count
+    assert ck.fingerprint_job(_spec(tmp_path, shards, lr=2e-3)) != base
+    assert ck.fingerprint_job(replace(_spec(tmp_path, shards), tokenizer_sha256="u" * 64)) != base
+    (copy / "train-00000.npy").write_bytes(b"\x01\x03" * 50)  # same size, new tokens
+    assert ck.fingerprint_job(_spec(tmp_path, copy)) != base
+
+
+def test_train_args_validate_the_new_fields():
+    with pytest.raises(ValueError, match="nan_policy"):
+        TrainArgs(nan_policy="ignore")
+    with pytest.raises(ValueError, match="checkpoint_verify"):
+        TrainArgs(checkpoint_verify="md5")
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        TrainArgs(keep_checkpoints=0)
