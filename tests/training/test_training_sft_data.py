@@ -1,4 +1,4 @@
-"""SFT examples: assistant-only labels, dropped conversations counted by reason, the workers' JSONL reader."""
+"""SFT examples: assistant-only labels (every turn), the truncation rule, drops counted by reason, the JSONL reader."""
 
 from __future__ import annotations
 
@@ -59,6 +59,68 @@ def test_dropped_conversations_are_counted_by_reason(tok_and_template):
     assert stats["conversations_in"] == 4
     assert stats["dropped"] == {"too_long": 1, "invalid_conversation": 2}
     assert stats["conversations_in"] == stats["examples"] + sum(stats["dropped"].values())
+
+
+def trained_runs(example):
+    """The maximal runs of consecutive trained (labelled) token ids."""
+    runs, current = [], []
+    for token, label in zip(example["input_ids"], example["labels"], strict=True):
+        if label != -100:
+            assert label == token  # labels are the ids themselves (unshifted)
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    return [*runs, current] if current else runs
+
+
+THREE_TURNS = [
+    {"role": "system", "content": "You are a terse assistant."},
+    {"role": "user", "content": "First question?"},
+    {"role": "assistant", "content": "First answer."},
+    {"role": "user", "content": "Second question?"},
+    {"role": "assistant", "content": "Second answer."},
+    {"role": "user", "content": "Third question?"},
+    {"role": "assistant", "content": "Third answer."},
+]
+
+
+def test_every_assistant_turn_and_no_user_or_system_token_is_trained(tok_and_template):
+    tok, template = tok_and_template
+
+    [example], stats = build_sft_examples([{"id": "3t", "messages": THREE_TURNS}], tok, template, max_length=512)
+
+    runs = trained_runs(example)
+    answers = [m["content"] for m in THREE_TURNS if m["role"] == "assistant"]
+    assert [tok.decode(run) for run in runs] == [f"{a}<|im_end|>" for a in answers]
+    untrained = tok.decode([t for t, label in zip(example["input_ids"], example["labels"], strict=True)
+                            if label == -100])
+    for message in THREE_TURNS:  # every prompt token is masked, no answer token is
+        assert (message["content"] in untrained) == (message["role"] != "assistant")
+    assert example["input_ids"][0] == tok.bos_id  # <s> first, as the template says
+    assert tok.eos_id not in example["input_ids"]  # turns end with <|im_end|>, not </s>
+    assert stats["trained_tokens"] == sum(len(r) for r in runs)
+    assert stats["trained_token_fraction"] == stats["trained_tokens"] / len(example["input_ids"])
+
+
+def test_long_conversations_lose_whole_trailing_turns(tok_and_template):
+    tok, template = tok_and_template
+    [full], _ = build_sft_examples([{"id": "full", "messages": THREE_TURNS}], tok, template, max_length=512)
+    [two_turns], _ = build_sft_examples([{"id": "two", "messages": THREE_TURNS[:5]}], tok, template, max_length=512)
+    [one_turn], _ = build_sft_examples([{"id": "one", "messages": THREE_TURNS[:3]}], tok, template, max_length=512)
+    budget = len(two_turns["input_ids"])
+    assert len(one_turn["input_ids"]) < budget < len(full["input_ids"])
+
+    examples, stats = build_sft_examples([{"id": "t", "messages": THREE_TURNS, "source": "s"}], tok, template,
+                                         max_length=budget)
+    assert examples == [{"id": "t", "input_ids": two_turns["input_ids"], "labels": two_turns["labels"]}]
+    assert (stats["truncated"], stats["truncated_messages"]) == (1, 2)
+    assert stats["examples_per_source"] == {"s": 1}
+
+    examples, stats = build_sft_examples([{"id": "t", "messages": THREE_TURNS}], tok, template,
+                                         max_length=len(one_turn["input_ids"]) - 1)
+    assert examples == [] and stats["dropped"]["too_long"] == 1  # not even the first answer fits
+    assert stats["truncated"] == 0
 
 
 def test_load_examples_reads_jsonl_and_names_a_bad_line(tmp_path):

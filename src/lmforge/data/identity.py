@@ -57,12 +57,26 @@ class IdentityConfig:
     name: str = "Forge"
     # Who developed it.
     developer: str = "the lmforge team"
-    # Copies of each conversation in the training mix (identity data is tiny next to the corpus).
+    # Copies of each conversation in the training mix (identity data is tiny next to the corpus):
+    # the default weight of the ``identity`` source of the SFT mix.
     repeat: int = 8
+    # Start each conversation with the system prefix in its language (``system_prefix``).
+    with_system: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("name", "developer"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key).strip():
+                raise ValueError(f"sft.identity.{key} must be a non-empty string, got {getattr(self, key)!r}")
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 0:
+            raise ValueError(f"sft.identity.repeat must be an integer >= 0, got {self.repeat!r}")
 
 
-def build_identity_conversations(config: IdentityConfig, *, with_system: bool = False) -> list[dict]:
-    """The 28 identity conversations (18 positive, 10 negative), each with its language and polarity."""
+def build_identity_conversations(config: IdentityConfig, *, with_system: bool | None = None) -> list[dict]:
+    """The 28 identity conversations (18 positive, 10 negative), each with its language and polarity.
+
+    ``with_system`` (default: ``config.with_system``) starts each one with the system prefix.
+    """
+    with_system = config.with_system if with_system is None else with_system
     out = []
     for polarity, rows in (("positive", POSITIVE), ("negative", NEGATIVE)):
         for i, (lang, question, answer) in enumerate(rows):
@@ -77,4 +91,7 @@ def build_identity_conversations(config: IdentityConfig, *, with_system: bool = 
 
 
 def system_prefix(config: IdentityConfig, lang: str = "en") -> str:
+    """The system message "You are {name}, developed by {developer} ..." in ``lang`` (en or zh)."""
+    if lang not in SYSTEM_PREFIX:
+        raise ValueError(f"no identity system prefix for language {lang!r}; have {sorted(SYSTEM_PREFIX)}")
     return SYSTEM_PREFIX[lang].format(name=config.name, developer=config.developer)

@@ -1,45 +1,98 @@
-"""Tokenized SFT examples from conversations, with every dropped conversation counted by reason.
+"""Tokenized SFT examples from conversations, with every dropped or shortened conversation counted.
 
 Used by the sft stage (training examples) and the evaluation stage (held-out examples), so both
-render and mask conversations the same way: the tokenizer directory's one chat template, labels on
-assistant turns only (unless ``train_on_prompt``).
+render and mask conversations the same way: the tokenizer directory's one chat template (which
+places ``<s>`` first and closes every turn with ``<|im_end|>``), labels on every assistant turn's
+content and closing ``<|im_end|>`` only (unless ``train_on_prompt``; see
+``lmforge.tokenizer.chat_template``).
+
+Truncation rule, for a conversation longer than ``max_length`` tokens: whole trailing turns are
+dropped. The conversation is cut right after the last assistant turn at which it still fits, so the
+example keeps the longest prefix ``[system], user, assistant, ..., assistant`` of at most
+``max_length`` tokens; it is counted in ``truncated`` and the messages removed in
+``truncated_messages``. If not even the first assistant turn fits, the conversation is dropped as
+``too_long``. A turn is never cut inside: half an answer would teach the model to stop mid-way
+without its ``<|im_end|>``, and a cut prompt asks a different question.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+DROP_REASONS = ("too_long", "invalid_conversation")
+
+
+def fit_conversation(messages: list[dict], tokenize: Callable[[list[dict]], tuple[list[int], list[int]]],
+                     max_length: int) -> tuple[list[int], list[int], int] | None:
+    """``(input_ids, labels, messages removed)`` under the truncation rule, or None (``too_long``).
+
+    ``tokenize`` maps messages to ``(input_ids, labels)``; the rendering of a prefix of the messages
+    is a prefix of the rendering, so fitting is monotone and a binary search over the cut points
+    (after each assistant turn) needs O(log turns) tokenizations.
+    """
+    ids, labels = tokenize(messages)
+    if len(ids) <= max_length:
+        return ids, labels, 0
+    cuts = [k + 1 for k, m in enumerate(messages[:-1]) if m["role"] == "assistant"]
+    best = None
+    lo, hi = 0, len(cuts) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        ids, labels = tokenize(messages[: cuts[mid]])
+        if len(ids) <= max_length:
+            best = (ids, labels, len(messages) - cuts[mid])
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return best
 
 
 def build_sft_examples(conversations: Iterable[Mapping[str, Any]], tokenizer: Any, template: str, *,
                        max_length: int, train_on_prompt: bool = False) -> tuple[list[dict], dict[str, Any]]:
-    """``[{"id", "input_ids", "labels"}]`` and stats: examples, dropped per reason, trained-token share.
+    """``[{"id", "input_ids", "labels"}]`` and stats.
 
-    Reasons: ``too_long`` (over ``max_length`` tokens; dropped, not truncated, so no answer is cut),
-    ``invalid_conversation`` (unknown role, or content holding special-token text such as
-    ``<|im_end|>`` that would break the chat structure).
+    Stats: ``conversations_in``, ``examples``, ``dropped`` per reason (``too_long``: not even the first
+    assistant turn fits, see the module's truncation rule; ``invalid_conversation``: unknown role,
+    bad content, or content holding special-token text such as ``<|im_end|>`` that would break the
+    chat structure), ``truncated`` / ``truncated_messages``, ``tokens``, ``trained_tokens``,
+    ``trained_token_fraction`` and ``examples_per_source`` (by each conversation's ``source``).
     """
-    from lmforge.tokenizer.chat_template import tokenize_conversation
+    from lmforge.tokenizer.chat_template import IGNORE_INDEX, tokenize_conversation
+
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+
+    def tokenize(messages: list[dict]) -> tuple[list[int], list[int]]:
+        return tokenize_conversation(messages, tokenizer, template, train_on_prompt=train_on_prompt)
 
     examples: list[dict] = []
     dropped: Counter = Counter()
-    trained = total = n_in = 0
+    per_source: Counter = Counter()
+    trained = total = n_in = truncated = truncated_messages = 0
     for conv in conversations:
         n_in += 1
         try:
-            ids, labels = tokenize_conversation(list(conv["messages"]), tokenizer, template,
-                                                train_on_prompt=train_on_prompt)
-        except (ValueError, KeyError, TypeError):
+            fitted = fit_conversation(list(conv["messages"]), tokenize, max_length)
+        except (ValueError, KeyError, TypeError, AttributeError):
             dropped["invalid_conversation"] += 1
             continue
-        if len(ids) > max_length:
+        if fitted is None:
             dropped["too_long"] += 1
             continue
-        trained += sum(1 for x in labels if x != -100)
+        ids, labels, removed = fitted
+        if removed:
+            truncated += 1
+            truncated_messages += removed
+        trained += sum(1 for x in labels if x != IGNORE_INDEX)
         total += len(ids)
+        per_source[str(conv.get("source", "unknown"))] += 1
         examples.append({"id": conv.get("id"), "input_ids": ids, "labels": labels})
     assert n_in == len(examples) + sum(dropped.values())
     return examples, {"conversations_in": n_in, "examples": len(examples),
-                      "dropped": {k: dropped.get(k, 0) for k in ("too_long", "invalid_conversation")},
-                      "trained_token_fraction": trained / max(total, 1)}
+                      "dropped": {k: dropped.get(k, 0) for k in DROP_REASONS},
+                      "truncated": truncated, "truncated_messages": truncated_messages,
+                      "tokens": total, "trained_tokens": trained,
+                      "trained_token_fraction": trained / max(total, 1),
+                      "examples_per_source": dict(sorted(per_source.items()))}
