@@ -1,5 +1,7 @@
 """End-to-end tests of process_corpus and of the data-processing config."""
 
+import os
+
 import pytest
 
 from lmforge.data.cleaning import CleaningConfig
@@ -99,3 +101,23 @@ def test_config_from_dict_names_unknown_keys():
         DataProcessingConfig.from_dict({"cleaning": {"min_char": 10}})
     with pytest.raises(ValueError, match=r"data_processing\.shards"):
         DataProcessingConfig.from_dict({"shards": 3})
+
+
+def test_executor_config_is_typed_and_checked():
+    config = DataProcessingConfig.from_dict({"executor": {"kind": "sequential", "workers": 4}})
+    assert config.executor.kind == "sequential" and config.executor.resolved_workers() == 1
+    assert DataProcessingConfig().executor.resolved_workers() == (os.cpu_count() or 1)  # default: every core
+    with pytest.raises(ValueError, match="executor.kind must be one of"):
+        DataProcessingConfig.from_dict({"executor": {"kind": "slurm"}})
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        DataProcessingConfig.from_dict({"executor": {"workers": 0}})
+    with pytest.raises(ValueError, match=r"data_processing\.executor\.worker\b"):
+        DataProcessingConfig.from_dict({"executor": {"worker": 2}})
+
+
+def test_quarantine_and_shards_are_read_from_the_spool(raw_shards):
+    result = process_corpus(raw_shards, CONFIG, shard_size=2)
+    assert len(result.quarantine) == sum(result.report["dropped"].values()) == len(list(result.quarantine))
+    assert set(result.clean_shards.lazy()) == set(result.clean_shards)
+    with pytest.raises(KeyError):
+        result.clean_shards["shard-00099"]

@@ -1,4 +1,4 @@
-"""Tests of the Great Expectations validation suite (imports GX: ~5 s once per session)."""
+"""Tests of the raw, cleaned and final Great Expectations suites (imports GX: 5-15 s once per session)."""
 
 import pytest
 
@@ -6,77 +6,136 @@ from lmforge.data.validation import (
     DataValidationError,
     ValidationSuiteConfig,
     build_data_docs,
+    make_context,
     validate_documents,
+    validate_suites,
 )
 
-SUITE = ValidationSuiteConfig(min_records=2, min_chars=5, max_chars=100)
+CONFIG = ValidationSuiteConfig(min_records=2, min_chars=5, max_chars=100, min_language_share=0.8)
 
 
-def record(doc_id: str, text: str) -> dict:
-    return {"id": doc_id, "text": text, "source": "test", "metadata": {"path": "x.py"}}
+def record(doc_id, text: str, language: str | None = "en", **extra) -> dict:
+    metadata = {"path": f"{doc_id}.py"} | ({"language": language} if language else {})
+    return {"id": doc_id, "text": text, "source": "test", "metadata": metadata, **extra}
 
 
 GOOD = [record("a", "x = 1\n"), record("b", "y = 22\n"), record("c", "z = 333\n")]
 
 
 @pytest.fixture(scope="module")
-def passing_report():
-    return validate_documents(GOOD, SUITE, suite_name="clean_documents")
+def context():
+    return make_context()
 
 
-def test_passing_records(passing_report):
-    assert passing_report.success
-    assert passing_report.failures == []
-    stats = passing_report.statistics
-    assert stats["evaluated_expectations"] == stats["successful_expectations"] == 10
-    assert stats["unsuccessful_expectations"] == 0
-    passing_report.raise_for_failure()  # does not raise
+@pytest.fixture(scope="module")
+def passing_reports(context):
+    return {suite: validate_documents(GOOD, CONFIG, suite=suite, context=context)
+            for suite in ("raw", "cleaned", "final")}
 
 
-def test_duplicate_ids_fail_with_a_readable_message():
-    records = [*GOOD, record("a", "w = 4444\n")]
-    report = validate_documents(records, SUITE, suite_name="clean_documents")
+def failed(records, suite, config=CONFIG, context=None):
+    report = validate_documents(records, config, suite=suite, context=context)
     assert not report.success
-    assert report.statistics["unsuccessful_expectations"] == 1
     with pytest.raises(DataValidationError) as raised:
         report.raise_for_failure()
-    message = str(raised.value)
-    assert "suite 'clean_documents' failed 1 expectation(s)" in message
-    assert "expect_column_values_to_be_unique column='id'" in message
-    assert "unexpected 2 of 4" in message
+    return report, str(raised.value)
 
 
-def test_each_bound_is_reported():
-    records = [{"id": "a", "text": "x"}, {"id": "b", "text": "x"}, {"id": None, "text": "abcdef"}]
-    report = validate_documents(records, SUITE, suite_name="bad")
-    failed = "\n".join(report.failures)
-    assert "expect_column_to_exist column='source'" in failed
-    assert "expect_column_values_to_not_be_null column='source': error:" in failed
-    assert "expect_column_values_to_not_be_null column='id': unexpected 1 of 3" in failed
-    assert "expect_column_values_to_be_between column='n_chars'" in failed
-    assert "min_value=5" in failed and "max_value=100" in failed
-    assert (
-        "expect_column_proportion_of_unique_values_to_be_between column='text_hash': "
-        "observed_value=0.6666666666666666; bound: min_value=1.0" in failed
-    )
-    assert report.statistics["unsuccessful_expectations"] == 5
+def test_good_corpus_passes_every_suite(passing_reports):
+    expected = {"raw": 14, "cleaned": 4, "final": 4}  # expectations per suite with CONFIG
+    for suite, report in passing_reports.items():
+        assert report.success, report.failures
+        assert report.suite_name == f"{suite}_documents"
+        assert report.failures == []
+        stats = report.statistics
+        assert stats["evaluated_expectations"] == stats["successful_expectations"] == expected[suite]
+        report.raise_for_failure()  # does not raise
 
 
-def test_too_few_records_and_duplicate_fraction_bound():
-    report = validate_documents([record("a", "x = 1\n")], ValidationSuiteConfig(min_records=5), suite_name="s")
-    assert any(
-        f.startswith("expect_table_row_count_to_be_between") and "observed_value=1" in f for f in report.failures
-    )
-    dupes = [record("a", "x = 1\n"), record("b", "x  = 1\n")]
-    loose = ValidationSuiteConfig(min_records=1, min_chars=1, max_duplicate_fraction=0.5)
-    assert validate_documents(dupes, loose, suite_name="s").success
+def test_raw_suite_checks_schema_types_and_unique_ids(context):
+    records = [*GOOD, record("a", "w = 4444\n"), {"id": "d", "text": "v = 1\n", "source": "s", "metadata": "oops"}]
+    report, message = failed(records, "raw", context=context)
+    assert "suite 'raw_documents' failed 2 of 14 expectation(s)" in message
+    assert ("expect_column_values_to_be_unique column='id': unexpected 2 of 5 (40.00%), e.g. ['a', 'a'], "
+            "ids ['a' (a.py), 'a' (a.py)]") in message
+    assert "expect_column_values_to_be_of_type column='metadata': unexpected 1 of 5" in message
+    assert "ids ['d']" in message and "type_='dict'" in message
+    missing = [{"id": "a", "text": "x = 1\n"}, {"id": 7, "text": None, "source": "s"}]
+    report, message = failed(missing, "raw", context=context)
+    assert "expect_column_to_exist column='metadata'" in message
+    assert "expect_column_values_to_not_be_null column='text': unexpected 1 of 2" in message
+    assert "expect_column_values_to_be_of_type column='id'" in message
+    assert "expect_table_row_count_to_be_between: observed_value=2" not in message  # 2 >= min_records passes
 
 
-def test_build_data_docs_writes_html(passing_report, tmp_path):
-    index = build_data_docs(passing_report, tmp_path / "docs")
+def test_cleaned_suite_checks_lengths_language_and_pii_left(context):
+    records = [
+        *GOOD,
+        record("short", "x"),
+        record("fr", "x = 'bonjour'\n", language="fr"),
+        record("nolang", "y = 'hello'\n", language=None),
+        record("pii", "# contact jane.doe@gmail.com\n"),
+    ]
+    report, message = failed(records, "cleaned", context=context)
+    assert "suite 'cleaned_documents' failed 3 of 4 expectation(s)" in message
+    assert "expect_column_values_to_be_between column='n_chars': unexpected 1 of 7" in message
+    assert "ids ['short' (short.py)]" in message and "min_value=5.0, max_value=100.0" in message
+    assert "expect_column_values_to_be_between column='pii_found': unexpected 1 of 7" in message
+    assert "ids ['pii' (pii.py)]; bound: max_value=0.0" in message
+    assert "expect_column_values_to_be_in_set column='language': unexpected 2 of 7" in message
+    assert "ids ['fr' (fr.py), 'nolang' (nolang.py)]" in message and "mostly=0.8" in message
+    # A lower bar on the language share passes the same mix.
+    loose = ValidationSuiteConfig(min_chars=1, max_chars=100, min_language_share=0.5, max_pii_per_document=1)
+    assert validate_documents(records, loose, suite="cleaned", context=context).success
+
+
+def test_cleaned_suite_median_length_bounds(context):
+    config = ValidationSuiteConfig(min_chars=1, min_median_chars=50)
+    report, message = failed(GOOD, "cleaned", config, context)
+    assert "expect_column_median_to_be_between column='n_chars': observed_value=7.0; bound: min_value=50.0" in message
+
+
+def test_final_suite_checks_duplicates_count_and_ids(context):
+    copies = [*GOOD, record("d", "x  =  1\n")]  # same content as "a" up to whitespace
+    report, message = failed(copies, "final", context=context)
+    assert ("expect_column_proportion_of_unique_values_to_be_between column='text_hash': observed_value=0.75; "
+            "bound: min_value=1.0") in message
+    report, message = failed([record("a", "x = 1\n")], "final", ValidationSuiteConfig(min_records=5), context)
+    assert "expect_table_row_count_to_be_between: observed_value=1; bound: min_value=5" in message
+    loose = ValidationSuiteConfig(min_records=1, max_duplicate_fraction=0.25)
+    assert validate_documents(copies, loose, suite="final", context=context).success
+
+
+def test_unknown_suite_and_bad_config():
+    with pytest.raises(ValueError, match="unknown validation suite 'clean'"):
+        validate_documents(GOOD, CONFIG, suite="clean")
+    with pytest.raises(ValueError, match="min_language_share must be in"):
+        ValidationSuiteConfig(min_language_share=1.5)
+
+
+def test_build_data_docs_writes_html_for_every_suite(passing_reports, tmp_path):
+    index = build_data_docs(list(passing_reports.values()), tmp_path / "docs")
     assert index == tmp_path / "docs" / "index.html"
-    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
-    assert len(pages) == 1
-    page = pages[0].read_text()
-    assert "values must be unique" in page
-    assert "Succeeded" in page
+    assert index.is_file()
+    pages = sorted((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert sorted(p.relative_to(tmp_path / "docs" / "validations").parts[0] for p in pages) == [
+        "cleaned_documents", "final_documents", "raw_documents"]
+    assert "values must be unique" in (tmp_path / "docs" / "validations" / "raw_documents").rglob("*.html").__next__() \
+        .read_text()
+    assert "raw_documents" in index.read_text()
+
+
+def test_validate_suites_writes_docs_then_names_every_failed_suite(passing_reports, tmp_path):
+    records = [*GOOD, record("dup", "x = 1\n"), record("pii", "# mail jane.doe@gmail.com\n")]
+    with pytest.raises(DataValidationError) as raised:
+        validate_suites(records, CONFIG, ["cleaned", "final"], data_docs_dir=tmp_path / "docs",
+                        earlier=[passing_reports["raw"]])
+    error = raised.value
+    assert error.suite_names == ["cleaned_documents", "final_documents"]
+    message = str(error)
+    assert "suite 'cleaned_documents' failed 1 of 4" in message and "ids ['pii' (pii.py)]" in message
+    assert "suite 'final_documents' failed 1 of 4" in message and "text_hash" in message
+    assert f"Data Docs of the failed run: {tmp_path / 'docs' / 'index.html'}" in message
+    assert "raw_documents" in (tmp_path / "docs" / "index.html").read_text()
+    reports = validate_suites(GOOD, CONFIG, ["cleaned", "final"])
+    assert [r.success for r in reports] == [True, True]

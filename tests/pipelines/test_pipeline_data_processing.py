@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 import textwrap
+from pathlib import Path
 
+import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.partitions import PartitionedDataset
 
 from lmforge.data.sources import make_document_id
+from lmforge.data.validation import DataValidationError
 from lmforge.pipelines.data_processing import create_pipeline
 from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset, MetricsDataset
 
@@ -32,8 +37,7 @@ def module_source(name: str) -> str:
         ''')
 
 
-def test_data_processing_pipeline(tmp_path):
-    source = tmp_path / "src_folder"
+def write_corpus(source) -> None:
     (source / "pkg").mkdir(parents=True)
     (source / "alpha.py").write_text(module_source("alpha"))
     (source / "pkg/beta.py").write_text(module_source("beta"))
@@ -41,15 +45,24 @@ def test_data_processing_pipeline(tmp_path):
     (source / "zeta_copy.py").write_text(module_source("alpha"))  # exact duplicate of alpha.py (later in order)
     (source / "tiny.py").write_text("x = 1\n")  # too short
     (source / "notes.txt").write_text(module_source("ignored"))  # not matched by the pattern
-    params = {
+
+
+def make_params(source, **validation) -> dict:
+    return {
         "sources": [{"name": "tmpcode", "format": "code_folder", "root": str(source), "patterns": ["**/*.py"],
                      "exclude": [], "license": "MIT", "max_files": None}],
         "shard_size": 2,
+        "executor": {"kind": "sequential"},  # one process: fast; the process pool is tested in tests/data
         "cleaning": {"min_chars": 100, "max_chars": 100_000, "max_line_length": 500,
                      "min_alphanumeric_fraction": 0.25},
-        "validation": {"min_records": 2, "min_chars": 100, "max_chars": 100_000, "max_duplicate_fraction": 0.0},
+        "decontamination": {"enabled": True, "ngram": 13, "min_matches": 1, "eval_sets": ["humaneval"]},
+        "validation": {"min_records": 2, "min_chars": 100, "max_chars": 100_000, "max_duplicate_fraction": 0.0,
+                       "max_pii_per_document": 0, **validation},
     }
-    catalog = DataCatalog({
+
+
+def make_catalog(tmp_path, params: dict) -> DataCatalog:
+    return DataCatalog({
         "params:data_processing": MemoryDataset(params),
         "clean_documents": PartitionedDataset(path=str(tmp_path / "data/03_primary/documents"),
                                               dataset="lmforge.pipelines.datasets.JSONLinesDataset",
@@ -60,6 +73,12 @@ def test_data_processing_pipeline(tmp_path):
         "data_processing_metrics": MetricsDataset(str(tmp_path / "data/08_reporting/data_processing.json"),
                                                   prefix="data_processing"),
     })
+
+
+def test_data_processing_pipeline(tmp_path):
+    source = tmp_path / "src_folder"
+    write_corpus(source)
+    catalog = make_catalog(tmp_path, make_params(source))
 
     SequentialRunner().run(create_pipeline(), catalog)
 
@@ -85,5 +104,60 @@ def test_data_processing_pipeline(tmp_path):
     assert metrics["records_out"] == 3
     assert metrics["records_in"] == metrics["records_out"] + sum(metrics["dropped"].values())
     assert {k: v for k, v in metrics["dropped"].items() if v} == {"too_short": 1, "exact_duplicate": 1}
-    assert metrics["validation"]["success"] is True
-    assert any((tmp_path / "data/08_reporting/data_docs").rglob("*.html"))
+    assert metrics["dropped"]["contaminated"] == 0
+    validation = metrics["validation"]
+    assert validation["success"] is True
+    assert [validation[s]["suite_name"] for s in ("raw", "cleaned", "final")] == [
+        "raw_documents", "cleaned_documents", "final_documents"]
+    assert validation["raw"]["statistics"]["successful_expectations"] == 14
+    assert all(validation[s]["success"] and not validation[s]["failures"] for s in ("raw", "cleaned", "final"))
+    docs = tmp_path / "data/08_reporting/data_docs"
+    assert (docs / "index.html").is_file()
+    pages = {p.relative_to(docs / "validations").parts[0] for p in (docs / "validations").rglob("*.html")}
+    assert pages == {"raw_documents", "cleaned_documents", "final_documents"}
+    saved = json.loads((tmp_path / "data/08_reporting/data_processing.json").read_text())
+    assert saved["validation"]["final"]["success"] is True
+
+
+def test_raw_suite_failure_stops_the_stage_before_cleaning(tmp_path):
+    records = tmp_path / "ext" / "records.jsonl"
+    records.parent.mkdir()
+    rows = [{"uid": "same", "content": module_source(name)} for name in ("alpha", "beta")]
+    records.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    params = make_params(tmp_path)
+    params["sources"] = [{"name": "ext", "format": "jsonl", "path": str(records), "text_field": "content",
+                          "id_field": "uid"}]
+    catalog = make_catalog(tmp_path, params)
+    with pytest.raises(DataValidationError) as raised:
+        SequentialRunner().run(create_pipeline(), catalog)
+    message = str(raised.value)
+    assert "suite 'raw_documents' failed 1 of 14 expectation(s)" in message
+    assert "expect_column_values_to_be_unique column='id': unexpected 2 of 2" in message
+    assert "ids ['same' (records.jsonl" in message
+    assert not catalog["quarantine"].exists()  # cleaning never ran
+
+
+@pytest.mark.parametrize(
+    ("validation", "expected"),
+    [
+        ({"max_chars": 300}, ["suite 'cleaned_documents' failed 1 of 3",
+                              "expect_column_values_to_be_between column='n_chars': unexpected 3 of 3"]),
+        ({"min_records": 4}, ["suite 'final_documents' failed 1 of 4",
+                              "expect_table_row_count_to_be_between: observed_value=3; bound: min_value=4"]),
+    ],
+    ids=["cleaned", "final"],
+)
+def test_cleaned_and_final_suite_failures_fail_the_stage_with_docs(tmp_path, monkeypatch, validation, expected):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the failed run's Data Docs stay in a temp folder
+    source = tmp_path / "src_folder"
+    write_corpus(source)
+    catalog = make_catalog(tmp_path, make_params(source, **validation))
+    with pytest.raises(DataValidationError) as raised:
+        SequentialRunner().run(create_pipeline(), catalog)
+    message = str(raised.value)
+    for line in expected:
+        assert line in message
+    docs_line = [line for line in message.splitlines() if line.startswith("Data Docs of the failed run: ")]
+    assert docs_line and docs_line[0].endswith("index.html")
+    assert Path(docs_line[0].removeprefix("Data Docs of the failed run: ")).is_file()
+    assert not catalog["data_processing_metrics"].exists()  # a failed suite publishes no metrics

@@ -26,7 +26,7 @@ Same documents, same config (seed included) -> same result: nothing depends on P
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,10 +226,14 @@ def near_duplicate_pairs(texts: Sequence[str], config: NearDedupConfig) -> list[
     return _near_dedup_indices(texts, config)[0]
 
 
-def _near_dedup_indices(
+def minhash_signatures(
     texts: Sequence[str], config: NearDedupConfig
-) -> tuple[list[tuple[int, int, float]], dict[int, tuple[int, float]]]:
-    """Return (verified pairs, {removed index: (kept index, Jaccard to it)})."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return (signatures (n, num_perm), has-shingles mask (n,), shingle hashes, document index of each).
+
+    A document's signature depends on its text and the config only, so signatures of separate
+    batches (shards) can be concatenated and clustered together by `cluster_near_duplicates`.
+    """
     n = len(texts)
     shingles, shingle_docs = shingle_documents(texts, config)
     rng = np.random.default_rng(config.seed + 2)
@@ -237,16 +241,22 @@ def _near_dedup_indices(
     b = rng.integers(0, 1 << 63, size=config.num_perm, dtype=np.uint64)
     sig = _signatures(shingles, shingle_docs, n, a, b)
     has_shingles = np.bincount(shingle_docs, minlength=n) > 0
+    return sig, has_shingles, shingles, shingle_docs
+
+
+def cluster_near_duplicates(
+    sig: np.ndarray,
+    has_shingles: np.ndarray,
+    shingle_set: Callable[[int], np.ndarray],
+    config: NearDedupConfig,
+) -> tuple[list[tuple[int, int, float]], dict[int, tuple[int, float]]]:
+    """LSH candidates, exact-Jaccard verification and clusters over precomputed signatures.
+
+    shingle_set(i) returns document i's sorted unique shingle hashes (only called for candidates).
+    Returns (verified pairs, {removed index: (kept index, Jaccard to it)}).
+    """
+    n = sig.shape[0]
     candidates = _candidate_pairs(sig, has_shingles, config.bands, config.rows, config.seed)
-
-    bounds = np.searchsorted(shingle_docs, np.arange(n + 1))
-    sets: dict[int, np.ndarray] = {}
-
-    def shingle_set(i: int) -> np.ndarray:
-        if i not in sets:
-            sets[i] = np.unique(shingles[bounds[i] : bounds[i + 1]])
-        return sets[i]
-
     verified = []
     for i, j in candidates.tolist():
         sim = _jaccard(shingle_set(i), shingle_set(j))
@@ -265,9 +275,25 @@ def _near_dedup_indices(
         if root != i:
             sim = similarity.get((root, i))
             removed[i] = (root, sim if sim is not None else _jaccard(shingle_set(root), shingle_set(i)))
-    logger.debug("near dedup: %d shingles, %d candidate pairs, %d verified", shingles.size, len(candidates),
-                 len(verified))
+    logger.debug("near dedup: %d candidate pairs, %d verified", len(candidates), len(verified))
     return verified, removed
+
+
+def _near_dedup_indices(
+    texts: Sequence[str], config: NearDedupConfig
+) -> tuple[list[tuple[int, int, float]], dict[int, tuple[int, float]]]:
+    """Return (verified pairs, {removed index: (kept index, Jaccard to it)})."""
+    n = len(texts)
+    sig, has_shingles, shingles, shingle_docs = minhash_signatures(texts, config)
+    bounds = np.searchsorted(shingle_docs, np.arange(n + 1))
+    sets: dict[int, np.ndarray] = {}
+
+    def shingle_set(i: int) -> np.ndarray:
+        if i not in sets:
+            sets[i] = np.unique(shingles[bounds[i] : bounds[i + 1]])
+        return sets[i]
+
+    return cluster_near_duplicates(sig, has_shingles, shingle_set, config)
 
 
 def near_dedup(docs: Sequence[Document], config: NearDedupConfig | None = None) -> DedupResult:

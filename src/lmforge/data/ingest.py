@@ -13,17 +13,19 @@ reason, what is an error).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lmforge.config import build_dataclass
 from lmforge.data.documents import Document
 from lmforge.data.readers import SourceError, read_hf_disk, read_jsonl, read_parquet
-from lmforge.data.sources import python_stdlib_root, read_code_folder, shard_documents
+from lmforge.data.sources import list_files, python_stdlib_root, read_file_document, shard_documents
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +86,37 @@ def read_source(source: SourceConfig) -> Iterator[Document]:
     if source.format in RECORD_FORMATS:
         yield from _read_records(source)
         return
+    yield from read_code_files(source, *list_code_files(source))
+
+
+def list_code_files(source: SourceConfig) -> tuple[str, list[str]]:
+    """Return (root, sorted relative paths, capped at max_files) of a code_folder source."""
     root = source.root or str(python_stdlib_root())
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"source {source.name!r}: folder does not exist: {root} (fix `root`)")
     patterns = tuple(source.patterns) if source.patterns is not None else ("**/*.py",)
-    docs = read_code_folder(root, patterns, source=source.name, license=source.license,
-                            exclude=tuple(source.exclude))
+    paths = list_files(root, patterns, tuple(source.exclude))
     if source.max_files is not None:
-        docs = itertools.islice(docs, source.max_files)
+        paths = paths[: source.max_files]
+    logger.info("source %s: %d files under %s", source.name, len(paths), root)
+    return root, paths
+
+
+def read_code_files(source: SourceConfig, root: str, paths: Sequence[str]) -> Iterator[Document]:
+    """Documents of some files of a code_folder source (see `lmforge.data.sources.read_file_document`)."""
     extra = {**source.metadata}
     if source.root is None:
         extra.setdefault("python_version", sys.version.split()[0])
-    for doc in docs:
+    for relative_path in paths:
+        doc = read_file_document(Path(root), relative_path, source=source.name, license=source.license)
         if extra:
             doc.metadata.update(extra)
         yield doc
+
+
+def load_code_shard(source: SourceConfig, root: str, paths: Sequence[str]) -> list[dict]:
+    """Records of one lazy code_folder shard: what `ingest_sources(..., lazy=True)` hands out (picklable)."""
+    return [doc.to_dict() for doc in read_code_files(source, root, paths)]
 
 
 def _read_records(source: SourceConfig) -> Iterator[Document]:
@@ -115,19 +135,37 @@ def _read_records(source: SourceConfig) -> Iterator[Document]:
     yield from docs
 
 
-def ingest_sources(sources: Sequence[Mapping[str, Any]], shard_size: int) -> dict[str, list[dict]]:
-    """All configured sources as shards ``{"<source>-00000": [record, ...]}``."""
+def ingest_sources(
+    sources: Sequence[Mapping[str, Any]], shard_size: int, lazy: bool = False
+) -> dict[str, list[dict] | Callable[[], list[dict]]]:
+    """All configured sources as shards ``{"<source>-00000": [record, ...]}``.
+
+    With lazy=True a code_folder source is only listed here: each shard is a picklable load
+    callable that reads its own files (Kedro's PartitionedDataset saves such a mapping one shard
+    at a time, and `process_corpus` workers can read shards in parallel). Record formats (jsonl,
+    parquet, hf_disk) are read here in both modes: they are sharded by a single sequential pass.
+    """
     if not sources:
         raise ValueError("data_processing.sources is empty: configure at least one source")
-    shards: dict[str, list[dict]] = {}
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    shards: dict[str, list[dict] | Callable[[], list[dict]]] = {}
     for raw in sources:
         source = SourceConfig.from_dict(raw)
         try:
-            source_shards = shard_documents(read_source(source), shard_size)
+            if lazy and source.format == "code_folder":
+                root, paths = list_code_files(source)
+                source_shards = {
+                    f"shard-{k // shard_size:05d}": functools.partial(load_code_shard, source, root,
+                                                                      paths[k : k + shard_size])
+                    for k in range(0, len(paths), shard_size)
+                }
+            else:
+                source_shards = shard_documents(read_source(source), shard_size)
         except SourceError as exc:
             raise SourceError(f"source {source.name!r}: {exc}") from exc
         for name, records in source_shards.items():
             shards[f"{source.name}-{name}"] = records
-        logger.info("ingested source %s into %d shard(s)", source.name,
-                    sum(1 for k in shards if k.startswith(f"{source.name}-")))
+        logger.info("ingested source %s into %d shard(s)%s", source.name, len(source_shards),
+                    " (lazy)" if lazy and source.format == "code_folder" else "")
     return shards

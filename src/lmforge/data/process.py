@@ -1,33 +1,98 @@
-"""Turn raw shards into clean, deduplicated shards, with a quarantine and a report.
+"""Turn raw shards into clean, deduplicated shards, with a quarantine and a report, shard by shard.
 
-This is the one entry point of the data-processing stage. Raw shards arrive as a
-mapping name -> records or name -> load callable (what Kedro's PartitionedDataset
-gives), are loaded one at a time in name order, parsed into Documents (a malformed
-record is quarantined as "malformed_record", never a crash), cleaned, exact-deduped
-and near-deduped (MinHash LSH, `near_dedup`) across all shards and re-sharded. Every
-dropped record is in the quarantine with a reason, and the report reconciles:
+This is the one entry point of the data-processing stage. Raw shards arrive as a mapping
+name -> records or name -> load callable (what Kedro's PartitionedDataset gives). The work is split
+so that memory is bounded by the shard size, not the corpus size:
+
+1. map (parallel): each shard is loaded, parsed into Documents (a malformed record is quarantined
+   as "malformed_record", never a crash) and cleaned by a worker (`clean_shard`), which writes its
+   kept documents and its quarantine to a spool folder and returns only small per-document facts:
+   id, content fingerprint, UTF-8 size and (near dedup on) the MinHash signature; the shingle
+   hashes go to the spool for the exact-Jaccard check. Decontamination judges each document on its own text against a fixed index, so the worker
+   runs it too (on every kept document) and returns only the matches;
+2. reduce (this process): exact dedup over the fingerprints, MinHash LSH near dedup over the
+   signatures (`cluster_near_duplicates`, reading shingles from the spool only for candidate
+   pairs), then the contamination matches of the surviving documents: the same removals, in the
+   same order, as running the three stages one after the other on the whole corpus;
+3. output: `ProcessResult.clean_shards` and `.quarantine` are views over the spool that read it
+   when asked; `SpooledShards.lazy()` gives Kedro's PartitionedDataset one load callable per
+   output shard, so saving never holds more than one shard.
+
+Executors (`executor.kind`): "local" (a process pool of `workers`, default every core),
+"sequential" (in this process, for debugging) and "ray" (`ray.util.multiprocessing.Pool`, on a
+running Ray cluster with `ray_address`; the spool folder must then be shared by every node). The
+result is the same for any executor and any number of workers: shards are reduced in name order.
+Every dropped record is in the quarantine with a reason, and the report reconciles:
 records_in == records_out + sum(dropped.values()).
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
+import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import os
+import pickle
+import shutil
+import tempfile
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lmforge.config import build_dataclass
 from lmforge.data.cleaning import REASONS, CleaningConfig, clean_documents, count_bytes
-from lmforge.data.dedup import DedupResult, exact_dedup
-from lmforge.data.dedup_minhash import NearDedupConfig, near_dedup
+from lmforge.data.decontamination import (
+    ContaminationIndex,
+    DecontaminationConfig,
+    build_index_from_config,
+    decontaminate,
+)
+from lmforge.data.dedup import DedupResult, fingerprint_text
+from lmforge.data.dedup_minhash import NearDedupConfig, cluster_near_duplicates, minhash_signatures
 from lmforge.data.documents import Document
-from lmforge.data.sources import shard_documents
 from lmforge.data.validation import ValidationSuiteConfig
 
 logger = logging.getLogger(__name__)
 
 ShardSource = Callable[[], list[dict]] | list[dict]
 """A raw shard: its records, or a callable that loads them (Kedro PartitionedDataset)."""
+
+EXECUTORS = ("local", "sequential", "ray")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where the per-shard cleaning runs (`data_processing.executor`); results do not depend on it."""
+
+    kind: str = "local"
+    """"local" (process pool on this machine), "sequential" (this process) or "ray" (Ray cluster)."""
+    workers: int | None = None
+    """Parallel workers; None = every core of this machine (os.cpu_count())."""
+    spool_dir: str | None = None
+    """Parent folder of the temporary spool (per-shard kept/quarantine/shingle files); None = system temp.
+    With "ray" on several machines it must be a folder every node can read and write."""
+    ray_address: str | None = None
+    """"ray": cluster address passed to ray.init ("auto" = the running cluster); None = a local Ray."""
+    start_method: str | None = None
+    """"local": multiprocessing start method ("fork", "spawn", "forkserver"); None = the platform's default."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"data_processing.executor.kind must be one of {EXECUTORS}, got {self.kind!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"data_processing.executor.workers must be >= 1 or null (all cores), got {self.workers}")
+
+    def resolved_workers(self) -> int:
+        """Number of workers to start (1 for "sequential")."""
+        if self.kind == "sequential":
+            return 1
+        return self.workers or os.cpu_count() or 1
 
 
 @dataclass
@@ -40,6 +105,10 @@ class DataProcessingConfig:
     """Bounds of the validation suite run on the clean records."""
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     """MinHash LSH near-duplicate removal, run after exact dedup."""
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    """Removal of documents sharing long n-grams with evaluation sets (HumanEval), run after near dedup."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where shards are cleaned: local process pool (default), sequential, or Ray."""
     shard_size: int = 1000
     """Records per output shard (used when process_corpus is given no shard_size)."""
     sources: list[dict] = field(default_factory=list)
@@ -49,24 +118,6 @@ class DataProcessingConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> DataProcessingConfig:
         """Build the config from a params dict; raise ValueError naming any unknown key."""
         return build_dataclass(cls, d, path="data_processing")
-
-
-@dataclass
-class ProcessResult:
-    """What `process_corpus` returns."""
-
-    clean_shards: dict[str, list[dict]]
-    """Kept documents as dicts, re-sharded "shard-00000", ..."""
-    quarantine: list[dict]
-    """Every dropped record with a "reason" (malformed, cleaning filters, exact and near duplicates)."""
-    dedup_removed: list[dict]
-    """One {"id", "kept_id", "similarity", "reason"} per duplicate removed (exact, then near)."""
-    report: dict
-    """{"records_in", "bytes_in", "records_out", "bytes_out", "dropped", "duplicates_removed"}."""
-
-    def dedup_manifest(self) -> list[dict]:
-        """One {"id", "kept_id", "similarity"} per removed duplicate: the audit trail of dedup."""
-        return [{key: r[key] for key in ("id", "kept_id", "similarity")} for r in self.dedup_removed]
 
 
 def load_shard(shard: ShardSource) -> list[dict]:
@@ -111,55 +162,428 @@ def quarantine_removed(docs: list[Document], dedup: DedupResult) -> list[dict]:
     return [{**doc.to_dict(), **removal} for doc, removal in zip(removed_docs, dedup.removed, strict=True)]
 
 
+# --- the spool: per-shard files written by workers, read lazily ----------------------------------
+
+
+class Spool:
+    """A temporary folder of per-shard files, removed when the last object using it is gone.
+
+    Shard i has `<i>.kept.jsonl` (cleaned documents), `<i>.quarantine.jsonl` (malformed and
+    filtered records) and, with near dedup, `<i>.shingles.npy` / `<i>.bounds.npy` (shingle
+    hashes of the kept documents and each document's [start, end) in them).
+    """
+
+    def __init__(self, parent: str | None = None):
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="lmforge-spool-", dir=parent))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    def file(self, index: int, kind: str) -> Path:
+        return spool_file(self.path, index, kind)
+
+    def __deepcopy__(self, memo: dict) -> Spool:
+        return self  # read-only once written; Kedro's MemoryDataset deep-copies outputs
+
+
+def spool_file(spool: str | Path, index: int, kind: str) -> Path:
+    """Path of one of shard index's spool files (kind: kept.jsonl, quarantine.jsonl, shingles.npy, bounds.npy)."""
+    return Path(spool) / f"{index:05d}.{kind}"
+
+
+def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def _read_jsonl(path: Path, wanted: Iterable[int] | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield (line index, record) of a spool file; only the lines in `wanted` (sorted) when given."""
+    targets = None if wanted is None else iter(wanted)
+    target = None if targets is None else next(targets, None)
+    if targets is not None and target is None:
+        return
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if target is None and targets is None:
+                yield i, json.loads(line)
+            elif i == target:
+                yield i, json.loads(line)
+                target = next(targets, None)
+                if target is None:
+                    return
+
+
+# --- map: clean one shard in a worker ---------------------------------------------------------
+
+
+@dataclass
+class ShardTask:
+    """What a worker needs to clean one shard."""
+
+    index: int
+    name: str
+    source: ShardSource
+    cleaning: CleaningConfig
+    near_dedup: NearDedupConfig | None
+    spool: str
+    decontamination: tuple[DecontaminationConfig, ContaminationIndex] | None = None
+
+
+@dataclass
+class ShardSummary:
+    """What a worker returns: counts, and small per-kept-document facts (no text)."""
+
+    index: int
+    records_in: int
+    bytes_in: int
+    dropped: dict[str, int]
+    """Records dropped per reason ("malformed_record" and the cleaning reasons)."""
+    extra_counts: dict[str, dict[str, int]]
+    """Other per-kind counts of the cleaning step (e.g. "pii_redacted"), summed into the report."""
+    ids: list[str]
+    fingerprints: list[str]
+    sizes: list[int]
+    """UTF-8 bytes of each kept document."""
+    signatures: np.ndarray | None
+    has_shingles: np.ndarray | None
+    contaminated: dict[int, dict] = field(default_factory=dict)
+    """{kept document index in this shard: decontamination removal} (applied to survivors only)."""
+
+
+def contaminated_documents(
+    docs: list[Document], config: DecontaminationConfig, index: ContaminationIndex
+) -> dict[int, dict]:
+    """{position in docs: removal} of the documents `decontaminate` removes."""
+    result = decontaminate(docs, index, config)
+    kept = {id(doc) for doc in result.kept}
+    removed = [i for i, doc in enumerate(docs) if id(doc) not in kept]
+    return dict(zip(removed, result.removed, strict=True))
+
+
+def clean_shard(task: ShardTask) -> ShardSummary:
+    """Load, parse and clean one shard; write kept docs, quarantine and shingles to the spool."""
+    records = load_shard(task.source)
+    records_in = len(records)
+    docs, malformed, malformed_bytes = parse_records(records)
+    del records
+    cleaned = clean_documents(docs, task.cleaning)
+    del docs
+    _write_jsonl(spool_file(task.spool, task.index, "quarantine.jsonl"), malformed + cleaned.quarantined)
+    _write_jsonl(spool_file(task.spool, task.index, "kept.jsonl"), (doc.to_dict() for doc in cleaned.kept))
+    texts = [doc.text for doc in cleaned.kept]
+    signatures = has_shingles = None
+    if task.near_dedup is not None:
+        signatures, has_shingles, shingles, shingle_docs = minhash_signatures(texts, task.near_dedup)
+        np.save(spool_file(task.spool, task.index, "shingles.npy"), shingles)
+        np.save(spool_file(task.spool, task.index, "bounds.npy"), np.searchsorted(shingle_docs, np.arange(len(texts) + 1)))
+    contaminated = {} if task.decontamination is None else contaminated_documents(cleaned.kept, *task.decontamination)
+    counts = cleaned.counts
+    extra = {key: dict(value) for key, value in counts.items()
+             if key != "dropped" and isinstance(value, Mapping)}
+    return ShardSummary(
+        index=task.index,
+        records_in=records_in,
+        bytes_in=counts["bytes_in"] + malformed_bytes,
+        dropped={"malformed_record": len(malformed), **counts["dropped"]},
+        extra_counts=extra,
+        ids=[doc.id for doc in cleaned.kept],
+        fingerprints=[fingerprint_text(text) for text in texts],
+        sizes=[count_bytes(text) for text in texts],
+        signatures=signatures,
+        has_shingles=has_shingles,
+        contaminated=contaminated,
+    )
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - any pickling failure means "load it here instead"
+        return False
+    return True
+
+
+def _sendable(source: ShardSource, executor: ExecutorConfig) -> ShardSource:
+    """The shard as a worker can receive it: a loader that pickles is sent (the worker reads the
+    data), anything else is loaded here, one shard at a time."""
+    if executor.kind == "local" and executor.resolved_workers() > 1 and callable(source) and not _picklable(source):
+        return load_shard(source)
+    return source
+
+
+def map_in_order(fn: Callable[[Any], Any], tasks: Iterable[Any], executor: ExecutorConfig) -> Iterator[Any]:
+    """Yield fn(task) for every task, in task order, on the configured executor (1 worker: in this process).
+
+    At most 2 x workers tasks are in flight, so a lazy `tasks` iterable is consumed (and its
+    shards loaded) only as fast as workers finish: memory stays bounded by a few shards.
+    """
+    workers = executor.resolved_workers()
+    if workers == 1:
+        for task in tasks:
+            yield fn(task)
+        return
+    if executor.kind == "ray":
+        try:
+            import ray
+            from ray.util.multiprocessing import Pool as RayPool
+        except ImportError as exc:
+            raise ImportError("executor.kind 'ray' needs Ray: pip install 'lmforge[cluster]' "
+                              "(or set data_processing.executor.kind to 'local')") from exc
+        if not ray.is_initialized():
+            ray.init(address=executor.ray_address, ignore_reinit_error=True, log_to_driver=False)
+        pool = RayPool(processes=workers)
+    else:
+        import multiprocessing
+
+        pool = multiprocessing.get_context(executor.start_method).Pool(workers)
+    try:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.apply_async(fn, (task,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+# --- reduce: global dedup over the small records ----------------------------------------------
+
+
+class _Corpus:
+    """The kept documents of every shard, addressed by global index (input order), text in the spool."""
+
+    def __init__(self, spool: Spool, summaries: list[ShardSummary]):
+        self.spool = spool
+        self.ids = [doc_id for s in summaries for doc_id in s.ids]
+        self.sizes = [size for s in summaries for size in s.sizes]
+        self.offsets = np.cumsum([0] + [len(s.ids) for s in summaries]).tolist()  # shard i: [off[i], off[i+1])
+        self.n_shards = len(summaries)
+
+    def shard_of(self, g: int) -> tuple[int, int]:
+        """(shard index, line in its kept file) of global index g."""
+        shard = bisect.bisect_right(self.offsets, g) - 1
+        return shard, g - self.offsets[shard]
+
+    def by_shard(self, indices: Iterable[int]) -> dict[int, list[int]]:
+        """Sorted global indices grouped by shard: {shard: [line, ...]}."""
+        groups: dict[int, list[int]] = {}
+        for g in indices:
+            shard, line = self.shard_of(g)
+            groups.setdefault(shard, []).append(line)
+        return groups
+
+    def read(self, indices: Iterable[int]) -> Iterator[tuple[int, dict]]:
+        """Yield (global index, kept record) for sorted global indices, reading one shard file at a time."""
+        for shard, lines in self.by_shard(indices).items():
+            for line, record in _read_jsonl(self.spool.file(shard, "kept.jsonl"), lines):
+                yield self.offsets[shard] + line, record
+
+
+def exact_dedup_fingerprints(ids: list[str], fingerprints: Iterable[str]) -> tuple[list[int], dict[int, dict]]:
+    """Keep the first index of each fingerprint; return (survivors, {removed index: removal})."""
+    first_id: dict[str, str] = {}
+    survivors: list[int] = []
+    removed: dict[int, dict] = {}
+    for g, digest in enumerate(fingerprints):
+        kept_id = first_id.get(digest)
+        if kept_id is None:
+            first_id[digest] = ids[g]
+            survivors.append(g)
+        else:
+            removed[g] = {"id": ids[g], "kept_id": kept_id, "similarity": 1.0, "reason": "exact_duplicate"}
+    logger.info("Exact dedup: kept %d, removed %d", len(survivors), len(removed))
+    return survivors, removed
+
+
+def near_dedup_spooled(
+    corpus: _Corpus, summaries: list[ShardSummary], survivors: list[int], config: NearDedupConfig
+) -> dict[int, dict]:
+    """MinHash LSH over the survivors' signatures; shingles are read from the spool for candidates only."""
+    sig = np.concatenate([s.signatures for s in summaries] or [np.empty((0, config.num_perm), np.uint64)])
+    has = np.concatenate([s.has_shingles for s in summaries] or [np.empty(0, bool)])
+    spooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def shingle_set(i: int) -> np.ndarray:
+        shard, line = corpus.shard_of(survivors[i])
+        if shard not in spooled:
+            spooled[shard] = (np.load(corpus.spool.file(shard, "shingles.npy"), mmap_mode="r"),
+                              np.load(corpus.spool.file(shard, "bounds.npy")))
+        shingles, bounds = spooled[shard]
+        return np.unique(shingles[bounds[line] : bounds[line + 1]])
+
+    shingle_set = functools.lru_cache(maxsize=4096)(shingle_set)
+    index = np.asarray(survivors, dtype=np.int64)
+    _, removed = cluster_near_duplicates(sig[index], has[index], shingle_set, config)
+    removals = {
+        survivors[i]: {"id": corpus.ids[survivors[i]], "kept_id": corpus.ids[survivors[root]],
+                       "similarity": round(sim, 6), "reason": "near_duplicate"}
+        for i, (root, sim) in sorted(removed.items())
+    }
+    logger.info("Near dedup (MinHash LSH, threshold %.2f): kept %d, removed %d", config.threshold,
+                len(survivors) - len(removals), len(removals))
+    return removals
+
+
+# --- output: lazy views over the spool ---------------------------------------------------------
+
+
+class SpooledShards(Mapping):
+    """Output shards "shard-00000", ... of shard_size surviving documents, read from the spool on access."""
+
+    def __init__(self, corpus: _Corpus, survivors: list[int], shard_size: int):
+        self._corpus = corpus
+        self._survivors = survivors
+        self._shard_size = shard_size
+        n = -(-len(survivors) // shard_size)
+        self._names = [f"shard-{k:05d}" for k in range(n)]
+
+    def __getitem__(self, name: str) -> list[dict]:
+        try:
+            k = self._names.index(name)
+        except ValueError:
+            raise KeyError(name) from None
+        chunk = self._survivors[k * self._shard_size : (k + 1) * self._shard_size]
+        return [record for _, record in self._corpus.read(chunk)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def lazy(self) -> dict[str, Callable[[], list[dict]]]:
+        """{name: load callable}: what Kedro's PartitionedDataset saves one shard at a time."""
+        return {name: functools.partial(self.__getitem__, name) for name in self._names}
+
+    def __deepcopy__(self, memo: dict) -> SpooledShards:
+        return self
+
+
+class SpooledQuarantine:
+    """Every dropped record with its reason, read from the spool when iterated.
+
+    Order: per input shard its malformed then filtered records, then each dedup/document stage's
+    removals in input order (document + removal fields).
+    """
+
+    def __init__(self, corpus: _Corpus, filtered: int, stages: list[dict[int, dict]]):
+        self._corpus = corpus
+        self._filtered = filtered
+        self._stages = stages
+
+    def __iter__(self) -> Iterator[dict]:
+        for shard in range(self._corpus.n_shards):
+            for _, record in _read_jsonl(self._corpus.spool.file(shard, "quarantine.jsonl")):
+                yield record
+        for removed in self._stages:
+            for g, record in self._corpus.read(sorted(removed)):
+                yield {**record, **removed[g]}
+
+    def __len__(self) -> int:
+        return self._filtered + sum(len(removed) for removed in self._stages)
+
+    def __deepcopy__(self, memo: dict) -> SpooledQuarantine:
+        return self
+
+
+@dataclass
+class ProcessResult:
+    """What `process_corpus` returns."""
+
+    clean_shards: Mapping[str, list[dict]]
+    """Kept documents as dicts, re-sharded "shard-00000", ... (a `SpooledShards`: `.lazy()` for Kedro)."""
+    quarantine: Iterable[dict]
+    """Every dropped record with a "reason" (malformed, cleaning filters, exact and near duplicates,
+    contaminated); iterable (read from the spool) with len()."""
+    dedup_removed: list[dict]
+    """One {"id", "kept_id", "similarity", "reason"} per record removed by a stage (exact, near, contaminated)."""
+    report: dict
+    """{"records_in", "bytes_in", "records_out", "bytes_out", "dropped", "duplicates_removed", "shards_in"}
+    plus summed cleaning counts such as "pii_redacted" when cleaning gives them."""
+
+    def dedup_manifest(self) -> list[dict]:
+        """One {"id", "kept_id", "similarity"} per removed duplicate: the audit trail of dedup."""
+        return [{key: r[key] for key in ("id", "kept_id", "similarity")} for r in self.dedup_removed]
+
+
 def process_corpus(
     raw_shards: Mapping[str, ShardSource],
     config: DataProcessingConfig,
     shard_size: int | None = None,
 ) -> ProcessResult:
-    """Clean and dedup (exact, then near) raw shards into shards of shard_size (default config.shard_size)."""
+    """Clean shards in parallel, then dedup (exact, near) and decontaminate into shards of shard_size."""
     from tqdm import tqdm
 
     shard_size = config.shard_size if shard_size is None else shard_size
-    dropped = dict.fromkeys(("malformed_record", *REASONS, "exact_duplicate", "near_duplicate"), 0)
-    records_in = bytes_in = 0
-    kept: list[Document] = []
-    quarantine: list[dict] = []
-    for name in tqdm(sorted(raw_shards), desc="clean shards", unit="shard"):
-        records = load_shard(raw_shards[name])
-        docs, malformed, malformed_bytes = parse_records(records)
-        cleaned = clean_documents(docs, config.cleaning)
-        records_in += len(records)
-        bytes_in += cleaned.counts["bytes_in"] + malformed_bytes
-        dropped["malformed_record"] += len(malformed)
-        for reason, n in cleaned.counts["dropped"].items():
-            dropped[reason] = dropped.get(reason, 0) + n
-        quarantine += malformed + cleaned.quarantined
-        kept += cleaned.kept
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    executor = config.executor
+    spool = Spool(executor.spool_dir)
+    near = config.near_dedup if config.near_dedup.enabled else None
+    decontamination = None
+    if config.decontamination.enabled:
+        decontamination = (config.decontamination, build_index_from_config(config.decontamination))
+    names = sorted(raw_shards)
+    tasks = (ShardTask(i, name, _sendable(raw_shards[name], executor), config.cleaning, near, str(spool.path),
+                       decontamination)
+             for i, name in enumerate(names))
 
-    stages = [exact_dedup(kept)]
-    if config.near_dedup.enabled:
-        stages.append(near_dedup(stages[-1].kept, config.near_dedup))
-    survivors = kept
-    for dedup in stages:
-        quarantine += quarantine_removed(survivors, dedup)
-        for removal in dedup.removed:
-            dropped[removal["reason"]] += 1
-        survivors = dedup.kept
-    removed = [removal for dedup in stages for removal in dedup.removed]
+    dropped = dict.fromkeys(("malformed_record", *REASONS, "exact_duplicate", "near_duplicate", "contaminated"), 0)
+    extra: dict[str, dict[str, int]] = {}
+    records_in = bytes_in = 0
+    summaries: list[ShardSummary] = []
+    with tqdm(total=len(names), desc="clean shards", unit="shard") as shard_bar, \
+            tqdm(desc="clean records", unit="record") as record_bar:
+        for summary in map_in_order(clean_shard, tasks, executor):
+            records_in += summary.records_in
+            bytes_in += summary.bytes_in
+            for reason, n in summary.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            for key, counts in summary.extra_counts.items():
+                for kind, n in counts.items():
+                    extra.setdefault(key, {})[kind] = extra.get(key, {}).get(kind, 0) + n
+            summaries.append(summary)
+            shard_bar.update(1)
+            record_bar.update(summary.records_in)
+    filtered = sum(dropped.values())
+
+    corpus = _Corpus(spool, summaries)
+    survivors, exact_removed = exact_dedup_fingerprints(corpus.ids, (f for s in summaries for f in s.fingerprints))
+    stages = [exact_removed]
+    if near is not None:
+        stages.append(near_dedup_spooled(corpus, summaries, survivors, near))
+        survivors = [g for g in survivors if g not in stages[-1]]
+    for s in summaries:  # signatures are no longer needed
+        s.signatures = s.has_shingles = None
+    if decontamination is not None:
+        contaminated = {corpus.offsets[s.index] + i: removal for s in summaries for i, removal in s.contaminated.items()}
+        stages.append({g: contaminated[g] for g in survivors if g in contaminated})
+        survivors = [g for g in survivors if g not in stages[-1]]
+    removed = [removal for stage in stages for removal in stage.values()]
+    for removal in removed:
+        dropped[removal["reason"]] += 1
 
     report = {
         "records_in": records_in,
         "bytes_in": bytes_in,
         "records_out": len(survivors),
-        "bytes_out": sum(count_bytes(doc.text) for doc in survivors),
+        "bytes_out": sum(corpus.sizes[g] for g in survivors),
         "dropped": dropped,
-        "duplicates_removed": len(removed),
+        "duplicates_removed": sum(r["reason"] != "contaminated" for r in removed),
+        "shards_in": len(names),
+        **extra,
     }
     if report["records_in"] != report["records_out"] + sum(dropped.values()):
         raise AssertionError(f"data processing counts do not reconcile: {report}")
     logger.info(
-        "Processed %d shard(s): %d records in (%d bytes) -> %d out (%d bytes); dropped %s",
-        len(raw_shards),
+        "Processed %d shard(s) on %d %s worker(s): %d records in (%d bytes) -> %d out (%d bytes); dropped %s",
+        len(names),
+        executor.resolved_workers(),
+        executor.kind,
         records_in,
         bytes_in,
         report["records_out"],
@@ -167,8 +591,8 @@ def process_corpus(
         {reason: n for reason, n in dropped.items() if n},
     )
     return ProcessResult(
-        clean_shards=shard_documents(survivors, shard_size),
-        quarantine=quarantine,
+        clean_shards=SpooledShards(corpus, survivors, shard_size),
+        quarantine=SpooledQuarantine(corpus, filtered, stages),
         dedup_removed=removed,
         report=report,
     )

@@ -20,6 +20,7 @@ def _split_texts(clean_documents: dict[str, Any], params: dict[str, Any]) -> dic
 
 def train_tokenizer(clean_documents: dict[str, Any], params: dict[str, Any]) -> tuple[str, dict]:
     """Train sentencepiece on the TRAIN split, export it with the chat template, prove HF parity on validation."""
+    from lmforge.data.decontamination import measure_split_overlap
     from lmforge.tokenizer.artifact import build_tokenizer_dir, load_tokenizer, measure_tokenizer
     from lmforge.tokenizer.export import ParityError, verify_hf_parity
     from lmforge.tokenizer.train import TokenizerConfig
@@ -36,7 +37,9 @@ def train_tokenizer(clean_documents: dict[str, Any], params: dict[str, Any]) -> 
                           f"{parity['hf_parity_texts']} validation documents ({'; '.join(parity['hf_parity_examples'])});"
                           " set tokenizer.require_hf_parity: false to accept it (e.g. for unigram models)")
     parity.pop("hf_parity_examples")
-    return out_dir, {**info, **measure_tokenizer(splits["validation"], tok), **parity}
+    # Held-out contamination is measured where the split is made (see lmforge.data.decontamination).
+    overlap = measure_split_overlap(splits["train"], splits["validation"])
+    return out_dir, {**info, **measure_tokenizer(splits["validation"], tok), **parity, **overlap}
 
 
 def build_token_shards(clean_documents: dict[str, Any], tokenizer: str, train_metrics: dict,

@@ -1,0 +1,101 @@
+"""Tests of PII detection and redaction: each kind found and replaced, code left intact."""
+
+import pytest
+
+from lmforge.data.pii import PII_KINDS, find_pii, redact_pii, shannon_entropy
+
+GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+SLACK_TOKEN = "xoxb-1234567890-abcdefABCDEF"
+AWS_KEY = "AKIAIOSFODNN7QWERTYU"
+PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7q9ZxVbN3Fj2kLp8Qw4Rt6Ys1Ud5Ie7Of9Pg0Ah3Bj6Ck8Dl2Em4Fn\n"
+       "q9ZxTz0/+Ab==\n-----END RSA PRIVATE KEY-----")
+
+
+def counts(**kinds: int) -> dict[str, int]:
+    return {kind: kinds.get(kind, 0) for kind in PII_KINDS}
+
+
+@pytest.mark.parametrize("text, kind, placeholder", [
+    ("# Author: Jane Doe <jane.doe+lists@mail.python.org>\n", "email", "<EMAIL>"),
+    ("contact: bob_smith@uni-heidelberg.de.\n", "email", "<EMAIL>"),
+    ("server = '93.184.216.34'\n", "ipv4", "<IP_ADDRESS>"),
+    ("dns = \"2001:4860:4860::8888\"\n", "ipv6", "<IP_ADDRESS>"),
+    (f"aws_access_key_id = {AWS_KEY}\n", "secret", "<SECRET>"),
+    (f"token = '{GITHUB_TOKEN}'\n", "secret", "<SECRET>"),
+    ("gl = 'glpat-Ab3De5Fg7Hj9Kl1Mn3Pq'\n", "secret", "<SECRET>"),
+    (f"SLACK = '{SLACK_TOKEN}'\n", "secret", "<SECRET>"),
+    (f"key = '''{PEM}'''\n", "secret", "<SECRET>"),
+    ("API_KEY = \"Zx9kLm2Qp7Rt5Vw3Yb8Nc4Df\"\n", "secret", "<SECRET>"),
+    ("maps(key=AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW)\n", "secret", "<SECRET>"),
+    ("stripe.api_key = sk_live_4eC39HqLyjWDarjtT1zdp7dc\n", "secret", "<SECRET>"),
+    ("config['db_password'] = 'h7Gk2PqX9mZr4TvW8yLs'\n", "secret", "<SECRET>"),
+])
+def test_each_kind_is_found_and_redacted(text, kind, placeholder):
+    assert find_pii(text) == counts(**{kind: 1})
+    redacted, found = redact_pii(text)
+    assert found == counts(**{kind: 1})
+    assert placeholder in redacted
+    assert find_pii(redacted) == counts()
+
+
+def test_assignment_keeps_the_name_and_quotes():
+    redacted, _ = redact_pii("api_key = \"Zx9kLm2Qp7Rt5Vw3Yb8Nc4Df\"\n")
+    assert redacted == "api_key = \"<SECRET>\"\n"
+
+
+def test_counts_are_exact_in_a_mixed_document():
+    text = (
+        "# Maintainers: a.b@corp.com, c@corp.com, docs@example.com\n"
+        "HOSTS = ['93.184.216.34', '8.8.4.40', '127.0.0.1', '10.0.0.1', '2606:4700::1111']\n"
+        f"TOKEN = '{GITHUB_TOKEN}'  # and {AWS_KEY}\n"
+    )
+    assert find_pii(text) == counts(email=2, ipv4=2, ipv6=1, secret=2)
+    redacted, found = redact_pii(text)
+    assert found == counts(email=2, ipv4=2, ipv6=1, secret=2)
+    assert find_pii(redacted) == counts()
+    assert redacted.count("<EMAIL>") == 2 and redacted.count("<IP_ADDRESS>") == 3
+    assert "docs@example.com" in redacted and "'127.0.0.1'" in redacted and "'10.0.0.1'" in redacted
+
+
+@pytest.mark.parametrize("text", [
+    "__version__ = '1.2.3.4'\n",  # single-digit dotted numbers read as versions
+    "release = 'version 10.20.30.40'\n",  # named as a version
+    "v = '1.10.20.30.40'\n",  # more than four parts
+    "ptr = '34.216.184.93.in-addr.arpa'\n",  # a reverse-DNS name, not an address
+    "ANY = '0.0.0.0'\nLOCAL = '127.0.0.1'\nLAN = ['192.168.1.20', '10.1.2.3', '172.16.0.9']\n",  # kept, as BigCode does
+    "@dataclass\nclass A:\n    @property\n    def f(self):\n        return self.w @ self.x\n",  # decorators, matmul
+    "y = a@b.T + x@self.weight\n",  # matmul with attribute access, no email TLD
+    "mail = 'someone@example.com'  # or user@mail.example.org, root@localhost\n",  # documentation domains
+    "x = arr[::2] + arr[1::3]\nif a::\n    pass\nt = '12:30:45'\nmac = '00:1a:2b:3c:4d:5e'\n",  # slices, times, MAC
+    "LOOP6 = '::1'\nLINK = 'fe80::1'\nDOC = '2001:db8::1'\n",  # loopback, link-local, documentation IPv6
+    "api_key = 'your-api-key-goes-here-please'\npassword = 'aaaaaaaaaaaaaaaaaaaaaaaa'\n",  # placeholders, low entropy
+    "path = '/usr/local/lib/python3.11/site-packages'\nsecret_name = 'some_module.some_function'\n",
+    "digest = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'\n",  # hash, not assigned to a key
+    "TOKEN_USAGE = 'mlflow.trace.tokenUsage'\nauth_token_class = 'PocketAudioTokenizerModel'\n",  # names
+    "secret_ref = '{{secrets/my_scope/my_key2}}'\napi_token = 'cache_creation_input_tokens_1hr'\n",
+    "MARKERS = ('-----BEGIN RSA PRIVATE KEY-----', '-----END RSA PRIVATE KEY-----')\n",  # markers, no key
+    "ED25519 = ObjectIdentifier('1.3.101.112')\nsee section 13.7.1.4 and pkg>=3.46.0.12\n",  # OIDs, sections, pins
+])
+def test_code_false_positives_are_left_alone(text):
+    assert find_pii(text) == counts()
+    redacted, found = redact_pii(text)
+    assert redacted is text and found == counts()
+
+
+def test_token_glued_to_a_word_is_not_a_token():
+    assert find_pii(f"x{AWS_KEY}") == counts()
+    assert find_pii(AWS_KEY) == counts(secret=1)
+
+
+def test_redaction_is_idempotent_and_handles_edges():
+    text = f"{AWS_KEY}\njoe@python.org"
+    redacted, found = redact_pii(text)
+    assert redacted == "<SECRET>\n<EMAIL>" and found == counts(email=1, secret=1)
+    assert redact_pii(redacted) == (redacted, counts())
+    assert find_pii("") == counts() and find_pii("@x.com") == counts()
+
+
+def test_shannon_entropy():
+    assert shannon_entropy("") == 0.0
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("abcd") == pytest.approx(2.0)
