@@ -119,3 +119,43 @@ def test_masked_perplexity_rejects_bad_examples(tiny_model):
         evaluate_masked_perplexity(tiny_model, [([1, 2, 3], [-100, -100, -100])], pad_id=2)
     with pytest.raises(ValueError, match="no examples"):
         evaluate_masked_perplexity(tiny_model, [], pad_id=2)
+
+
+def test_bits_per_byte_is_total_bits_over_target_bytes(tiny_model):
+    blocks = make_blocks(n=3, length=10)
+    vocab = tiny_model.config.vocab_size
+    token_bytes = (np.arange(vocab) % 4).astype(np.int64)  # 0..3 bytes per id, some tokens carry none
+    plain = evaluate_lm_perplexity(tiny_model, blocks, batch_size=2)
+    metrics = evaluate_lm_perplexity(tiny_model, blocks, batch_size=2, token_bytes=token_bytes)
+
+    expected_bytes = int(token_bytes[blocks[:, 1:].astype(np.int64)].sum())  # targets only: not position 0
+    assert "bits_per_byte" not in plain and metrics["loss"] == pytest.approx(plain["loss"])
+    assert metrics["bytes"] == expected_bytes
+    total_bits = metrics["loss"] * metrics["tokens"] / math.log(2)
+    assert metrics["bits_per_byte"] == pytest.approx(total_bits / expected_bytes, rel=1e-9)
+
+
+def test_masked_bits_per_byte_counts_only_scored_labels(tiny_model):
+    token_bytes = np.full(tiny_model.config.vocab_size, 2, dtype=np.int64)
+    examples = [([1, 5, 6, 7], [-100, -100, 6, 7]), ([1, 8, 9], [-100, 8, 9])]
+    metrics = evaluate_masked_perplexity(tiny_model, examples, pad_id=2, token_bytes=token_bytes)
+    assert metrics["tokens"] == 4 and metrics["bytes"] == 8  # 2 + 2 scored labels, 2 bytes each
+    assert metrics["bits_per_byte"] == pytest.approx(metrics["bits_per_token"] / 2)
+    with pytest.raises(ValueError, match="token_bytes"):
+        evaluate_masked_perplexity(tiny_model, examples, pad_id=2, token_bytes=token_bytes[:5])
+
+
+def test_token_byte_lengths_add_up_to_the_text_bytes(chain_tokenizer_dir):
+    from lmforge.evaluation.perplexity import token_byte_lengths
+    from lmforge.tokenizer.artifact import load_tokenizer
+
+    tok, _ = load_tokenizer(chain_tokenizer_dir)
+    lengths = token_byte_lengths(tok)
+    assert len(lengths) == tok.vocab_size
+    assert all(lengths[i] == 0 for i in tok.special_ids)
+    for text in ["def add(a, b):\n    return a + b\n", "    # 中文注释：计算平均值\n\tx = 'é'\n", "  \n\n  end"]:
+        ids = tok.encode(text, parse_special=False)
+        assert tok.decode(ids) == text
+        assert int(lengths[ids].sum()) == len(text.encode("utf-8"))
+    im_end = tok.token_to_id("<|im_end|>")
+    assert lengths[im_end] == 0  # chat structure carries no text bytes

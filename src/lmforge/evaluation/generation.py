@@ -56,7 +56,8 @@ def generate_samples(
 ) -> list[dict[str, Any]]:
     """Generate one completion per prompt: ``[{"prompt", "completion", "new_tokens"}, ...]``.
 
-    ``new_tokens`` counts generated ids, the stop token included when generation stopped on one.
+    ``new_tokens`` counts generated ids, the stop token included when generation stopped on one; the
+    ``completion`` text never holds that stop token.
     Greedy by default (deterministic); with ``do_sample`` prompt ``i`` samples from seed
     ``seed + i``, so a completion does not depend on the other prompts. The caller's global torch
     RNG state is left untouched.
@@ -87,10 +88,12 @@ def generate_samples(
                     **sampling,
                 )
                 new_ids = output[0, input_ids.shape[1] :].tolist()
+                # The stop token is not text; <|im_end|> is not "special" to every tokenizer, so drop it here.
+                text_ids = new_ids[:-1] if new_ids and new_ids[-1] in stop_ids else new_ids
                 samples.append(
                     {
                         "prompt": prompt,
-                        "completion": tokenizer.decode(new_ids, skip_special_tokens=True),
+                        "completion": tokenizer.decode(text_ids, skip_special_tokens=True),
                         "new_tokens": len(new_ids),
                     }
                 )

@@ -14,6 +14,13 @@ means would weight short batches too heavily). The sum is kept in float64.
 
 Returned metrics (flat dict of floats): ``loss`` (nats per token), ``perplexity`` (exp(loss)),
 ``bits_per_token`` (loss / ln 2) and ``tokens`` (number of scored tokens).
+
+With ``token_bytes`` (the UTF-8 length of each vocabulary entry, from :func:`token_byte_lengths`)
+they also return ``bytes`` (UTF-8 bytes of the scored target tokens) and ``bits_per_byte`` = total
+bits / bytes. Perplexity per token depends on the tokenizer (a bigger vocabulary makes fewer, harder
+tokens); bits per byte does not, so runs with different tokenizers stay comparable on it. Special
+and chat-structure tokens (BOS/EOS/PAD, ``<|im_end|>``...) count 0 bytes: their loss is kept in
+the numerator (they are predicted like any token) but they add no text.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ def evaluate_lm_perplexity(
     *,
     batch_size: int = 8,
     max_blocks: int | None = None,
+    token_bytes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Score packed token blocks ``[N, T]``: mean next-token loss over all ``N * (T - 1)`` targets.
 
@@ -57,7 +65,7 @@ def evaluate_lm_perplexity(
         raise ValueError("no blocks to evaluate")
 
     device = _model_device(model)
-    total_nats, total_tokens = 0.0, 0
+    total_nats, total_tokens, total_bytes = 0.0, 0, 0
     with _eval_mode(model), torch.inference_mode():
         for start in range(0, n_blocks, batch_size):
             rows = blocks[start : min(start + batch_size, n_blocks)]
@@ -68,7 +76,8 @@ def evaluate_lm_perplexity(
             nats, tokens = _sum_shifted_loss(logits, ids)
             total_nats += nats
             total_tokens += tokens
-    metrics = _summarize(total_nats, total_tokens)
+            total_bytes += _count_target_bytes(ids, token_bytes)
+    metrics = _summarize(total_nats, total_tokens, total_bytes if token_bytes is not None else None)
     logger.info("LM perplexity on %d blocks: %s", n_blocks, metrics)
     return metrics
 
@@ -79,6 +88,7 @@ def evaluate_masked_perplexity(
     *,
     batch_size: int = 8,
     pad_id: int,
+    token_bytes: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Score SFT examples ``(input_ids, labels)``: mean loss over label positions that are not -100.
 
@@ -98,7 +108,7 @@ def evaluate_masked_perplexity(
 
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     device = _model_device(model)
-    total_nats, total_tokens = 0.0, 0
+    total_nats, total_tokens, total_bytes = 0.0, 0, 0
     with _eval_mode(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = [examples[i] for i in order[start : start + batch_size]]
@@ -107,9 +117,10 @@ def evaluate_masked_perplexity(
             nats, tokens = _sum_shifted_loss(logits, labels.to(device))
             total_nats += nats
             total_tokens += tokens
+            total_bytes += _count_target_bytes(labels, token_bytes)
     if total_tokens == 0:
         raise ValueError("every label is masked (-100): nothing to score")
-    metrics = _summarize(total_nats, total_tokens)
+    metrics = _summarize(total_nats, total_tokens, total_bytes if token_bytes is not None else None)
     logger.info("masked perplexity on %d examples: %s", len(examples), metrics)
     return metrics
 
@@ -159,15 +170,50 @@ def _to_id_matrix(rows: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     return np.ascontiguousarray(matrix)
 
 
-def _summarize(total_nats: float, total_tokens: int) -> dict[str, float]:
+def token_byte_lengths(tokenizer: Any) -> np.ndarray:
+    """UTF-8 byte length of every id of an lmforge ``SentencePieceTokenizer`` (``vocab_size``,
+    ``id_to_token``, ``special_ids``, ``user_defined_symbols``): ``<0xHH>`` byte-fallback pieces are 1
+    byte, ``▁`` is a space, control and user-defined (chat-structure) symbols are 0 bytes."""
+    structural = set(tokenizer.special_ids) | {tokenizer.token_to_id(s) for s in tokenizer.user_defined_symbols}
+    lengths = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+    for i in range(tokenizer.vocab_size):
+        if i in structural:
+            continue
+        piece = tokenizer.id_to_token(i)
+        if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            lengths[i] = 1
+        else:
+            lengths[i] = len(piece.replace("\u2581", " ").encode("utf-8"))
+    return lengths
+
+
+def _count_target_bytes(targets: torch.Tensor, token_bytes: np.ndarray | None) -> int:
+    """UTF-8 bytes of the scored targets (positions 1.. that are not -100); 0 without a table."""
+    if token_bytes is None:
+        return 0
+    shifted = targets[:, 1:].cpu().numpy()  # (B, T-1)
+    scored = shifted[shifted != IGNORE_INDEX]
+    if scored.size and (scored.min() < 0 or scored.max() >= len(token_bytes)):
+        raise ValueError(f"token id out of range of token_bytes (size {len(token_bytes)}): "
+                         f"min {scored.min()}, max {scored.max()}; use the model's own tokenizer")
+    return int(token_bytes[scored].sum())
+
+
+def _summarize(total_nats: float, total_tokens: int, total_bytes: int | None = None) -> dict[str, float]:
     """Turn a summed loss into the metric dict shared by both evaluators."""
     loss = total_nats / total_tokens
-    return {
+    metrics = {
         "loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else math.inf,  # exp overflows past ~709
         "bits_per_token": loss / math.log(2),
         "tokens": float(total_tokens),
     }
+    if total_bytes is not None:
+        if total_bytes == 0:
+            raise ValueError("the scored tokens decode to 0 bytes: bits per byte is undefined")
+        metrics["bytes"] = float(total_bytes)
+        metrics["bits_per_byte"] = total_nats / math.log(2) / total_bytes
+    return metrics
 
 
 def _model_device(model: Any) -> torch.device:

@@ -1,8 +1,10 @@
 """Evaluate the base (pretrained) and SFT models side by side on the same held-out data.
 
-Held-out perplexity on the validation token shards, assistant-token perplexity on held-out
-instruction conversations (rendered with the tokenizer's one chat template), and a handful of
-greedy generations. Metric names come from ``lmforge.evaluation.report`` and are stable.
+Held-out perplexity and bits per byte on the validation token shards, assistant-token perplexity
+and bits per byte on held-out instruction conversations (rendered with the tokenizer's one chat
+template), HumanEval pass@k (completions run in the sandbox), the identity probe (P/R/F1) and a
+handful of greedy generations. Metric names come from ``lmforge.evaluation.report`` and are stable:
+``<model>.heldout.bits_per_byte``, ``<model>.humaneval.pass_at_1``, ``<model>.identity.f1``...
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from lmforge.evaluation.humaneval import HumanEvalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,10 @@ class EvaluationConfig:
     max_example_tokens: int = 512
     # Greedy generation settings: {"max_new_tokens": int, "prompts": [str, ...]}.
     generation: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 48, "prompts": []})
+    # HumanEval pass@k in the sandbox (lmforge.evaluation.humaneval).
+    humaneval: HumanEvalConfig = field(default_factory=HumanEvalConfig)
+    # Identity probe (lmforge.evaluation.identity_probe): {"enabled": bool, "max_new_tokens": int}.
+    identity_probe: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "max_new_tokens": 32})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationConfig:
@@ -38,10 +46,16 @@ class EvaluationConfig:
 
 
 def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards: str,
-                    conversations: Sequence[Mapping[str, Any]], config: EvaluationConfig) -> tuple[dict, dict]:
-    """Score each ``{name: model_dir}``; returns (flat metrics, generations per model)."""
+                    conversations: Sequence[Mapping[str, Any]], config: EvaluationConfig,
+                    identity: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
+    """Score each ``{name: model_dir}``; returns (flat metrics, generations per model).
+
+    ``identity`` is ``{"name", "developer"}`` the SFT data taught (``sft.identity``); the probe is
+    skipped without it. The generations output also holds, per model, the identity answers and the
+    HumanEval per-problem results (``<model>.identity_probe``, ``<model>.humaneval``).
+    """
     from lmforge.evaluation.generation import generate_samples, load_model_and_tokenizer
-    from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
+    from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity, token_byte_lengths
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.tokenizer.artifact import load_tokenizer
     from lmforge.tokenizer.shards import TokenShards
@@ -56,17 +70,28 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
     examples = [(e["input_ids"], e["labels"]) for e in sft_examples]
     if not blocks or not examples:
         raise ValueError(f"nothing to evaluate: {len(blocks)} held-out blocks, {len(examples)} held-out conversations")
+    token_bytes = token_byte_lengths(tok)
     gen = config.generation
     results: dict[str, dict] = {}
-    generations: dict[str, list] = {}
+    generations: dict[str, Any] = {}
     for name, model_dir in models.items():
         model, hf_tokenizer = load_model_and_tokenizer(model_dir, tokenizer_dir)
         results[name] = {
-            "heldout": evaluate_lm_perplexity(model, blocks, batch_size=config.batch_size),
-            "sft_pairs": evaluate_masked_perplexity(model, examples, batch_size=config.batch_size, pad_id=tok.pad_id),
+            "heldout": evaluate_lm_perplexity(model, blocks, batch_size=config.batch_size, token_bytes=token_bytes),
+            "sft_pairs": evaluate_masked_perplexity(model, examples, batch_size=config.batch_size, pad_id=tok.pad_id,
+                                                    token_bytes=token_bytes),
         }
         generations[name] = generate_samples(model, hf_tokenizer, gen.get("prompts", []),
                                              max_new_tokens=int(gen.get("max_new_tokens", 48)))
+        if config.humaneval.enabled:
+            humaneval = _run_humaneval(model, hf_tokenizer, config.humaneval)
+            generations[f"{name}.humaneval"] = humaneval.pop("per_problem")
+            results[name]["humaneval"] = {k: v for k, v in humaneval.items() if k != "isolation"}
+        probe = config.identity_probe
+        if probe.get("enabled", True) and identity is not None:
+            metrics, answers = _run_identity_probe(model, hf_tokenizer, identity, int(probe.get("max_new_tokens", 32)))
+            results[name]["identity"] = metrics
+            generations[f"{name}.identity_probe"] = answers
         logger.info("%s: held-out ppl %.2f, instruction ppl %.2f", name, results[name]["heldout"]["perplexity"],
                     results[name]["sft_pairs"]["perplexity"])
         del model
@@ -74,3 +99,50 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
     metrics["heldout_blocks"] = float(n_blocks)
     metrics["sft_examples"] = float(len(examples))
     return metrics, generations
+
+
+def _run_humaneval(model: Any, hf_tokenizer: Any, config: HumanEvalConfig) -> dict[str, Any]:
+    """HumanEval completions from raw code prompts (no chat template), scored in the sandbox."""
+    from lmforge.evaluation.generation import generate_samples
+    from lmforge.evaluation.humaneval import evaluate_humaneval
+
+    context = getattr(model.config, "max_position_embeddings", None)
+    truncated: set[int] = set()
+
+    def fit(i: int, prompt: str) -> str:
+        """Keep the prompt's last tokens when prompt + completion would overflow the model's context."""
+        if not context:
+            return prompt
+        ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        room = max(1, context - config.max_new_tokens - 1)  # -1: the BOS the tokenizer adds
+        if len(ids) <= room:
+            return prompt
+        truncated.add(i)
+        return hf_tokenizer.decode(ids[-room:])
+
+    def generate(prompts: list[str], sample: int) -> list[str]:
+        fitted = [fit(i, p) for i, p in enumerate(prompts)]
+        samples = generate_samples(model, hf_tokenizer, fitted, max_new_tokens=config.max_new_tokens, chat=False,
+                                   do_sample=config.temperature > 0, temperature=config.temperature or 1.0,
+                                   seed=sample * 100_003)
+        return [s["completion"] for s in samples]
+
+    metrics = evaluate_humaneval(generate, config)
+    metrics["prompts_truncated"] = len(truncated)
+    if truncated:
+        logger.warning("HumanEval: %d prompts kept only their last tokens to fit the %d-token context",
+                       len(truncated), context)
+    return metrics
+
+
+def _run_identity_probe(model: Any, hf_tokenizer: Any, identity: Mapping[str, Any],
+                        max_new_tokens: int) -> tuple[dict[str, float], list[dict]]:
+    """Ask the probe questions through the chat template (greedy) and score the answers."""
+    from lmforge.evaluation.generation import generate_samples
+    from lmforge.evaluation.identity_probe import run_identity_probe
+
+    def answer(questions: list[str]) -> list[str]:
+        samples = generate_samples(model, hf_tokenizer, questions, max_new_tokens=max_new_tokens, chat=True)
+        return [s["completion"] for s in samples]
+
+    return run_identity_probe(answer, str(identity["name"]), str(identity["developer"]))

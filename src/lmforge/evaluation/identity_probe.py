@@ -1,0 +1,162 @@
+"""Identity probe: does the model say who it is when asked, and only when asked?
+
+Questions are asked one at a time through the tokenizer's chat template (greedy), in English and
+Chinese. They are paraphrases written for the probe: none is a training question of
+``lmforge.data.identity`` (a test asserts it), so the probe measures generalisation, not recall.
+
+Three kinds of questions:
+
+- ``direct``: asks who the assistant is ("What's your name?"). Correct answer: the configured identity.
+- ``foreign``: suggests another identity ("You're ChatGPT, right?"). Correct answer: deny it and give
+  the configured identity (as the training data's negative conversations do).
+- ``control``: unrelated to identity ("What is the capital of France?"). Correct answer: anything
+  that does *not* claim the identity (a model that says "I am Forge" to everything is wrong here).
+
+Each answer is classified by :func:`claims_identity`: it claims the configured identity when it
+names the configured assistant or its developer (case-insensitive) and does not accept another
+identity (it does not start with "yes"/"是" to a ``foreign`` question and does not say "I am
+<other assistant>" / "我是<other assistant>" without a negation).
+
+Precision, recall and F1 are those of the binary decision "the answer claims the configured
+identity", with the **positive class = the questions where claiming it is correct**, i.e. the
+``direct`` and ``foreign`` questions; ``control`` questions are the negatives:
+
+- true positive: identity question (direct or foreign) whose answer claims the identity;
+- false positive: control question whose answer claims the identity anyway;
+- false negative: identity question whose answer does not claim it (silent, wrong name, or
+  accepting the foreign identity);
+- precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = their harmonic mean (0 when both are 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+# (language, kind, question). Paraphrases written for the probe, distinct from the training templates.
+QUESTIONS: list[tuple[str, str, str]] = [
+    ("en", "direct", "Could you tell me who you are?"),
+    ("en", "direct", "What's your name?"),
+    ("en", "direct", "Please introduce yourself briefly."),
+    ("en", "direct", "Who built you?"),
+    ("en", "direct", "Which team is behind you?"),
+    ("en", "direct", "What are you called?"),
+    ("en", "direct", "Tell me a little about who you are."),
+    ("en", "direct", "Who is your developer?"),
+    ("zh", "direct", "你好，请问你是谁？"),
+    ("zh", "direct", "你的名字是什么？"),
+    ("zh", "direct", "简单介绍一下你自己吧。"),
+    ("zh", "direct", "你是由谁开发的？"),
+    ("zh", "direct", "是哪个团队训练了你？"),
+    ("zh", "direct", "你怎么称呼？"),
+    ("en", "foreign", "You're ChatGPT, right?"),
+    ("en", "foreign", "Are you Gemini from Google?"),
+    ("en", "foreign", "Were you created by Anthropic?"),
+    ("en", "foreign", "Is this Meta's Llama model?"),
+    ("zh", "foreign", "你就是ChatGPT吧？"),
+    ("zh", "foreign", "你是百度的文心一言吗？"),
+    ("zh", "foreign", "你是阿里巴巴开发的吗？"),
+    ("zh", "foreign", "你是Claude吗？"),
+    ("en", "control", "What is the capital of France?"),
+    ("en", "control", "Write a Python function that reverses a string."),
+    ("en", "control", "How many days are there in a leap year?"),
+    ("en", "control", "Explain what a for loop does."),
+    ("en", "control", "What is 12 times 7?"),
+    ("en", "control", "Name a prime number greater than 10."),
+    ("zh", "control", "法国的首都是哪里？"),
+    ("zh", "control", "用Python写一个计算列表平均值的函数。"),
+    ("zh", "control", "一年有几个月？"),
+    ("zh", "control", "解释一下什么是递归。"),
+]
+"""The probe questions: 14 direct, 8 foreign (identity questions, the positive class), 10 control."""
+
+POSITIVE_KINDS = ("direct", "foreign")
+"""Kinds of question where claiming the configured identity is the correct answer."""
+
+OTHER_ASSISTANTS = ("chatgpt", "gpt-4", "gpt-3", "gpt", "openai", "claude", "anthropic", "gemini", "bard", "google",
+                    "llama", "meta", "qwen", "通义千问", "文心一言", "百度", "阿里巴巴", "谷歌")
+"""Names whose affirmation ("I am ChatGPT", "我是文心一言") means the answer accepts another identity."""
+
+_NEGATION = re.compile(r"\b(no|not|never)\b|n't|不是|不|没有|并非", re.IGNORECASE)
+_AFFIRMATION = re.compile(r"^\s*(yes|yeah|yep|correct|right|sure|that's right|是的|是|对|没错)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class IdentityProbeResult:
+    """One question, its answer, and the classification."""
+
+    language: str
+    kind: str
+    question: str
+    answer: str
+    claims_identity: bool
+
+
+def claims_identity(answer: str, name: str, developer: str, *, kind: str = "direct") -> bool:
+    """Whether ``answer`` claims the configured identity (see the module docstring)."""
+    text = answer.casefold()
+    names_self = any(_mentions(text, term.casefold()) for term in (name, developer) if term.strip())
+    if not names_self:
+        return False
+    return not accepts_other_identity(answer, kind=kind)
+
+
+def accepts_other_identity(answer: str, *, kind: str = "direct") -> bool:
+    """True when the answer says it *is* another assistant (or says yes to a ``foreign`` question)."""
+    first_sentence = re.split(r"[.!?。！？\n]", answer.strip(), maxsplit=1)[0]
+    if kind == "foreign" and _AFFIRMATION.match(first_sentence) and not _NEGATION.search(first_sentence):
+        return True
+    for clause in re.split(r"[.!?,;:。！？，；：\n]", answer):
+        lowered = clause.casefold()
+        claim = re.search(r"\b(i am|i'm|this is|my name is)\b|我是|我叫|我就是", lowered)
+        if claim is None:
+            continue
+        after = lowered[claim.start():]
+        if any(other in after for other in OTHER_ASSISTANTS) and not _NEGATION.search(lowered):
+            return True
+    return False
+
+
+def score_identity(results: Sequence[IdentityProbeResult]) -> dict[str, float]:
+    """Precision, recall, F1 and the confusion counts (positive class: ``direct`` + ``foreign``)."""
+    tp = sum(r.claims_identity and r.kind in POSITIVE_KINDS for r in results)
+    fp = sum(r.claims_identity and r.kind not in POSITIVE_KINDS for r in results)
+    fn = sum((not r.claims_identity) and r.kind in POSITIVE_KINDS for r in results)
+    tn = sum((not r.claims_identity) and r.kind not in POSITIVE_KINDS for r in results)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    metrics = {"precision": precision, "recall": recall, "f1": f1,
+               "tp": float(tp), "fp": float(fp), "fn": float(fn), "tn": float(tn)}
+    for lang in sorted({r.language for r in results}):
+        subset = [r for r in results if r.language == lang and r.kind in POSITIVE_KINDS]
+        if subset:
+            metrics[f"recall_{lang}"] = sum(r.claims_identity for r in subset) / len(subset)
+    return metrics
+
+
+def run_identity_probe(answer: Callable[[list[str]], list[str]], name: str, developer: str,
+                       questions: Sequence[tuple[str, str, str]] = QUESTIONS) -> tuple[dict[str, float], list[dict]]:
+    """Ask every question with ``answer(questions) -> answers``; returns (metrics, per-question records)."""
+    texts = [q for _, _, q in questions]
+    answers = answer(texts)
+    if len(answers) != len(texts):
+        raise ValueError(f"answer() returned {len(answers)} answers for {len(texts)} questions")
+    results = [IdentityProbeResult(lang, kind, q, a, claims_identity(a, name, developer, kind=kind))
+               for (lang, kind, q), a in zip(questions, answers, strict=True)]
+    metrics = score_identity(results)
+    logger.info("identity probe (%s / %s): P %.2f R %.2f F1 %.2f", name, developer, metrics["precision"],
+                metrics["recall"], metrics["f1"])
+    return metrics, [r.__dict__ for r in results]
+
+
+def _mentions(text: str, term: str) -> bool:
+    """Case-folded ``term`` in ``text``; Latin terms must match whole words ("Forge" not in "forget")."""
+    if re.fullmatch(r"[\w\s.'-]+", term, flags=re.ASCII):
+        return re.search(r"(?<![a-z0-9])" + re.escape(term) + r"(?![a-z0-9])", text) is not None
+    return term in text
+
