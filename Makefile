@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install run test lint ui clean
+.PHONY: help install run test lint ui clean serve chat loadtest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -50,3 +50,15 @@ ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)
 clean:  ## remove produced data (not the venv, the DVC cache or mlflow.db)
 	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true
 	find data -mindepth 2 -type d -empty -delete 2>/dev/null || true
+
+SERVE_PORT ?= 8000
+SERVE_MODEL ?= data/07_model_output/lmforge-chat
+
+serve: install  ## chat REST server for the packaged model on http://127.0.0.1:$(SERVE_PORT) (SERVE_MODEL=dir or models:/name@champion)
+	$(BIN)/python -m lmforge.packaging.serve --model "$(SERVE_MODEL)" --host 127.0.0.1 --port $(SERVE_PORT)
+
+chat: install  ## chat with `make serve` in the terminal; rate answers with /rate 1-5
+	$(BIN)/python -m lmforge.packaging.chat --url http://127.0.0.1:$(SERVE_PORT)
+
+loadtest: install  ## 100 requests to `make serve` on loopback: req/s and p50/p95/p99 to MLflow + data/08_reporting
+	$(BIN)/python -m lmforge.packaging.loadtest --url http://127.0.0.1:$(SERVE_PORT) --requests 100 --concurrency 4
