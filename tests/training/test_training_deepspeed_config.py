@@ -75,3 +75,38 @@ def test_overrides_are_merged_deeply_over_the_filled_template(deepspeed_template
     assert zero["contiguous_gradients"] == deepspeed_templates["zero2"]["zero_optimization"]["contiguous_gradients"]
     assert config["steps_per_print"] == 10
     assert config["gradient_clipping"] == 2.0
+
+
+@pytest.mark.parametrize("stage, optimizer, param", [(1, "cpu", "none"), (2, "cpu", "none"), (3, "cpu", "cpu"),
+                                                     (3, "none", "cpu")])
+def test_offload_from_params_lands_in_zero_optimization(deepspeed_templates, stage, optimizer, param):
+    from lmforge.training.deepspeed_config import offloads_optimizer
+
+    ds = DeepSpeedArgs(zero_stage=stage, offload_optimizer=optimizer, offload_param=param, offload_pin_memory=False)
+    zero = build_deepspeed_config(deepspeed_templates, TrainArgs(), ds)["zero_optimization"]
+
+    assert zero["stage"] == stage
+    assert ("offload_optimizer" in zero) == (optimizer == "cpu")
+    assert ("offload_param" in zero) == (param == "cpu")
+    for key in ("offload_optimizer", "offload_param"):
+        if key in zero:
+            assert zero[key] == {"device": "cpu", "pin_memory": False}
+    assert offloads_optimizer({"zero_optimization": zero}) == (optimizer == "cpu")
+
+
+def test_default_config_offloads_nothing(deepspeed_templates):
+    from lmforge.training.deepspeed_config import offloads_optimizer
+
+    config = build_deepspeed_config(deepspeed_templates, TrainArgs(), DeepSpeedArgs(zero_stage=2))
+    assert not {"offload_optimizer", "offload_param"} & set(config["zero_optimization"])
+    assert not offloads_optimizer(config)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"zero_stage": 0, "offload_optimizer": "cpu"}, "offload_optimizer needs zero_stage 1, 2 or 3"),
+    ({"zero_stage": 2, "offload_param": "cpu"}, "offload_param needs zero_stage 3"),
+    ({"zero_stage": 3, "offload_param": "gpu"}, "must be 'none' or 'cpu'"),
+])
+def test_impossible_offload_settings_are_refused_with_what_to_set(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DeepSpeedArgs(**kwargs)

@@ -16,7 +16,15 @@ DVC output and survives ``dvc repro``: a changed tokenizer, data or parameter mu
 stale checkpoint, so such checkpoints are deleted and the job starts fresh. A run that finishes
 deletes its checkpoints after the export, so the next run of the stage retrains.
 
-Layout: checkpoints/{step_00000040/, step_00000080/, latest, run_state.json (restart count)}.
+A checkpoint is resumable by a different number of processes: the fingerprint leaves out how the
+global batch is split (micro batch, gradient accumulation, world size), the manifest records the
+global batch, and the data order is a function of samples consumed (``data.py``). ``rebatch`` keeps
+the checkpoint's global batch by recomputing gradient accumulation for the new world size (the
+micro batch is what fits in one device's memory, so it stays), and refuses with what to set where
+that is impossible. ZeRO 1-3 optimizer partitions are per process: the loop converts such a
+checkpoint to DeepSpeed's universal format first (``convert_to_universal``) and loads that.
+
+Layout: checkpoints/{step_00000040/[universal/], step_00000080/, latest, run_state.json (restart count)}.
 Assumes the checkpoint directory is visible to rank 0 from every node (a shared filesystem).
 """
 
@@ -39,8 +47,14 @@ RUN_STATE = "run_state.json"
 TAG_PREFIX = "step_"
 # Files up to this size are hashed whole when fingerprinting data; larger ones by size + head + tail.
 FULL_HASH_LIMIT = 64 << 20
-# TrainArgs fields that do not change the trained weights (so changing them still resumes).
-NON_SEMANTIC_TRAIN_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_verify")
+UNIVERSAL = "universal"  # <tag>/universal: the checkpoint converted for another world size
+# TrainArgs fields that do not change the trained weights (so changing them still resumes). How the
+# global batch is split (micro batch x accumulation x processes) is left out too: the manifest keeps
+# the global batch and ``rebatch`` keeps it on resume.
+NON_SEMANTIC_TRAIN_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_verify",
+                             "micro_batch_size", "gradient_accumulation_steps")
+# DeepSpeed keys that only restate that split.
+BATCH_SPLIT_DEEPSPEED_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
 
 
 def tag_for_step(step: int) -> str:
@@ -101,14 +115,53 @@ def fingerprint_job(spec: Any) -> str:
         "init_from": hash_content(spec.init_from) if spec.init_from else None,
         "data": data,
         "train": train,
-        "deepspeed": spec.deepspeed,
+        "deepspeed": {k: v for k, v in spec.deepspeed.items() if k not in BATCH_SPLIT_DEEPSPEED_KEYS},
         "tokenizer_sha256": spec.tokenizer_sha256,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def global_batch(train: Any, world_size: int) -> int:
+    """Sequences per optimizer step: micro batch x gradient accumulation x processes."""
+    return train.micro_batch_size * train.gradient_accumulation_steps * world_size
+
+
+def rebatch(train: Any, target_global_batch: int, world_size: int, *, where: str = "train") -> Any:
+    """``train`` with gradient accumulation set so ``world_size`` processes make ``target_global_batch``.
+
+    The micro batch is kept (it is what fits in one device's memory). Raises ``ValueError`` saying
+    what to set when ``micro_batch_size x world_size`` does not divide the global batch.
+    """
+    from dataclasses import replace
+
+    per_micro_step = train.micro_batch_size * world_size
+    if target_global_batch % per_micro_step:
+        divisors = [w for w in range(1, target_global_batch + 1) if target_global_batch % (w * train.micro_batch_size) == 0]
+        micro = [m for m in range(1, target_global_batch + 1) if target_global_batch % (m * world_size) == 0]
+        fixes = [f"launch.nproc_per_node x nnodes to one of {divisors}"] if divisors else []
+        if micro:
+            fixes.append(f"{where}.micro_batch_size to one of {micro}")
+        raise ValueError(
+            f"cannot resume with {world_size} process(es): the checkpoint's global batch is {target_global_batch} "
+            f"sequences, not a multiple of {where}.micro_batch_size ({train.micro_batch_size}) x {world_size} "
+            f"processes. Set {' or '.join(fixes)}; or delete the checkpoints to train afresh with the new batch")
+    return replace(train, gradient_accumulation_steps=target_global_batch // per_micro_step)
+
+
+def saved_global_batch(ckpt_root: Path, fingerprint: str) -> tuple[int, int] | None:
+    """(global batch, world size) recorded by the newest manifest of this job, unverified; None if none."""
+    for tag in list_tags(ckpt_root):
+        try:
+            manifest = json.loads((ckpt_root / tag / MANIFEST).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, OSError):
+            continue
+        if manifest.get("fingerprint") == fingerprint and manifest.get("global_batch"):
+            return int(manifest["global_batch"]), int(manifest["world_size"])
+    return None
+
+
 def write_manifest(ckpt_root: Path, tag: str, *, step: int, fingerprint: str, world_size: int,
-                   verify: str = "sha256") -> Path:
+                   global_batch: int | None = None, verify: str = "sha256") -> Path:
     """Mark ``ckpt_root/tag`` complete (call on rank 0 after every rank finished saving) and point ``latest`` at it."""
     tag_dir = ckpt_root / tag
     files = {}
@@ -117,7 +170,8 @@ def write_manifest(ckpt_root: Path, tag: str, *, step: int, fingerprint: str, wo
         if verify == "sha256":
             entry["sha256"] = sha256_file(file)
         files[file.relative_to(tag_dir).as_posix()] = entry
-    manifest = {"step": step, "fingerprint": fingerprint, "world_size": world_size, "files": files}
+    manifest = {"step": step, "fingerprint": fingerprint, "world_size": world_size, "global_batch": global_batch,
+                "files": files}
     write_atomic(tag_dir / MANIFEST, json.dumps(manifest, indent=1))
     write_atomic(ckpt_root / LATEST, tag)
     return tag_dir / MANIFEST
@@ -153,11 +207,13 @@ def list_tags(ckpt_root: Path) -> list[str]:
     return sorted(tags, key=step_of_tag, reverse=True)
 
 
-def find_resume_checkpoint(ckpt_root: Path, fingerprint: str, world_size: int) -> tuple[str | None, list[str]]:
+def find_resume_checkpoint(ckpt_root: Path, fingerprint: str,
+                           global_batch: int) -> tuple[str | None, list[str]]:
     """The newest verified checkpoint of this job, or None; and the tags that are unusable (to delete).
 
     Logs a warning naming each skipped checkpoint and why. Checkpoints of another job (different
-    fingerprint or world size) are never resumed: the caller starts fresh.
+    fingerprint) or another global batch are never resumed: the caller starts fresh. The world size
+    may differ (see ``rebatch`` and ``convert_to_universal``).
     """
     unusable: list[str] = []
     for tag in list_tags(ckpt_root):
@@ -165,14 +221,44 @@ def find_resume_checkpoint(ckpt_root: Path, fingerprint: str, world_size: int) -
         if problem is None and manifest["fingerprint"] != fingerprint:
             problem = (f"belongs to another job (fingerprint {manifest['fingerprint'][:12]}, this job "
                        f"{fingerprint[:12]}: tokenizer, data or parameters changed)")
-        elif problem is None and manifest.get("world_size") != world_size:
-            problem = (f"was saved by {manifest.get('world_size')} processes, this job has {world_size} "
-                       f"(ZeRO partitions are per process)")
+        elif problem is None and manifest.get("global_batch") != global_batch:
+            problem = (f"was trained with a global batch of {manifest.get('global_batch')} sequences, this job "
+                       f"has {global_batch}")
         if problem is None:
             return tag, unusable
         logger.warning("checkpoint %s skipped: %s", ckpt_root / tag, problem)
         unusable.append(tag)
     return None, unusable
+
+
+def saved_world_size(tag_dir: Path) -> int:
+    return int(json.loads((tag_dir / MANIFEST).read_text())["world_size"])
+
+
+def convert_to_universal(tag_dir: Path) -> Path:
+    """Convert a ZeRO checkpoint to DeepSpeed's universal format in ``<tag>/universal`` (once; atomic).
+
+    Universal checkpoints hold every parameter's fp32 weights and optimizer moments whole, so any
+    number of processes can load them (``"checkpoint": {"load_universal": true}``). Call on one rank.
+    """
+    import argparse
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    out = tag_dir / UNIVERSAL
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    tmp = tag_dir / f".{UNIVERSAL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    args = argparse.Namespace(input_folder=str(tag_dir), output_folder=str(tmp), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True,
+                              inject_missing_state=True)  # checkpoints saved before the loop tagged them
+    ds_to_universal.main(args)
+    (tmp / ".complete").write_text("ok")
+    os.replace(tmp, out)
+    return out
 
 
 def prune_checkpoints(ckpt_root: Path, keep: int) -> list[str]:

@@ -52,4 +52,13 @@ def build_deepspeed_config(templates: dict[str, dict[str, Any]], train: TrainArg
     stage = config.setdefault("zero_optimization", {}).get("stage", ds.zero_stage)
     if stage != ds.zero_stage:
         raise ValueError(f"template {key} declares ZeRO stage {stage}, expected {ds.zero_stage}")
+    for name in ("offload_optimizer", "offload_param"):
+        if getattr(ds, name) != "none":
+            config["zero_optimization"][name] = {"device": getattr(ds, name), "pin_memory": ds.offload_pin_memory}
     return _merge(config, ds.overrides)
+
+
+def offloads_optimizer(config: dict[str, Any]) -> bool:
+    """True when the resolved config keeps the optimizer on the CPU (it then needs DeepSpeedCPUAdam)."""
+    device = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device not in {None, "none"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import tracking
-from lmforge.training.checkpoints import fingerprint_job
+from lmforge.training.checkpoints import fingerprint_job, global_batch, rebatch, saved_global_batch
 from lmforge.training.config import (
     JobSpec,
     parse_deepspeed_args,
@@ -23,7 +23,7 @@ from lmforge.training.config import (
     parse_train_args,
 )
 from lmforge.training.deepspeed_config import build_deepspeed_config
-from lmforge.training.launch import launch_job
+from lmforge.training.launch import launch_job, resolve_nproc
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +66,35 @@ def _run(kind: str, params: Mapping[str, Any], templates: Mapping[str, Any], *, 
                    output_dir=str(output_dir), run_dir=str(run_dir), metric_prefix=kind,
                    tokenizer_sha256=tokenizer_sha256)
     spec.fingerprint = fingerprint_job(spec)
-    tracking.log_dict(ds_config, f"deepspeed/{kind}.json")
+    keep_checkpoint_batch(spec, launch, templates, ds_args)
+    tracking.log_dict(spec.deepspeed, f"deepspeed/{kind}.json")
     result = launch_job(spec, launch, env=tracking.child_env())
     curve = result.pop("history")
     metrics = {k: v for k, v in result.items() if k != "checkpoint"}
     metrics["loss_decreased"] = result["final_loss"] < result["initial_loss"]
     return result["checkpoint"], metrics, curve
+
+
+def keep_checkpoint_batch(spec: JobSpec, launch: Any, templates: Mapping[str, Any], ds_args: Any) -> None:
+    """Resuming with another number of processes: keep the checkpoint's global batch (edits ``spec``).
+
+    The fingerprint leaves the batch split out, so a checkpoint of this job saved by N processes is
+    found here; gradient accumulation is recomputed so micro batch x accumulation x M processes equals
+    its global batch, or a ``ValueError`` says what to set.
+    """
+    found = saved_global_batch(Path(spec.run_dir, "checkpoints"), spec.fingerprint)
+    world = launch.nnodes * resolve_nproc(launch)
+    if not found or found[0] == global_batch(spec.train, world):
+        return
+    target, saved_world = found
+    where = f"{spec.kind}.train"
+    train = rebatch(spec.train, target, world, where=where)
+    logger.warning("%s: resuming a checkpoint of %d process(es) with %d: %s.gradient_accumulation_steps %d -> %d "
+                   "keeps its global batch of %d sequences (delete %s/checkpoints to train afresh instead)",
+                   spec.kind, saved_world, world, where, spec.train.gradient_accumulation_steps,
+                   train.gradient_accumulation_steps, target, spec.run_dir)
+    spec.train = train
+    spec.deepspeed = build_deepspeed_config(resolve_templates(templates), train, ds_args)
 
 
 def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[str, Any],

@@ -55,10 +55,17 @@ def build_optimizer(model: Any, spec: JobSpec) -> tuple[Any, Any]:
     args = spec.train
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=args.betas, eps=1e-8,
-    )
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # No empty group (LoRA trains matrices only): ZeRO drops it and the scheduler's group count no longer matches.
+    groups = [g for g in groups if g["params"]]
+    from lmforge.training.deepspeed_config import offloads_optimizer
+
+    if offloads_optimizer(spec.deepspeed):  # ZeRO-Offload runs the step on the CPU with DeepSpeed's C++ Adam
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=args.lr, betas=args.betas, eps=1e-8, adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=args.betas, eps=1e-8)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, warmup=args.warmup_steps, total=args.max_steps, min_ratio=args.min_lr_ratio)
     )
@@ -78,7 +85,14 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     import torch.distributed as dist
 
     from lmforge.tracking import StepLogger
-    from lmforge.training.throughput import Throughput, flops_per_token, measure_cpu_gemm_peak, peak_memory_mb
+    from lmforge.training.deepspeed_config import offloads_optimizer
+    from lmforge.training.throughput import (
+        GpuUtilization,
+        Throughput,
+        flops_per_token,
+        measure_cpu_gemm_peak,
+        peak_memory_mb,
+    )
 
     args = spec.train
     n_params = sum(p.numel() for p in model.parameters())
@@ -88,15 +102,26 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer, schedule = build_optimizer(model, spec)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=spec.deepspeed)
+    model.universal_checkpoint_info = {"universal_checkpoint_version": 0.4}  # saved checkpoints can change world size
     ckpt_root = Path(spec.run_dir, "checkpoints")
-    state, restart_count = resume_or_start(engine, spec, ckpt_root, rank=rank, world_size=world_size)
+    source = find_resume_source(spec, ckpt_root, rank=rank, world_size=world_size)
+    ds_config = spec.deepspeed
+    if source and source["universal"]:
+        ds_config = {**ds_config, "checkpoint": {**ds_config.get("checkpoint", {}), "load_universal": True}}
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                           config=ds_config)
+    logger.info("%s: %d process(es), ZeRO stage %d, optimizer %s%s", spec.metric_prefix, world_size,
+                ds_config.get("zero_optimization", {}).get("stage", 0), type(optimizer).__name__,
+                " (offloaded to the CPU)" if offloads_optimizer(ds_config) else "")
+    state, restart_count = resume_or_start(engine, spec, ckpt_root, source, rank=rank)
     if state.get("cpu_peak") is None and not torch.cuda.is_available():
         peak = torch.tensor([measure_cpu_gemm_peak()], dtype=torch.float64)  # every rank at once: they share the cores
         dist.all_reduce(peak)
         state["cpu_peak"] = float(peak) / world_size
     meter = Throughput(args.precision, world_size=world_size, cpu_peak=state.get("cpu_peak"))
+    gpu = GpuUtilization()
+    if rank == 0 and torch.cuda.is_available() and not gpu.available:
+        logger.warning("%s: no per-step GPU utilisation: %s", spec.metric_prefix, gpu.reason)
     step_logger = StepLogger() if rank == 0 else None
     prefix = spec.metric_prefix
     if step_logger and step_logger.enabled:
@@ -147,7 +172,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
             memory_name, memory = peak_memory_mb()
             record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0],
                       "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                      **meter.step_metrics(tokens, flops, dt), memory_name: memory}
+                      **meter.step_metrics(tokens, flops, dt), memory_name: memory, **gpu.sample()}
             history.append(record)
             if rank == 0 and step % args.log_every == 0:
                 if step_logger:
@@ -236,18 +261,22 @@ def agree_finite(loss: Any) -> bool:
     return float(bad) == 0.0
 
 
-def resume_or_start(engine: Any, spec: JobSpec, ckpt_root: Path, *, rank: int,
-                    world_size: int) -> tuple[dict[str, Any], int]:
-    """Load the newest verified checkpoint of this job, or clear stale ones; return (loop state, restart count)."""
+def find_resume_source(spec: JobSpec, ckpt_root: Path, *, rank: int, world_size: int) -> dict[str, Any] | None:
+    """Pick the newest verified checkpoint of this job (rank 0) and tell every rank how to load it.
+
+    Returns None (start fresh; stale checkpoints deleted) or {"tag", "load_dir", "load_tag",
+    "universal", "saved_world_size"}. A checkpoint saved by another number of processes is resumed
+    when its global batch equals this job's (``checkpoints.rebatch`` arranged that at launch); with
+    ZeRO 1-3 rank 0 first converts it to DeepSpeed's universal format, which any world size loads.
+    """
     import torch.distributed as dist
 
     from lmforge.training import checkpoints
 
-    fresh = {"step": 0, "history": [], "tokens": 0, "flops": 0.0, "train_time_s": 0.0, "checkpoint_time_s": 0.0,
-             "skipped_steps": 0, "cpu_peak": None}
-    decision: list[str | None] = [None]
+    decision: list[dict[str, Any] | None] = [None]
     if rank == 0 and ckpt_root.exists():
-        tag, unusable = (checkpoints.find_resume_checkpoint(ckpt_root, spec.fingerprint, world_size)
+        batch = checkpoints.global_batch(spec.train, world_size)
+        tag, unusable = (checkpoints.find_resume_checkpoint(ckpt_root, spec.fingerprint, batch)
                          if spec.fingerprint else (None, []))
         for bad in unusable:
             shutil.rmtree(ckpt_root / bad, ignore_errors=True)
@@ -255,20 +284,47 @@ def resume_or_start(engine: Any, spec: JobSpec, ckpt_root: Path, *, rank: int,
             logger.warning("%s: no checkpoint of this job in %s: starting fresh (stale checkpoints deleted)",
                            spec.metric_prefix, ckpt_root)
             shutil.rmtree(ckpt_root, ignore_errors=True)
-        decision = [tag]
+        else:
+            saved_world = checkpoints.saved_world_size(ckpt_root / tag)
+            stage = spec.deepspeed.get("zero_optimization", {}).get("stage", 0)
+            universal = saved_world != world_size and stage > 0  # ZeRO-0 keeps the whole optimizer in one file
+            load_dir, load_tag = ckpt_root, tag
+            if universal:
+                logger.warning("%s: checkpoint %s was saved by %d process(es), this job has %d: converting it to "
+                               "DeepSpeed's universal format", spec.metric_prefix, tag, saved_world, world_size)
+                t0 = time.perf_counter()
+                checkpoints.convert_to_universal(ckpt_root / tag)
+                logger.info("%s: universal checkpoint ready in %.1f s", spec.metric_prefix, time.perf_counter() - t0)
+                load_dir, load_tag = ckpt_root / tag, checkpoints.UNIVERSAL
+            decision = [{"tag": tag, "load_dir": str(load_dir), "load_tag": load_tag, "universal": universal,
+                         "saved_world_size": saved_world}]
     dist.broadcast_object_list(decision, src=0)
-    tag = decision[0]
-    if tag is None:
+    return decision[0]
+
+
+def resume_or_start(engine: Any, spec: JobSpec, ckpt_root: Path, source: dict[str, Any] | None, *,
+                    rank: int) -> tuple[dict[str, Any], int]:
+    """Load ``source`` (from ``find_resume_source``) into the engine; return (loop state, restart count)."""
+    import torch.distributed as dist
+
+    from lmforge.training import checkpoints
+
+    fresh = {"step": 0, "history": [], "tokens": 0, "flops": 0.0, "train_time_s": 0.0, "checkpoint_time_s": 0.0,
+             "skipped_steps": 0, "cpu_peak": None}
+    if source is None:
         return fresh, 0
-    _, client_state = engine.load_checkpoint(str(ckpt_root), tag, load_optimizer_states=True,
+    _, client_state = engine.load_checkpoint(source["load_dir"], source["load_tag"], load_optimizer_states=True,
                                              load_lr_scheduler_states=True)
     state = {**fresh, **(client_state or {}).get("lmforge", {})}
+    if source["saved_world_size"] != dist.get_world_size():
+        state["cpu_peak"] = None  # measured per process: the processes now share the cores differently
     restart_count = 0
     if rank == 0:
         restart_count = checkpoints.read_restart_count(ckpt_root) + 1
         checkpoints.write_restart_count(ckpt_root, restart_count)
-        logger.warning("%s: resuming from %s at step %d (restart %d)", spec.metric_prefix, ckpt_root / tag,
-                       state["step"], restart_count)
+        logger.warning("%s: resuming from %s at step %d (restart %d, saved by %d process(es), now %d)",
+                       spec.metric_prefix, ckpt_root / source["tag"], state["step"], restart_count,
+                       source["saved_world_size"], dist.get_world_size())
     dist.barrier()
     return state, restart_count
 
@@ -285,7 +341,8 @@ def save_checkpoint(engine: Any, spec: JobSpec, ckpt_root: Path, state: dict[str
     dist.barrier()  # every rank's files are on disk before the manifest says so
     if rank == 0:
         checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
-                                   world_size=world_size, verify=spec.train.checkpoint_verify)
+                                   world_size=world_size, global_batch=checkpoints.global_batch(spec.train, world_size),
+                                   verify=spec.train.checkpoint_verify)
         checkpoints.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints)
         logger.info("%s: checkpoint %s saved", spec.metric_prefix, ckpt_root / tag)
     dist.barrier()

@@ -7,6 +7,9 @@ DeepSpeed loop. Launched by ``lmforge.training.launch``; not meant to be importe
 
 from __future__ import annotations
 
+import json
+import os
+
 from lmforge.training.config import load_job_spec
 
 
@@ -28,12 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     model_cfg = dict(spec.model)
     preset = Preset.from_name(model_cfg.pop("preset"), **model_cfg.pop("overrides", {}))
     model = build_model(preset, seed=spec.train.seed, **model_cfg)
+    # Test hook: LMFORGE_TEST_SAMPLE_LOG=<dir> appends the sample ids of every micro-batch to <dir>/rank<r>.jsonl.
+    sample_log = os.environ.get("LMFORGE_TEST_SAMPLE_LOG")
+    sample_log = os.path.join(sample_log, f"rank{rank}.jsonl") if sample_log else None
 
     def next_batch(step: int, micro: int) -> dict:
         idx = sample_indices(step, micro, rank, world_size=world, micro_batch_size=spec.train.micro_batch_size,
                              accumulation=spec.train.gradient_accumulation_steps, n_items=n_blocks,
                              seed=spec.train.seed)
         ids = torch.from_numpy(np.stack([shards.block("train", int(i)) for i in idx]).astype(np.int64))
+        if sample_log:
+            with open(sample_log, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": step, "micro": micro, "rank": rank, "ids": idx.tolist()}) + "\n")
         return {"input_ids": ids, "labels": ids}
 
     train(spec, model, next_batch, rank=rank, world_size=world, epoch_size=n_blocks)

@@ -109,3 +109,49 @@ class Throughput:
         if self.peak:
             out[self.mfu_name] = flops / seconds / (self.peak * self.world_size)
         return out
+
+
+class GpuUtilization:
+    """This process's GPU utilisation and memory from NVML (``nvidia-ml-py``), or nothing where absent.
+
+    ``sample()`` gives ``{}`` when pynvml is not installed, NVML cannot start (no driver: every CPU
+    machine) or the process has no GPU, so CPU runs log no GPU metrics and never fail on them. The
+    Kedro process's MLflow system-metrics monitor samples every GPU of the node with the same library.
+    """
+
+    def __init__(self, device_index: int | None = None):
+        self.handle: Any = None
+        self.reason = ""
+        try:
+            import pynvml
+        except ImportError:
+            self.reason = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+            return
+        self._nvml = pynvml
+        if device_index is None:
+            import torch
+
+            if not torch.cuda.is_available():
+                self.reason = "no CUDA device in this process"
+                return
+            device_index = torch.cuda.current_device()
+        try:
+            pynvml.nvmlInit()
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        except pynvml.NVMLError as err:
+            self.reason = f"NVML unavailable ({err})"
+
+    @property
+    def available(self) -> bool:
+        return self.handle is not None
+
+    def sample(self) -> dict[str, float]:
+        """``gpu_utilization_pct`` (kernel busy time since the last sample) and ``gpu_memory_used_mb``."""
+        if self.handle is None:
+            return {}
+        try:
+            util = self._nvml.nvmlDeviceGetUtilizationRates(self.handle)
+            memory = self._nvml.nvmlDeviceGetMemoryInfo(self.handle)
+        except self._nvml.NVMLError:
+            return {}
+        return {"gpu_utilization_pct": float(util.gpu), "gpu_memory_used_mb": memory.used / 2**20}
