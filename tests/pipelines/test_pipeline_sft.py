@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ def sft_params(project_root, tmp_path, chain_sft_params) -> dict:
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_sft.yml").read_text())["sft"])
     params.update(copy.deepcopy(chain_sft_params))
     params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2)
+    params["max_length"] = 512  # the chain's held-out conversations (validation loss) need more than 256 tokens
     params["launch"].update(nproc_per_node=2, timeout_s=300)
     params["run_dir"] = str(tmp_path / "sft_run")
     return params
@@ -40,6 +42,7 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
         "deepspeed_templates": MemoryDataset(deepspeed_templates),
         "params:sft": MemoryDataset(sft_params),
         "sft_train_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_train.jsonl")),
+        "sft_validation_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_validation.jsonl")),
         "sft_train_examples": JSONLinesDataset(str(tmp_path / "data/05_model_input/sft_train_examples.jsonl")),
         "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
     })
@@ -47,7 +50,7 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
     outputs = SequentialRunner().run(create_pipeline(), catalog)
 
     train = catalog["sft_train_conversations"].load()
-    validation = outputs["sft_validation_conversations"].load()
+    validation = catalog["sft_validation_conversations"].load()
     n_identity = len(build_identity_conversations(IdentityConfig(**sft_params["identity"])))
     assert sum(c["category"] == "identity" for c in train) == n_identity * sft_params["identity"]["repeat"]
     assert any(c["category"] == "code_completion" for c in train)
@@ -66,8 +69,59 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
     assert metrics["data"]["examples"] == len(examples)
     assert 0.0 < metrics["data"]["trained_token_fraction"] < 1.0
     assert len(curve) == 20
+    # packing is on by default; training metrics of the stage
+    assert metrics["packing"] is True and metrics["finetuning"] == "full"
+    assert 0.5 < metrics["packing_efficiency"] <= 1.0 and metrics["packed_examples"] == len(examples)
+    assert 0.0 < metrics["trained_token_fraction"] < 1.0
+    assert metrics["real_tokens_per_s"] > 0 and metrics["trained_tokens"] < metrics["real_tokens"] <= metrics["tokens"]
+    assert metrics["validation_examples"] > 0
+    assert metrics["validation_loss"] < metrics["validation_loss_initial"]
 
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32, local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(chain_pretrain[0], dtype=torch.float32, local_files_only=True)
     assert model.config.vocab_size == base.config.vocab_size
     assert not torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)  # it trained
+
+
+@pytest.mark.slow
+def test_sft_pipeline_from_a_local_hf_model_dir(tmp_path, sft_params, chain_documents, chain_tokenizer_dir,
+                                                deepspeed_templates):
+    """``sft.base_model``: any local HF directory (here a fresh tiny Llama + our tokenizer), no pretrain stage needed."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from lmforge.tokenizer.artifact import load_tokenizer
+
+    hf_dir = tmp_path / "hf_model"
+    tok, _ = load_tokenizer(chain_tokenizer_dir)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
+                                 pad_token_id=tok.pad_id)).save_pretrained(hf_dir)
+    for item in Path(chain_tokenizer_dir).iterdir():
+        shutil.copy(item, hf_dir / item.name)
+    stage_tokenizer = tmp_path / "not_a_tokenizer"  # proves the HF directory's own tokenizer is used
+    stage_tokenizer.mkdir()
+    params = {**sft_params, "base_model": str(hf_dir)}
+    params["train"] = {**params["train"], "max_steps": 6, "lr": 3e-3}
+    checkpoint_dir = tmp_path / "sft"
+    catalog = DataCatalog({
+        "clean_documents": MemoryDataset(chain_documents),
+        "tokenizer": MemoryDataset(str(stage_tokenizer)),
+        "pretrain_checkpoint": MemoryDataset(str(tmp_path / "no_pretrain_checkpoint")),
+        "deepspeed_templates": MemoryDataset(deepspeed_templates),
+        "params:sft": MemoryDataset(params),
+        "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
+    })
+
+    outputs = SequentialRunner().run(create_pipeline(), catalog)
+
+    metrics = outputs["sft_metrics"].load()
+    assert metrics["steps"] == 6 and metrics["final_loss"] < metrics["initial_loss"]
+    tuned = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
+    assert tuned.config.hidden_size == 64 and tuned.config.vocab_size == tok.vocab_size
+    assert not torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)

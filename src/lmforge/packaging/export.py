@@ -9,7 +9,10 @@ The package is what leaves the project: ``AutoModelForCausalLM.from_pretrained(o
   initialised config keeps Llama defaults that do not match our tokenizer);
 - the tokenizer is re-saved next to the weights, then reloaded and checked to encode exactly like
   the source tokenizer;
-- ``README.md`` is the model card (`lmforge.packaging.model_card`).
+- ``README.md`` is the model card (`lmforge.packaging.model_card`);
+- a LoRA adapter directory (``adapter_config.json``, what ``sft.finetuning: lora`` keeps in
+  ``<checkpoint>/adapter``) is first merged into its base model (``lmforge.training.lora``), so the
+  package holds plain weights that load without peft.
 
 Everything is written into a sibling temporary folder and renamed over ``out_dir`` only when
 complete: a crash leaves the previous package untouched, never a half-written one.
@@ -31,6 +34,7 @@ from lmforge.evaluation.generation import (
     resolve_stop_token_ids,
 )
 from lmforge.packaging.model_card import ModelCardInfo, render_model_card
+from lmforge.training.lora import is_adapter_dir, merge_adapter
 
 __all__ = [
     "ModelCardInfo",
@@ -59,10 +63,13 @@ def package_model(
     out_dir: str | Path,
     *,
     card: ModelCardInfo,
+    base_model_dir: str | Path | None = None,
 ) -> Path:
     """Write model (fp32 safetensors) + generation config + tokenizer + README.md to ``out_dir``.
 
-    Replaces an existing ``out_dir`` only once the new package is complete. Returns ``out_dir``.
+    ``model_dir`` may be a LoRA adapter: it is merged into ``base_model_dir`` (default: the base
+    named in its ``adapter_config.json``) first. Replaces an existing ``out_dir`` only once the new
+    package is complete. Returns ``out_dir``.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -77,7 +84,11 @@ def package_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the package is meant to be shared
+    merged = None
     try:
+        if is_adapter_dir(model_dir):  # LoRA: merge into the base model, then package plain weights
+            merged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.merged-", dir=out_dir.parent))
+            model_dir = merge_adapter(model_dir, merged, base_model_dir=base_model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         _check_vocab_fits(model, tokenizer)
@@ -93,6 +104,9 @@ def package_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if merged is not None:
+            shutil.rmtree(merged, ignore_errors=True)
     logger.info("packaged %s (+ tokenizer %s) into %s", model_dir, tokenizer_dir, out_dir)
     return out_dir
 

@@ -7,7 +7,6 @@ return ``(checkpoint_dir, metrics, loss_curve)``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +44,7 @@ def _run(kind: str, params: Mapping[str, Any], templates: Mapping[str, Any], *, 
          data: dict, tokenizer_sha256: str | None,
          prepare: Callable[[Path], None] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
     allowed = {"model", "train", "deepspeed", "launch", "run_dir", "data", "identity", "max_length",
-               "train_on_prompt"}
+               "train_on_prompt", "sources", "mix_seed"}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in parameters_{kind}.yml")
@@ -115,22 +114,45 @@ def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[st
 
 
 def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenizer_dir: str,
-            templates: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[dict]]:
-    """Fine-tune ``base_model_dir`` on tokenized examples; returns (checkpoint, metrics, loss curve)."""
+            templates: Mapping[str, Any], params: Mapping[str, Any],
+            validation_examples: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
+    """Fine-tune the base model on tokenized examples; returns (checkpoint, metrics, loss curve).
+
+    ``base_model_dir`` is the pretrain checkpoint, used unless ``sft.base_model`` names another HF
+    directory; packing, full/LoRA fine-tuning and the tokenizer rule: ``lmforge.training.sft``.
+    ``validation_examples`` (tokenized held-out conversations) give the validation loss.
+    """
+    from dataclasses import asdict
+
+    from lmforge.training.sft import (
+        MAX_VALIDATION_EXAMPLES,
+        SFT_KEYS,
+        check_vocab_fits,
+        parse_sft_args,
+        resolve_sft_sources,
+    )
+    from lmforge.training.sft import write_examples as write_jsonl
+
     if not examples:
         raise ValueError("no SFT examples to train on: check sft.data and sft.max_length")
+    sft = parse_sft_args(params)
+    base_model_dir, tokenizer_dir = resolve_sft_sources(base_model_dir, tokenizer_dir, sft)
     info = _tokenizer_info(tokenizer_dir)
+    check_vocab_fits(base_model_dir, info["vocab_size"])
 
     def write_examples(run_dir: Path) -> dict[str, str]:
-        path = run_dir / "train_examples.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
-            for ex in examples:
-                fh.write(json.dumps({"input_ids": ex["input_ids"], "labels": ex["labels"]}) + "\n")
-        return {"examples": str(path)}
+        out = {"examples": write_jsonl(run_dir / "train_examples.jsonl", examples)}
+        if validation_examples:
+            out["validation_examples"] = write_jsonl(run_dir / "validation_examples.jsonl",
+                                                     validation_examples[:MAX_VALIDATION_EXAMPLES])
+        return out
 
     model_cfg = dict(params.get("model") or {})
-    model = {"attn_implementation": model_cfg.pop("attn_implementation", "sdpa")}
+    model = {"attn_implementation": model_cfg.pop("attn_implementation", "sdpa"), "finetuning": sft.finetuning}
+    if sft.finetuning == "lora":
+        model["lora"] = asdict(sft.lora)
     if model_cfg:
         raise ValueError(f"unknown key(s) {sorted(model_cfg)} in sft.model (attn_implementation)")
-    return _run("sft", params, templates, model=model, init_from=base_model_dir,
-                data={"pad_id": info["pad_id"]}, tokenizer_sha256=info["sha256"], prepare=write_examples)
+    data = {"pad_id": info["pad_id"], "packing": sft.packing, "packing_length": int(params.get("max_length", 512))}
+    return _run("sft", {k: v for k, v in params.items() if k not in SFT_KEYS}, templates, model=model,
+                init_from=base_model_dir, data=data, tokenizer_sha256=info["sha256"], prepare=write_examples)

@@ -1,39 +1,237 @@
-"""Supervised fine-tuning entry point, run on every rank: ``python -m lmforge.training.sft --config job.json``.
+"""Supervised fine-tuning: the stage's training options and the worker run on every rank.
 
-Starts from a Hugging Face model directory (our pretrain checkpoint or any local HF model), reads
-tokenized conversations (``input_ids`` + ``labels`` masked to assistant turns) and runs the shared
-DeepSpeed loop. Launched by ``lmforge.training.launch``.
+``python -m lmforge.training.sft --config job.json`` (started by ``lmforge.training.launch``) loads
+the base model (a Hugging Face directory: our pretrain checkpoint or any local HF model), reads the
+tokenized examples (``input_ids`` + ``labels`` masked to assistant turns), packs them (``packing.py``)
+unless ``sft.packing: false``, optionally wraps the model in LoRA adapters (``lora.py``) and runs the
+shared DeepSpeed loop, so checkpoints and resume work as in pretraining.
+
+After the loop rank 0 finishes the checkpoint (LoRA: adapter to ``<checkpoint>/adapter``, merged
+weights beside it) and adds to ``result.json``: packing efficiency, real (non-padding) and trained
+(labelled) tokens seen with their rates, the trained-token share, trainable parameters, and the
+validation loss of the base and the fine-tuned model on the held-out examples.
+
+Base model and tokenizer (``resolve_sft_sources``):
+- ``sft.base_model: null`` -> the pretrain stage's checkpoint; a path -> that HF model directory.
+- The tokenizer is the base directory's own when it holds an lmforge tokenizer (``tokenizer.model``
+  and a ``tokenizer_config.json`` with a chat template: what the tokenizer stage writes), else the
+  tokenizer stage's. A base directory with a tokenizer of another kind (e.g. only ``tokenizer.json``)
+  is refused: conversations are rendered and masked with the sentencepiece model and the one chat
+  template, so a foreign vocabulary would train on wrong ids. The model's embedding must cover the
+  tokenizer's vocabulary.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from lmforge.training.config import load_job_spec
+from lmforge.training.lora import ADAPTER_SUBDIR, LoraArgs
+
+logger = logging.getLogger("lmforge.training")
+
+# Top-level keys of params:sft that belong to ``SftArgs`` (the rest: data, train, deepspeed, launch...).
+SFT_KEYS = ("finetuning", "lora", "packing", "base_model")
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
+# Held-out examples scored for the validation loss (before and after training).
+MAX_VALIDATION_EXAMPLES = 256
 
 
-def load_examples(path: str) -> list[tuple[list[int], list[int]]]:
+@dataclass
+class SftArgs:
+    """How the SFT stage trains (top-level keys of ``params:sft``; see parameters_sft.yml)."""
+
+    # "full" (every parameter) or "lora" (low-rank adapters only; merged into the output checkpoint).
+    finetuning: str = "full"
+    # LoRA settings (used when finetuning is "lora").
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    # Pack several examples into each sequence of sft.max_length tokens (no cross-example attention).
+    packing: bool = True
+    # HF model directory to fine-tune; None = the pretrain stage's checkpoint.
+    base_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.finetuning not in {"full", "lora"}:
+            raise ValueError(f"sft.finetuning must be 'full' or 'lora', got {self.finetuning!r}")
+        if isinstance(self.lora, Mapping):
+            self.lora = LoraArgs(**self.lora)
+
+
+def parse_sft_args(params: Mapping[str, Any]) -> SftArgs:
+    from lmforge.config import build_dataclass
+
+    return build_dataclass(SftArgs, {k: params[k] for k in SFT_KEYS if k in params}, path="sft")
+
+
+def resolve_sft_sources(pretrain_checkpoint: str, tokenizer_dir: str, args: SftArgs) -> tuple[str, str]:
+    """(base model directory, tokenizer directory) by the rule in the module docstring."""
+    base = Path(args.base_model) if args.base_model else Path(pretrain_checkpoint)
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"sft base model {base} has no config.json: point sft.base_model at a Hugging Face "
+                                "model directory (or null for the pretrain checkpoint)")
+    present = [name for name in TOKENIZER_FILES if (base / name).is_file()]
+    if not present:
+        return str(base), str(tokenizer_dir)
+    config = base / "tokenizer_config.json"
+    has_template = config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    if (base / "tokenizer.model").is_file() and has_template:
+        logger.info("sft: using the tokenizer in the base model directory %s", base)
+        return str(base), str(base)
+    raise ValueError(f"sft base model {base} carries a tokenizer lmforge cannot use ({', '.join(present)}; it needs "
+                     "tokenizer.model + a tokenizer_config.json with a chat_template, as the tokenizer stage writes): "
+                     "copy data/06_models/tokenizer/* into it, or remove its tokenizer files to use the stage's")
+
+
+def resolve_sft_tokenizer(tokenizer_dir: str, params: Mapping[str, Any]) -> str:
+    """The tokenizer directory SFT data is rendered with (the rule of ``resolve_sft_sources``)."""
+    args = parse_sft_args(params)
+    return resolve_sft_sources(args.base_model, tokenizer_dir, args)[1] if args.base_model else str(tokenizer_dir)
+
+
+def tokenize_held_out(conversations: Sequence[Mapping[str, Any]], tokenizer_dir: str,
+                      params: Mapping[str, Any]) -> list[dict]:
+    """The first ``MAX_VALIDATION_EXAMPLES`` held-out conversations as examples, masked like training."""
+    from lmforge.tokenizer.artifact import load_tokenizer
+    from lmforge.training.sft_data import build_sft_examples
+
+    tok, template = load_tokenizer(resolve_sft_tokenizer(tokenizer_dir, params))
+    examples, _ = build_sft_examples(list(conversations)[:MAX_VALIDATION_EXAMPLES], tok, template,
+                                     max_length=params.get("max_length", 512),
+                                     train_on_prompt=params.get("train_on_prompt", False))
+    return examples
+
+
+def check_vocab_fits(base_model_dir: str, vocab_size: int) -> None:
+    """Refuse a base model whose embedding is smaller than the tokenizer's vocabulary."""
+    n = json.loads(Path(base_model_dir, "config.json").read_text()).get("vocab_size")
+    if n is not None and n < vocab_size:
+        raise ValueError(f"base model {base_model_dir} embeds {n} tokens but the tokenizer has {vocab_size}: "
+                         "use the model's own tokenizer or a model trained with this one")
+
+
+def write_examples(path: Path, examples: Sequence[Mapping[str, Any]]) -> str:
+    with open(path, "w", encoding="utf-8") as fh:
+        for ex in examples:
+            fh.write(json.dumps({"id": ex.get("id"), "input_ids": ex["input_ids"], "labels": ex["labels"]}) + "\n")
+    return str(path)
+
+
+def load_examples(path: str, *, with_ids: bool = False) -> list:
+    """(input_ids, labels) pairs of a JSONL file (with ``with_ids``: (id, input_ids, labels))."""
     examples = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 try:
                     record = json.loads(line)
-                    examples.append((record["input_ids"], record["labels"]))
+                    pair = (record["input_ids"], record["labels"])
                 except (json.JSONDecodeError, KeyError) as err:
                     raise ValueError(f"{path}:{lineno}: bad SFT example ({err})") from None
+                examples.append((record.get("id", f"line {lineno}"), *pair) if with_ids else pair)
     if not examples:
         raise ValueError(f"{path}: no SFT examples")
     return examples
+
+
+class SftBatches:
+    """Training items (packed rows, or single examples) and their real and trained token counts."""
+
+    def __init__(self, examples: Sequence[tuple[Any, list[int], list[int]]], *, pad_id: int, packing: bool,
+                 seq_len: int, seed: int):
+        from lmforge.training.packing import pack_examples, packing_stats
+
+        self.pairs = [(ids, labels) for _, ids, labels in examples]
+        self.pad_id, self.packing, self.seq_len = pad_id, packing, seq_len
+        lengths = [len(ids) for ids, _ in self.pairs]
+        if packing:
+            self.rows = pack_examples(lengths, seq_len, seed=seed, ids=[name for name, _, _ in examples])
+        else:
+            self.rows = [[i] for i in range(len(self.pairs))]
+        # The first token of an example is never a target (causal LM), packed or not.
+        trained = [sum(1 for x in labels[1:] if x != -100) for _, labels in self.pairs]
+        self.real_tokens = [sum(lengths[i] for i in row) for row in self.rows]
+        self.trained_tokens = [sum(trained[i] for i in row) for row in self.rows]
+        self.stats = {"examples": len(self.pairs), "trained_token_fraction": sum(trained) / max(1, sum(lengths))}
+        if packing:
+            self.stats.update(packing_stats(lengths, self.rows, seq_len))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def collate(self, indices: Sequence[int]) -> dict[str, Any]:
+        from lmforge.training.data import collate_examples
+        from lmforge.training.packing import collate_packed
+
+        if self.packing:
+            return collate_packed([[self.pairs[i] for i in self.rows[j]] for j in indices], self.seq_len, self.pad_id)
+        return collate_examples([self.pairs[self.rows[j][0]] for j in indices], self.pad_id)
+
+
+def count_seen_tokens(batches: SftBatches, train: Any, world_size: int) -> tuple[int, int]:
+    """(real, trained) tokens in every batch of the run: the sampler is a pure function of the step."""
+    from lmforge.training.data import sample_indices
+
+    real = trained = 0
+    for step in range(train.max_steps):
+        for micro in range(train.gradient_accumulation_steps):
+            for rank in range(world_size):
+                for j in sample_indices(step, micro, rank, world_size=world_size,
+                                        micro_batch_size=train.micro_batch_size,
+                                        accumulation=train.gradient_accumulation_steps, n_items=len(batches),
+                                        seed=train.seed):
+                    real += batches.real_tokens[int(j)]
+                    trained += batches.trained_tokens[int(j)]
+    return real, trained
+
+
+def validation_loss(model: Any, examples: Sequence[tuple[list[int], list[int]]], pad_id: int,
+                    batch_size: int = 8) -> float | None:
+    """Mean loss per labelled token over ``examples`` (each scored alone, padded batches)."""
+    import torch
+
+    from lmforge.training.data import collate_examples
+
+    device = next(model.parameters()).device
+    total = count = 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate_examples(list(examples[start:start + batch_size]),
+                                                                    pad_id).items()}
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            if n:
+                total += float(model(**batch, use_cache=False).loss) * n
+                count += n
+    return total / count if count else None
+
+
+def finish_lora_checkpoint(output_dir: str, base_model_dir: str) -> None:
+    """Move the saved adapter into ``<output_dir>/adapter`` and write the merged weights into ``output_dir``."""
+    from lmforge.training.lora import merge_adapter
+
+    out = Path(output_dir)
+    adapter = out / ADAPTER_SUBDIR
+    adapter.mkdir()
+    for item in list(out.iterdir()):
+        if item != adapter:
+            shutil.move(str(item), adapter / item.name)
+    merge_adapter(adapter, out, base_model_dir=base_model_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
     spec = load_job_spec("lmforge SFT worker (started by the launcher on each rank)", argv)
 
     import torch
+    import torch.distributed as dist
     from transformers import AutoModelForCausalLM
 
-    from lmforge.training.data import collate_examples, sample_indices
+    from lmforge.training.data import sample_indices
     from lmforge.training.loop import init_distributed, train
 
     rank, world = init_distributed()
@@ -42,16 +240,51 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("SFT needs init_from: a Hugging Face model directory")
     model = AutoModelForCausalLM.from_pretrained(
         spec.init_from, dtype=torch.float32, attn_implementation=spec.model.get("attn_implementation", "sdpa"))
-    examples = load_examples(spec.data["examples"])
+    model.config.use_cache = False  # training: a KV cache would also disable packed-sequence masking
     pad_id = int(spec.data["pad_id"])
+    batches = SftBatches(load_examples(spec.data["examples"], with_ids=True), pad_id=pad_id,
+                         packing=bool(spec.data.get("packing", False)),
+                         seq_len=int(spec.data.get("packing_length", 0)), seed=spec.train.seed)
+    validation = ([(ids, labels) for _, ids, labels in load_examples(spec.data["validation_examples"], with_ids=True)]
+                  if spec.data.get("validation_examples") else [])
+    extra: dict[str, Any] = dict(batches.stats)
+    if rank == 0 and validation:
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+        extra["validation_loss_initial"] = validation_loss(model.to(device), validation, pad_id)
+        model.train()
+    lora = spec.model.get("finetuning") == "lora"
+    if lora:
+        from lmforge.training.lora import apply_lora
+
+        model = apply_lora(model, LoraArgs(**spec.model.get("lora", {})))
+    extra["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def next_batch(step: int, micro: int) -> dict:
         idx = sample_indices(step, micro, rank, world_size=world, micro_batch_size=spec.train.micro_batch_size,
-                             accumulation=spec.train.gradient_accumulation_steps, n_items=len(examples),
+                             accumulation=spec.train.gradient_accumulation_steps, n_items=len(batches),
                              seed=spec.train.seed)
-        return collate_examples([examples[int(i)] for i in idx], pad_id)
+        return batches.collate([int(i) for i in idx])
 
-    train(spec, model, next_batch, rank=rank, world_size=world, epoch_size=len(examples))
+    result = train(spec, model, next_batch, rank=rank, world_size=world, epoch_size=len(batches))
+    if rank == 0:
+        if lora:
+            finish_lora_checkpoint(spec.output_dir, spec.init_from)
+        real, trained = count_seen_tokens(batches, spec.train, world)
+        seconds = max(result["train_time_s"], 1e-9)
+        extra.update(finetuning="lora" if lora else "full", packing=batches.packing, real_tokens=real,
+                     trained_tokens=trained, real_tokens_per_s=real / seconds, trained_tokens_per_s=trained / seconds)
+        if validation:
+            del model
+            tuned = AutoModelForCausalLM.from_pretrained(spec.output_dir, dtype=torch.float32)
+            if torch.cuda.is_available():
+                tuned = tuned.to(f"cuda:{torch.cuda.current_device()}")
+            extra["validation_loss"] = validation_loss(tuned, validation, pad_id)
+            extra["validation_examples"] = len(validation)
+        path = Path(spec.run_dir, "result.json")
+        path.write_text(json.dumps({**json.loads(path.read_text()), **extra}, indent=2))
+        logger.info("sft: packing efficiency %s, validation loss %s -> %s",
+                    extra.get("packing_efficiency"), extra.get("validation_loss_initial"), extra.get("validation_loss"))
+    dist.barrier()
 
 
 if __name__ == "__main__":
