@@ -1,4 +1,5 @@
-"""packaging pipeline on an in-memory catalog: SFT checkpoint + tokenizer -> a loadable HF model directory."""
+"""packaging pipeline on an in-memory catalog: gate -> SFT checkpoint + tokenizer -> a loadable HF model directory
+-> the MLflow Model Registry."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_packaging.yml").read_text())[
         "packaging"])
     params["model_name"] = "lmforge-chat-test"
+    params["registry"]["enabled"] = False  # the registry is covered by the fast tests below
     sha256 = SentencePieceTokenizer.from_file(f"{chain_tokenizer_dir}/tokenizer.model").sha256
     package_dir = tmp_path / "data/07_model_output/lmforge-chat"
     catalog = DataCatalog({
@@ -32,8 +34,11 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "tokenizer_metrics": MemoryDataset({"vocab_size": 400, "sha256": sha256}),
         "pretrain_metrics": MemoryDataset(chain_pretrain[1]),
         "sft_metrics": MemoryDataset(chain_sft[1]),
-        "evaluation_metrics": MemoryDataset({"sft.heldout.perplexity": 90.5, "heldout.perplexity_ratio": 1.1}),
+        "evaluation_metrics": MemoryDataset({"sft.heldout.perplexity": 90.5, "heldout.perplexity_ratio": 1.1,
+                                             "sft.sft_pairs.perplexity": 80.0, "sft_pairs.perplexity_ratio": 0.8}),
         "params:packaging": MemoryDataset(params),
+        "params:gate": MemoryDataset(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
+            "gate"]),
         "packaged_model": ArtifactDirectory(str(package_dir)),
     })
 
@@ -41,6 +46,8 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
 
     metrics = outputs["packaging_metrics"].load()
     assert metrics["loads"] is True
+    assert metrics["max_logit_diff"] <= 1e-5  # the package reproduces the trained checkpoint
+    assert metrics["gate_passed"] is True
     assert metrics["generated_tokens"] >= 1
     assert metrics["package_bytes"] == sum(p.stat().st_size for p in package_dir.rglob("*") if p.is_file())
 
@@ -58,3 +65,67 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert out.shape[1] > inputs["input_ids"].shape[1]
     assert isinstance(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:]), str)
+
+
+EVALUATION = {"sft.heldout.perplexity": 209.6, "heldout.perplexity_ratio": 1.19, "sft.sft_pairs.perplexity": 186.7,
+              "sft_pairs.perplexity_ratio": 0.70}
+
+
+def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate):
+    params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_packaging.yml").read_text())[
+        "packaging"])
+    params["registry"].update(model_name="lmforge-chat-tiny-test", max_new_tokens=2)
+    return DataCatalog({
+        "sft_checkpoint": ArtifactDirectory(str(model_dir)),
+        "tokenizer": ArtifactDirectory(str(tokenizer_dir)),
+        "data_processing_metrics": MemoryDataset({"records_out": 12}),
+        "tokenizer_metrics": MemoryDataset({"vocab_size": 300, "sha256": "feedface"}),
+        "pretrain_metrics": MemoryDataset({"preset": "debug", "model_params": 30_000}),
+        "sft_metrics": MemoryDataset({"steps": 3}),
+        "evaluation_metrics": MemoryDataset(EVALUATION),
+        "params:packaging": MemoryDataset(params),
+        "params:gate": MemoryDataset(gate),
+        "packaged_model": ArtifactDirectory(str(tmp_path / "data/07_model_output/lmforge-chat")),
+    })
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def test_packaging_pipeline_registers_a_gated_model(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir,
+                                                     mlflow_store):
+    from mlflow import MlflowClient
+
+    gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
+    catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir, gate)
+    metrics = SequentialRunner().run(create_pipeline(), catalog)["packaging_metrics"].load()
+
+    assert metrics["gate_passed"] is True and metrics["gate_bounds"] == 3
+    assert metrics["max_logit_diff"] <= 1e-5
+    version = MlflowClient(mlflow_store).get_model_version_by_alias("lmforge-chat-tiny-test", "champion")
+    assert str(version.version) == metrics["registered_version"] == "1"
+    assert version.tags["gate.passed"] == "true"
+    assert (tmp_path / "data/07_model_output/lmforge-chat/README.md").is_file()
+
+
+@pytest.mark.parametrize(("gate", "error"), [
+    ({"sft_pairs.perplexity_ratio": {"max": 0.5}}, r"quality gate: sft_pairs\.perplexity_ratio = 0\.7 \(required <= 0\.5\)"),
+    ({"sft.pass_rate": {"min": 0.5}}, r"unknown metric 'sft\.pass_rate'.*sft_pairs\.perplexity_ratio"),
+])
+def test_packaging_pipeline_refuses_a_model_outside_the_gate(gate, error, tmp_path, project_root, tiny_model_dir,
+                                                             tiny_tokenizer_dir, mlflow_store):
+    from mlflow import MlflowClient
+
+    catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir, gate)
+    with pytest.raises(Exception, match=error):
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert MlflowClient(mlflow_store).search_model_versions("name = 'lmforge-chat-tiny-test'") == []
+    assert not (tmp_path / "data/07_model_output/lmforge-chat").exists()

@@ -1,4 +1,5 @@
-"""packaging: SFT checkpoint + tokenizer -> a Hugging Face model directory with a model card."""
+"""packaging: quality gate -> SFT checkpoint + tokenizer -> a Hugging Face model directory with a model card
+-> the MLflow Model Registry."""
 
 from .pipeline import create_pipeline
 

@@ -7,11 +7,12 @@ from typing import Any
 
 def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metrics: dict, tokenizer_metrics: dict,
                        pretrain_metrics: dict, sft_metrics: dict, evaluation_metrics: dict,
-                       params: dict[str, Any]) -> tuple[str, dict]:
-    """A Hugging Face directory (weights, tokenizer, chat template, model card), verified by loading it."""
-    from lmforge.packaging.release import build_release
+                       params: dict[str, Any], gate: dict[str, Any] | None) -> tuple[str, dict]:
+    """A Hugging Face directory (weights, tokenizer, chat template, model card) that passed the quality gate,
+    verified by loading it and by the logits round trip, and registered in the MLflow Model Registry."""
+    from lmforge.packaging.release import release_model
     from lmforge.tracking import git_state
 
     metrics = {"data_processing": data_processing_metrics, "tokenizer": tokenizer_metrics,
                "pretrain": pretrain_metrics, "sft": sft_metrics, "evaluation": evaluation_metrics}
-    return build_release(sft_checkpoint, tokenizer, metrics, params, git_commit=git_state(".")["git.commit"])
+    return release_model(sft_checkpoint, tokenizer, metrics, params, gate, git_commit=git_state(".")["git.commit"])

@@ -1,0 +1,182 @@
+"""Log a packaged model to MLflow and register it in the Model Registry with its lineage.
+
+Framework-free: plain ``mlflow`` / ``MlflowClient`` calls, runnable from a REPL. One call,
+`register_package`, does the whole release step:
+
+1. logs the package as a pyfunc model (prompt -> completion, greedy, through the chat template)
+   with a signature and an input example, into the active run (or a new ``packaging`` run);
+2. registers a new version under ``model_name`` and tags it with lineage: the run id of every
+   stage of the chain (``run_id.<stage>``), the DVC hashes of the data, tokenizer and checkpoint
+   (from ``dvc.lock``; the tag says so when there is none), the git commit and the gate report;
+3. points the ``candidate`` alias at the new version, and ``champion`` too when ``promote`` is set.
+
+A model that failed the quality gate is refused before anything is logged (`GateError`): it never
+gets a version, so it can never become ``champion``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmforge.packaging.release import GateCheck, GateError
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+CHAIN_STAGES = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
+"""Stages whose latest MLflow run ids go on the model version as ``run_id.<stage>``."""
+LINEAGE_ARTIFACTS = {"data": "data/03_primary/documents", "tokenizer": "data/06_models/tokenizer",
+                     "checkpoint": "data/06_models/sft"}
+"""DVC outputs whose hashes go on the model version as ``dvc.<name>``."""
+INPUT_EXAMPLE = ["Write a Python function that returns the sum of a list of numbers."]
+PIPELINE_TAG = "lmforge.pipelines"
+"""Run tag set by ``lmforge.hooks.LineageHooks``: the pipelines a ``kedro run`` ran, joined by '+'."""
+
+
+def stage_run_ids(client: Any, experiment_ids: Sequence[str], stages: Sequence[str] = CHAIN_STAGES,
+                  current_run_id: str | None = None) -> dict[str, str]:
+    """``{"run_id.<stage>": id}`` of the latest run of each stage ("absent" when a stage has none).
+
+    A run belongs to a stage when its ``lmforge.pipelines`` tag (or, failing that, its run name,
+    which kedro-mlflow sets to the pipeline name) names it; a whole-chain run (``__default__``)
+    stands for every stage. ``current_run_id`` is the run doing the packaging.
+    """
+    runs = client.search_runs(list(experiment_ids), order_by=["attributes.start_time DESC"], max_results=1000)
+    found: dict[str, str] = {}
+    for run in runs:
+        names = set((run.data.tags.get(PIPELINE_TAG) or run.data.tags.get("mlflow.runName") or "").split("+"))
+        for stage in stages:
+            if stage in names or "__default__" in names:
+                found.setdefault(stage, run.info.run_id)
+    if current_run_id:
+        found["packaging"] = current_run_id
+    return {f"run_id.{stage}": found.get(stage, "absent: no MLflow run of this stage") for stage in stages}
+
+
+def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str] = LINEAGE_ARTIFACTS) -> dict[str, str]:
+    """``{"dvc.<name>": "<out path>:<md5>"}`` from ``dvc.lock``; explains what is missing instead of hiding it."""
+    from lmforge.tracking import dvc_hashes
+
+    if not (Path(project_path) / "dvc.lock").exists():
+        return {f"dvc.{name}": f"absent: no dvc.lock in {project_path} (run `dvc repro` to record {path})"
+                for name, path in artifacts.items()}
+    hashes = dvc_hashes(project_path, artifacts)
+    return {f"dvc.{name}": hashes.get(f"dvc.{name}", f"absent: {path} is not a DVC output in dvc.lock")
+            for name, path in artifacts.items()}
+
+
+def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence[GateCheck],
+                     lineage: Mapping[str, str] | None = None, promote: bool = True,
+                     stages: Sequence[str] = CHAIN_STAGES, max_new_tokens: int = 32,
+                     experiment_name: str = "lmforge") -> dict[str, Any]:
+    """Log ``package_dir`` to MLflow, register it as a new version of ``model_name``, alias and tag it.
+
+    ``gate`` is the quality gate report (`lmforge.packaging.release.check_gate`); any failed bound
+    raises `GateError` and nothing is logged. ``lineage`` adds tags (DVC hashes, git commit).
+    Uses the active MLflow run, or starts one named ``packaging`` in ``experiment_name`` (the
+    experiment kedro-mlflow uses, conf/base/mlflow.yml). Returns
+    ``{"model_name", "version", "aliases", "model_uri", "run_id", "tags"}``.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    failed = [c for c in gate if not c.passed]
+    if failed:
+        raise GateError(f"refusing to register {model_name}: "
+                        + "; ".join(c.describe() for c in failed)
+                        + " (thresholds: `gate:` in conf/base/parameters_evaluation.yml)")
+    package_dir = Path(package_dir)
+    if not (package_dir / "config.json").is_file():
+        raise FileNotFoundError(f"not a packaged model (no config.json): {package_dir}")
+
+    client = MlflowClient()
+    own_run = mlflow.active_run() is None
+    if own_run:
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        run = mlflow.start_run(run_name="packaging", experiment_id=experiment_id,
+                               tags={"lmforge.pipelines": "packaging"})
+    else:
+        run = mlflow.active_run()
+    try:
+        info = _log_pyfunc(package_dir, max_new_tokens)
+        version = mlflow.register_model(info.model_uri, model_name).version
+        tags = {**stage_run_ids(client, [run.info.experiment_id], stages, current_run_id=run.info.run_id),
+                **(lineage or {}), "gate.passed": "true",
+                **{f"gate.{c.metric}.{c.bound}": f"{c.observed:.6g} vs {c.limit:g}" for c in gate}}
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, version, key, str(value)[:5000])
+        aliases = [CANDIDATE_ALIAS, *([CHAMPION_ALIAS] if promote else [])]
+        for alias in aliases:
+            client.set_registered_model_alias(model_name, alias, version)
+    finally:
+        if own_run:
+            mlflow.end_run()
+    logger.info("registered %s version %s (aliases: %s) from run %s", model_name, version, ", ".join(aliases),
+                run.info.run_id)
+    return {"model_name": model_name, "version": str(version), "aliases": aliases, "model_uri": info.model_uri,
+            "run_id": run.info.run_id, "tags": tags}
+
+
+def _log_pyfunc(package_dir: Path, max_new_tokens: int) -> Any:
+    """Log the package as a pyfunc model (the HF folder is an artifact) with signature and input example."""
+    from importlib.metadata import version
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
+                               outputs=Schema([ColSpec("string", "completion")]))
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=_chat_model(max_new_tokens),
+        artifacts={"package": str(package_dir)},
+        signature=signature,
+        input_example=pd.DataFrame({"prompt": INPUT_EXAMPLE}),
+        # explicit: inferring requirements starts a subprocess that re-imports the model (slow)
+        pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "transformers", "pandas")],
+    )
+
+
+def _chat_model(max_new_tokens: int) -> Any:
+    """A pyfunc model: a DataFrame of prompts -> greedy chat completions from the packaged HF folder.
+
+    Defined inside a function so that importing this module does not import mlflow; cloudpickle
+    stores the class by value, so loading the model does not need lmforge either.
+    """
+    import mlflow.pyfunc
+
+    class PackagedChatModel(mlflow.pyfunc.PythonModel):
+        def __init__(self, max_new_tokens: int):
+            self.max_new_tokens = max_new_tokens
+
+        def load_context(self, context):
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = context.artifacts["package"]
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+
+        def predict(self, context, model_input, params=None):
+            import pandas as pd
+            import torch
+
+            completions = []
+            for prompt in model_input["prompt"]:
+                text = self.tokenizer.apply_chat_template([{"role": "user", "content": str(prompt)}],
+                                                          add_generation_prompt=True, tokenize=False)
+                ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+                with torch.no_grad():
+                    out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
+                completions.append(self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
+                                                         skip_special_tokens=True))
+            return pd.DataFrame({"completion": completions})
+
+    return PackagedChatModel(max_new_tokens)

@@ -1,0 +1,59 @@
+"""Quality gate: bounds on the flat evaluation metrics; failures name metric, observed value and bound."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge.packaging.release import GateError, check_gate, enforce_gate
+
+METRICS = {"sft_pairs.perplexity_ratio": 0.70, "heldout.perplexity_ratio": 1.19, "sft.heldout.perplexity": 209.6,
+           "sft.humaneval.pass_at_1": 0.0}
+
+
+def test_passing_bounds():
+    checks = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0},
+                                  "sft.heldout.perplexity": {"min": 1.0, "max": 1000}})
+    assert [(c.metric, c.bound, c.passed) for c in checks] == [
+        ("sft_pairs.perplexity_ratio", "max", True), ("sft.heldout.perplexity", "min", True),
+        ("sft.heldout.perplexity", "max", True)]
+    enforce_gate(checks)  # no error
+
+
+def test_failure_names_metric_value_and_bound():
+    checks = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 0.5}, "sft.humaneval.pass_at_1": {"min": 0.0}})
+    assert [c.passed for c in checks] == [False, True]
+    with pytest.raises(GateError, match=r"sft_pairs\.perplexity_ratio = 0\.7 \(required <= 0\.5\): FAILED") as err:
+        enforce_gate(checks)
+    assert "pass_at_1" not in str(err.value)
+
+
+def test_nan_fails_and_bounds_are_inclusive():
+    checks = check_gate({**METRICS, "x": math.nan}, {"x": {"min": 0}, "heldout.perplexity_ratio": {"max": 1.19}})
+    assert [c.passed for c in checks] == [False, True]
+
+
+@pytest.mark.parametrize(("gate", "message"), [
+    ({"sft.heldout.perplexty": {"max": 1}}, r"unknown metric 'sft\.heldout\.perplexty'.*sft\.heldout\.perplexity"),
+    ({"sft.heldout.perplexity": {"below": 1}}, r"'min' and/or 'max'"),
+    ({"sft.heldout.perplexity": 3.0}, r"'min' and/or 'max'"),
+])
+def test_config_errors(gate, message):
+    with pytest.raises(ValueError, match=message):
+        check_gate(METRICS, gate)
+
+
+def test_default_gate_passes_on_the_default_chain_metrics(project_root: Path):
+    """The shipped thresholds hold for what the default tiny chain measures (SFT fits instructions better)."""
+    gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
+    assert "sft_pairs.perplexity_ratio" in gate
+    # figures of the default tiny chain (data/08_reporting/evaluation.json of a `make run` on 2 CPU cores)
+    chain = {"base.sft_pairs.perplexity": 265.8, "sft.sft_pairs.perplexity": 186.7, "sft_pairs.perplexity_ratio": 0.702,
+             "base.heldout.perplexity": 175.4, "sft.heldout.perplexity": 209.6, "heldout.perplexity_ratio": 1.195}
+    checks = check_gate(chain, gate)
+    assert checks and all(c.passed for c in checks)
+    worse = {**chain, "sft_pairs.perplexity_ratio": 1.05}  # SFT no better than base on instructions
+    assert not all(c.passed for c in check_gate(worse, gate))

@@ -1,0 +1,96 @@
+"""Model Registry against a temp sqlite MLflow store: version, aliases, lineage tags, gate refusal."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from lmforge.packaging.export import ModelCardInfo, package_model
+from lmforge.packaging.registry import dvc_lineage, register_package
+from lmforge.packaging.release import GateError, check_gate
+
+MODEL = "lmforge-chat-test"
+METRICS = {"sft_pairs.perplexity_ratio": 0.7, "sft.heldout.perplexity": 209.6}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh sqlite store holding one finished run per upstream stage, tagged as LineageHooks tags them."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow').resolve()}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment_id = MlflowClient(uri).create_experiment("lmforge")
+    stage_runs = {}
+    for stage in ("data_processing", "tokenizer", "pretrain", "sft", "evaluation"):
+        with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags={"lmforge.pipelines": stage}) as run:
+            stage_runs[stage] = run.info.run_id
+    yield uri, stage_runs
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def package(tiny_model_dir, tiny_tokenizer_dir, tmp_path_factory):
+    return package_model(tiny_model_dir, tiny_tokenizer_dir, tmp_path_factory.mktemp("pkg") / "tiny-chat",
+                         card=ModelCardInfo(model_name="tiny-chat"))
+
+
+def test_register_creates_version_with_aliases_and_lineage(store, package, tmp_path):
+    uri, stage_runs = store
+    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0}})
+    lineage = {**dvc_lineage(tmp_path), "git.commit": "abc123"}
+    result = register_package(package, model_name=MODEL, gate=gate, lineage=lineage, max_new_tokens=3)
+
+    client = MlflowClient(uri)
+    version = client.get_model_version(MODEL, result["version"])
+    assert sorted(version.aliases) == ["candidate", "champion"]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == result["version"]
+    tags = version.tags
+    for stage, run_id in stage_runs.items():
+        assert tags[f"run_id.{stage}"] == run_id
+    assert tags["run_id.packaging"] == result["run_id"] not in stage_runs.values()
+    assert tags["dvc.checkpoint"].startswith("absent: no dvc.lock")  # tmp_path has none: said, not hidden
+    assert tags["git.commit"] == "abc123"
+    assert tags["gate.passed"] == "true"
+    assert tags["gate.sft_pairs.perplexity_ratio.max"] == "0.7 vs 1"
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    assert [i.name for i in model.metadata.get_input_schema().inputs] == ["prompt"]
+    out = model.predict(pd.DataFrame({"prompt": ["Who are you?"]}))
+    assert list(out.columns) == ["completion"] and len(out) == 1
+
+
+def test_unpromoted_version_is_candidate_only(store, package):
+    uri, _ = store
+    client = MlflowClient(uri)
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0}})
+    result = register_package(package, model_name=MODEL, gate=gate, promote=False, max_new_tokens=3)
+    assert client.get_model_version(MODEL, result["version"]).aliases == ["candidate"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+
+
+def test_gate_refusal_registers_nothing_and_leaves_no_champion(store, package):
+    uri, _ = store
+    client = MlflowClient(uri)
+    name = "refused-model"
+    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 0.5}})
+    runs_before = len(client.search_runs([mlflow.get_experiment_by_name("lmforge").experiment_id]))
+    with pytest.raises(GateError, match=r"sft_pairs\.perplexity_ratio = 0\.7 \(required <= 0\.5\)"):
+        register_package(package, model_name=name, gate=gate)
+    assert client.search_model_versions(f"name = '{name}'") == []
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias(name, "champion")
+    assert len(client.search_runs([mlflow.get_experiment_by_name("lmforge").experiment_id])) == runs_before
+
+
+def test_dvc_lineage_reads_dvc_lock_and_names_what_is_missing(tmp_path):
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n"
+        "  tokenizer:\n    outs:\n    - path: data/06_models/tokenizer\n      md5: aaa111.dir\n"
+        "  sft:\n    outs:\n    - path: data/06_models/sft\n      md5: bbb222.dir\n")
+    tags = dvc_lineage(tmp_path)
+    assert tags["dvc.tokenizer"] == "data/06_models/tokenizer:aaa111.dir"
+    assert tags["dvc.checkpoint"] == "data/06_models/sft:bbb222.dir"
+    assert tags["dvc.data"] == "absent: data/03_primary/documents is not a DVC output in dvc.lock"
