@@ -2,7 +2,9 @@
 
 - ``MissingInputHooks`` runs before any other ``before_pipeline_run`` hook (so before kedro-mlflow
   opens a run) and stops with one line naming the command that produces a missing input, instead
-  of a dataset traceback halfway through a stage.
+  of a dataset traceback halfway through a stage. An input that every node consuming it can do
+  without, given a parameter (``OPTIONAL_INPUTS``: sft needs no ``pretrain_checkpoint`` when
+  ``sft.base_model`` names a Hugging Face directory), is not required.
 - ``SystemMetricsHooks`` turns on MLflow's CPU/memory/disk/network (and GPU, with NVML) sampling.
 - ``LineageHooks`` tags the run with the git commit and the DVC hashes of the stage's inputs, so
   every MLflow run points at the exact code and data that produced it.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -18,6 +21,9 @@ from kedro.framework.hooks import hook_impl
 from lmforge import tracking
 
 logger = logging.getLogger(__name__)
+
+# (node name, input) -> the parameter that, when set, makes the node do without that input.
+OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model"}
 
 
 class MissingInputError(SystemExit):
@@ -37,13 +43,36 @@ def _location(catalog: Any, name: str) -> str | None:
     return str(path) if path else None
 
 
+def _param(catalog: Any, dotted: str) -> Any:
+    """The run's parameter at a dotted path (``sft.base_model``), or None when it is not set."""
+    head, *keys = dotted.split(".")
+    if f"params:{head}" not in catalog:
+        return None
+    value = catalog.get(f"params:{head}").load()
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def _optional(name: str, pipeline: Any, catalog: Any) -> str | None:
+    """The parameter that lets every node of ``pipeline`` consuming ``name`` do without it, if any."""
+    reasons = {OPTIONAL_INPUTS.get((node.name, name)) for node in pipeline.nodes if name in node.inputs}
+    if len(reasons) == 1 and (param := reasons.pop()) and _param(catalog, param):
+        return param
+    return None
+
+
 class MissingInputHooks:
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        missing = [
-            name for name in sorted(pipeline.inputs())
-            if not name.startswith("params:") and name != "parameters" and not catalog.exists(name)
-        ]
+        missing = []
+        for name in sorted(pipeline.inputs()):
+            if name.startswith("params:") or name == "parameters" or catalog.exists(name):
+                continue
+            if param := _optional(name, pipeline, catalog):
+                logger.info("lmforge: %s is set, so %r (not produced) is not needed", param, name)
+                continue
+            missing.append(name)
         if not missing:
             return
         producers = _producers(missing)

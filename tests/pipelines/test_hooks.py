@@ -76,3 +76,51 @@ def test_present_inputs_pass(tmp_path):
     catalog = DataCatalog({"tokenizer": ArtifactDirectory(str(existing)), "params:x": MemoryDataset({})})
 
     assert run_hook(pipeline, catalog) is None
+
+
+def finetune(examples, checkpoint, params):
+    return examples
+
+
+def sft_like(extra_consumer: bool = False) -> Pipeline:
+    nodes = [Node(finetune, ["examples", "pretrain_checkpoint", "params:sft"], "sft_checkpoint", name="finetune_model")]
+    if extra_consumer:
+        nodes.append(Node(identity, ["pretrain_checkpoint", "sft_checkpoint"], "report", name="evaluate_models"))
+    return Pipeline(nodes)
+
+
+def sft_catalog(tmp_path, base_model) -> DataCatalog:
+    return DataCatalog({"examples": MemoryDataset([1]),
+                        "pretrain_checkpoint": ArtifactDirectory(str(tmp_path / "pretrain"), missing_ok=True),
+                        "params:sft": MemoryDataset({"base_model": base_model, "train": {}})})
+
+
+def test_sft_with_a_base_model_does_without_the_pretrain_checkpoint(tmp_path):
+    catalog = sft_catalog(tmp_path, str(tmp_path / "hf_model"))
+
+    assert run_hook(sft_like(), catalog) is None
+    assert catalog.load("pretrain_checkpoint") == str((tmp_path / "pretrain").resolve())  # missing_ok: its path
+
+
+def test_sft_without_a_base_model_still_needs_the_pretrain_checkpoint(configured_project, tmp_path):
+    with pytest.raises(MissingInputError) as err:
+        run_hook(sft_like(), sft_catalog(tmp_path, None))
+
+    assert "'pretrain_checkpoint'" in str(err.value) and "kedro run --pipelines" in str(err.value)
+
+
+def test_base_model_exempts_sft_only_not_another_consumer(configured_project, tmp_path):
+    pipeline = sft_like(extra_consumer=True)  # e.g. `--pipelines sft,evaluation`: evaluation compares with pretrain
+    catalog = sft_catalog(tmp_path, str(tmp_path / "hf_model"))
+
+    with pytest.raises(MissingInputError, match="'pretrain_checkpoint'"):
+        run_hook(pipeline.only_nodes("evaluate_models"), catalog)
+    with pytest.raises(MissingInputError, match="'pretrain_checkpoint'"):
+        run_hook(pipeline, catalog)
+
+
+def test_a_directory_without_missing_ok_still_refuses_to_load(tmp_path):
+    from kedro.io import DatasetError
+
+    with pytest.raises(DatasetError, match="produce it first"):
+        ArtifactDirectory(str(tmp_path / "pretrain")).load()

@@ -4,7 +4,8 @@
   instruction pairs). A malformed line is an error naming the file and line number.
 - ``ArtifactDirectory``: a directory written by library code or a training job (tokenizer,
   token shards, checkpoints, packaged model). ``save(path)`` moves a finished staging directory
-  into place atomically; ``load()`` returns the directory's path, or says which stage makes it.
+  into place atomically; ``load()`` returns the directory's path, or says which stage makes it
+  (with ``missing_ok: true``, for an input a node can do without, the path even when absent).
 - ``MetricsDataset``: a flat JSON metrics file for DVC (``data/08_reporting/<stage>.json``) whose
   numeric values are also logged to the active MLflow run under a stage prefix.
 """
@@ -56,15 +57,22 @@ class JSONLinesDataset(AbstractDataset[list, list]):
 
 
 class ArtifactDirectory(AbstractDataset[str, str]):
-    """A directory artifact. ``load`` -> absolute path; ``save(staging_path)`` -> atomic move."""
+    """A directory artifact. ``load`` -> absolute path; ``save(staging_path)`` -> atomic move.
 
-    def __init__(self, filepath: str, mlflow_artifact_path: str | None = None, metadata: dict | None = None):
+    ``missing_ok``: ``load`` returns the path of an absent directory too (``exists()`` stays False), for
+    an input some runs do without (``pretrain_checkpoint`` when ``sft.base_model`` is set); the
+    ``MissingInputHooks`` still stop a run that needs it.
+    """
+
+    def __init__(self, filepath: str, mlflow_artifact_path: str | None = None, missing_ok: bool = False,
+                 metadata: dict | None = None):
         self._filepath = Path(filepath)
         self._mlflow_artifact_path = mlflow_artifact_path
+        self._missing_ok = missing_ok
         self.metadata = metadata
 
     def _load(self) -> str:
-        if not self._exists():
+        if not self._missing_ok and not self._exists():
             raise DatasetError(f"{self._filepath} does not exist or is empty: produce it first (see `dvc repro`).")
         return str(self._filepath.resolve())
 

@@ -46,7 +46,11 @@ def tokenize_conversations(conversations: list[dict], tokenizer: str, stats: dic
 def finetune_model(examples: list[dict], validation_conversations: list[dict], pretrain_checkpoint: str,
                    tokenizer: str, deepspeed_templates: dict[str, Any], data_stats: dict,
                    params: dict[str, Any]) -> tuple[str, dict, list[dict]]:
-    """Fine-tune ``sft.base_model`` (default: the pretrain checkpoint); validation loss on held-out conversations."""
+    """Fine-tune ``sft.base_model`` (default: the pretrain checkpoint); validation loss on held-out conversations.
+
+    With ``sft.base_model`` set, ``pretrain_checkpoint`` is only a path that need not exist (catalog
+    ``missing_ok``; ``hooks.OPTIONAL_INPUTS``): the stage runs before, or without, pretraining.
+    """
     from lmforge.training.jobs import run_sft
     from lmforge.training.sft import tokenize_held_out
 
