@@ -20,6 +20,7 @@ ARTIFACTS = {
     "pretrain checkpoint": "data/06_models/pretrain",
     "sft checkpoint": "data/06_models/sft",
     "generations": "data/08_reporting/generations.json",
+    "evaluation report": "data/08_reporting/evaluation_report.html",
     "packaged model": "data/07_model_output/lmforge-chat",
 }
 HEADLINES = {

@@ -1,4 +1,4 @@
-"""evaluation pipeline on an in-memory catalog: base and SFT checkpoints -> perplexities and generations."""
+"""evaluation pipeline on an in-memory catalog: checkpoints -> metrics, generations, operations and the report."""
 
 from __future__ import annotations
 
@@ -13,13 +13,58 @@ from kedro.runner import SequentialRunner
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.evaluation import create_pipeline
 
+SEED_NAMES = ("training speed (time per epoch)", "inference speed (requests per second)", "GPU utilisation",
+              "precision", "recall", "F1", "pass@1", "memory use", "disk I/O", "network bandwidth", "crash rate",
+              "restart count", "error rate", "response time (ms)", "user satisfaction")
+
+
+def _params(project_root):
+    return copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
+        "evaluation"])
+
+
+def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri, monkeypatch, tmp_path):
+    """gather_operations + build_report alone (no models): every seed metric is in the table and the HTML."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
+    params = _params(project_root)
+    params["report"] = {"serving_load": str(tmp_path / "absent.json"), "serving_feedback": None}
+    params["operations"]["experiment"] = "lmforge-no-runs"  # the session store is shared: an experiment nobody uses
+    model_metrics = {"base.humaneval.pass_at_1": 0.0, "sft.humaneval.pass_at_1": 0.05, "sft.identity.f1": 0.8,
+                     "base.identity.f1": 0.1}
+    catalog = DataCatalog({
+        "model_metrics": MemoryDataset(model_metrics),
+        "pretrain_metrics": MemoryDataset({"time_per_epoch_s": 30.0, "tokens_per_s": 1200.0, "restart_count": 1}),
+        "sft_metrics": MemoryDataset({"tokens_per_s": 900.0, "restart_count": 0}),
+        "pretrain_loss_curve": MemoryDataset([{"step": i, "loss": 8 - i / 5, "lr": 1e-3} for i in range(10)]),
+        "sft_loss_curve": MemoryDataset([{"step": i, "loss": 5 - i / 5, "lr": 1e-4} for i in range(5)]),
+        "params:evaluation": MemoryDataset(params),
+    })
+    pipeline = create_pipeline().only_nodes("gather_operations", "build_report")
+
+    outputs = SequentialRunner().run(pipeline, catalog)
+
+    metrics = outputs["evaluation_metrics"].load()
+    assert metrics["sft.identity.f1"] == 0.8
+    assert metrics["ops.pretrain.time_per_epoch_s"] == 30.0 and metrics["ops.chain.restart_count"] == 1.0
+    assert metrics["ops.chain.runs"] == 0.0  # no runs of the chain in that experiment
+    rows = {r["seed"]: r for r in outputs["seed_metrics"].load()}
+    assert set(SEED_NAMES) <= set(rows)
+    assert rows["training speed (time per epoch)"]["status"] == "measured"
+    assert rows["GPU utilisation"]["status"] == "not measured on this hardware" and rows["GPU utilisation"]["note"]
+    page = outputs["evaluation_report"].load()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
+    for name in SEED_NAMES:
+        assert f"<td>{name}</td>" in page
+
 
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_tokenizer_dir, chain_token_shards,
-                             chain_conversations):
-    params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
-        "evaluation"])
+                             chain_conversations, mlflow_tracking_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
+    params = _params(project_root)
     params.update(batch_size=4, max_heldout_blocks=6, max_sft_examples=5)
+    params["heldout_pairs"].update(max_examples=3, max_new_tokens=8)
+    params["speed"].update(prompts=4, max_new_tokens=4, batch_size=2)
     params["generation"]["max_new_tokens"] = 6
     params["humaneval"].update(n_problems=3, max_new_tokens=8)
     params["identity_probe"]["max_new_tokens"] = 8
@@ -33,6 +78,10 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
         "sft_validation_conversations": MemoryDataset(chain_conversations["validation"]),
         "params:evaluation": MemoryDataset(params),
         "params:sft.identity": MemoryDataset(identity),
+        "pretrain_metrics": MemoryDataset(chain_pretrain[1]),
+        "sft_metrics": MemoryDataset(chain_sft[1]),
+        "pretrain_loss_curve": MemoryDataset(chain_pretrain[2]),
+        "sft_loss_curve": MemoryDataset(chain_sft[2]),
     })
 
     outputs = SequentialRunner().run(create_pipeline(), catalog)
@@ -47,6 +96,13 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
         assert 0.0 <= metrics[f"{model}.humaneval.pass_at_1"] <= 1.0
         for metric in ("precision", "recall", "f1"):
             assert 0.0 <= metrics[f"{model}.identity.{metric}"] <= 1.0
+        pairs = {k.rsplit(".", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{model}.heldout_pairs.")}
+        assert pairs["considered"] == pairs["scored"] + pairs["skipped_not_single_turn"] + \
+            pairs["skipped_long_reference"] + pairs["skipped_long_prompt"]
+        assert len(generations[f"{model}.heldout_pairs"]) == pairs["scored"] <= 3
+    assert metrics["ops.pretrain.tokens_per_s"] == chain_pretrain[1]["tokens_per_s"]
+    assert metrics["sft.speed.requests_per_s"] > 0 and "base.speed.requests_per_s" not in metrics
+    assert "<td>pass@1</td>" in outputs["evaluation_report"].load()
     for split in ("heldout", "sft_pairs"):
         assert f"{split}.perplexity_ratio" in metrics
         assert f"{split}.loss_delta" in metrics
@@ -59,7 +115,7 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
                         metrics["sft.sft_pairs.loss"] - metrics["base.sft_pairs.loss"], rel_tol=1e-9)
 
     assert set(generations) == {"base", "sft", "base.humaneval", "sft.humaneval", "base.identity_probe",
-                                "sft.identity_probe"}
+                                "sft.identity_probe", "base.heldout_pairs", "sft.heldout_pairs"}
     assert len(generations["sft.identity_probe"]) == metrics["sft.identity.tp"] + metrics["sft.identity.fp"] + \
         metrics["sft.identity.fn"] + metrics["sft.identity.tn"]
     for samples in (generations["base"], generations["sft"]):

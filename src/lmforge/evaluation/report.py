@@ -18,6 +18,12 @@ Output keys (all floats):
   how much general LM ability SFT cost), and ``<split>.loss_delta`` = sft - base loss (nats/token).
 
 Values that are not numbers (strings, lists) are left out with a warning.
+
+The stage's report is assembled here too (``build_evaluation_report``): the model metrics plus the
+operations metrics (``ops.*``, ``lmforge.evaluation.operations``) become ``evaluation.json`` (every
+key is also the MLflow metric ``evaluation.<key>``); ``build_seed_table`` says for each seed metric
+of the project whether it was measured, is measured after evaluation by the serving commands, or
+was not measured, and why; ``lmforge.evaluation.html_report`` draws the HTML page.
 """
 
 from __future__ import annotations
@@ -81,3 +87,147 @@ def _is_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+# --- the seed-metric table ---------------------------------------------------------------------------
+
+MEASURED = "measured"
+NOT_MEASURED = "not measured on this hardware"
+NOT_RUN = "not measured"
+LATER = "measured after evaluation"
+
+PAIRS_OFF = ("identity probe and held-out pairs off (evaluation.identity_probe / heldout_pairs), or no held-out "
+             "pair fitted (see <model>.heldout_pairs.skipped_*)")
+
+SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("training speed (time per epoch)",
+     ("ops.pretrain.time_per_epoch_s", "ops.sft.time_per_epoch_s", "ops.pretrain.tokens_per_s", "ops.sft.tokens_per_s"),
+     "time per epoch needs an epoch size; tokens/s of the training runs"),
+    ("inference speed (requests per second)", ("sft.speed.requests_per_s", "sft.speed.tokens_per_s", "serving.rps"),
+     "speed step off (evaluation.speed.enabled)"),
+    ("GPU utilisation", ("ops.pretrain.gpu_utilization_pct", "ops.sft.gpu_utilization_pct"),
+     "no GPU: MLflow logged no system/gpu_* metrics"),
+    ("precision", ("sft.identity.precision", "sft.heldout_pairs.token_precision"), PAIRS_OFF),
+    ("recall", ("sft.identity.recall", "sft.heldout_pairs.token_recall"), PAIRS_OFF),
+    ("F1", ("sft.identity.f1", "sft.heldout_pairs.token_f1"), PAIRS_OFF),
+    ("exact match", ("sft.heldout_pairs.exact_match", "base.heldout_pairs.exact_match"), PAIRS_OFF),
+    ("pass@1", ("sft.humaneval.pass_at_1", "base.humaneval.pass_at_1"), "HumanEval off (evaluation.humaneval.enabled)"),
+    ("memory use", ("ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb", "ops.pretrain.memory_used_mb_max",
+                    "ops.sft.memory_used_mb_max", "ops.pretrain.gpu_memory_used_mb_max"),
+     "no MLflow runs / metrics files of the training stages"),
+    ("disk I/O", ("ops.data_processing.disk_usage_delta_mb", "ops.tokenizer.disk_usage_delta_mb",
+                  "ops.pretrain.disk_usage_delta_mb", "ops.sft.disk_usage_delta_mb"),
+     "MLflow system metrics were off; note: MLflow samples disk usage, so this is net growth, not read/write rate"),
+    ("network bandwidth", ("ops.pretrain.network_mb_per_s", "ops.sft.network_mb_per_s",
+                           "ops.data_processing.network_mb_per_s", "ops.tokenizer.network_mb_per_s"),
+     "MLflow system metrics were off"),
+    ("crash rate", ("ops.chain.crash_rate",), "no MLflow runs of the chain's stages"),
+    ("restart count", ("ops.chain.restart_count", "ops.pretrain.restart_count", "ops.sft.restart_count"),
+     "the training stages reported no restart_count"),
+    ("error rate", ("ops.chain.error_rate", "serving.error_rate"), "no MLflow runs of the chain's stages"),
+    ("response time (ms)", ("sft.speed.latency_ms_p50", "sft.speed.latency_ms_p95", "serving.latency_p50_ms",
+                            "serving.latency_p95_ms"),
+     "speed step off (evaluation.speed.enabled)"),
+    ("user satisfaction", ("serving.mean_rating", "serving.rated"), "users rate the served model"),
+)
+"""(seed metric, the flat metric names that report it, why it may be missing). The seed list of issue 7."""
+
+LOADTEST_NOTE = ("served: measured by `make loadtest` (data/08_reporting/serving_load.json, MLflow experiment "
+                 "lmforge-serving)")
+SERVING_NOTES = {"serving.mean_rating": "served: measured by `python -m lmforge.packaging.serve --summary` "
+                                        "(ratings in data/08_reporting/serving_feedback.sqlite)"}
+"""Where a serving number comes from (default: the load test)."""
+
+MEASURED_NOTES = {"disk I/O": "net growth of the disk space in use during each stage's run: MLflow samples disk "
+                              "usage, not read/write rates",
+                  "network bandwidth": "all interfaces, loopback included (the training processes' gloo/NCCL traffic)"}
+"""What a measured row's numbers mean where the name alone would mislead."""
+
+
+def read_serving_results(load_json: str | None, feedback_db: str | None) -> dict[str, float]:
+    """``serving.*`` numbers from the load-test report and the feedback table, when those files exist.
+
+    They are written after evaluation (``make loadtest``, ``serve``), so they describe the previously
+    served model: the report shows them apart and they never enter ``evaluation.json``.
+    """
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    out: dict[str, float] = {}
+    if load_json and Path(load_json).is_file():
+        try:
+            load = json.loads(Path(load_json).read_text(encoding="utf-8"))
+            out["serving.rps"] = float(load["rps"])
+            out["serving.error_rate"] = float(load["errors"]) / max(1.0, float(load["requests"]))
+            for q in ("p50", "p95"):
+                if q in load.get("latency_ms", {}):
+                    out[f"serving.latency_{q}_ms"] = float(load["latency_ms"][q])
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning("%s: unreadable load-test report (%s); serving speed left out", load_json, err)
+    if feedback_db and Path(feedback_db).is_file():
+        try:
+            with sqlite3.connect(f"file:{feedback_db}?mode=ro", uri=True) as db:
+                rated, mean = db.execute("SELECT COUNT(rating), AVG(rating) FROM interactions").fetchone()
+            out["serving.rated"] = float(rated)
+            if mean is not None:
+                out["serving.mean_rating"] = float(mean)
+        except sqlite3.Error as err:
+            logger.warning("%s: unreadable feedback table (%s); user satisfaction left out", feedback_db, err)
+    return out
+
+
+def build_seed_table(metrics: Mapping[str, float], not_measured: Mapping[str, str],
+                     serving: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per seed metric: ``{"seed", "status", "values": {name: value}, "note"}``.
+
+    ``status`` is ``measured``, ``measured after evaluation`` (serving numbers: from their files when
+    present, else the note says which command measures them and where it writes), ``not measured on
+    this hardware`` (no GPU) or ``not measured`` (switched off, or its inputs are missing), with the
+    reason in ``note`` (from ``not_measured`` when it names one of the row's metrics, else the row's
+    default reason).
+    """
+    serving = dict(serving or {})
+    rows = []
+    for seed, names, default_reason in SEED_METRICS:
+        values = {n: float(metrics[n]) for n in names if n in metrics and _is_number(metrics[n])}
+        later = {n: serving[n] for n in names if n in serving}
+        served = [n for n in names if n.startswith("serving.")]
+        serving_note = SERVING_NOTES.get(served[0], LOADTEST_NOTE) if served else ""
+        if values:  # serving numbers, when the row has some, join the in-stage ones (or the note says where)
+            status = MEASURED
+            note = "; ".join(x for x in (MEASURED_NOTES.get(seed, ""), "" if later else serving_note) if x)
+            values.update(later)
+        elif served:
+            values, status, note = later, LATER, serving_note
+        else:
+            reasons = [not_measured[n] for n in names if n in not_measured]
+            note = reasons[0] if reasons else default_reason
+            status = NOT_MEASURED if note.startswith("no GPU") else NOT_RUN
+        rows.append({"seed": seed, "status": status, "values": values, "note": note})
+    return rows
+
+
+def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapping[str, Any],
+                            loss_curves: Mapping[str, Any], *, serving_load: str | None = None,
+                            serving_feedback: str | None = None) -> tuple[dict[str, float], list[dict], str]:
+    """(flat metrics for ``evaluation.json``, seed-metric table, HTML report).
+
+    ``operations`` is ``lmforge.evaluation.operations.gather_operations`` output; its metrics join the
+    model metrics (``ops.*``), its ``not_measured`` reasons go to the table and the HTML.
+    """
+    from lmforge.evaluation.html_report import build_html_report
+
+    metrics = {**dict(model_metrics), **flatten_metrics(operations.get("metrics", {}))}
+    dropped = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if dropped:  # JSON and MLflow take no NaN/inf: say which, do not write them
+        logger.warning("left out of evaluation.json (not finite): %s", ", ".join(dropped))
+    metrics = {k: v for k, v in metrics.items() if k not in dropped}
+    not_measured = dict(operations.get("not_measured", {}))
+    serving = read_serving_results(serving_load, serving_feedback)
+    table = build_seed_table(metrics, not_measured, serving)
+    missing = [row["seed"] for row in table if row["status"] == NOT_MEASURED]
+    if missing:
+        logger.info("not measured here: %s", ", ".join(missing))
+    page = build_html_report(metrics, table, not_measured, {k: v or [] for k, v in loss_curves.items()})
+    return metrics, table, page

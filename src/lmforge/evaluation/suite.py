@@ -2,9 +2,11 @@
 
 Held-out perplexity and bits per byte on the validation token shards, assistant-token perplexity
 and bits per byte on held-out instruction conversations (rendered with the tokenizer's one chat
-template), HumanEval pass@k (completions run in the sandbox), the identity probe (P/R/F1) and a
-handful of greedy generations. Metric names come from ``lmforge.evaluation.report`` and are stable:
-``<model>.heldout.bits_per_byte``, ``<model>.humaneval.pass_at_1``, ``<model>.identity.f1``...
+template), HumanEval pass@k (completions run in the sandbox), the identity probe (P/R/F1), exact
+match and token F1 of greedy answers to held-out instruction pairs (``exact_match``) and a handful
+of greedy generations. Metric names come from ``lmforge.evaluation.report`` and are stable:
+``<model>.heldout.bits_per_byte``, ``<model>.humaneval.pass_at_1``, ``<model>.identity.f1``,
+``<model>.heldout_pairs.exact_match``, ``<model>.heldout_pairs.token_f1``...
 """
 
 from __future__ import annotations
@@ -37,6 +39,22 @@ class EvaluationConfig:
     humaneval: HumanEvalConfig = field(default_factory=HumanEvalConfig)
     # Identity probe (lmforge.evaluation.identity_probe): {"enabled": bool, "max_new_tokens": int}.
     identity_probe: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "max_new_tokens": 32})
+    # Exact match / token F1 on held-out instruction pairs (lmforge.evaluation.exact_match), greedy:
+    # {"enabled": bool, "max_examples": int, "max_new_tokens": int}. Only pairs whose reference fits in
+    # max_new_tokens - 1 tokens are scored (a cut-off answer could never match exactly).
+    heldout_pairs: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "max_examples": 10,
+                                                                   "max_new_tokens": 32})
+    # Generation speed of the SFT model on held-out prompts (lmforge.evaluation.speed: our batched KV-cache loop
+    # vs transformers generate): {"enabled": bool, "prompts": int, "max_new_tokens": int, "batch_size": int,
+    # "rounds": int}.
+    speed: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "prompts": 8, "max_new_tokens": 16,
+                                                           "batch_size": 8, "rounds": 1})
+    # Operations metrics read back from the chain's MLflow runs (lmforge.evaluation.operations):
+    # {"enabled": bool, "experiment": str}.
+    operations: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "experiment": "lmforge"})
+    # Files of the serving stage shown in the report when present:
+    # {"serving_load": path, "serving_feedback": path}.
+    report: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationConfig:
@@ -92,6 +110,13 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
             metrics, answers = _run_identity_probe(model, hf_tokenizer, identity, int(probe.get("max_new_tokens", 32)))
             results[name]["identity"] = metrics
             generations[f"{name}.identity_probe"] = answers
+        pairs = config.heldout_pairs
+        if pairs.get("enabled", True):
+            metrics, records = _run_heldout_pairs(model, hf_tokenizer, conversations, pairs)
+            results[name]["heldout_pairs"] = metrics
+            generations[f"{name}.heldout_pairs"] = records
+        if name == "sft" and config.speed.get("enabled", True):
+            results[name]["speed"] = _run_speed(model, hf_tokenizer, conversations, config.speed)
         logger.info("%s: held-out ppl %.2f, instruction ppl %.2f", name, results[name]["heldout"]["perplexity"],
                     results[name]["sft_pairs"]["perplexity"])
         del model
@@ -146,3 +171,56 @@ def _run_identity_probe(model: Any, hf_tokenizer: Any, identity: Mapping[str, An
         return [s["completion"] for s in samples]
 
     return run_identity_probe(answer, str(identity["name"]), str(identity["developer"]))
+
+
+def _run_heldout_pairs(model: Any, hf_tokenizer: Any, conversations: Sequence[Mapping[str, Any]],
+                       settings: Mapping[str, Any]) -> tuple[dict[str, float], list[dict]]:
+    """Greedy answers to held-out single-turn pairs (chat template), scored by EM and token F1."""
+    from lmforge.evaluation.exact_match import evaluate_exact_match
+    from lmforge.evaluation.generation import encode_prompt, generate_samples
+
+    max_new_tokens = int(settings.get("max_new_tokens", 32))
+    context = getattr(model.config, "max_position_embeddings", None)
+
+    def count_tokens(text: str) -> int:
+        return len(hf_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_fits(prompt: str) -> bool:
+        return not context or len(encode_prompt(hf_tokenizer, prompt, chat=True)) + max_new_tokens <= context
+
+    def answer(prompts: list[str]) -> list[str]:
+        samples = generate_samples(model, hf_tokenizer, prompts, max_new_tokens=max_new_tokens, chat=True)
+        return [s["completion"] for s in samples]
+
+    return evaluate_exact_match(answer, conversations, max_examples=int(settings.get("max_examples", 10)),
+                                count_tokens=count_tokens, max_reference_tokens=max_new_tokens - 1,
+                                prompt_fits=prompt_fits)
+
+
+def _run_speed(model: Any, hf_tokenizer: Any, conversations: Sequence[Mapping[str, Any]],
+               settings: Mapping[str, Any]) -> dict[str, float]:
+    """requests/s, tokens/s, response time p50/p95 and peak memory of batched greedy generation.
+
+    Prompts: the user turns of the first ``prompts`` single-turn held-out pairs that fit the context
+    with ``max_new_tokens``. Keys as ``lmforge.evaluation.speed.speed_metrics`` (ours, then ``transformers.*``).
+    """
+    from lmforge.evaluation.exact_match import split_single_turn
+    from lmforge.evaluation.generation import encode_prompt
+    from lmforge.evaluation.speed import compare_generation_speed, speed_metrics
+
+    max_new_tokens = int(settings.get("max_new_tokens", 16))
+    context = getattr(model.config, "max_position_embeddings", None) or 10**9
+    prompts = []
+    for conv in conversations:
+        pair = split_single_turn(conv)
+        if pair and len(encode_prompt(hf_tokenizer, pair[0], chat=True)) + max_new_tokens <= context:
+            prompts.append(pair[0])
+        if len(prompts) >= int(settings.get("prompts", 8)):
+            break
+    if not prompts:
+        logger.warning("generation speed: no held-out prompt fits the %s-token context", context)
+        return {}
+    comparison = compare_generation_speed(model, hf_tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                          batch_size=int(settings.get("batch_size", 8)),
+                                          rounds=int(settings.get("rounds", 1)))
+    return {key.split(".", 1)[1]: value for key, value in speed_metrics(comparison).items()}

@@ -2,12 +2,17 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import evaluate_models
+from .nodes import build_report, evaluate_models, gather_operations
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(evaluate_models, ["pretrain_checkpoint", "sft_checkpoint", "tokenizer", "token_shards",
                                "sft_validation_conversations", "params:evaluation", "params:sft.identity"],
-             ["evaluation_metrics", "generations"], name="evaluate_models"),
+             ["model_metrics", "generations"], name="evaluate_models"),
+        Node(gather_operations, ["pretrain_metrics", "sft_metrics", "params:evaluation"], "operations",
+             name="gather_operations"),
+        Node(build_report, ["model_metrics", "operations", "pretrain_loss_curve", "sft_loss_curve",
+                            "params:evaluation"],
+             ["evaluation_metrics", "seed_metrics", "evaluation_report"], name="build_report"),
     ])
