@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install run test lint ui clean serve chat loadtest
+.PHONY: help install run test lint ui clean serve chat loadtest graph viz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first: an exact CPU build; a bare `torch` requirement would pull several GB of CUDA wheels.
 	$(BIN)/python -m pip install torch==2.13.0
 	$(BIN)/python -m pip install -e ".[dev]"
+	# the notebook kernel `python3` inside .venv (notebooks/compare_runs.ipynb; the tests execute it)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lmforge .venv)"
 	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~1-2 min): do it now, once.
 	$(BIN)/python -m lmforge.training.prebuild
 	touch $@
@@ -62,3 +64,13 @@ chat: install  ## chat with `make serve` in the terminal; rate answers with /rat
 
 loadtest: install  ## 100 requests to `make serve` on loopback: req/s and p50/p95/p99 to MLflow + data/08_reporting
 	$(BIN)/python -m lmforge.packaging.loadtest --url http://127.0.0.1:$(SERVE_PORT) --requests 100 --concurrency 4
+
+VIZ_PORT ?= 4141
+
+graph: install  ## export the pipeline graph offline: build/index.html (static kedro-viz) + build/api/main (JSON)
+	rm -rf build
+	$(BIN)/kedro viz build
+	@echo "pipeline graph: build/api/main (nodes/edges JSON); view build/index.html with: $(BIN)/python -m http.server -d build -b 127.0.0.1 $(VIZ_PORT)"
+
+viz: install  ## interactive pipeline graph (kedro viz run, offline) on http://127.0.0.1:$(VIZ_PORT)
+	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser

@@ -118,7 +118,8 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
                 "data/08_reporting/data_docs/index.html", "data/06_models/tokenizer/tokenizer.model",
                 "data/06_models/tokenizer/tokenizer.json", "data/05_model_input/tokens/index.json",
                 "data/06_models/pretrain/model.safetensors", "data/06_models/sft/model.safetensors",
-                "data/07_model_output/lmforge-chat/README.md", "data/08_reporting/pretrain_loss.json"]:
+                "data/07_model_output/lmforge-chat/README.md", "data/08_reporting/pretrain_loss.json",
+                "data/08_reporting/evaluation_report.html", "data/08_reporting/seed_metrics.json"]:
         assert (root / rel).exists(), rel
     metrics = {s: json.loads((root / "data/08_reporting" / f"{s}.json").read_text()) for s in STAGES}
     dp = metrics["data_processing"]
@@ -149,6 +150,9 @@ def test_mlflow_has_one_run_per_stage(chain):
     loss_history = client.get_metric_history(by_name["pretrain"].info.run_id, "pretrain.loss")
     assert len(loss_history) == 30 and loss_history[-1].value < loss_history[0].value
     assert "evaluation.sft_pairs.perplexity_ratio" in by_name["evaluation"].data.metrics
+    assert by_name["evaluation"].data.metrics["evaluation.ops.pretrain.runs"] == 1  # read back from the pretrain run
+    assert [a.path for a in client.list_artifacts(by_name["evaluation"].info.run_id, "reports")] == [
+        "reports/evaluation_report.html"]
     assert any(k.startswith("dvc.") for k in by_name["tokenizer"].data.tags)  # hashes of its inputs
     assert any(k.startswith("system/") for k in by_name["pretrain"].data.metrics)
 
@@ -167,6 +171,26 @@ def test_packaged_model_loads_and_generates(chain):
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_compare_runs_notebook_executes_on_the_chain(chain, monkeypatch):
+    """notebooks/compare_runs.ipynb reads this chain's MLflow runs and DVC metrics and draws them (~15 s)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    root, env, _, _ = chain
+    for name in ("MLFLOW_TRACKING_URI", "PATH", "DVC_NO_ANALYTICS"):  # the kernel inherits this environment
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("LMFORGE_PROJECT_DIR", str(root))
+    notebook = nbformat.read(root / "notebooks/compare_runs.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
+    assert not [out for out in outputs if out.output_type == "error"]
+    assert any("image/png" in out.get("data", {}) for out in outputs)
+    text = "\n".join(out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs)
+    assert "pretrain.loss" in text and "workspace (DVC)" not in text  # curves from the MLflow histories
+    assert "sft_pairs.perplexity_ratio" in text  # evaluation scores of the evaluation run
 
 
 def test_noop_repro_is_fast_and_param_change_reruns_downstream_only(chain):

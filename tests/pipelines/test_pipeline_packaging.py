@@ -39,6 +39,8 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
             "gate"]),
+        "params:pretrain": MemoryDataset({"train": {"lr": 3e-3, "max_steps": 20}}),
+        "params:sft": MemoryDataset({"train": {"lr": 1e-3}}),
         "packaged_model": ArtifactDirectory(str(package_dir)),
     })
 
@@ -55,6 +57,8 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
     assert "lmforge-chat-test" in card
     assert sha256 in card
     assert "debug" in card  # the preset, from the pretrain metrics
+    assert "| pretrain.train.lr | 0.003 |" in card  # key hyperparameters, from params:pretrain
+    assert "| parameters.non_embedding |" in card  # counted from the checkpoint's safetensors
 
     model = AutoModelForCausalLM.from_pretrained(str(package_dir), dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir), local_files_only=True)
@@ -85,6 +89,8 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate):
         "evaluation_metrics": MemoryDataset(EVALUATION),
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(gate),
+        "params:pretrain": MemoryDataset({"model": {"preset": "debug"}, "train": {"lr": 3e-3}}),
+        "params:sft": MemoryDataset({"train": {"lr": 1e-3}, "finetuning": "full"}),
         "packaged_model": ArtifactDirectory(str(tmp_path / "data/07_model_output/lmforge-chat")),
     })
 

@@ -4,14 +4,21 @@ The card is rendered from one typed record, `ModelCardInfo`, filled by the pipel
 resolved config, data manifests, evaluation metrics and git state, so every published package says
 which commit and which data (by hash) produced it. The YAML front matter follows the Hugging Face
 model-card convention (``library_name``, ``license``, ``tags``) so hub tooling reads it.
+
+`build_model_card_info` fills the record from what the packaging stage has: the stage metrics,
+the resolved ``params:pretrain`` / ``params:sft`` (key hyperparameters), the checkpoint's weights
+(parameter counts, read from the safetensors headers without loading a tensor) and ``dvc.lock``
+(the DVC hashes of the data, tokenizer and checkpoints).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
@@ -19,6 +26,21 @@ HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 
 DEFAULT_TAGS = ("lmforge", "causal-lm", "text-generation", "code", "chat")
 """Tags always written to the front matter."""
+
+DATA_ARTIFACTS = {"documents": "data/03_primary/documents", "token_shards": "data/05_model_input/tokens",
+                  "sft_train": "data/04_feature/sft_train.jsonl", "tokenizer": "data/06_models/tokenizer",
+                  "pretrain_checkpoint": "data/06_models/pretrain", "sft_checkpoint": "data/06_models/sft"}
+"""DVC outputs whose hashes (from ``dvc.lock``) the card lists as ``<name>.dvc_md5``."""
+
+HYPERPARAMETER_KEYS = ("model.preset", "model.overrides", "base_model", "finetuning", "packing", "max_length",
+                       "train.max_steps", "train.micro_batch_size", "train.gradient_accumulation_steps",
+                       "train.lr", "train.min_lr_ratio", "train.warmup_steps", "train.weight_decay", "train.betas",
+                       "train.grad_clip", "train.precision", "train.seed", "deepspeed.zero_stage",
+                       "deepspeed.offload_optimizer", "launch.launcher", "launch.nnodes", "launch.nproc_per_node")
+"""Dotted keys of ``params:pretrain`` / ``params:sft`` shown as the card's key hyperparameters (when set)."""
+
+EMBEDDING_TENSOR_SUFFIXES = ("embed_tokens.weight", "lm_head.weight", "wte.weight")
+"""Weights counted as "embedding" parameters (input embedding and untied output head)."""
 
 
 @dataclass
@@ -47,6 +69,139 @@ class ModelCardInfo:
     """SPDX-style license id written to the front matter."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth recording; rendered under "Additional information"."""
+
+
+def count_checkpoint_parameters(checkpoint_dir: str | Path) -> dict[str, int]:
+    """``{"total", "embedding", "non_embedding"}`` parameter counts of a saved model, from its safetensors headers.
+
+    Reads only the JSON header of each ``model*.safetensors`` file (shapes, no tensor data), so it is
+    instant for any size and needs no torch. Empty when the folder holds no full model (a LoRA adapter).
+    """
+    files = sorted(Path(checkpoint_dir).glob("model*.safetensors"))
+    total = embedding = 0
+    for path in files:
+        with path.open("rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+        for name, tensor in header.items():
+            if name == "__metadata__":
+                continue
+            count = math.prod(tensor["shape"])
+            total += count
+            if name.endswith(EMBEDDING_TENSOR_SUFFIXES):
+                embedding += count
+    return {"total": total, "embedding": embedding, "non_embedding": total - embedding} if files else {}
+
+
+def lookup_dvc_hashes(project_path: str | Path, artifacts: Mapping[str, str] = DATA_ARTIFACTS) -> dict[str, str]:
+    """``{name: "<out path>:<md5>"}`` from ``dvc.lock``, saying why where a hash is absent (never hiding it)."""
+    from lmforge.tracking import dvc_hashes
+
+    if not (Path(project_path) / "dvc.lock").exists():
+        return {name: f"absent: no dvc.lock in {project_path} (run `dvc repro` to record {path})"
+                for name, path in artifacts.items()}
+    found = dvc_hashes(project_path, artifacts)
+    return {name: found.get(f"dvc.{name}", f"absent: {path} is not a DVC output in dvc.lock")
+            for name, path in artifacts.items()}
+
+
+def select_hyperparameters(stage_params: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:
+    """``{"<stage>.<key>": value}`` for every `HYPERPARAMETER_KEYS` entry set in each stage's params."""
+    selected: dict[str, Any] = {}
+    for stage, params in stage_params.items():
+        for key in HYPERPARAMETER_KEYS:
+            value = _lookup(params or {}, key)
+            if value is None or value == {} or value == []:
+                continue
+            selected[f"{stage}.{key}"] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+    return selected
+
+
+def summarize_training_data(metrics: Mapping[str, Mapping[str, Any]], dvc_hashes: Mapping[str, str]) -> dict[str, Any]:
+    """Records, tokens and SFT pairs from the stage metrics, plus ``<name>.dvc_md5`` per DVC output."""
+    data = metrics.get("data_processing", {}) or {}
+    tokenizer = metrics.get("tokenizer", {}) or {}
+    sft_data = (metrics.get("sft", {}) or {}).get("data", {}) or {}
+    dropped = data.get("dropped")
+    summary = {
+        "documents.records_in": data.get("records_in"),
+        "documents.records_out": data.get("records_out"),
+        "documents.dropped": sum(dropped.values()) if isinstance(dropped, Mapping) else dropped,
+        "documents.bytes_out": data.get("bytes_out"),
+        "pretrain.train_tokens": tokenizer.get("train_tokens"),
+        "pretrain.validation_tokens": tokenizer.get("validation_tokens"),
+        "pretrain.tokens_seen": (metrics.get("pretrain", {}) or {}).get("tokens"),
+        "sft.train_pairs": sft_data.get("train_pairs"),
+        "sft.validation_pairs": sft_data.get("validation_pairs"),
+        "sft.identity_conversations": sft_data.get("identity_conversations"),
+        "tokenizer.vocab_size": tokenizer.get("vocab_size"),
+        "tokenizer_sha256": tokenizer.get("sha256"),
+    }
+    summary = {key: value for key, value in summary.items() if value is not None}
+    summary.update({f"{name}.dvc_md5": value for name, value in dvc_hashes.items()})
+    return summary
+
+
+def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: str = "") -> str:
+    """E.g. ``"pretrain: 2 process(es) on cpu, ZeRO-2; sft: ...; packaged on 2 CPU cores (x86_64)"``."""
+    parts = []
+    for stage in ("pretrain", "sft"):
+        stage_metrics = metrics.get(stage, {}) or {}
+        if "world_size" in stage_metrics:
+            device = stage_metrics.get("device") or "unrecorded device"
+            parts.append(f"{stage}: {stage_metrics['world_size']} process(es) on {device}, "
+                         f"ZeRO-{stage_metrics.get('zero_stage', '?')}")
+    if host:
+        parts.append(f"packaged on {host}")
+    return "; ".join(parts)
+
+
+def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], params: Mapping[str, Any], *, git_commit: str,
+                          host: str = "", checkpoint_dir: str | Path | None = None,
+                          hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
+                          dvc_hashes: Mapping[str, str] | None = None) -> ModelCardInfo:
+    """The card of a chain's model: ``metrics`` is ``{stage: metrics dict}`` of every stage before packaging.
+
+    ``params`` is ``params:packaging``; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
+    ``dvc_hashes`` is ``{name: "<path>:<md5>"}`` (`DATA_ARTIFACTS` looked up in dvc.lock); ``host``
+    describes the machine packaging runs on. Parameter counts come from ``checkpoint_dir`` when it holds
+    a full model, else from the pretrain metrics.
+    """
+    from lmforge.tracking import flatten
+
+    pretrain, sft = metrics.get("pretrain", {}) or {}, metrics.get("sft", {}) or {}
+    counts = count_checkpoint_parameters(checkpoint_dir) if checkpoint_dir else {}
+    if not counts and pretrain.get("model_params"):
+        counts = {"total": int(pretrain["model_params"])}
+    sft_params = (hyperparameters or {}).get("sft") or {}
+    base_model = sft_params.get("base_model") or "lmforge pretrain checkpoint (this chain)"
+    training = {"pretrain.steps": pretrain.get("steps"), "pretrain.tokens": pretrain.get("tokens"),
+                "pretrain.final_loss": pretrain.get("final_loss"), "sft.steps": sft.get("steps"),
+                "sft.tokens": sft.get("tokens"), "sft.final_loss": sft.get("final_loss"),
+                **select_hyperparameters(hyperparameters or {})}
+    return ModelCardInfo(
+        model_name=params.get("model_name", "lmforge-chat"),
+        preset=str(pretrain.get("preset") or _lookup((hyperparameters or {}).get("pretrain") or {}, "model.preset")
+                   or ""),
+        parameter_counts=counts,
+        base_model=str(base_model),
+        training={key: value for key, value in training.items() if value is not None},
+        data=summarize_training_data(metrics, dvc_hashes or {}),
+        evaluation=dict(flatten(metrics.get("evaluation", {}) or {})),
+        git_commit=git_commit,
+        hardware=describe_training_hardware(metrics, host),
+        license=params.get("license", "apache-2.0"),
+    )
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    """``values["a"]["b"]`` for ``"a.b"`` (lists and empty mappings included), None when absent."""
+    current: Any = values
+    for part in dotted.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return None
+        current = current[part]
+    return current
 
 
 def render_model_card(info: ModelCardInfo) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.packaging.export import PackageVerificationError, package_model, verify_package
-from lmforge.packaging.model_card import ModelCardInfo
+from lmforge.packaging.model_card import build_model_card_info, lookup_dvc_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -128,33 +128,18 @@ def describe_hardware() -> str:
 
 
 def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
-                  params: Mapping[str, Any], *, git_commit: str) -> tuple[str, dict]:
+                  params: Mapping[str, Any], *, git_commit: str, project_path: str | Path = ".",
+                  hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
     """Package ``sft_checkpoint`` + tokenizer into a staging dir; returns (dir, packaging metrics).
 
     The package is verified by loading and generating, and (for a full checkpoint; a LoRA adapter
     is merged first, so there is no plain source to compare with) by the logits round trip.
     """
-    from lmforge.tracking import flatten
     from lmforge.training.lora import is_adapter_dir
 
-    pretrain, sft = metrics.get("pretrain", {}), metrics.get("sft", {})
-    card = ModelCardInfo(
-        model_name=params.get("model_name", "lmforge-chat"),
-        preset=str(pretrain.get("preset", "")),
-        parameter_counts={"total": int(pretrain.get("model_params", 0))},
-        base_model="lmforge pretrain checkpoint (this chain)",
-        training={"pretrain.steps": pretrain.get("steps"), "pretrain.tokens": pretrain.get("tokens"),
-                  "pretrain.final_loss": pretrain.get("final_loss"), "sft.steps": sft.get("steps"),
-                  "sft.final_loss": sft.get("final_loss"), "zero_stage": pretrain.get("zero_stage"),
-                  "processes": pretrain.get("world_size")},
-        data={"records": metrics.get("data_processing", {}).get("records_out"),
-              "tokenizer_sha256": metrics.get("tokenizer", {}).get("sha256"),
-              "vocab_size": metrics.get("tokenizer", {}).get("vocab_size")},
-        evaluation={k: v for k, v in flatten(metrics.get("evaluation", {})).items()},
-        git_commit=git_commit,
-        hardware=describe_hardware(),
-        license=params.get("license", "apache-2.0"),
-    )
+    card = build_model_card_info(metrics, params, git_commit=git_commit, host=describe_hardware(),
+                                 checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
+                                 dvc_hashes=lookup_dvc_hashes(project_path))
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
     package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card)
     check = verify_package(out_dir, prompt=params.get("verify_prompt", "def add(a, b):"))
@@ -169,7 +154,8 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
 
 def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
                   params: Mapping[str, Any], gate: Mapping[str, Mapping[str, float]] | None, *,
-                  git_commit: str, project_path: str | Path = ".") -> tuple[str, dict]:
+                  git_commit: str, project_path: str | Path = ".",
+                  hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
     """The packaging stage: quality gate, package (+ round trip), then the Model Registry.
 
     The gate is checked first, so a refused model costs no packaging time. ``params["registry"]``
@@ -178,7 +164,8 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     """
     checks = check_gate(metrics.get("evaluation", {}), gate)
     enforce_gate(checks)
-    package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, params, git_commit=git_commit)
+    package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, params, git_commit=git_commit,
+                                        project_path=project_path, hyperparameters=hyperparameters)
     result = {**result, "gate_passed": True, "gate_bounds": len(checks)}
     registry = dict(params.get("registry") or {})
     if registry.get("enabled", False):
