@@ -1,6 +1,7 @@
 """Tests of normalisation, each cleaning filter and the counts of clean_documents."""
 
 import pytest
+from data_samples import PROSE
 
 from lmforge.data.cleaning import (
     REASONS,
@@ -231,16 +232,6 @@ def test_clean_documents_repairs_before_filtering_and_can_be_turned_off():
 
 # --- PII, language, natural-language quality ------------------------------------------
 
-PROSE = (
-    "The old harbour town lies at the mouth of a slow river, and most of its houses are built of grey stone.\n"
-    "Fishing boats still leave before dawn, although tourism now brings more money than the catch.\n"
-    "\n"
-    "In summer the narrow streets fill with visitors who come to see the lighthouse and the medieval church.\n"
-    "Local families rent rooms to them, and several bakeries sell bread that is made with flour from nearby farms.\n"
-    "\n"
-    "During winter the town becomes quiet again: storms close the road along the coast for days at a time,\n"
-    "and the school bus has to take a longer route through the hills to reach the villages inland.\n"
-)
 FRENCH_PROSE = (
     "La vieille ville portuaire se trouve à l'embouchure d'une rivière lente, et la plupart de ses maisons "
     "sont construites en pierre grise. Les bateaux de pêche partent encore avant l'aube, bien que le tourisme "
