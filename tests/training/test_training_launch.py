@@ -87,3 +87,44 @@ def test_failed_job_raises_training_error_with_the_log_tail(tmp_path, deepspeed_
     assert f"Token shard folder {missing} does not exist" in message  # the worker's error, from the log tail
     assert (tmp_path / "run/job.json").is_file()
     assert not (tmp_path / "run/result.json").exists()
+
+
+def _fake_job(tmp_path, monkeypatch, script: str) -> JobSpec:
+    """A 'job' whose launcher command is ``script`` (run with this interpreter in the run dir)."""
+    import lmforge.training.launch as launch_module
+
+    monkeypatch.setattr(launch_module, "build_command", lambda *a, **k: [sys.executable, "-c", script])
+    run_dir = tmp_path / "run"
+    train = TrainArgs(max_steps=1, micro_batch_size=1)
+    return JobSpec(kind="pretrain", model={"preset": "debug", "overrides": {}}, init_from=None, data={}, train=train,
+                   deepspeed={}, output_dir=str(run_dir / "export"), run_dir=str(run_dir), metric_prefix="pretrain")
+
+
+def test_crash_at_exit_after_every_rank_finished_keeps_the_result(tmp_path, monkeypatch, caplog):
+    script = ("import os, pathlib, sys; d = pathlib.Path('{d}'); (d / 'result.json').write_text('{{\"final_loss\": 1.5}}');"
+              " (d / 'complete').write_text('done'); print(\"terminate called after throwing an instance of "
+              "'gloo::IoException'\", flush=True); os.abort()").format(d=tmp_path / "run")
+    spec = _fake_job(tmp_path, monkeypatch, script)
+
+    with caplog.at_level("WARNING", logger="lmforge.training.launch"):
+        result = launch_job(spec, LaunchArgs(launcher="torchrun", nproc_per_node=1))
+
+    assert result == {"final_loss": 1.5}
+    assert "failed while exiting" in caplog.text and "gloo::IoException" in caplog.text
+
+
+def test_crash_before_the_end_names_the_ranks_first_error_not_only_the_tail(tmp_path, monkeypatch):
+    # result.json written (rank 0 got that far) but no completion marker: the job failed.
+    script = ("import os, pathlib; d = pathlib.Path('{d}'); (d / 'result.json').write_text('{{}}');"
+              " print(\"what():  [gloo/transport/tcp/pair.cc:534] Connection closed by peer\", flush=True);"
+              " [print('launcher noise', i) for i in range(100)]; os.abort()").format(d=tmp_path / "run")
+    spec = _fake_job(tmp_path, monkeypatch, script)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/complete").write_text("left over from the previous run")  # must not count
+
+    with pytest.raises(TrainingError) as err:
+        launch_job(spec, LaunchArgs(launcher="torchrun", nproc_per_node=1))
+
+    message = str(err.value)
+    assert "Connection closed by peer" in message  # 100 lines before the end: outside the 40-line tail
+    assert "launcher noise 99" in message

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,7 +29,14 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
-    """A training job failed; the message carries the last lines of its log."""
+    """A training job failed; the message carries the ranks' error lines and the last lines of its log."""
+
+
+# Rank 0 writes this after every rank passed the job's final barrier (``loop.finish_job``): the outputs
+# are complete even if a process then fails while the interpreter shuts down.
+COMPLETE_MARKER = "complete"
+_ERROR_LINE = re.compile(r"Traceback|Error|Exception|terminate called|what\(\):|Abort|Killed|Segmentation fault")
+_NOT_AN_ERROR = re.compile(r"Warning|warnings\.warn|ChildFailedError|error_file:")
 
 
 def free_port() -> int:
@@ -95,11 +103,14 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
     spec.save(config_path)
     result_path = run_dir / "result.json"
     result_path.unlink(missing_ok=True)
+    complete_path = run_dir / COMPLETE_MARKER
+    complete_path.unlink(missing_ok=True)
     port = launch.master_port or free_port()
     cmd = build_command(f"lmforge.training.{spec.kind}", config_path, launch, port)
     logger.info("launching %s job on %d process(es): %s", spec.kind, resolve_nproc(launch) * launch.nnodes,
                 " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
+    errors: list[str] = []  # the first error lines of the ranks: the cause, before the launcher's summary
     with open(run_dir / "train.log", "w", encoding="utf-8") as log_file:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=child_environment(env), start_new_session=True)
@@ -108,15 +119,23 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
             for line in proc.stdout:
                 log_file.write(line)
                 tail.append(line.rstrip())
+                if len(errors) < 30 and _ERROR_LINE.search(line) and not _NOT_AN_ERROR.search(line):
+                    errors.append(line.rstrip())
                 if "[lmforge]" in line or "Error" in line or "error" in line:
                     logger.info("%s", line.rstrip())
             returncode = proc.wait(timeout=launch.timeout_s or None)
         except BaseException:
             _kill_group(proc)
             raise
-    if returncode != 0 or not result_path.exists():
+    log_path = run_dir / "train.log"
+    if returncode != 0 and result_path.exists() and complete_path.exists():
+        logger.warning("%s job: every rank finished and the outputs are written, but a process failed while "
+                       "exiting (exit code %d); first error lines:\n%s\nfull log: %s", spec.kind, returncode,
+                       "\n".join(errors) or "(none)", log_path)
+    elif returncode != 0 or not result_path.exists():
+        cause = ("first error lines of the ranks:\n" + "\n".join(errors) + "\n...\n") if errors else ""
         raise TrainingError(
-            f"{spec.kind} job failed (exit code {returncode}); full log: {run_dir / 'train.log'}\n"
+            f"{spec.kind} job failed (exit code {returncode}); full log: {log_path}\n{cause}last lines:\n"
             + "\n".join(tail)
         )
     return json.loads(result_path.read_text())

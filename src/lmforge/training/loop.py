@@ -40,6 +40,22 @@ def init_distributed() -> tuple[int, int]:
     return rank, world
 
 
+def finish_job(run_dir: str | Path, rank: int) -> None:
+    """End of a worker: every rank meets, rank 0 marks the job complete, the process group is closed.
+
+    The marker tells the launcher the outputs are whole even if a process then fails at exit (a gloo
+    peer closing while the interpreter shuts down); destroying the group first makes that rarer.
+    """
+    import torch.distributed as dist
+
+    from lmforge.training.launch import COMPLETE_MARKER
+
+    dist.barrier()
+    if rank == 0:
+        Path(run_dir, COMPLETE_MARKER).write_text("every rank passed the final barrier\n")
+    dist.destroy_process_group()
+
+
 def lr_lambda(step: int, *, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
     if warmup > 0 and step < warmup:

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     from lmforge.model.presets import Preset
     from lmforge.tokenizer.shards import TokenShards
     from lmforge.training.data import sample_indices
-    from lmforge.training.loop import init_distributed, train
+    from lmforge.training.loop import finish_job, init_distributed, train
 
     rank, world = init_distributed()
     shards = TokenShards.open(spec.data["token_shards"], expected_tokenizer_sha256=spec.tokenizer_sha256)
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         return {"input_ids": ids, "labels": ids}
 
     train(spec, model, next_batch, rank=rank, world_size=world, epoch_size=n_blocks)
+    finish_job(spec.run_dir, rank)
 
 
 if __name__ == "__main__":

@@ -228,11 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     spec = load_job_spec("lmforge SFT worker (started by the launcher on each rank)", argv)
 
     import torch
-    import torch.distributed as dist
     from transformers import AutoModelForCausalLM
 
     from lmforge.training.data import sample_indices
-    from lmforge.training.loop import init_distributed, train
+    from lmforge.training.loop import finish_job, init_distributed, train
 
     rank, world = init_distributed()
     torch.manual_seed(spec.train.seed)
@@ -284,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         path.write_text(json.dumps({**json.loads(path.read_text()), **extra}, indent=2))
         logger.info("sft: packing efficiency %s, validation loss %s -> %s",
                     extra.get("packing_efficiency"), extra.get("validation_loss_initial"), extra.get("validation_loss"))
-    dist.barrier()
+    finish_job(spec.run_dir, rank)
 
 
 if __name__ == "__main__":
