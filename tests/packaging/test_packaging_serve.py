@@ -21,7 +21,8 @@ import pytest
 
 from lmforge.packaging.chat import ChatSession, parse_rating, run_chat
 from lmforge.packaging.loadtest import percentile, post_json, record_load_report, require_loopback, run_load_test
-from lmforge.packaging.serve import FeedbackStore, resolve_model
+from lmforge.packaging.serve import FeedbackStore, parse_registry_version, resolve_model
+from lmforge.packaging.serve import main as serve_main
 
 STARTUP_TIMEOUT_S = 90
 
@@ -279,3 +280,51 @@ def test_resolve_model_from_a_registry_alias(tmp_path, tiny_model_dir, tiny_toke
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         resolve_model(str(tmp_path / "nowhere"))
+
+
+def test_parse_registry_version():
+    assert parse_registry_version("lmforge-chat/3") == ("lmforge-chat", "3")
+    assert parse_registry_version("team/lmforge-chat/12") == ("team/lmforge-chat", "12")
+    for not_registry in ("lmforge-chat@0123456789ab", "lmforge-chat/champion", "/3", "3"):
+        assert parse_registry_version(not_registry) is None
+
+
+def test_summary_tags_the_registered_model_version(tmp_path, monkeypatch, caplog):
+    """``serve --summary`` logs the mean rating per version and puts it on the registry version it was served as."""
+    import logging
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    client.create_registered_model("h3-sat")
+    source = tmp_path / "artifacts" / "model"
+    source.mkdir(parents=True)
+    number = client.create_model_version("h3-sat", source=source.as_uri()).version
+
+    store = FeedbackStore(tmp_path / "feedback.sqlite")
+    rows = [(f"h3-sat/{number}", 4), (f"h3-sat/{number}", 1), (f"h3-sat/{number}", None),
+            ("pkg@0123456789ab", 5), ("h3-sat/99", 3)]  # a directory version; a version the registry lacks
+    for i, (version, rating) in enumerate(rows):
+        store.record(f"id{i}", version, {"messages": []}, "reply", 1.0)
+        if rating is not None:
+            store.rate(f"id{i}", rating)
+
+    with caplog.at_level(logging.WARNING, logger="lmforge.packaging.serve"):
+        serve_main(["--summary", "--feedback-db", str(store.path)])
+
+    tags = client.get_model_version("h3-sat", number).tags
+    assert float(tags["user_satisfaction.mean_rating"]) == pytest.approx((4 + 1) / 2)
+    assert tags["user_satisfaction.ratings"] == "2" and tags["user_satisfaction.responses"] == "3"
+    assert float(tags["user_satisfaction.rating_rate"]) == pytest.approx(2 / 3)
+    run = client.get_run(tags["user_satisfaction.run_id"])  # the same numbers as metrics of a serving run
+    assert run.data.tags["model_version"] == f"h3-sat/{number}"
+    assert run.data.metrics["serving.user_satisfaction.mean_rating"] == pytest.approx(2.5)
+    assert client.get_experiment(run.info.experiment_id).name == "lmforge-serving"
+
+    versions = {r.data.tags["model_version"] for r in client.search_runs([run.info.experiment_id])}
+    assert versions == {f"h3-sat/{number}", "pkg@0123456789ab", "h3-sat/99"}  # every version still gets its run
+    assert any("h3-sat/99 is not in the registry" in r.getMessage() for r in caplog.records)
+    assert [v.version for v in client.search_model_versions("name = 'h3-sat'")] == [number]

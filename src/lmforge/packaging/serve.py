@@ -13,11 +13,14 @@ uvicorn server (one worker) with a FastAPI app:
 
 Every answered request is a row of a SQLite table (``FeedbackStore``; default
 ``data/08_reporting/serving_feedback.sqlite``) holding the request, the reply, its latency and, once the
-user rates it, the rating. Bad requests (malformed JSON, no messages, unknown role, special-token text,
-prompt longer than the context) get a 4xx JSON ``{"error": {"message", "type"}}`` and the server keeps
-serving. Generation holds a lock: one request generates at a time (a CPU model gains nothing from more).
+user rates it, the rating. ``--summary`` (`log_satisfaction`) logs the mean rating per model version to
+MLflow and, for a version served from the Model Registry, tags that registered model version with it
+(``user_satisfaction.mean_rating``, ``user_satisfaction.ratings``, ...). Bad requests (malformed JSON, no
+messages, unknown role, special-token text, prompt longer than the context) get a 4xx JSON
+``{"error": {"message", "type"}}`` and the server keeps serving. Generation holds a lock: one request
+generates at a time (a CPU model gains nothing from more).
 
-``--model`` is a package directory, or an MLflow URI (``models:/lmforge-chat@champion``, ``runs:/...``)
+``--model`` is a package directory, or an MLflow URI (``models:/lmforge-chat-tiny@champion``, ``runs:/...``)
 that is downloaded first; the model version recorded with each row is the registry version when known,
 else ``<dir name>@<sha256 of the weights, 12 hex>``.
 """
@@ -115,15 +118,54 @@ class FeedbackStore:
         }
 
 
+SATISFACTION_TAG_PREFIX = "user_satisfaction."
+"""Prefix of the registered-model-version tags `log_satisfaction` sets (``user_satisfaction.mean_rating``, ...)."""
+
+
+def parse_registry_version(model_version: str) -> tuple[str, str] | None:
+    """``"<registered model name>/<version number>"`` (what `resolve_model` records) -> (name, number), else None."""
+    name, sep, number = model_version.rpartition("/")
+    return (name, number) if sep and name and number.isdigit() else None
+
+
 def log_satisfaction(store: FeedbackStore, tracking_uri: str | None = None) -> dict[str, dict[str, float]]:
-    """Log each model version's mean rating to MLflow (one run per version, tag ``model_version``)."""
+    """Log each model version's user-satisfaction metric to MLflow; put it on registered versions too.
+
+    Every model version in the table gets a run in the ``lmforge-serving`` experiment (tag ``model_version``,
+    metrics ``serving.user_satisfaction.{responses,rated,mean_rating,rating_rate}``). A version served from the
+    Model Registry (``<name>/<number>``, recorded when the server loaded ``models:/<name>@<alias>`` or
+    ``models:/<name>/<number>``) also gets tags on that registered model version:
+    ``user_satisfaction.{mean_rating,ratings,responses,rating_rate,run_id}``, so the registry shows each
+    version's rating next to its lineage. A registry version unknown to this tracking server is logged with
+    a warning and skipped. Returns `FeedbackStore.summary`.
+    """
+    import mlflow
+
     from lmforge.packaging.loadtest import log_to_mlflow
 
     summary = store.summary()
     for version, stats in summary.items():
         metrics = {f"serving.user_satisfaction.{k}": v for k, v in stats.items() if v is not None}
-        log_to_mlflow(metrics, params={}, tags={"model_version": version}, run_name=f"satisfaction-{version}",
-                      tracking_uri=tracking_uri)
+        run_id = log_to_mlflow(metrics, params={}, tags={"model_version": version},
+                               run_name=f"satisfaction-{version}", tracking_uri=tracking_uri)
+        registered = parse_registry_version(version)
+        if registered is None:
+            continue
+        name, number = registered
+        tags = {"ratings": str(stats["rated"]), "responses": str(stats["responses"]),
+                "rating_rate": f"{stats['rating_rate']:.6g}", "run_id": run_id}
+        if stats["mean_rating"] is not None:
+            tags["mean_rating"] = f"{stats['mean_rating']:.6g}"
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        try:
+            for key, value in tags.items():
+                client.set_model_version_tag(name, number, SATISFACTION_TAG_PREFIX + key, value)
+        except mlflow.exceptions.MlflowException as exc:
+            logger.warning("model version %s is not in the registry at %s, its rating stays on run %s only: %s",
+                           version, mlflow.get_tracking_uri(), run_id, exc.message)
+            continue
+        logger.info("registered model %s version %s: user_satisfaction.mean_rating=%s over %s rating(s)",
+                    name, number, tags.get("mean_rating", "none"), tags["ratings"])
     return summary
 
 
@@ -370,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Serve a packaged lmforge model: POST /v1/chat/completions, GET /health, POST /v1/feedback.",
     )
     parser.add_argument("--model", default=DEFAULT_MODEL_DIR,
-                        help=f"package directory or MLflow URI such as models:/lmforge-chat@champion "
+                        help=f"package directory or MLflow URI such as models:/lmforge-chat-tiny@champion "
                              f"(default {DEFAULT_MODEL_DIR})")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000)
@@ -380,8 +422,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens-limit", type=int, default=256, help="largest max_tokens a request may ask")
     parser.add_argument("--device", default="auto", help="auto (GPU when present, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--summary", action="store_true",
-                        help="print the mean rating per model version from --feedback-db (and log it to MLflow "
-                             "when MLFLOW_TRACKING_URI is set), then exit")
+                        help="print the mean rating per model version from --feedback-db, then exit; when "
+                             "MLFLOW_TRACKING_URI is set, also log it to MLflow (experiment lmforge-serving) and "
+                             "tag registry versions (models:/...) with user_satisfaction.*")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.summary:
