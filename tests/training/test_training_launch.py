@@ -50,6 +50,11 @@ def test_deepspeed_command_with_hostfile_names_nodes_not_gpus():
     assert "--hostfile=/etc/hostfile" in cmd
     assert "--num_nodes=2" in cmd
     assert not any(arg.startswith("--num_gpus") for arg in cmd)
+    assert not any(arg.startswith("--master_addr") for arg in cmd)  # the runner takes the hostfile's first host
+
+    named = build_command("lmforge.training.pretrain", "job.json",
+                          LaunchArgs(launcher="deepspeed", nnodes=2, hostfile="/etc/hostfile", master_addr="node1"), 1)
+    assert "--master_addr=node1" in named
 
 
 def test_unknown_launcher_is_an_error():

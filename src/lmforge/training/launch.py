@@ -39,6 +39,9 @@ _ERROR_LINE = re.compile(r"Traceback|Error|Exception|terminate called|what\(\):|
 _NOT_AN_ERROR = re.compile(r"Warning|warnings\.warn|ChildFailedError|error_file:")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -68,8 +71,11 @@ def build_command(module: str, config_path: str | Path, launch: LaunchArgs, port
             cmd += ["--rdzv_backend=c10d", f"--rdzv_endpoint={launch.master_addr}:{port}"]
         return [*cmd, "-m", module, "--config", str(config_path)]
     if launch.launcher == "deepspeed":
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", f"--master_port={port}",
-               f"--master_addr={launch.master_addr}"]
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", f"--master_port={port}"]
+        # With a hostfile the runner takes the first host as master unless one is named: loopback
+        # would send every other node to itself.
+        if not launch.hostfile or launch.master_addr not in LOOPBACK:
+            cmd.append(f"--master_addr={launch.master_addr}")
         if launch.hostfile:
             cmd += [f"--hostfile={launch.hostfile}", f"--num_nodes={launch.nnodes}"]
         else:
