@@ -28,7 +28,8 @@ HEADLINES = {
     "tokenizer": ("vocab_size", "bytes_per_token", "unknown_tokens"),
     "pretrain": ("initial_loss", "final_loss", "tokens_per_s", "train_time_s"),
     "sft": ("initial_loss", "final_loss", "tokens_per_s"),
-    "evaluation": ("base.sft_pairs.perplexity", "sft.sft_pairs.perplexity", "sft_pairs.perplexity_ratio"),
+    "evaluation": ("base.sft_pairs.perplexity", "sft.sft_pairs.perplexity", "sft_pairs.perplexity_ratio",
+                   "base.identity.f1", "sft.identity.f1"),
     "packaging": ("loads", "package_bytes"),
 }
 
