@@ -4,9 +4,9 @@ from pathlib import Path
 
 from omegaconf.resolvers import oc
 
-from lmforge.hooks import LineageHooks, MissingInputHooks, SystemMetricsHooks
+from lmforge.hooks import DiskIOHooks, LineageHooks, MissingInputHooks, SystemMetricsHooks
 
-HOOKS = (MissingInputHooks(), SystemMetricsHooks(), LineageHooks())
+HOOKS = (MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

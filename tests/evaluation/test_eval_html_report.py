@@ -39,7 +39,8 @@ def model_metrics():
 OPERATIONS = {
     "metrics": {"ops.pretrain.duration_s": 100.0, "ops.sft.duration_s": 20.0, "ops.pretrain.tokens_per_s": 1200.0,
                 "ops.pretrain.cpu_utilization_pct": 95.0, "ops.pretrain.memory_used_mb_max": 3000.0,
-                "ops.pretrain.disk_usage_delta_mb": 9.5, "ops.pretrain.network_mb_per_s": 70.0,
+                "ops.pretrain.disk_usage_delta_mb": 9.5, "ops.pretrain.disk_mb_per_s": 4.5,
+                "ops.pretrain.network_mb_per_s": 70.0,
                 "ops.chain.crash_rate": 0.0, "ops.chain.error_rate": 0.25, "ops.chain.restart_count": 1.0},
     "not_measured": {"ops.pretrain.gpu_utilization_pct": "no GPU: the run logged no system/gpu_* metrics",
                      "ops.sft.gpu_utilization_pct": "no GPU: the run logged no system/gpu_* metrics"},
@@ -62,7 +63,8 @@ def test_seed_table_statuses_and_reasons():
     assert rows["user satisfaction"]["status"] == LATER and rows["user satisfaction"]["values"] == {}
     assert "serve --summary" in rows["user satisfaction"]["note"]
     assert rows["error rate"]["status"] == MEASURED and "make loadtest" in rows["error rate"]["note"]
-    assert rows["disk I/O"]["status"] == MEASURED and "not read/write rates" in rows["disk I/O"]["note"]
+    assert rows["disk I/O"]["status"] == MEASURED and "block-device reads + writes" in rows["disk I/O"]["note"]
+    assert rows["disk I/O"]["values"] == {"ops.pretrain.disk_mb_per_s": 4.5, "ops.pretrain.disk_usage_delta_mb": 9.5}
     assert rows["error rate"]["values"] == {"ops.chain.error_rate": 0.25}
     with_speed = {r["seed"]: r for r in build_seed_table({"sft.speed.latency_ms_p50": 40.0}, {},
                                                          {"serving.latency_p50_ms": 120.0})}

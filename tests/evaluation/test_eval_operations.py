@@ -38,7 +38,8 @@ def store(mlflow_tracking_uri):
     cpu = {"cpu_utilization_percentage": [50.0, 70.0], "system_memory_usage_megabytes": [1000.0, 1500.0],
            "disk_usage_megabytes": [100.0, 130.0], "network_receive_megabytes": [1.0, 3.0],
            "network_transmit_megabytes": [0.5, 1.0]}
-    _run(client, exp_id, "data_processing", 0, duration_s=10, system=cpu)
+    _run(client, exp_id, "data_processing", 0, duration_s=10, system=cpu,
+         metrics={"io.disk_read_mb": 12.0, "io.disk_write_mb": 8.0, "io.disk_mb_per_s": 2.0})
     _run(client, exp_id, "tokenizer", 20, status="FAILED", duration_s=2)
     _run(client, exp_id, "tokenizer", 30, duration_s=4, system=cpu)
     _run(client, exp_id, "pretrain", 40, status="RUNNING")  # its process died: a newer pretrain run started
@@ -61,6 +62,9 @@ def test_operations_from_the_runs(store):
     assert m["ops.data_processing.cpu_utilization_pct"] == pytest.approx(60.0)
     assert m["ops.data_processing.memory_used_mb_max"] == 1500.0
     assert m["ops.data_processing.disk_usage_delta_mb"] == pytest.approx(30.0)
+    assert (m["ops.data_processing.disk_read_mb"], m["ops.data_processing.disk_write_mb"],
+            m["ops.data_processing.disk_mb_per_s"]) == (12.0, 8.0, 2.0)  # hooks.DiskIOHooks
+    assert "ops.data_processing.disk_read_mb" not in missing and "ops.tokenizer.disk_read_mb" in missing
     assert m["ops.data_processing.network_receive_mb"] == 3.0 and m["ops.data_processing.network_transmit_mb"] == 1.0
     assert m["ops.data_processing.network_mb_per_s"] == pytest.approx(4.0 / 10.0)
     assert "ops.data_processing.gpu_utilization_pct" in missing and "no GPU" in missing[

@@ -124,3 +124,36 @@ def test_a_directory_without_missing_ok_still_refuses_to_load(tmp_path):
 
     with pytest.raises(DatasetError, match="produce it first"):
         ArtifactDirectory(str(tmp_path / "pretrain")).load()
+
+
+def test_disk_io_hook_logs_the_stage_reads_and_writes_into_the_run(tmp_path, monkeypatch, mlflow_tracking_uri):
+    import mlflow
+
+    import lmforge.hooks as hooks
+
+    counters = iter([(100 * 2**20, 50 * 2**20), (130 * 2**20, 90 * 2**20)])  # start, end (bytes)
+    monkeypatch.setattr(hooks, "disk_io_bytes", lambda: next(counters))
+    hook = hooks.DiskIOHooks()
+    mlflow.set_tracking_uri(mlflow_tracking_uri)
+    with mlflow.start_run() as run:
+        hook.before_pipeline_run({}, None, None)
+        hook.after_pipeline_run({}, None, None, None)
+    metrics = mlflow.get_run(run.info.run_id).data.metrics
+    assert metrics["io.disk_read_mb"] == pytest.approx(30.0) and metrics["io.disk_write_mb"] == pytest.approx(40.0)
+    assert metrics["io.disk_mb_per_s"] > 70.0  # 70 MB over the microseconds between the two calls
+
+
+def test_disk_io_counters_see_a_synced_write(tmp_path):
+    import os
+
+    from lmforge.hooks import disk_io_bytes
+
+    before = disk_io_bytes()
+    if before is None:
+        pytest.skip("psutil gives no block-device counters here")
+    with open(tmp_path / "blob", "wb") as fh:
+        fh.write(os.urandom(8 * 2**20))
+        fh.flush()
+        os.fsync(fh.fileno())
+    after = disk_io_bytes()
+    assert after[1] - before[1] >= 8 * 2**20 * 0.9  # the 8 MB reached the disk

@@ -13,8 +13,9 @@ floats) plus a ``not_measured`` map ``{metric: reason}`` for everything it could
   the process died without closing its run, e.g. killed by the OOM killer); ``error_rate`` and
   ``crash_rate`` (those over ``runs``); and from the newest FINISHED run: ``duration_s``,
   ``cpu_utilization_pct`` (mean), ``memory_used_mb_max`` (system memory in use, max),
-  ``disk_usage_delta_mb`` (disk space used at the end minus the start: MLflow samples disk *usage*,
-  not read/write rates, so this net growth stands in for disk I/O), ``network_receive_mb``,
+  ``disk_read_mb``, ``disk_write_mb``, ``disk_mb_per_s`` (block-device I/O of the machine during the
+  stage, logged by ``hooks.DiskIOHooks``), ``disk_usage_delta_mb`` (disk space used at the end minus
+  the start, from MLflow's samples of disk *usage*), ``network_receive_mb``,
   ``network_transmit_mb`` (since the run started), ``network_mb_per_s`` (both over the run's duration;
   psutil counts every interface, loopback included, so on one machine the training processes'
   gloo/NCCL traffic shows here),
@@ -51,6 +52,7 @@ MEMORY = "system/system_memory_usage_megabytes"
 DISK = "system/disk_usage_megabytes"
 NET_RX = "system/network_receive_megabytes"
 NET_TX = "system/network_transmit_megabytes"
+DISK_IO = ("io.disk_read_mb", "io.disk_write_mb", "io.disk_mb_per_s")
 
 
 def gather_operations(stage_metrics: Mapping[str, Mapping[str, Any]] | None = None, *,
@@ -146,6 +148,12 @@ def _system_metrics(client: Any, prefix: str, run: Any, not_measured: dict[str, 
     duration = (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None
     if duration is not None:
         out[f"{prefix}.duration_s"] = duration
+    for key in DISK_IO:  # hooks.DiskIOHooks: block-device reads/writes of the machine during the stage
+        if key in run.data.metrics:
+            out[f"{prefix}.{key.removeprefix('io.')}"] = float(run.data.metrics[key])
+    if DISK_IO[0] not in run.data.metrics:
+        not_measured[f"{prefix}.disk_read_mb"] = (f"run {info.run_id} has no io.* metrics: psutil gave no block-device "
+                                                  "counters (or the run predates hooks.DiskIOHooks)")
     keys = [k for k in run.data.metrics if k.startswith(SYSTEM)]
     if not keys:
         not_measured[f"{prefix}.system"] = (f"run {info.run_id} has no system/* metrics: MLflow system metrics "

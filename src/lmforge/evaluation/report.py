@@ -115,9 +115,10 @@ SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("memory use", ("ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb", "ops.pretrain.memory_used_mb_max",
                     "ops.sft.memory_used_mb_max", "ops.pretrain.gpu_memory_used_mb_max"),
      "no MLflow runs / metrics files of the training stages"),
-    ("disk I/O", ("ops.data_processing.disk_usage_delta_mb", "ops.tokenizer.disk_usage_delta_mb",
-                  "ops.pretrain.disk_usage_delta_mb", "ops.sft.disk_usage_delta_mb"),
-     "MLflow system metrics were off; note: MLflow samples disk usage, so this is net growth, not read/write rate"),
+    ("disk I/O", ("ops.data_processing.disk_mb_per_s", "ops.tokenizer.disk_mb_per_s", "ops.pretrain.disk_mb_per_s",
+                  "ops.sft.disk_mb_per_s", "ops.pretrain.disk_write_mb", "ops.sft.disk_write_mb",
+                  "ops.data_processing.disk_usage_delta_mb", "ops.pretrain.disk_usage_delta_mb"),
+     "psutil gave no block-device counters and MLflow system metrics were off"),
     ("network bandwidth", ("ops.pretrain.network_mb_per_s", "ops.sft.network_mb_per_s",
                            "ops.data_processing.network_mb_per_s", "ops.tokenizer.network_mb_per_s"),
      "MLflow system metrics were off"),
@@ -138,8 +139,8 @@ SERVING_NOTES = {"serving.mean_rating": "served: measured by `python -m lmforge.
                                         "(ratings in data/08_reporting/serving_feedback.sqlite)"}
 """Where a serving number comes from (default: the load test)."""
 
-MEASURED_NOTES = {"disk I/O": "net growth of the disk space in use during each stage's run: MLflow samples disk "
-                              "usage, not read/write rates",
+MEASURED_NOTES = {"disk I/O": "block-device reads + writes of the whole machine during each stage (psutil, "
+                              "hooks.DiskIOHooks); disk_usage_delta_mb is the net growth of disk space in use",
                   "network bandwidth": "all interfaces, loopback included (the training processes' gloo/NCCL traffic)"}
 """What a measured row's numbers mean where the name alone would mislead."""
 
