@@ -461,6 +461,11 @@ def compare_generation_speed_ids(
     """
     best: dict[str, dict[str, Any]] = {}
     per_round: dict[str, list[float]] = {"transformers": [], "ours": []}
+    # Untimed warm-up of both engines on one batch: the first call pays one-time costs (thread pools,
+    # kernel choice, allocator growth), measured at ~20x a timed round of a small model on a CPU.
+    warmup = [list(p) for p in prompt_ids[:batch_size]]
+    for engine in ("transformers", "ours"):
+        _engine(engine, model, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id)(warmup)
     for _ in range(rounds):
         for engine in ("transformers", "ours"):
             result = measure_speed_ids(model, prompt_ids, max_new_tokens, batch_size, stop_ids=stop_ids,
