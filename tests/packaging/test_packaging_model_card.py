@@ -172,3 +172,17 @@ def test_card_without_checkpoint_or_params_falls_back_to_the_metrics():
     assert info.preset == "debug" and info.parameter_counts == {"total": 1234}
     assert info.base_model == "lmforge pretrain checkpoint (this chain)" and info.hardware == ""
     assert "| parameters.total | 1,234 |" in render_model_card(info)
+
+
+def test_card_shows_scores_and_headline_operations_not_every_system_metric():
+    from lmforge.packaging.model_card import build_model_card_info
+
+    evaluation = {"sft.identity.f1": 0.55, "ops.chain.crash_rate": 0.0, "ops.pretrain.tokens_per_s": 1700.0,
+                  **{f"ops.{stage}.{key}": 1.0 for stage in ("data_processing", "tokenizer", "pretrain", "sft")
+                     for key in ("cpu_utilization_pct", "disk_read_mb", "network_mb_per_s")}}
+    info = build_model_card_info({"evaluation": evaluation}, {}, git_commit="abc")
+    section = render_model_card(info).split("## Evaluation")[1].split("## How to use")[0]
+    assert "| sft.identity.f1 | 0.55 |" in section and "| ops.chain.crash_rate | 0 |" in section
+    assert "| ops.pretrain.tokens_per_s | 1,700 |" in section
+    assert "cpu_utilization_pct" not in section and "disk_read_mb" not in section
+    assert "The other 12 operations metrics" in section

@@ -221,7 +221,10 @@ def render_model_card(info: ModelCardInfo) -> str:
         ),
         "## Training data\n\n" + _render_table(info.data),
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
-        "## Evaluation\n\n" + _render_table(info.evaluation, header=("metric", "value")),
+        "## Evaluation\n\n" + _render_table(_card_metrics(info.evaluation), header=("metric", "value"))
+        + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
+           "`data/08_reporting/evaluation.json` and the evaluation's MLflow run.\n"
+           if (n_ops := len(info.evaluation) - len(_card_metrics(info.evaluation))) else ""),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,
@@ -229,6 +232,17 @@ def render_model_card(info: ModelCardInfo) -> str:
     if info.extra:
         sections.append("## Additional information\n\n" + _render_table(info.extra))
     return "\n".join(sections)
+
+
+CARD_OPERATIONS = ("ops.chain.", "ops.pretrain.tokens_per_s", "ops.pretrain.time_per_epoch_s", "ops.sft.tokens_per_s",
+                   "ops.sft.time_per_epoch_s", "ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb")
+"""The ``ops.*`` evaluation metrics a model card shows (chain totals, training speed and memory); the rest stay
+in evaluation.json and MLflow."""
+
+
+def _card_metrics(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's scores, and of the operations metrics only ``CARD_OPERATIONS``."""
+    return {k: v for k, v in evaluation.items() if not k.startswith("ops.") or k.startswith(CARD_OPERATIONS)}
 
 
 _LIMITATIONS = (
