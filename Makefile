@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install run test lint ui clean serve chat loadtest graph viz
+.PHONY: help install browser run test lint ui clean serve chat loadtest satisfaction graph viz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,7 +39,14 @@ run: install  ## run the whole chain with DVC (only what changed reruns) and pri
 	$(BIN)/dvc repro
 	$(BIN)/python -m lmforge.results
 
-test: install  ## run the test suite (unit, per-pipeline, end-to-end through dvc repro)
+# Playwright drives this Debian build; `playwright install` would download its own browsers (no network in CI).
+browser:  ## headless Chromium for the MLflow UI test (apt-get, only when /usr/bin/chromium is missing)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+test: install browser  ## run the test suite (unit, per-pipeline, end-to-end through dvc repro)
 	$(BIN)/python -m pytest
 
 lint: install  ## ruff over src and tests
@@ -64,6 +71,9 @@ chat: install  ## chat with `make serve` in the terminal; rate answers with /rat
 
 loadtest: install  ## 100 requests to `make serve` on loopback: req/s and p50/p95/p99 to MLflow + data/08_reporting
 	$(BIN)/python -m lmforge.packaging.loadtest --url http://127.0.0.1:$(SERVE_PORT) --requests 100 --concurrency 4
+
+satisfaction: install  ## mean user rating per served model version, to MLflow and the registered version's tags
+	$(BIN)/python -m lmforge.packaging.serve --summary
 
 VIZ_PORT ?= 4141
 

@@ -8,28 +8,41 @@ The project is copied into a fresh git repository under tmp_path and its paramet
    metrics files and six MLflow runs with params, per-step losses and lineage tags;
 3. the packaged model loads with transformers Auto classes and generates;
 4. a second `dvc repro` reruns nothing, in under 5 s;
-5. changing one tokenizer parameter reruns exactly tokenizer and everything downstream.
+5. `dvc exp run -S` of one tokenizer parameter reruns exactly tokenizer and everything downstream;
+6. the MLflow UI, driven in headless Chromium by Playwright, compares the two experiments' runs:
+   the differing parameters and the loss curves are on the page (screenshots in data/08_reporting/).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STAGES = ["data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging"]
+EXPERIMENT, EXPERIMENT_VOCAB = "vocab500", 500  # the `dvc exp run` of the last-but-one test
+VOCAB_PARAM = "conf/base/parameters_tokenizer.yml:tokenizer.train.vocab_size"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (`make browser`); Playwright drives it, never downloads one
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-quic", "--no-first-run", "--disable-sync"]
 
 TINY = {
     "data_processing": {"sources": [{"max_files": 120}], "shard_size": 50, "validation": {"min_records": 20}},
@@ -82,10 +95,11 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(root / "src"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "KEDRO_DISABLE_TELEMETRY": "1",
            "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "tiny chain"], cwd=root, check=True)
+    for key, value in (("user.name", "t"), ("user.email", "t@t")):  # `dvc exp run` commits experiments too
+        subprocess.run(["git", "config", key, value], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "tiny chain"], cwd=root, check=True)
     return root, env
 
 
@@ -201,11 +215,190 @@ def test_noop_repro_is_fast_and_param_change_reruns_downstream_only(chain):
     assert noop.returncode == 0 and ran_stages(noop.stdout) == [], noop.stdout
     assert elapsed < 5, f"no-op dvc repro took {elapsed:.1f} s"
 
-    path = root / "conf/base/parameters_tokenizer.yml"
-    params = yaml.safe_load(path.read_text())
-    params["tokenizer"]["train"]["vocab_size"] = 500
-    path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-    rerun = run([str(BIN / "dvc"), "repro"], root, env, timeout=1500)
+    # a real experiment: DVC rewrites the parameter file, reruns what depends on it and records it
+    exp_run = [str(BIN / "dvc"), "exp", "run", "-n", EXPERIMENT, "-S", f"{VOCAB_PARAM}={EXPERIMENT_VOCAB}"]
+    rerun = run(exp_run, root, env, timeout=1500)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert ran_stages(rerun.stdout) == STAGES[1:]
-    assert json.loads((root / "data/08_reporting/tokenizer.json").read_text())["vocab_size"] == 500
+    assert json.loads((root / "data/08_reporting/tokenizer.json").read_text())["vocab_size"] == EXPERIMENT_VOCAB
+    assert yaml.safe_load((root / "conf/base/parameters_tokenizer.yml").read_text())["tokenizer"]["train"][
+        "vocab_size"] == EXPERIMENT_VOCAB
+    listed = run([str(BIN / "dvc"), "exp", "list", "--name-only"], root, env, timeout=120)
+    assert EXPERIMENT in listed.stdout.split(), listed.stdout + listed.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def mlflow_ui(tracking_uri: str, env: dict, log_path: Path, timeout: float = 90):
+    """`mlflow ui` on a free loopback port (as `make ui` starts it); yields its URL, then stops its process group."""
+    port = free_port()
+    cmd = [str(BIN / "mlflow"), "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow ui exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
+            try:
+                with direct.open(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mlflow ui not up on {url} after {timeout:.0f} s: {log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:  # the uvicorn worker (and any huey consumer) share the session: stop them all
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+# how far the panel that scrolls the page's heading extends below the window
+HIDDEN_BELOW = """(() => {
+    for (let e = document.querySelector('main h2'); e; e = e.parentElement) {
+        if (['auto', 'scroll'].includes(getComputedStyle(e).overflowY) && e.scrollHeight > e.clientHeight) {
+            return e.scrollHeight - e.clientHeight;
+        }
+    }
+    return 0;
+})()"""
+
+
+def fit_viewport(page, width: int = 1400, height: int = 1000, max_height: int = 5000) -> None:
+    """Make the viewport tall enough to show all of the page: the UI scrolls inside a panel, not the document."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.wait_for_timeout(300)
+    extra = int(page.evaluate(HIDDEN_BELOW))
+    page.set_viewport_size({"width": width, "height": min(height + extra + 40, max_height)})
+    page.wait_for_timeout(500)  # let the charts re-layout
+
+
+def compare_in_ui(page, base_url: str, experiment_id: str, runs: list, metrics: list[str], screenshot: Path) -> None:
+    """Tick ``runs`` in the experiment's runs table, click Compare and check what the compare view shows."""
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 1400, "height": 1000})  # fit_viewport grew it for the last screenshot
+    page.goto(f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    for run_ in runs:
+        row = page.get_by_role("row").filter(has=page.locator(f'a[href*="{run_.info.run_id}"]'))
+        row.get_by_role("checkbox", name=re.compile("toggle row selection")).check()
+    page.get_by_role("button", name="Compare", exact=True).click()
+
+    expect(page.get_by_role("heading", name=f"Comparing {len(runs)} Runs from 1 Experiment")).to_be_visible()
+    if page.get_by_role("button", name="New Chat").count():  # the assistant side panel takes a third of the width
+        page.get_by_role("button", name="Close", exact=True).first.click()
+    for run_ in runs:
+        expect(page.get_by_role("link", name=run_.info.run_id, exact=True)).to_be_visible()
+    # the parameters that differ, as MLflow stored them, and nothing else once "Show diff only" is on
+    params = [r.data.params for r in runs]
+    differing = sorted(k for k in set().union(*params) if len({p.get(k) for p in params}) > 1)
+    same = sorted(k for k in set.intersection(*(set(p) for p in params)) if k not in differing)
+    assert differing, "the two runs have identical parameters"
+    page.get_by_role("switch", name="Parameters - Show diff only").click()
+    for key in differing:
+        row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name=key, exact=True))
+        expect(row).to_be_visible()
+        assert sorted(row.get_by_role("cell").all_inner_texts()) == sorted(p.get(key, "-") for p in params), key
+    for key in same:
+        expect(page.get_by_role("rowheader", name=key, exact=True)).to_have_count(0)
+    # the charts: a parallel-coordinates plot (MLflow puts the differing parameters on its axes), and a link per
+    # metric to its curves (a grid that renders only its first rows: ``metrics`` must sort near the top)
+    panel = page.get_by_role("tabpanel", name="Parallel Coordinates Plot")
+    expect(panel.locator("svg.main-svg").first).to_be_visible()
+    expect(panel.locator("svg.main-svg").filter(has_text=differing[0])).not_to_have_count(0)
+    for key in metrics:
+        assert all(key in r.data.metrics for r in runs), key
+        expect(page.get_by_role("link", name=key, exact=True)).to_be_visible()
+    fit_viewport(page)
+    page.screenshot(path=str(screenshot), full_page=True)
+    logger.info("MLflow compare view of %s: %s", [r.info.run_id for r in runs], screenshot)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    """Debian's chromium and playwright, or a skip (before the chain is built); a failure when $CI is set."""
+    missing = None
+    if not CHROMIUM.exists():
+        missing = f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError as err:
+            missing = f"playwright missing ({err}): pip install -e '.[dev]'"
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"CI must run the browser test: {missing}")
+    if missing:
+        pytest.skip(missing)
+    return CHROMIUM
+
+
+def test_mlflow_ui_compares_the_two_experiments(chromium, chain, tmp_path):
+    """Headless Chromium ticks both experiments' runs in `mlflow ui` and opens the compare view (~40 s)."""
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import expect, sync_playwright
+
+    root, env, _, _ = chain
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("lmforge")
+    runs = {stage: client.search_runs([experiment.experiment_id], f"attributes.run_name = '{stage}'",
+                                      order_by=["attributes.start_time ASC"]) for stage in ("tokenizer", "pretrain")}
+    for stage, found in runs.items():  # the first `dvc repro` and the `dvc exp run`
+        assert len(found) == 2, f"{stage}: {len(found)} runs, expected one per experiment"
+    vocab_sizes = [r.data.params["tokenizer.train.vocab_size"] for r in runs["tokenizer"]]
+    assert vocab_sizes == [str(TINY["tokenizer"]["train"]["vocab_size"]), str(EXPERIMENT_VOCAB)]
+    model_params = [r.data.params["pretrain.model_params"] for r in runs["pretrain"]]
+    assert model_params[0] != model_params[1], "the smaller vocabulary should shrink the embedding"
+    assert [r.data.params["pretrain.vocab_size"] for r in runs["pretrain"]] == vocab_sizes  # the model's embedding
+
+    reporting = root / "data/08_reporting"
+    shots = {name: reporting / f"{name}.png" for name in ("mlflow_compare", "mlflow_compare_loss",
+                                                           "mlflow_compare_tokenizer")}
+    started = time.perf_counter()
+    with mlflow_ui(env["MLFLOW_TRACKING_URI"], env, tmp_path / "mlflow_ui.log") as url, sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1400, "height": 1000})
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            compare_in_ui(page, url, experiment.experiment_id, runs["pretrain"], ["pretrain.final_loss", "pretrain.loss"],
+                          shots["mlflow_compare"])
+            # the loss curves of both runs, one click from the compare view
+            page.get_by_role("link", name="pretrain.loss", exact=True).click()
+            expect(page.get_by_role("heading", name="pretrain.loss", level=2)).to_be_visible()
+            expect(page.get_by_text("pretrain (pretrain.loss)")).to_have_count(2)  # the legend: one curve a run
+            expect(page.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_visible()
+            for run_ in runs["pretrain"]:  # a row of the summary table under the chart
+                expect(page.get_by_role("cell").locator(f'a[href$="/runs/{run_.info.run_id}"]')).to_have_count(1)
+            fit_viewport(page)
+            page.screenshot(path=str(shots["mlflow_compare_loss"]), full_page=True)
+            # the hyperparameter itself lives on the tokenizer runs
+            compare_in_ui(page, url, experiment.experiment_id, runs["tokenizer"], [], shots["mlflow_compare_tokenizer"])
+        except Exception:
+            page.screenshot(path=str(tmp_path / "mlflow_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    elapsed = time.perf_counter() - started
+    print(f"MLflow UI compare in headless Chromium: {elapsed:.0f} s")
+    for shot in shots.values():
+        assert shot.stat().st_size > 20_000, f"{shot} looks empty"
+        shutil.copy2(shot, tmp_path / shot.name)

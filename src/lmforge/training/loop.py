@@ -142,8 +142,10 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     prefix = spec.metric_prefix
     if step_logger and step_logger.enabled:
         step_logger.log_params({f"{prefix}.world_size": world_size, f"{prefix}.model_params": n_params,
-                                f"{prefix}.restart_count": restart_count, f"{prefix}.device": meter.device,
-                                f"{prefix}.peak_flops_per_device": meter.peak})
+                                f"{prefix}.vocab_size": getattr(model.config, "vocab_size", None),
+                                f"{prefix}.restart_count": restart_count, f"{prefix}.device": meter.device})
+        # the measured peak FLOP/s is a metric (<prefix>.peak_flops_per_device in the stage's metrics), not a
+        # parameter: as a parameter it would differ between two runs of the same configuration
     history: list[dict[str, float]] = state["history"]
     started = time.perf_counter() - state["train_time_s"]  # the clock goes on across restarts
     checkpoint_time = state["checkpoint_time_s"]
