@@ -48,7 +48,7 @@ class EvaluationConfig:
     # vs transformers generate): {"enabled": bool, "prompts": int, "max_new_tokens": int, "batch_size": int,
     # "rounds": int}.
     speed: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "prompts": 8, "max_new_tokens": 16,
-                                                           "batch_size": 8, "rounds": 3})
+                                                           "batch_size": 8, "rounds": 5})
     # Operations metrics read back from the chain's MLflow runs (lmforge.evaluation.operations):
     # {"enabled": bool, "experiment": str}.
     operations: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "experiment": "lmforge"})

@@ -206,6 +206,8 @@ def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
 
 def render_model_card(info: ModelCardInfo) -> str:
     """Markdown model card with YAML front matter for ``info``."""
+    scores = _card_metrics(info.evaluation)
+    n_ops = len(info.evaluation) - len(scores)
     sections = [
         _render_front_matter(info),
         f"# {info.model_name}\n",
@@ -221,10 +223,9 @@ def render_model_card(info: ModelCardInfo) -> str:
         ),
         "## Training data\n\n" + _render_table(info.data),
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
-        "## Evaluation\n\n" + _render_table(_card_metrics(info.evaluation), header=("metric", "value"))
+        "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
-           "`data/08_reporting/evaluation.json` and the evaluation's MLflow run.\n"
-           if (n_ops := len(info.evaluation) - len(_card_metrics(info.evaluation))) else ""),
+           "`data/08_reporting/evaluation.json` and the evaluation's MLflow run.\n" if n_ops else ""),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,

@@ -144,6 +144,7 @@ def log_satisfaction(store: FeedbackStore, tracking_uri: str | None = None) -> d
     from lmforge.packaging.loadtest import log_to_mlflow
 
     summary = store.summary()
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     for version, stats in summary.items():
         metrics = {f"serving.user_satisfaction.{k}": v for k, v in stats.items() if v is not None}
         run_id = log_to_mlflow(metrics, params={}, tags={"model_version": version},
@@ -156,7 +157,6 @@ def log_satisfaction(store: FeedbackStore, tracking_uri: str | None = None) -> d
                 "rating_rate": f"{stats['rating_rate']:.6g}", "run_id": run_id}
         if stats["mean_rating"] is not None:
             tags["mean_rating"] = f"{stats['mean_rating']:.6g}"
-        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
         try:
             for key, value in tags.items():
                 client.set_model_version_tag(name, number, SATISFACTION_TAG_PREFIX + key, value)
