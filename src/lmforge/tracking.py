@@ -89,6 +89,28 @@ def log_dict(payload: Mapping[str, Any], artifact_file: str) -> None:
     mlflow.log_dict(dict(payload), artifact_file)
 
 
+def log_config(config: Any, prefix: str) -> dict[str, str]:
+    """Log a stage's fully resolved config (defaults included) as flat params of the active run.
+
+    kedro-mlflow already logs the keys the YAML gives; this adds every default the YAML left out, so
+    two runs' compare view shows each setting that can differ. A key already logged keeps its value
+    (MLflow refuses to change a param). Returns what was logged (empty without an active run).
+    """
+    from lmforge.config import flatten_config
+
+    run = _active_run()
+    if run is None:
+        return {}
+    import mlflow
+
+    logged = mlflow.get_run(run.info.run_id).data.params
+    new = {k: v[:6000] for k, v in flatten_config(config, prefix).items() if k not in logged}
+    items = list(new.items())
+    for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per call
+        mlflow.log_params(dict(items[i:i + 100]))
+    return new
+
+
 def enable_system_metrics(interval_s: float = 5.0) -> None:
     """CPU/memory/disk/network sampling for every run (GPU too when NVML is importable)."""
     try:

@@ -145,3 +145,25 @@ def test_git_state_outside_a_repo(tmp_path, monkeypatch):
     plain.mkdir()
 
     assert git_state(plain) == {"git.commit": "unknown", "git.dirty": "false"}
+
+
+def test_log_config_adds_the_resolved_defaults_and_keeps_logged_keys(tmp_path):
+    import mlflow
+
+    from lmforge.tracking import log_config
+    from lmforge.training.config import TrainArgs
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with mlflow.start_run() as run:
+            mlflow.log_param("pretrain.train.max_steps", "7")  # what kedro-mlflow logs from the YAML
+            logged = log_config(TrainArgs(max_steps=7), "pretrain.train")
+        params = mlflow.get_run(run.info.run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+    assert "pretrain.train.max_steps" not in logged
+    assert params["pretrain.train.max_steps"] == "7"
+    assert params["pretrain.train.lr"] == "0.001"
+    assert params["pretrain.train.betas"] == "[0.9, 0.95]"
