@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 import urllib.error
@@ -30,24 +29,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lmforge.evaluation.speed import percentile
+
+__all__ = ["percentile", "post_json", "record_load_report", "require_loopback", "run_load_test"]
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_REPORT = "data/08_reporting/serving_load.json"
 EXPERIMENT = "lmforge-serving"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PROMPTS = ("def add(a, b):", "Write a function that reverses a string.", "What is a Python list?")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between order statistics."""
-    if not values:
-        raise ValueError("percentile of an empty sample")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], got {q}")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def require_loopback(url: str) -> None:
