@@ -172,15 +172,32 @@ def generate(
     RNG state is left untouched. ``engine``: "auto" (batched when greedy, transformers when
     sampling), "batched" or "transformers".
     """
+    prompt_ids = [encode_prompt(tokenizer, p, chat=chat) for p in prompts]
+    return generate_from_ids(model, tokenizer, prompt_ids, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                             temperature=temperature, seed=seed, engine=engine, batch_size=batch_size)
+
+
+def generate_from_ids(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    engine: str = "auto",
+    batch_size: int = 1,
+) -> list[Completion]:
+    """`generate` on prompts already encoded (a server that checks the prompt length first encodes once)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine == "auto":
         engine = "transformers" if do_sample else "batched"
-    stop_ids = resolve_stop_token_ids(tokenizer)
-    pad_id = resolve_pad_token_id(tokenizer, stop_ids)
-    prompt_ids = [encode_prompt(tokenizer, p, chat=chat) for p in prompts]
     if not prompt_ids:
         return []
+    stop_ids = resolve_stop_token_ids(tokenizer)
+    pad_id = resolve_pad_token_id(tokenizer, stop_ids)
     run = generate_batched if engine == "batched" else generate_reference
     new_ids = run(model, prompt_ids, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_ids=stop_ids,
                   pad_id=pad_id, do_sample=do_sample, temperature=temperature, seed=seed)

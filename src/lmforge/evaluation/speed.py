@@ -203,7 +203,8 @@ def _encode(tokenizer: Any, prompts: Sequence[str], *, chat: bool) -> tuple[list
     from lmforge.generation import encode_prompt, resolve_pad_token_id, resolve_stop_token_ids
 
     stop_ids = resolve_stop_token_ids(tokenizer)
-    return [encode_prompt(tokenizer, p, chat=chat) for p in prompts], stop_ids, resolve_pad_token_id(tokenizer, stop_ids)
+    prompt_ids = [encode_prompt(tokenizer, p, chat=chat) for p in prompts]
+    return prompt_ids, stop_ids, resolve_pad_token_id(tokenizer, stop_ids)
 
 
 def _engine(engine: str, model: Any, **kwargs: Any) -> Callable[[list[list[int]]], list[list[int]]]:
