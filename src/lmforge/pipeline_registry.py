@@ -1,4 +1,8 @@
-"""Project pipelines: the six stages of the chain, by name, and ``__default__`` = the whole chain."""
+"""Project pipelines: the six stages of the chain, by name, and ``__default__`` = the whole chain.
+
+``CHAIN`` is the one list of the chain's stages. Library code never imports it (it is Kedro-aware
+code); the nodes that need the list pass it down (`stages_before` for "the stages whose runs are done").
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from kedro.pipeline import Pipeline
 
 # The chain, upstream first. Each stage's inputs are outputs of the stages before it.
 CHAIN = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
+
+
+def stages_before(stage: str) -> tuple[str, ...]:
+    """The stages upstream of ``stage``, in chain order (``stages_before("evaluation")``: the four before it)."""
+    return CHAIN[:CHAIN.index(stage)]
 
 
 def register_pipelines() -> dict[str, Pipeline]:
