@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 
-from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The chain, upstream first. Each stage's inputs are outputs of the stages before it.
@@ -29,6 +28,10 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
+    # imported here: kedro.framework.project configures logging on import, which `python -m lmforge.results`
+    # (it reads CHAIN) must not do
+    from kedro.framework.project import find_pipelines
+
     found = find_pipelines(raise_errors=True)
     pipelines = {name: found[name] for name in CHAIN if name in found}
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
