@@ -195,3 +195,15 @@ def test_card_shows_scores_and_headline_operations_not_every_system_metric():
     assert "| ops.pretrain.tokens_per_s | 1,700 |" in section
     assert "cpu_utilization_pct" not in section and "disk_read_mb" not in section
     assert "The other 12 operations metrics" in section
+
+
+def test_card_names_the_evaluation_file_it_is_given():
+    from lmforge.packaging.model_card import build_model_card_info
+
+    evaluation = {"sft.identity.f1": 0.55, "ops.tokenizer.cpu_utilization_pct": 1.0}
+    path = catalog_path("evaluation_metrics", Path(__file__).resolve().parents[2])
+    card = render_model_card(build_model_card_info({"evaluation": evaluation}, PackagingConfig(), git_commit="abc",
+                                                   evaluation_file=path))
+    assert f"are in `{path}` and the evaluation's MLflow run." in card
+    plain = render_model_card(build_model_card_info({"evaluation": evaluation}, PackagingConfig(), git_commit="abc"))
+    assert "are in the evaluation's metrics file and MLflow run." in plain

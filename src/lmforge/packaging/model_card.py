@@ -66,6 +66,8 @@ class ModelCardInfo:
     """What it was trained on, e.g. ``"1x H100 80GB"`` or ``"2 CPU cores"``."""
     license: str = "apache-2.0"
     """SPDX-style license id written to the front matter."""
+    evaluation_file: str = ""
+    """Where all the evaluation metrics are (the catalog's ``evaluation_metrics`` file), named under Evaluation."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth recording; rendered under "Additional information"."""
 
@@ -162,12 +164,12 @@ def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: s
 def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: PackagingConfig, *, git_commit: str,
                           host: str = "", checkpoint_dir: str | Path | None = None,
                           hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
-                          dvc_hashes: Mapping[str, str] | None = None) -> ModelCardInfo:
+                          dvc_hashes: Mapping[str, str] | None = None, evaluation_file: str = "") -> ModelCardInfo:
     """The card of a chain's model: ``metrics`` is ``{stage: metrics dict}`` of every stage before packaging.
 
     ``config`` gives the name and license; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
     ``dvc_hashes`` is ``{name: "<path>:<md5>"}`` (`lookup_dvc_hashes`); ``host``
-    describes the machine packaging runs on. Parameter counts come from ``checkpoint_dir`` when it holds
+    describes the machine packaging runs on; ``evaluation_file`` is where the full evaluation metrics are. Parameter counts come from ``checkpoint_dir`` when it holds
     a full model, else from the pretrain metrics.
     """
     from lmforge.tracking import flatten
@@ -194,6 +196,7 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         git_commit=git_commit,
         hardware=describe_training_hardware(metrics, host),
         license=config.license,
+        evaluation_file=evaluation_file,
     )
 
 
@@ -228,7 +231,8 @@ def render_model_card(info: ModelCardInfo) -> str:
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
         "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
-           "`data/08_reporting/evaluation.json` and the evaluation's MLflow run.\n" if n_ops else ""),
+           + (f"`{info.evaluation_file}` and the evaluation's MLflow run.\n" if info.evaluation_file
+              else "the evaluation's metrics file and MLflow run.\n") if n_ops else ""),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,

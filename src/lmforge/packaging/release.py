@@ -78,19 +78,20 @@ def describe_hardware() -> str:
 
 def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
                   config: PackagingConfig, *, git_commit: str, card_artifacts: Mapping[str, str],
-                  project_path: str | Path = ".",
+                  evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
     """Package ``sft_checkpoint`` + tokenizer into a staging dir; returns (dir, packaging metrics).
 
     ``card_artifacts`` is ``{name: DVC output path}``: the outputs whose ``dvc.lock`` hashes the model
-    card lists. The package is verified by loading and generating, and (for a full checkpoint; a LoRA
+    card lists; ``evaluation_file`` (the evaluation metrics file) is named on the card. The package is verified by loading and generating, and (for a full checkpoint; a LoRA
     adapter is merged first, so there is no plain source to compare with) by the logits round trip.
     """
     from lmforge.training.lora import is_adapter_dir
 
     card = build_model_card_info(metrics, config, git_commit=git_commit, host=describe_hardware(),
                                  checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
-                                 dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts))
+                                 dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
+                                 evaluation_file=evaluation_file)
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
     package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card)
     check = verify_package(out_dir, prompt=config.verify_prompt)
@@ -106,20 +107,22 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
 def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
                   config: PackagingConfig, *, git_commit: str, stages: Sequence[str],
                   card_artifacts: Mapping[str, str], lineage_artifacts: Mapping[str, str],
-                  project_path: str | Path = ".",
+                  evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
     """The packaging stage: quality gate, package (+ round trip), then the Model Registry.
 
     The gate (``config.gate``) is checked first, so a refused model costs no packaging time; the
     registry step follows ``config.registry``. ``stages`` is the chain, upstream first (each stage's
     latest run id tags the registered version); ``card_artifacts`` / ``lineage_artifacts`` are
-    ``{name: DVC output path}`` for the model card and the version's ``dvc.<name>`` tags.
+    ``{name: DVC output path}`` for the model card and the version's ``dvc.<name>`` tags;
+    ``evaluation_file`` is the evaluation metrics file the card points to.
     Returns (package dir, packaging metrics incl. ``gate_passed`` and ``registered_version``).
     """
     checks = check_gate(metrics.get("evaluation", {}), config.gate)
     enforce_gate(checks)
     package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, config, git_commit=git_commit,
-                                        card_artifacts=card_artifacts, project_path=project_path,
+                                        card_artifacts=card_artifacts, evaluation_file=evaluation_file,
+                                        project_path=project_path,
                                         hyperparameters=hyperparameters)
     result = {**result, "gate_passed": True, "gate_bounds": len(checks)}
     if config.registry.enabled:

@@ -40,4 +40,5 @@ def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metr
                          stages=CHAIN,
                          card_artifacts={name: catalog_path(ds) for name, ds in CARD_ARTIFACTS.items()},
                          lineage_artifacts={name: catalog_path(ds) for name, ds in LINEAGE_ARTIFACTS.items()},
+                         evaluation_file=catalog_path("evaluation_metrics"),
                          hyperparameters={"pretrain": pretrain_params, "sft": sft_params})
