@@ -19,11 +19,13 @@ def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, A
                       params: dict[str, Any]) -> dict[str, Any]:
     """Operations metrics of the earlier stages' MLflow runs (this stage's own run is left out)."""
     from lmforge.evaluation.operations import gather_operations as gather
+    from lmforge.pipeline_registry import stages_before
 
     settings = params.get("operations") or {}
     if not settings.get("enabled", True):
         return {"metrics": {}, "not_measured": {"ops": "evaluation.operations.enabled is false"}}
-    return gather({"pretrain": pretrain_metrics, "sft": sft_metrics}, experiment=settings.get("experiment", "lmforge"))
+    return gather({"pretrain": pretrain_metrics, "sft": sft_metrics}, experiment=settings.get("experiment", "lmforge"),
+                  stages=stages_before("evaluation"))
 
 
 def build_report(model_metrics: dict[str, float], operations: dict[str, Any], pretrain_loss_curve: list[dict],
