@@ -45,7 +45,7 @@ from lmforge.data.decontamination import (
     build_index_from_config,
     decontaminate,
 )
-from lmforge.data.dedup import DedupResult, fingerprint_text
+from lmforge.data.dedup import fingerprint_text
 from lmforge.data.dedup_minhash import NearDedupConfig, cluster_near_duplicates, minhash_signatures
 from lmforge.data.documents import Document, ShardSource, load_shard
 from lmforge.data.documents import iter_records as iter_records  # re-exported: pipelines read shards with it
@@ -92,7 +92,6 @@ class DataProcessingConfig:
         return build_dataclass(cls, d, path="data_processing")
 
 
-
 def quarantine_malformed(record: Any, error: Exception) -> dict:
     """Return the quarantine entry of a record that is not a valid Document dict."""
     base = dict(record) if isinstance(record, Mapping) else {"record": record}
@@ -112,16 +111,6 @@ def parse_records(records: list[Any]) -> tuple[list[Document], list[dict], int]:
             text = record.get("text") if isinstance(record, Mapping) else None
             malformed_bytes += count_bytes(text) if isinstance(text, str) else 0
     return docs, malformed, malformed_bytes
-
-
-def quarantine_removed(docs: list[Document], dedup: DedupResult) -> list[dict]:
-    """Return the quarantine entries (document + removal) of the documents a dedup stage removed.
-
-    docs is the stage's input; its removals are in input order, like the documents missing from dedup.kept.
-    """
-    survivors = {id(doc) for doc in dedup.kept}
-    removed_docs = [doc for doc in docs if id(doc) not in survivors]
-    return [{**doc.to_dict(), **removal} for doc, removal in zip(removed_docs, dedup.removed, strict=True)]
 
 
 # --- map: clean one shard in a worker ---------------------------------------------------------
