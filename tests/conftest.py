@@ -48,13 +48,21 @@ def deepspeed_templates() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((PROJECT_ROOT / "conf/base/deepspeed").glob("*.json"))}
 
 
-@pytest.fixture(scope="session")
-def chat_template() -> str:
-    """The project's one chat format, read from conf/base/parameters_tokenizer.yml."""
+def project_chat_template() -> str:
+    """The project's one chat format: conf/base/parameters_tokenizer.yml read through the stage's typed config."""
     import yaml
 
+    from lmforge.config import build_dataclass
+    from lmforge.tokenizer.config import TokenizerConfig
+
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_tokenizer.yml").read_text())
-    return params["tokenizer"]["chat_template"]
+    return build_dataclass(TokenizerConfig, params["tokenizer"], path="tokenizer").chat_template
+
+
+@pytest.fixture(scope="session")
+def chat_template() -> str:
+    """The project's one chat format (``project_chat_template``)."""
+    return project_chat_template()
 
 
 @pytest.fixture(scope="session")
@@ -79,19 +87,6 @@ def chain_documents() -> dict[str, list[dict]]:
 
 
 @pytest.fixture(scope="session")
-def chain_split_texts(chain_documents) -> dict[str, list[str]]:
-    """Document texts split by id exactly as the tokenizer pipeline splits them."""
-    from lmforge.data.process import iter_records
-    from lmforge.data.splits import assign_split
-
-    splits: dict[str, list[str]] = {"train": [], "validation": []}
-    for record in iter_records(chain_documents):
-        splits[assign_split(record["id"], CHAIN_VALIDATION_FRACTION, 0)].append(record["text"])
-    assert splits["train"] and splits["validation"], "the tiny corpus must give both splits"
-    return splits
-
-
-@pytest.fixture(scope="session")
 def chain_tokenizer_params(chat_template) -> dict:
     """``params:tokenizer`` for the tiny chain (vocab 400, 64-token blocks)."""
     return {
@@ -104,25 +99,43 @@ def chain_tokenizer_params(chat_template) -> dict:
 
 
 @pytest.fixture(scope="session")
-def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_params, tmp_path_factory) -> str:
-    """A trained and exported tokenizer directory (sentencepiece + HF files + chat template)."""
+def chain_tokenizer_config(chain_tokenizer_params):
+    """``chain_tokenizer_params`` as the stage's typed config, built as the tokenizer nodes build it."""
+    from lmforge.config import build_dataclass
+    from lmforge.tokenizer.config import TokenizerConfig
+
+    return build_dataclass(TokenizerConfig, chain_tokenizer_params, path="tokenizer")
+
+
+@pytest.fixture(scope="session")
+def chain_split_texts(chain_documents, chain_tokenizer_config) -> dict[str, list[str]]:
+    """Document texts split by id by the tokenizer pipeline's own split function."""
+    from lmforge.pipelines.tokenizer.nodes import split_texts
+
+    splits = split_texts(chain_documents, chain_tokenizer_config)
+    assert splits["train"] and splits["validation"], "the tiny corpus must give both splits"
+    return splits
+
+
+@pytest.fixture(scope="session")
+def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_config, tmp_path_factory) -> str:
+    """A trained and exported tokenizer directory (sentencepiece + HF files + chat template), built by the
+    library function the train_tokenizer node calls."""
     from lmforge.tokenizer.artifact import build_tokenizer_dir
-    from lmforge.tokenizer.train import TokenizerConfig
 
     out = tmp_path_factory.mktemp("chain") / "tokenizer"
-    build_tokenizer_dir(chain_split_texts["train"], TokenizerConfig.from_dict(chain_tokenizer_params["train"]), out,
-                        chat_template=chain_tokenizer_params["chat_template"],
-                        model_max_length=chain_tokenizer_params["model_max_length"])
+    build_tokenizer_dir(chain_split_texts["train"], chain_tokenizer_config, out)
     return str(out)
 
 
 @pytest.fixture(scope="session")
-def chain_token_shards(chain_split_texts, chain_tokenizer_dir, tmp_path_factory) -> str:
-    """Packed train/validation token shards of CHAIN_SEQ_LEN tokens, made with the chain tokenizer."""
+def chain_token_shards(chain_split_texts, chain_tokenizer_dir, chain_tokenizer_config, tmp_path_factory) -> str:
+    """Packed train/validation token shards of CHAIN_SEQ_LEN tokens, made with the chain tokenizer (the library
+    function the build_token_shards node calls)."""
     from lmforge.tokenizer.artifact import build_token_shards_dir
 
     out = tmp_path_factory.mktemp("chain") / "tokens"
-    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, seq_len=CHAIN_SEQ_LEN, blocks_per_shard=500)
+    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, chain_tokenizer_config.shards)
     return str(out)
 
 
@@ -227,10 +240,6 @@ def project_root() -> Path:
 # --- a tiny random Llama and a tiny byte-level BPE tokenizer (evaluation and packaging tests) ---
 TINY_VOCAB_SIZE = 300
 TINY_SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
-TINY_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 TINY_CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "def greet(name):\n    print('hello ' + name)\n",
@@ -258,7 +267,7 @@ def build_tiny_tokenizer(out_dir):
         bos_token="<s>",
         eos_token="</s>",
         pad_token="<pad>",
-        chat_template=TINY_CHAT_TEMPLATE,
+        chat_template=project_chat_template(),  # the one chat format, as the real tokenizer carries it
     )
     hf.save_pretrained(out_dir)
     return out_dir
