@@ -1,0 +1,230 @@
+"""The verdict per stage (what dvc.yaml lacks or declares for nothing), the report, ``--fix`` and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.dvc_deps.graph import PACKAGE
+from lmforge.dvc_deps.stages import (
+    KEEP_MARK,
+    Dep,
+    Needs,
+    Stage,
+    block,
+    covers,
+    key_covers,
+    pipeline_inputs,
+    read_stages,
+    relative,
+    stage_lines,
+    stage_needs,
+)
+
+JUDGED = ("src/", "conf/", "data/")  # deps outside these are not judged
+EVERY_RUN_COMMENT = "   # from here on: what every `kedro run` executes"
+DEPS_INDENT, PARAMS_KEY_INDENT = " " * 6, " " * 10
+
+
+@dataclass
+class Verdict:
+    """One stage: what dvc.yaml lacks, what it declares for nothing, and the blocks --fix would write."""
+
+    stage: Stage
+    needs: Needs
+    missing_sources: list[str]
+    missing_paths: list[str]
+    missing_params: dict[str, list[str]]
+    unused_deps: list[str]
+    unused_params: dict[str, list[str]]
+    deps: list[Dep]  # the fixed deps block
+    params: dict[str, list[str]]  # the fixed params block
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_sources or self.missing_paths or self.missing_params or self.unused_deps
+                    or self.unused_params)
+
+
+def source_entries(needed: set[str], root: Path) -> list[str]:
+    """Readable deps covering the source files ``needed``: a package directory when the stage executes more
+    than half of its .py files, else the files one by one. The top package is never collapsed."""
+    out: list[str] = []
+
+    def visit(folder: Path) -> None:
+        rel = relative(folder, root)
+        inside = {f for f in needed if covers(rel, f)}
+        if not inside:
+            return
+        all_py = [relative(p, root) for p in folder.rglob("*.py") if "__pycache__" not in p.parts]
+        used = sum(1 for p in all_py if p in needed)
+        if folder != root / "src" / PACKAGE and used * 2 > len(all_py):
+            out.append(rel)
+            return
+        out.extend(sorted(f for f in inside if Path(f).parent == Path(rel)))
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
+            visit(sub)
+
+    visit(root / "src" / PACKAGE)
+    return out
+
+
+def _comment_for(path: str, old: list[Dep]) -> str:
+    """The comment the dep ``path`` had, or the comments of the file deps a new directory dep replaces."""
+    if same := [d.suffix for d in old if d.path == path]:
+        return same[0]
+    merged = [f"{d.path.removeprefix(path + '/')}: {d.suffix.strip().lstrip('#').strip()}" for d in old
+              if covers(path, d.path) and d.suffix.strip().startswith("#") and d.suffix != EVERY_RUN_COMMENT]
+    return f"   # {'; '.join(merged)}" if merged else ""
+
+
+def _judge_params(stage: Stage, needs: Needs) -> tuple[dict, dict, dict]:
+    """(missing, unused, fixed) params, each parameters file -> keys."""
+    missing: dict[str, list[str]] = {}
+    unused: dict[str, list[str]] = {}
+    fixed: dict[str, list[str]] = {}
+    for file in [*stage.params, *(f for f in needs.params if f not in stage.params)]:
+        declared, needed = stage.params.get(file, []), needs.params.get(file, [])
+        lacking = [k for k in needed if not any(key_covers(e, k) for e in declared)]
+        kept = [e for e in declared if any(key_covers(e, k) for k in needed)]
+        if lacking:
+            missing[file] = lacking
+        if extra := [e for e in declared if e not in kept]:
+            unused[file] = extra
+        if keys := kept + [k for k in lacking if k not in kept]:
+            fixed[file] = keys
+    return missing, unused, fixed
+
+
+def judge(root: Path, stage: Stage, needs: Needs) -> Verdict:
+    declared = [d.path for d in stage.deps]
+    needed_paths = set(needs.sources) | set(needs.paths)
+    missing_sources = [f for f in needs.sources if not any(covers(d, f) for d in declared)]
+    missing_paths = [p for p in needs.paths if not any(covers(d, p) for d in declared)]
+    unused = [d.path for d in stage.deps if d.path.startswith(JUDGED) and not d.keep
+              and not any(covers(d.path, p) for p in needed_paths)]
+    missing_params, unused_params, fixed_params = _judge_params(stage, needs)
+
+    # The fixed deps: data, sources, conf, others. Source deps are derived afresh (so a refactor that shrinks
+    # what a stage imports shrinks its deps too), the stage's own first, then what every `kedro run` executes
+    # (the first of those with a comment saying so); a line that stays keeps its comment; data and conf deps
+    # keep their order, new ones go last.
+    sources = [Dep(p, _comment_for(p, stage.deps)) for p in source_entries(set(needs.sources), root)]
+    sources += [d for d in stage.deps if d.path.startswith("src/") and d.keep
+                and not any(covers(s.path, d.path) for s in sources)]
+    common = [d for d in sources if (covered := [f for f in needs.sources if covers(d.path, f)])
+              and all(f in needs.every_run for f in covered)]
+    own = sorted((d for d in sources if d not in common), key=lambda d: d.path)
+    common = sorted((Dep(d.path, "" if d.suffix == EVERY_RUN_COMMENT else d.suffix) for d in common),
+                    key=lambda d: d.path)
+    if common and not common[0].suffix:
+        common[0] = Dep(common[0].path, EVERY_RUN_COMMENT)
+    rest = [d for d in stage.deps if not d.path.startswith("src/") and d.path not in unused]
+    rest += [Dep(p) for p in missing_paths]
+    deps = ([d for d in rest if d.path.startswith("data/")] + own + common
+            + [d for d in rest if d.path.startswith("conf/")] + [d for d in rest if not d.path.startswith(JUDGED)])
+    return Verdict(stage, needs, missing_sources, missing_paths, missing_params, unused, unused_params, deps,
+                   fixed_params)
+
+
+def check(root: Path, dvc_file: Path | None = None) -> list[Verdict]:
+    """Judge every Kedro stage of ``dvc_file`` (default ``root/dvc.yaml``) against the code under ``root``."""
+    root = root.resolve()
+    stages = read_stages(dvc_file or root / "dvc.yaml")
+    inputs = pipeline_inputs(root, [s.pipeline for s in stages]) if stages else {}
+    return [judge(root, s, stage_needs(root, s.pipeline, inputs[s.pipeline])) for s in stages]
+
+
+def deps_lines(deps: list[Dep]) -> list[str]:
+    return [f"{DEPS_INDENT}- {d.path}{d.suffix}" for d in deps]
+
+
+def params_lines(params: dict[str, list[str]]) -> list[str]:
+    out = []
+    for file, keys in params.items():
+        out.append(f"{DEPS_INDENT}- {file}:")
+        out += [f"{PARAMS_KEY_INDENT}- {k}" for k in keys]
+    return out
+
+
+def report(verdicts: list[Verdict]) -> str:
+    """The --check message: per failing stage, what is missing (with why) and the lines to add or remove."""
+    out = []
+    for v in verdicts:
+        if v.ok:
+            continue
+        out.append(f"stage {v.stage.name} (kedro run --pipelines {v.stage.pipeline}):")
+        if v.missing_sources or v.missing_paths:
+            out.append("  deps do not cover what the stage executes or reads:")
+            out += [f"    {f}   (reached by {' -> '.join(v.needs.sources[f])})" for f in v.missing_sources]
+            out += [f"    {p}   (a catalog input or conf file of the pipeline)" for p in v.missing_paths]
+            missing = v.missing_sources + v.missing_paths
+            out.append("  add under `deps:`:")
+            out += deps_lines([d for d in v.deps if any(covers(d.path, m) for m in missing)])
+        if v.missing_params:
+            out.append("  params the pipeline reads that `params:` does not cover; add:")
+            out += params_lines(v.missing_params)
+        if v.unused_deps:
+            out.append(f"  deps that cover nothing the stage uses (remove them, or mark the line `# {KEEP_MARK}`"
+                       " with the reason):")
+            out += deps_lines([Dep(p) for p in v.unused_deps])
+        if v.unused_params:
+            out.append("  params keys the pipeline does not read (remove them):")
+            out += params_lines(v.unused_params)
+    return "\n".join(out)
+
+
+def fix(dvc_file: Path, verdicts: list[Verdict]) -> bool:
+    """Rewrite the deps and params blocks of the failing stages; True when the file changed."""
+    text = dvc_file.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for v in verdicts:
+        if v.ok:
+            continue
+        for key, new in (("params", params_lines(v.params)), ("deps", deps_lines(v.deps))):
+            start, end = stage_lines(lines, v.stage.name)
+            items = block(lines, start, end, key)
+            if items is None:  # no such key yet: insert it after the cmd line
+                at = next(i for i in range(start, end) if lines[i].startswith("    cmd:")) + 1
+                lines[at:at] = [f"    {key}:"]
+                items = (at + 1, at + 1)
+            lines[items[0]:items[1]] = new
+    new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+    if new_text != text:
+        dvc_file.write_text(new_text, encoding="utf-8")
+    return new_text != text
+
+
+def _say(text: str) -> None:
+    print(text)  # noqa: T201 - this command's output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lmforge.dvc_deps",
+                                     description="Check (or fix) that dvc.yaml's deps cover what each stage runs.")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="fail (exit 1) when dvc.yaml drifted (the default)")
+    mode.add_argument("--fix", action="store_true", help="rewrite the deps/params blocks that drifted")
+    mode.add_argument("--print", action="store_true", help="print every stage's derived deps/params blocks")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (default: the current folder)")
+    parser.add_argument("--dvc-file", type=Path, default=None, help="default: <root>/dvc.yaml")
+    args = parser.parse_args(argv)
+    dvc_file = args.dvc_file or args.root / "dvc.yaml"
+    verdicts = check(args.root, dvc_file)
+    if args.print:
+        for v in verdicts:
+            _say("\n".join([f"  {v.stage.name}:", "    deps:", *deps_lines(v.deps), "    params:",
+                            *params_lines(v.params)]))
+        return 0
+    drifted = [v.stage.name for v in verdicts if not v.ok]
+    if args.fix:
+        fix(dvc_file, verdicts)
+        _say(f"{dvc_file}: rewrote the deps/params of {', '.join(drifted)}" if drifted else f"{dvc_file}: no drift")
+        return 0
+    if drifted:
+        _say(f"{dvc_file}: deps drifted from the code (`python -m lmforge.dvc_deps --fix` rewrites them)\n"
+             + report(verdicts))
+        return 1
+    _say(f"{dvc_file}: the deps and params of {len(verdicts)} stages cover what they execute and read")
+    return 0
