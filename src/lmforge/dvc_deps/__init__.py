@@ -27,15 +27,17 @@ old outputs up to date. This tool derives, for every stage whose command is
 
 ``--check`` (the default) exits 1 when a stage lacks a dep or a params key, printing per stage the
 YAML lines to add and, for each missing source file, the import chain that reaches it. It also
-fails on a declared dep under ``src/``, ``conf/`` or ``data/`` that covers nothing the stage uses
-(a stale leftover: a path that no longer exists makes ``dvc repro`` fail outright, and a path the
-stage does not use reruns it, training included, for nothing). That is a failure rather than a
-warning because the only two causes are drift, which ``--fix`` repairs, or a use this tool cannot
-see, which must then be said where it is declared: a dep line whose comment contains
-``dvc-deps: keep`` is never reported. Deps elsewhere (e.g. ``pyproject.toml``) are left alone.
-``--fix`` rewrites the stages' ``deps:`` and ``params:`` blocks (kept entries keep their comments;
-new source deps are a directory when the stage executes more than half of that package's files, the
-files otherwise); ``--print`` shows the blocks ``--fix`` would write.
+fails on a source dep (under ``src/``) or a params key that covers nothing the stage uses: a stale
+leftover of a move or rename (a path that no longer exists makes ``dvc repro`` fail outright, and
+code the stage does not run reruns it, training included, for nothing). A failure rather than a
+warning, because the only causes are drift, which ``--fix`` repairs, or a use this tool cannot see,
+which must then be said where it is declared: a dep line whose comment contains ``dvc-deps: keep``
+is never reported. Extra data and conf deps are allowed (your own SFT files, which parameters name,
+belong under the sft stage's deps); deps outside ``src/``, ``conf/`` and ``data/`` are left alone.
+``--fix`` rewrites the drifted stages' ``deps:`` and ``params:`` blocks: source deps derived afresh
+(a package directory when the stage executes more than half of its .py files, the files otherwise;
+the stage's own first, then what every ``kedro run`` executes), other deps kept in their order, each
+kept line with its comment; ``--print`` shows the blocks ``--fix`` would write.
 
 Not derived, on purpose: ``conf/base/mlflow.yml`` (where runs are logged, not what a stage computes;
 as a dep, renaming the experiment would retrain the chain) and ``conf/local`` (git-ignored personal

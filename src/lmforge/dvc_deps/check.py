@@ -22,7 +22,8 @@ from lmforge.dvc_deps.stages import (
     stage_needs,
 )
 
-JUDGED = ("src/", "conf/", "data/")  # deps outside these are not judged
+SOURCES = "src/"  # deps derived exactly; data and conf deps may go beyond what the catalog says
+KNOWN = ("src/", "conf/", "data/")  # deps elsewhere are left where they are, last
 EVERY_RUN_COMMENT = "   # from here on: what every `kedro run` executes"
 DEPS_INDENT, PARAMS_KEY_INDENT = " " * 6, " " * 10
 
@@ -99,11 +100,10 @@ def _judge_params(stage: Stage, needs: Needs) -> tuple[dict, dict, dict]:
 
 def judge(root: Path, stage: Stage, needs: Needs) -> Verdict:
     declared = [d.path for d in stage.deps]
-    needed_paths = set(needs.sources) | set(needs.paths)
     missing_sources = [f for f in needs.sources if not any(covers(d, f) for d in declared)]
     missing_paths = [p for p in needs.paths if not any(covers(d, p) for d in declared)]
-    unused = [d.path for d in stage.deps if d.path.startswith(JUDGED) and not d.keep
-              and not any(covers(d.path, p) for p in needed_paths)]
+    unused = [d.path for d in stage.deps if d.path.startswith(SOURCES) and not d.keep
+              and not any(covers(d.path, f) for f in needs.sources)]
     missing_params, unused_params, fixed_params = _judge_params(stage, needs)
 
     # The fixed deps: data, sources, conf, others. Source deps are derived afresh (so a refactor that shrinks
@@ -111,7 +111,7 @@ def judge(root: Path, stage: Stage, needs: Needs) -> Verdict:
     # (the first of those with a comment saying so); a line that stays keeps its comment; data and conf deps
     # keep their order, new ones go last.
     sources = [Dep(p, _comment_for(p, stage.deps)) for p in source_entries(set(needs.sources), root)]
-    sources += [d for d in stage.deps if d.path.startswith("src/") and d.keep
+    sources += [d for d in stage.deps if d.path.startswith(SOURCES) and d.keep
                 and not any(covers(s.path, d.path) for s in sources)]
     common = [d for d in sources if (covered := [f for f in needs.sources if covers(d.path, f)])
               and all(f in needs.every_run for f in covered)]
@@ -120,10 +120,10 @@ def judge(root: Path, stage: Stage, needs: Needs) -> Verdict:
                     key=lambda d: d.path)
     if common and not common[0].suffix:
         common[0] = Dep(common[0].path, EVERY_RUN_COMMENT)
-    rest = [d for d in stage.deps if not d.path.startswith("src/") and d.path not in unused]
+    rest = [d for d in stage.deps if not d.path.startswith(SOURCES) and d.path not in unused]
     rest += [Dep(p) for p in missing_paths]
     deps = ([d for d in rest if d.path.startswith("data/")] + own + common
-            + [d for d in rest if d.path.startswith("conf/")] + [d for d in rest if not d.path.startswith(JUDGED)])
+            + [d for d in rest if d.path.startswith("conf/")] + [d for d in rest if not d.path.startswith(KNOWN)])
     return Verdict(stage, needs, missing_sources, missing_paths, missing_params, unused, unused_params, deps,
                    fixed_params)
 

@@ -166,7 +166,10 @@ def key_covers(entry: str, key: str) -> bool:
 
 def stage_lines(lines: list[str], stage: str) -> tuple[int, int]:
     """The line range of ``stage``'s body in dvc.yaml (after its ``  <stage>:`` line)."""
-    start = next(i for i, line in enumerate(lines) if line.rstrip() == f"  {stage}:") + 1
+    heads = [i for i, line in enumerate(lines) if line.rstrip() == f"  {stage}:"]
+    if len(heads) != 1:  # the layout `dvc stage add` writes: 2-space stages, 4-space keys, 6-space items
+        raise ValueError(f"dvc.yaml: expected one line '  {stage}:' (2-space indentation), found {len(heads)}")
+    start = heads[0] + 1
     end = start
     while end < len(lines) and (not lines[end].strip() or lines[end].startswith("   ")):
         end += 1
