@@ -61,12 +61,28 @@ def test_check_fails_on_a_removed_dep_and_names_the_stage_and_file(tmp_path, cap
     assert "add under `deps:`:\n      - src/lmforge/pipelines/tokenizer\n" in out  # the exact YAML line
     assert "stage data_processing" not in out
 
-    assert main(["--fix", "--root", str(REPO), "--dvc-file", str(dvc_file)]) == 0
-    fixed = dvc_file.read_text()
-    assert "      - src/lmforge/pipelines/tokenizer\n" in fixed
-    assert [line for line in fixed.splitlines() if "#" in line] == [line for line in original.splitlines()
-                                                                     if "#" in line]  # comments kept
+    # --fix puts the line back: the result is what --fix makes of the untouched file, comments included
+    untouched = tmp_path / "untouched.yaml"
+    untouched.write_text(original)
+    for path in (dvc_file, untouched):
+        assert main(["--fix", "--root", str(REPO), "--dvc-file", str(path)]) == 0
+    assert "      - src/lmforge/pipelines/tokenizer\n" in dvc_file.read_text()
+    assert dvc_file.read_text() == untouched.read_text()
     assert main(["--check", "--root", str(REPO), "--dvc-file", str(dvc_file)]) == 0
+
+
+def test_a_dep_wider_than_the_stage_needs_is_a_warning_that_fix_narrows(tmp_path, capsys):
+    dvc_file = tmp_path / "dvc.yaml"
+    original = (REPO / "dvc.yaml").read_text()
+    wide = drop_line(original, "tokenizer", "      - src/lmforge/pipelines/tokenizer")
+    head = "\n  tokenizer:\n    cmd: kedro run --pipelines tokenizer\n    deps:\n"
+    wide = wide.replace(head, head + "      - src/lmforge/pipelines\n")
+    dvc_file.write_text(wide)
+    assert main(["--check", "--root", str(REPO), "--dvc-file", str(dvc_file)]) == 0  # nothing is missed
+    assert "warning: stage tokenizer: src/lmforge/pipelines covers" in capsys.readouterr().out
+    assert main(["--fix", "--root", str(REPO), "--dvc-file", str(dvc_file)]) == 0
+    assert "      - src/lmforge/pipelines\n" not in dvc_file.read_text()
+    assert "      - src/lmforge/pipelines/tokenizer\n" in dvc_file.read_text()
 
 
 def test_check_fails_on_a_stale_dep_unless_marked_kept(tmp_path, capsys):

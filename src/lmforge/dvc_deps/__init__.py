@@ -34,10 +34,13 @@ warning, because the only causes are drift, which ``--fix`` repairs, or a use th
 which must then be said where it is declared: a dep line whose comment contains ``dvc-deps: keep``
 is never reported. Extra data and conf deps are allowed (your own SFT files, which parameters name,
 belong under the sft stage's deps); deps outside ``src/``, ``conf/`` and ``data/`` are left alone.
-``--fix`` rewrites the drifted stages' ``deps:`` and ``params:`` blocks: source deps derived afresh
-(a package directory when the stage executes more than half of its .py files, the files otherwise;
-the stage's own first, then what every ``kedro run`` executes), other deps kept in their order, each
-kept line with its comment; ``--print`` shows the blocks ``--fix`` would write.
+A source dep wider than the stage needs (a directory of which it executes few files) is only a
+warning: nothing is missed, it merely reruns the stage more often than needed. ``--fix`` rewrites
+every stage's ``deps:`` and ``params:`` blocks as derived: source deps afresh (a package directory
+when the stage executes more than half of its .py files, the files otherwise; the stage's own first,
+then what every ``kedro run`` executes), other deps kept in their order, comments kept (a directory
+that replaces commented file deps collects their comments, and gives them back when narrowed);
+``--print`` shows the blocks ``--fix`` would write.
 
 Not derived, on purpose: ``conf/base/mlflow.yml`` (where runs are logged, not what a stage computes;
 as a dep, renaming the experiment would retrain the chain) and ``conf/local`` (git-ignored personal

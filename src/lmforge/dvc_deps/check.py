@@ -41,11 +41,18 @@ class Verdict:
     unused_params: dict[str, list[str]]
     deps: list[Dep]  # the fixed deps block
     params: dict[str, list[str]]  # the fixed params block
+    broad: dict[str, int]  # source dep -> how many .py files under it the stage cannot execute (a warning)
 
     @property
     def ok(self) -> bool:
         return not (self.missing_sources or self.missing_paths or self.missing_params or self.unused_deps
                     or self.unused_params)
+
+
+def _python_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path] if path.suffix == ".py" else []
+    return [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
 
 
 def source_entries(needed: set[str], root: Path) -> list[str]:
@@ -58,7 +65,7 @@ def source_entries(needed: set[str], root: Path) -> list[str]:
         inside = {f for f in needed if covers(rel, f)}
         if not inside:
             return
-        all_py = [relative(p, root) for p in folder.rglob("*.py") if "__pycache__" not in p.parts]
+        all_py = [relative(p, root) for p in _python_files(folder)]
         used = sum(1 for p in all_py if p in needed)
         if folder != root / "src" / PACKAGE and used * 2 > len(all_py):
             out.append(rel)
@@ -72,12 +79,25 @@ def source_entries(needed: set[str], root: Path) -> list[str]:
 
 
 def _comment_for(path: str, old: list[Dep]) -> str:
-    """The comment the dep ``path`` had, or the comments of the file deps a new directory dep replaces."""
+    """The comment the dep ``path`` had; for a new directory dep, the comments of the file deps it replaces
+    (``   # a.py: why; b.py: why``); for a new file dep, its part of such a directory comment."""
     if same := [d.suffix for d in old if d.path == path]:
         return same[0]
-    merged = [f"{d.path.removeprefix(path + '/')}: {d.suffix.strip().lstrip('#').strip()}" for d in old
-              if covers(path, d.path) and d.suffix.strip().startswith("#") and d.suffix != EVERY_RUN_COMMENT]
-    return f"   # {'; '.join(merged)}" if merged else ""
+    merged = [f"{d.path.removeprefix(path + '/')}: {_text(d.suffix)}" for d in old
+              if covers(path, d.path) and _text(d.suffix) and d.suffix != EVERY_RUN_COMMENT]
+    if merged:
+        return f"   # {'; '.join(merged)}"
+    for d in old:
+        if covers(d.path, path) and d.path != path:
+            parts = dict(part.split(": ", 1) for part in _text(d.suffix).split("; ") if ": " in part)
+            if why := parts.get(path.removeprefix(d.path + "/")):
+                return f"   # {why}"
+    return ""
+
+
+def _text(suffix: str) -> str:
+    """The comment of a dep line's suffix, without its ``#``."""
+    return suffix.strip().removeprefix("#").strip() if suffix.strip().startswith("#") else ""
 
 
 def _judge_params(stage: Stage, needs: Needs) -> tuple[dict, dict, dict]:
@@ -124,8 +144,15 @@ def judge(root: Path, stage: Stage, needs: Needs) -> Verdict:
     rest += [Dep(p) for p in missing_paths]
     deps = ([d for d in rest if d.path.startswith("data/")] + own + common
             + [d for d in rest if d.path.startswith("conf/")] + [d for d in rest if not d.path.startswith(KNOWN)])
+    derived = {d.path for d in sources}
+    broad = {}
+    for d in stage.deps:
+        if d.path.startswith(SOURCES) and d.path not in derived and d.path not in unused and not d.keep:
+            if extra := [p for p in _python_files(root / d.path) if relative(p, root) not in needs.sources]:
+                broad[d.path] = len(extra)
     return Verdict(stage, needs, missing_sources, missing_paths, missing_params, unused, unused_params, deps,
-                   fixed_params)
+                   fixed_params, broad)
+
 
 
 def check(root: Path, dvc_file: Path | None = None) -> list[Verdict]:
@@ -175,13 +202,19 @@ def report(verdicts: list[Verdict]) -> str:
     return "\n".join(out)
 
 
-def fix(dvc_file: Path, verdicts: list[Verdict]) -> bool:
-    """Rewrite the deps and params blocks of the failing stages; True when the file changed."""
+def warnings(verdicts: list[Verdict]) -> str:
+    """Source deps wider than the stage needs: correct (nothing is missed), but they rerun it for nothing."""
+    return "\n".join(f"warning: stage {v.stage.name}: {dep} covers {n} .py file(s) the stage cannot execute"
+                     " (`--fix` narrows it)" for v in verdicts for dep, n in v.broad.items())
+
+
+def fix(dvc_file: Path, verdicts: list[Verdict]) -> list[str]:
+    """Rewrite every stage's deps and params blocks to the derived ones; the names of the stages that changed."""
     text = dvc_file.read_text(encoding="utf-8")
     lines = text.splitlines()
+    changed = []
     for v in verdicts:
-        if v.ok:
-            continue
+        before = list(lines)
         for key, new in (("params", params_lines(v.params)), ("deps", deps_lines(v.deps))):
             start, end = stage_lines(lines, v.stage.name)
             items = block(lines, start, end, key)
@@ -190,10 +223,11 @@ def fix(dvc_file: Path, verdicts: list[Verdict]) -> bool:
                 lines[at:at] = [f"    {key}:"]
                 items = (at + 1, at + 1)
             lines[items[0]:items[1]] = new
-    new_text = "\n".join(lines) + ("\n" if text.endswith("\n") else "")
-    if new_text != text:
-        dvc_file.write_text(new_text, encoding="utf-8")
-    return new_text != text
+        if lines != before:
+            changed.append(v.stage.name)
+    if changed:
+        dvc_file.write_text("\n".join(lines) + ("\n" if text.endswith("\n") else ""), encoding="utf-8")
+    return changed
 
 
 def _say(text: str) -> None:
@@ -205,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Check (or fix) that dvc.yaml's deps cover what each stage runs.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="fail (exit 1) when dvc.yaml drifted (the default)")
-    mode.add_argument("--fix", action="store_true", help="rewrite the deps/params blocks that drifted")
+    mode.add_argument("--fix", action="store_true", help="rewrite every stage's deps/params blocks as derived")
     mode.add_argument("--print", action="store_true", help="print every stage's derived deps/params blocks")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="project root (default: the current folder)")
     parser.add_argument("--dvc-file", type=Path, default=None, help="default: <root>/dvc.yaml")
@@ -217,14 +251,15 @@ def main(argv: list[str] | None = None) -> int:
             _say("\n".join([f"  {v.stage.name}:", "    deps:", *deps_lines(v.deps), "    params:",
                             *params_lines(v.params)]))
         return 0
-    drifted = [v.stage.name for v in verdicts if not v.ok]
     if args.fix:
-        fix(dvc_file, verdicts)
-        _say(f"{dvc_file}: rewrote the deps/params of {', '.join(drifted)}" if drifted else f"{dvc_file}: no drift")
+        changed = fix(dvc_file, verdicts)
+        _say(f"{dvc_file}: rewrote the deps/params of {', '.join(changed)}" if changed else f"{dvc_file}: as derived")
         return 0
-    if drifted:
-        _say(f"{dvc_file}: deps drifted from the code (`python -m lmforge.dvc_deps --fix` rewrites them)\n"
-             + report(verdicts))
+    if warned := warnings(verdicts):
+        _say(warned)
+    if drifted := [v.stage.name for v in verdicts if not v.ok]:
+        _say(f"{dvc_file}: deps of {', '.join(drifted)} drifted from the code (`python -m lmforge.dvc_deps --fix`"
+             " rewrites them)\n" + report(verdicts))
         return 1
     _say(f"{dvc_file}: the deps and params of {len(verdicts)} stages cover what they execute and read")
     return 0
