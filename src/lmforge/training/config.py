@@ -165,7 +165,7 @@ class DeepSpeedArgs:
 class JobModel:
     """The model a job trains: built from a preset (pretrain) or loaded from ``JobSpec.init_from`` (sft)."""
 
-    # transformers attention kernel ("sdpa", "eager", "flash_attention_2").
+    # transformers attention kernel: sdpa, eager or flash_attention_2.
     attn_implementation: str
     # Preset name (``lmforge.model.presets``) and its overrides; None when the job starts from init_from.
     preset: str | None = None

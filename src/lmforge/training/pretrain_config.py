@@ -26,7 +26,7 @@ class ModelArgs:
     preset: str = "tiny"
     # Preset fields to change, e.g. {n_layers: 2}; names and types are checked against the table here.
     overrides: PresetOverrides = field(default_factory=dict)
-    # transformers attention kernel: "sdpa", "eager" (or "flash_attention_2" where flash-attn is installed).
+    # transformers attention kernel: sdpa, eager (or flash_attention_2 where flash-attn is installed).
     attn_implementation: str = ATTN_IMPLEMENTATION
 
     def __post_init__(self) -> None:
