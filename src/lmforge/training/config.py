@@ -208,6 +208,7 @@ class JobSpec:
     init_from: str | None
     # The data to read (see ``JobData``).
     data: JobData
+    # Optimisation settings of the stage (its ``TrainArgs``, possibly rebatched to resume on another world size).
     train: TrainArgs
     # Fully resolved DeepSpeed config (DeepSpeed's own JSON document; see ``DeepSpeedJSON``).
     deepspeed: DeepSpeedJSON

@@ -39,8 +39,8 @@ class ModelArgs:
 
 @dataclass
 class PretrainTrainArgs(TrainArgs):
-    """``pretrain.train``: ``TrainArgs`` with pretraining's defaults where they differ (the tiny CPU model
-    learns fastest at a high learning rate; a checkpoint every third of the run)."""
+    """``pretrain.train``: ``TrainArgs`` with the pretrain stage's own defaults (the fields restated here):
+    the tiny CPU model trained from scratch takes a high learning rate; a checkpoint every third of the run."""
 
     max_steps: int = 120
     lr: float = 3e-3
@@ -53,7 +53,11 @@ class PretrainConfig:
 
     # Scratch directory of the stage's job: job.json, train.log, result.json, checkpoints/ (the YAML gives it).
     run_dir: str
+    # The preset model to build (``ModelArgs``).
     model: ModelArgs = field(default_factory=ModelArgs)
+    # Optimisation, checkpoints and the non-finite-loss policy (``TrainArgs``, pretraining's defaults).
     train: PretrainTrainArgs = field(default_factory=PretrainTrainArgs)
+    # ZeRO stage, offload and raw DeepSpeed overrides (``DeepSpeedArgs``).
     deepspeed: DeepSpeedArgs = field(default_factory=DeepSpeedArgs)
+    # Launcher, processes and nodes (``LaunchArgs``).
     launch: LaunchArgs = field(default_factory=LaunchArgs)

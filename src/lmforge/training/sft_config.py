@@ -28,10 +28,11 @@ FINETUNING = ("full", "lora")
 
 @dataclass
 class SftTrainArgs(TrainArgs):
-    """``sft.train``: ``TrainArgs`` with SFT's defaults where they differ from pretraining's.
+    """``sft.train``: ``TrainArgs`` with the sft stage's own defaults (the fields restated here).
 
-    The CPU default fine-tunes a tiny model pretrained for minutes: fewer steps, a shorter warmup, no
-    weight decay and an earlier first checkpoint. conf/gpu/parameters_sft.yml holds the GPU values.
+    The CPU default fine-tunes a tiny model pretrained for minutes: fewer steps than pretraining, a
+    shorter warmup, no weight decay and an earlier first checkpoint. conf/gpu/parameters_sft.yml holds
+    the GPU values.
     """
 
     max_steps: int = 60
@@ -79,9 +80,13 @@ class SftConfig:
     finetuning: str = "full"
     # LoRA settings, used when ``finetuning`` is "lora".
     lora: LoraArgs = field(default_factory=LoraArgs)
+    # How the base model is loaded (``SftModelArgs``).
     model: SftModelArgs = field(default_factory=SftModelArgs)
+    # Optimisation, checkpoints and the non-finite-loss policy (``TrainArgs``, SFT's defaults).
     train: SftTrainArgs = field(default_factory=SftTrainArgs)
+    # ZeRO stage, offload and raw DeepSpeed overrides (``DeepSpeedArgs``).
     deepspeed: DeepSpeedArgs = field(default_factory=DeepSpeedArgs)
+    # Launcher, processes and nodes (``LaunchArgs``).
     launch: LaunchArgs = field(default_factory=LaunchArgs)
 
     def __post_init__(self) -> None:
