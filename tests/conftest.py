@@ -158,6 +158,33 @@ def training_params_factory():
     return training_params
 
 
+def pretrain_config(params: dict):
+    """``PretrainConfig`` from a ``params:pretrain`` dict, as the pretrain node builds it."""
+    from lmforge.config import build_dataclass
+    from lmforge.training.pretrain_config import PretrainConfig
+
+    return build_dataclass(PretrainConfig, params, path="pretrain")
+
+
+def sft_config(params: dict):
+    """``SftConfig`` from a ``params:sft`` dict, as the sft pipeline's first node builds it."""
+    from lmforge.pipelines.sft.nodes import build_sft_config
+
+    return build_sft_config(params)
+
+
+@pytest.fixture(scope="session")
+def pretrain_config_factory():
+    """``pretrain_config(params)``: the typed config ``run_pretraining`` takes."""
+    return pretrain_config
+
+
+@pytest.fixture(scope="session")
+def sft_config_factory():
+    """``sft_config(params)``: the typed config ``run_sft`` and the sft nodes take."""
+    return sft_config
+
+
 @pytest.fixture(scope="session")
 def chain_pretrain_runs(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, tmp_path_factory):
     """``run(zero_stage)`` -> (checkpoint, metrics, loss curve) of a real 2-process pretraining, cached per stage."""
@@ -169,7 +196,8 @@ def chain_pretrain_runs(chain_token_shards, chain_tokenizer_dir, deepspeed_templ
         if zero_stage not in cache:
             run_dir = tmp_path_factory.mktemp(f"pretrain_zero{zero_stage}") / "run"
             params = training_params(run_dir, zero_stage=zero_stage, model={"preset": "debug", "overrides": {}})
-            cache[zero_stage] = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, params)
+            cache[zero_stage] = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
+                                                pretrain_config(params))
         return cache[zero_stage]
 
     return run
@@ -182,7 +210,7 @@ def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
 
 
 @pytest.fixture(scope="session")
-def chain_sft_params() -> dict:
+def chain_sft_params(tmp_path_factory) -> dict:
     """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings)."""
     return {
         "data": {"max_pairs": 200, "min_body_lines": 2, "max_prompt_chars": 600, "max_response_chars": 600,
@@ -190,34 +218,27 @@ def chain_sft_params() -> dict:
         "identity": {"name": "Forge", "developer": "the lmforge team", "repeat": 2},
         "max_length": 256,
         "train_on_prompt": False,
+        "run_dir": str(tmp_path_factory.mktemp("chain_sft_params") / "run"),
     }
 
 
 @pytest.fixture(scope="session")
 def chain_conversations(chain_documents, chain_sft_params) -> dict[str, list[dict]]:
-    """Instruction conversations from the corpus (+ identity in train), as the sft pipeline builds them."""
-    from lmforge.data.documents import Document
-    from lmforge.data.identity import IdentityConfig, build_identity_conversations
-    from lmforge.data.instructions import InstructionConfig, build_instruction_pairs
-    from lmforge.data.process import iter_records
+    """Instruction conversations from the corpus (+ identity in train), built by the sft pipeline's node."""
+    from lmforge.pipelines.sft.nodes import build_conversations
 
-    docs = (Document.from_dict(r) for r in iter_records(chain_documents))
-    splits, _ = build_instruction_pairs(docs, InstructionConfig(**chain_sft_params["data"]))
-    identity_cfg = IdentityConfig(**chain_sft_params["identity"])
-    train = splits["train"] + build_identity_conversations(identity_cfg) * identity_cfg.repeat
-    assert splits["validation"], "the tiny corpus must give held-out conversations"
-    return {"train": train, "validation": splits["validation"]}
+    train, validation, _, _ = build_conversations(chain_documents, sft_config(chain_sft_params))
+    assert validation, "the tiny corpus must give held-out conversations"
+    return {"train": train, "validation": validation}
 
 
 @pytest.fixture(scope="session")
 def chain_sft_examples(chain_conversations, chain_tokenizer_dir, chain_sft_params) -> list[dict]:
     """Tokenized training conversations (labels only on assistant turns), at most ``max_length`` tokens."""
-    from lmforge.tokenizer.artifact import load_tokenizer
-    from lmforge.training.sft_data import build_sft_examples
+    from lmforge.pipelines.sft.nodes import tokenize_conversations
 
-    tok, template = load_tokenizer(chain_tokenizer_dir)
-    examples, _ = build_sft_examples(chain_conversations["train"], tok, template,
-                                     max_length=chain_sft_params["max_length"])
+    examples, _ = tokenize_conversations(chain_conversations["train"], chain_tokenizer_dir, {},
+                                         sft_config(chain_sft_params))
     return examples
 
 
@@ -228,8 +249,10 @@ def chain_sft(chain_sft_examples, chain_pretrain, chain_tokenizer_dir, deepspeed
     from lmforge.training.jobs import run_sft
 
     run_dir = tmp_path_factory.mktemp("sft") / "run"
-    params = training_params(run_dir, lr=1e-3)
-    return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates, params)
+    # packed rows of 512 tokens: the row length this run has always had (the examples are at most 256)
+    params = training_params(run_dir, lr=1e-3, max_length=512)
+    return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates,
+                   sft_config(params))
 
 
 @pytest.fixture
