@@ -36,14 +36,15 @@ def steady_tokens_per_s(starts: list[float], warmup: int, tokens_per_step: int) 
 def run_bare(preset: str, data, args) -> float:
     import torch
 
-    from lmforge.model.build import build_model
+    from lmforge.model.build import ATTN_IMPLEMENTATION, build_model
     from lmforge.model.presets import Preset
-    from lmforge.training.config import JobSpec, TrainArgs
+    from lmforge.training.config import JobData, JobModel, JobSpec, TrainArgs
     from lmforge.training.loop import build_optimizer
 
     model = build_model(Preset.from_name(preset), vocab_size=args.vocab, seed=0)
-    spec = JobSpec(kind="pretrain", model={}, init_from=None, data={}, train=TrainArgs(max_steps=args.steps),
-                   deepspeed={}, output_dir="", run_dir="", metric_prefix="bench")
+    spec = JobSpec(kind="pretrain", model=JobModel(attn_implementation=ATTN_IMPLEMENTATION), init_from=None,
+                   data=JobData(), train=TrainArgs(max_steps=args.steps), deepspeed={}, output_dir="", run_dir="",
+                   metric_prefix="bench")
     optimizer, schedule = build_optimizer(model, spec)
     model.train()
     starts = []
@@ -62,9 +63,9 @@ def run_bare(preset: str, data, args) -> float:
 
 
 def run_ours(preset: str, data, args, zero_stage: int) -> float:
-    from lmforge.model.build import build_model
+    from lmforge.model.build import ATTN_IMPLEMENTATION, build_model
     from lmforge.model.presets import Preset
-    from lmforge.training.config import DeepSpeedArgs, JobSpec, TrainArgs
+    from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, TrainArgs
     from lmforge.training.deepspeed_config import build_deepspeed_config
     from lmforge.training.loop import train
 
@@ -80,7 +81,8 @@ def run_ours(preset: str, data, args, zero_stage: int) -> float:
         return {"input_ids": data[step], "labels": data[step]}
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = JobSpec(kind="pretrain", model={}, init_from=None, data={}, train=train_args, deepspeed=ds,
+        spec = JobSpec(kind="pretrain", model=JobModel(attn_implementation=ATTN_IMPLEMENTATION), init_from=None,
+                       data=JobData(), train=train_args, deepspeed=ds,
                        output_dir=str(Path(tmp, "export")), run_dir=tmp, metric_prefix="bench")
         result = train(spec, model, next_batch, rank=0, world_size=1)
     args.last_result = result

@@ -69,7 +69,7 @@ def main() -> None:
     from lmforge.tokenizer.export import export_hf_tokenizer
     from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
     from lmforge.tokenizer.shards import stream_token_shards
-    from lmforge.tokenizer.train import TokenizerConfig, train_tokenizer
+    from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer
 
     texts = read_stdlib(3 * MB if args.quick else 40 * MB)
     repeats = 1 if args.quick else args.repeats
@@ -77,7 +77,7 @@ def main() -> None:
     logger.info("input: %d stdlib files, %.1f MB", len(texts), n_bytes / MB)
 
     work = Path(tempfile.mkdtemp(prefix="bench-tokenizer-"))
-    model = train_tokenizer(texts, TokenizerConfig(vocab_size=args.vocab_size))
+    model = train_tokenizer(texts, TokenizerTrainArgs(vocab_size=args.vocab_size))
     export_hf_tokenizer(model, work / "hf", chat_template="", model_max_length=1 << 30)
     ours = SentencePieceTokenizer.from_bytes(model)
     hf = tokenizers.Tokenizer.from_file(str(work / "hf" / "tokenizer.json"))

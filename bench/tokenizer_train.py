@@ -56,12 +56,12 @@ def iter_corpus(name: str, cap_bytes: int) -> Iterator[str]:
 
 def run_child(corpus: str, cap_bytes: int, vocab_size: int) -> dict:
     """Train once (in this process) and return the measurements."""
-    from lmforge.tokenizer.train import TokenizerConfig, train_tokenizer
+    from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer
 
     n_bytes = sum(len(t.encode("utf-8")) for t in iter_corpus(corpus, cap_bytes))
     report: dict[str, int] = {}
     started = time.perf_counter()
-    model = train_tokenizer(iter_corpus(corpus, cap_bytes), TokenizerConfig(vocab_size=vocab_size), report=report)
+    model = train_tokenizer(iter_corpus(corpus, cap_bytes), TokenizerTrainArgs(vocab_size=vocab_size), report=report)
     seconds = time.perf_counter() - started
     return {"corpus": corpus, "corpus_mb": round(n_bytes / MB, 1), "vocab_size": vocab_size,
             "train_seconds": round(seconds, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -100,7 +100,7 @@ def main() -> None:
         logger.info("%s", result)
         runs.append(result)
     doc = {"benchmark": "tokenizer_train", "python": platform.python_version(), "machine": platform.machine(),
-           "cpus": __import__("os").cpu_count(), "settings": "TokenizerConfig defaults (bpe, byte fallback, "
+           "cpus": __import__("os").cpu_count(), "settings": "TokenizerTrainArgs defaults (bpe, byte fallback, "
            "input_sentence_size=2_000_000 lines sampled, num_threads=2)", "runs": runs}
     if not args.quick:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,13 +48,21 @@ def deepspeed_templates() -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted((PROJECT_ROOT / "conf/base/deepspeed").glob("*.json"))}
 
 
-@pytest.fixture(scope="session")
-def chat_template() -> str:
-    """The project's one chat format, read from conf/base/parameters_tokenizer.yml."""
+def project_chat_template() -> str:
+    """The project's one chat format: conf/base/parameters_tokenizer.yml read through the stage's typed config."""
     import yaml
 
+    from lmforge.config import build_dataclass
+    from lmforge.tokenizer.config import TokenizerConfig
+
     params = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_tokenizer.yml").read_text())
-    return params["tokenizer"]["chat_template"]
+    return build_dataclass(TokenizerConfig, params["tokenizer"], path="tokenizer").chat_template
+
+
+@pytest.fixture(scope="session")
+def chat_template() -> str:
+    """The project's one chat format (``project_chat_template``)."""
+    return project_chat_template()
 
 
 @pytest.fixture(scope="session")
@@ -79,19 +87,6 @@ def chain_documents() -> dict[str, list[dict]]:
 
 
 @pytest.fixture(scope="session")
-def chain_split_texts(chain_documents) -> dict[str, list[str]]:
-    """Document texts split by id exactly as the tokenizer pipeline splits them."""
-    from lmforge.data.process import iter_records
-    from lmforge.data.splits import assign_split
-
-    splits: dict[str, list[str]] = {"train": [], "validation": []}
-    for record in iter_records(chain_documents):
-        splits[assign_split(record["id"], CHAIN_VALIDATION_FRACTION, 0)].append(record["text"])
-    assert splits["train"] and splits["validation"], "the tiny corpus must give both splits"
-    return splits
-
-
-@pytest.fixture(scope="session")
 def chain_tokenizer_params(chat_template) -> dict:
     """``params:tokenizer`` for the tiny chain (vocab 400, 64-token blocks)."""
     return {
@@ -104,25 +99,43 @@ def chain_tokenizer_params(chat_template) -> dict:
 
 
 @pytest.fixture(scope="session")
-def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_params, tmp_path_factory) -> str:
-    """A trained and exported tokenizer directory (sentencepiece + HF files + chat template)."""
+def chain_tokenizer_config(chain_tokenizer_params):
+    """``chain_tokenizer_params`` as the stage's typed config, built as the tokenizer nodes build it."""
+    from lmforge.config import build_dataclass
+    from lmforge.tokenizer.config import TokenizerConfig
+
+    return build_dataclass(TokenizerConfig, chain_tokenizer_params, path="tokenizer")
+
+
+@pytest.fixture(scope="session")
+def chain_split_texts(chain_documents, chain_tokenizer_config) -> dict[str, list[str]]:
+    """Document texts split by id by the tokenizer pipeline's own split function."""
+    from lmforge.pipelines.tokenizer.nodes import split_texts
+
+    splits = split_texts(chain_documents, chain_tokenizer_config)
+    assert splits["train"] and splits["validation"], "the tiny corpus must give both splits"
+    return splits
+
+
+@pytest.fixture(scope="session")
+def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_config, tmp_path_factory) -> str:
+    """A trained and exported tokenizer directory (sentencepiece + HF files + chat template), built by the
+    library function the train_tokenizer node calls."""
     from lmforge.tokenizer.artifact import build_tokenizer_dir
-    from lmforge.tokenizer.train import TokenizerConfig
 
     out = tmp_path_factory.mktemp("chain") / "tokenizer"
-    build_tokenizer_dir(chain_split_texts["train"], TokenizerConfig.from_dict(chain_tokenizer_params["train"]), out,
-                        chat_template=chain_tokenizer_params["chat_template"],
-                        model_max_length=chain_tokenizer_params["model_max_length"])
+    build_tokenizer_dir(chain_split_texts["train"], chain_tokenizer_config, out)
     return str(out)
 
 
 @pytest.fixture(scope="session")
-def chain_token_shards(chain_split_texts, chain_tokenizer_dir, tmp_path_factory) -> str:
-    """Packed train/validation token shards of CHAIN_SEQ_LEN tokens, made with the chain tokenizer."""
+def chain_token_shards(chain_split_texts, chain_tokenizer_dir, chain_tokenizer_config, tmp_path_factory) -> str:
+    """Packed train/validation token shards of CHAIN_SEQ_LEN tokens, made with the chain tokenizer (the library
+    function the build_token_shards node calls)."""
     from lmforge.tokenizer.artifact import build_token_shards_dir
 
     out = tmp_path_factory.mktemp("chain") / "tokens"
-    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, seq_len=CHAIN_SEQ_LEN, blocks_per_shard=500)
+    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, chain_tokenizer_config.shards)
     return str(out)
 
 
@@ -145,6 +158,33 @@ def training_params_factory():
     return training_params
 
 
+def pretrain_config(params: dict):
+    """``PretrainConfig`` from a ``params:pretrain`` dict, as the pretrain node builds it."""
+    from lmforge.config import build_dataclass
+    from lmforge.training.pretrain_config import PretrainConfig
+
+    return build_dataclass(PretrainConfig, params, path="pretrain")
+
+
+def sft_config(params: dict):
+    """``SftConfig`` from a ``params:sft`` dict, as the sft pipeline's first node builds it."""
+    from lmforge.pipelines.sft.nodes import build_sft_config
+
+    return build_sft_config(params)
+
+
+@pytest.fixture(scope="session")
+def pretrain_config_factory():
+    """``pretrain_config(params)``: the typed config ``run_pretraining`` takes."""
+    return pretrain_config
+
+
+@pytest.fixture(scope="session")
+def sft_config_factory():
+    """``sft_config(params)``: the typed config ``run_sft`` and the sft nodes take."""
+    return sft_config
+
+
 @pytest.fixture(scope="session")
 def chain_pretrain_runs(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, tmp_path_factory):
     """``run(zero_stage)`` -> (checkpoint, metrics, loss curve) of a real 2-process pretraining, cached per stage."""
@@ -156,7 +196,8 @@ def chain_pretrain_runs(chain_token_shards, chain_tokenizer_dir, deepspeed_templ
         if zero_stage not in cache:
             run_dir = tmp_path_factory.mktemp(f"pretrain_zero{zero_stage}") / "run"
             params = training_params(run_dir, zero_stage=zero_stage, model={"preset": "debug", "overrides": {}})
-            cache[zero_stage] = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, params)
+            cache[zero_stage] = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
+                                                pretrain_config(params))
         return cache[zero_stage]
 
     return run
@@ -169,7 +210,7 @@ def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
 
 
 @pytest.fixture(scope="session")
-def chain_sft_params() -> dict:
+def chain_sft_params(tmp_path_factory) -> dict:
     """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings)."""
     return {
         "data": {"max_pairs": 200, "min_body_lines": 2, "max_prompt_chars": 600, "max_response_chars": 600,
@@ -177,34 +218,27 @@ def chain_sft_params() -> dict:
         "identity": {"name": "Forge", "developer": "the lmforge team", "repeat": 2},
         "max_length": 256,
         "train_on_prompt": False,
+        "run_dir": str(tmp_path_factory.mktemp("chain_sft_params") / "run"),
     }
 
 
 @pytest.fixture(scope="session")
 def chain_conversations(chain_documents, chain_sft_params) -> dict[str, list[dict]]:
-    """Instruction conversations from the corpus (+ identity in train), as the sft pipeline builds them."""
-    from lmforge.data.documents import Document
-    from lmforge.data.identity import IdentityConfig, build_identity_conversations
-    from lmforge.data.instructions import InstructionConfig, build_instruction_pairs
-    from lmforge.data.process import iter_records
+    """Instruction conversations from the corpus (+ identity in train), built by the sft pipeline's node."""
+    from lmforge.pipelines.sft.nodes import build_conversations
 
-    docs = (Document.from_dict(r) for r in iter_records(chain_documents))
-    splits, _ = build_instruction_pairs(docs, InstructionConfig(**chain_sft_params["data"]))
-    identity_cfg = IdentityConfig(**chain_sft_params["identity"])
-    train = splits["train"] + build_identity_conversations(identity_cfg) * identity_cfg.repeat
-    assert splits["validation"], "the tiny corpus must give held-out conversations"
-    return {"train": train, "validation": splits["validation"]}
+    train, validation, _, _ = build_conversations(chain_documents, sft_config(chain_sft_params))
+    assert validation, "the tiny corpus must give held-out conversations"
+    return {"train": train, "validation": validation}
 
 
 @pytest.fixture(scope="session")
 def chain_sft_examples(chain_conversations, chain_tokenizer_dir, chain_sft_params) -> list[dict]:
     """Tokenized training conversations (labels only on assistant turns), at most ``max_length`` tokens."""
-    from lmforge.tokenizer.artifact import load_tokenizer
-    from lmforge.training.sft_data import build_sft_examples
+    from lmforge.pipelines.sft.nodes import tokenize_conversations
 
-    tok, template = load_tokenizer(chain_tokenizer_dir)
-    examples, _ = build_sft_examples(chain_conversations["train"], tok, template,
-                                     max_length=chain_sft_params["max_length"])
+    examples, _ = tokenize_conversations(chain_conversations["train"], chain_tokenizer_dir, {},
+                                         sft_config(chain_sft_params))
     return examples
 
 
@@ -215,8 +249,10 @@ def chain_sft(chain_sft_examples, chain_pretrain, chain_tokenizer_dir, deepspeed
     from lmforge.training.jobs import run_sft
 
     run_dir = tmp_path_factory.mktemp("sft") / "run"
-    params = training_params(run_dir, lr=1e-3)
-    return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates, params)
+    # packed rows of 512 tokens: the row length this run has always had (the examples are at most 256)
+    params = training_params(run_dir, lr=1e-3, max_length=512)
+    return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates,
+                   sft_config(params))
 
 
 @pytest.fixture
@@ -227,10 +263,6 @@ def project_root() -> Path:
 # --- a tiny random Llama and a tiny byte-level BPE tokenizer (evaluation and packaging tests) ---
 TINY_VOCAB_SIZE = 300
 TINY_SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
-TINY_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 TINY_CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "def greet(name):\n    print('hello ' + name)\n",
@@ -258,7 +290,7 @@ def build_tiny_tokenizer(out_dir):
         bos_token="<s>",
         eos_token="</s>",
         pad_token="<pad>",
-        chat_template=TINY_CHAT_TEMPLATE,
+        chat_template=project_chat_template(),  # the one chat format, as the real tokenizer carries it
     )
     hf.save_pretrained(out_dir)
     return out_dir

@@ -1,5 +1,7 @@
-"""lmforge file for ensuring the package is executable
-as `lmforge` and `python -m lmforge`
+"""``python -m lmforge`` (and the ``lmforge`` script): Kedro's command line for this project.
+
+Kedro's project template: configures the project (settings, pipeline registry) and hands over to the
+``kedro run`` command, so the package runs the same from an installed wheel as from ``kedro run``.
 """
 import sys
 from pathlib import Path

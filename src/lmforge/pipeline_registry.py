@@ -1,14 +1,22 @@
-"""Project pipelines: the six stages of the chain, by name, and ``__default__`` = the whole chain."""
+"""Project pipelines: the six stages of the chain, by name, and ``__default__`` = the whole chain.
+
+``CHAIN`` is the one list of the chain's stages. Library code never imports it (it is Kedro-aware
+code); the nodes that need the list pass it down (`stages_before` for "the stages whose runs are done").
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The chain, upstream first. Each stage's inputs are outputs of the stages before it.
 CHAIN = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
+
+
+def stages_before(stage: str) -> tuple[str, ...]:
+    """The stages upstream of ``stage``, in chain order (``stages_before("evaluation")``: the four before it)."""
+    return CHAIN[:CHAIN.index(stage)]
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -20,6 +28,10 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
+    # imported here: kedro.framework.project configures logging on import, which `python -m lmforge.results`
+    # (it reads CHAIN) must not do
+    from kedro.framework.project import find_pipelines
+
     found = find_pipelines(raise_errors=True)
     pipelines = {name: found[name] for name in CHAIN if name in found}
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))

@@ -1,6 +1,11 @@
 """Print where the chain's results are and the headline numbers (``make run`` ends with this).
 
-``python -m lmforge.results`` reads ``data/08_reporting/*.json`` of the current project.
+``python -m lmforge.results`` reads each stage's metrics file (``<stage>_metrics`` in the catalog) of
+the current project and says which artifacts exist.
+
+`summarize` is plain code: it is given the stages and every path. The command (`main`) is the one
+Kedro-aware part: the stage list comes from ``lmforge.pipeline_registry.CHAIN`` and the paths from the
+project's catalog (``lmforge.pipelines.catalog_paths``), so nothing here repeats a ``data/...`` path.
 """
 
 from __future__ import annotations
@@ -8,21 +13,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-STAGES = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
 ARTIFACTS = {
-    "cleaned shards": "data/03_primary/documents",
-    "quarantine": "data/02_intermediate/quarantine.jsonl",
-    "data docs": "data/08_reporting/data_docs/index.html",
-    "tokenizer": "data/06_models/tokenizer",
-    "token shards": "data/05_model_input/tokens",
-    "pretrain checkpoint": "data/06_models/pretrain",
-    "sft checkpoint": "data/06_models/sft",
-    "generations": "data/08_reporting/generations.json",
-    "evaluation report": "data/08_reporting/evaluation_report.html",
-    "packaged model": "data/07_model_output/lmforge-chat",
+    "cleaned shards": "clean_documents",
+    "quarantine": "quarantine",
+    "data docs": "data_docs/index.html",
+    "tokenizer": "tokenizer",
+    "token shards": "token_shards",
+    "pretrain checkpoint": "pretrain_checkpoint",
+    "sft checkpoint": "sft_checkpoint",
+    "generations": "generations",
+    "evaluation report": "evaluation_report",
+    "packaged model": "packaged_model",
 }
+"""What the summary lists: label -> catalog dataset, optionally followed by ``/<file inside it>``."""
+
+METRICS_DATASET = "{stage}_metrics"
+"""The catalog dataset of a stage's metrics file (``data_processing_metrics``...)."""
+
 HEADLINES = {
     "data_processing": ("records_in", "records_out"),
     "tokenizer": ("vocab_size", "bytes_per_token", "unknown_tokens"),
@@ -34,19 +44,28 @@ HEADLINES = {
 }
 
 
-def summarize(root: Path) -> str:
+def summarize(root: Path, artifacts: Mapping[str, str], metrics_files: Mapping[str, str],
+              stages: Sequence[str]) -> str:
+    """The summary text.
+
+    Args:
+        root: the project directory the relative paths are under.
+        artifacts: label -> path of each artifact to list (marked when missing).
+        metrics_files: stage -> path of its flat JSON metrics file.
+        stages: the chain, upstream first.
+    """
     lines = ["", "lmforge results", "==============="]
-    for name, rel in ARTIFACTS.items():
+    for name, rel in artifacts.items():
         path = root / rel
         lines.append(f"  {name:<20} {rel}{'' if path.exists() else '   (missing)'}")
     lines.append("")
-    for stage in STAGES:
-        path = root / "data" / "08_reporting" / f"{stage}.json"
+    for stage in stages:
+        path = root / metrics_files[stage]
         if not path.exists():
             lines.append(f"  {stage:<16} (no metrics: run `dvc repro {stage}`)")
             continue
         metrics = json.loads(path.read_text())
-        shown = ", ".join(f"{k}={_fmt(metrics.get(k))}" for k in HEADLINES[stage] if k in metrics)
+        shown = ", ".join(f"{k}={_fmt(metrics.get(k))}" for k in HEADLINES.get(stage, ()) if k in metrics)
         lines.append(f"  {stage:<16} {shown}")
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root.resolve()}/mlflow.db")
     lines += ["", f"  MLflow runs: {uri}   (browse them with `make ui`)",
@@ -59,11 +78,28 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def catalog_locations(root: Path, stages: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(`ARTIFACTS` as label -> path, stage -> metrics file), both read from the project's catalog."""
+    from lmforge.pipelines.catalog_paths import catalog_path
+
+    artifacts = {}
+    for label, entry in ARTIFACTS.items():
+        dataset, _, inside = entry.partition("/")
+        path = catalog_path(dataset, root)
+        artifacts[label] = f"{path}/{inside}" if inside else path
+    metrics = {stage: catalog_path(METRICS_DATASET.format(stage=stage), root) for stage in stages}
+    return artifacts, metrics
+
+
 def main(argv: list[str] | None = None) -> None:
+    from lmforge.pipeline_registry import CHAIN
+
     parser = argparse.ArgumentParser(prog="python -m lmforge.results", description=__doc__.splitlines()[0])
     parser.add_argument("--project", default=".", help="project root (default: current directory)")
     args = parser.parse_args(argv)
-    print(summarize(Path(args.project)))  # noqa: T201 - this command's output
+    root = Path(args.project)
+    artifacts, metrics = catalog_locations(root, CHAIN)
+    print(summarize(root, artifacts, metrics, CHAIN))  # noqa: T201 - this command's output
 
 
 if __name__ == "__main__":

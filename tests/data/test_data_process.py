@@ -3,10 +3,12 @@
 import os
 
 import pytest
+from code_folder_oracle import read_code_folder
 
 from lmforge.data.cleaning import CleaningConfig
-from lmforge.data.process import DataProcessingConfig, iter_records, process_corpus
-from lmforge.data.sources import read_code_folder, shard_documents
+from lmforge.data.documents import iter_records
+from lmforge.data.process import DataProcessingConfig, process_corpus
+from lmforge.data.sources import shard_documents
 
 FUNC = "def {name}(values):\n    total = 0\n    for v in values:\n        total += v\n    return total\n"
 

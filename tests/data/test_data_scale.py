@@ -10,18 +10,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from code_folder_oracle import read_code_folder
 
 from lmforge.data.cleaning import CleaningConfig
+from lmforge.data.executor import ExecutorConfig, map_in_order
 from lmforge.data.ingest import ingest_sources
-from lmforge.data.process import (
-    DataProcessingConfig,
-    ExecutorConfig,
-    ShardTask,
-    clean_shard,
-    map_in_order,
-    process_corpus,
-)
-from lmforge.data.sources import read_code_folder, shard_documents
+from lmforge.data.process import DataProcessingConfig, ShardTask, clean_shard, process_corpus
+from lmforge.data.sources import shard_documents
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 # Real vendored near-copies: pip ships its own packaging and idna next to the standalone packages.

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from code_folder_oracle import read_code_folder
 
 from lmforge.data.documents import Document
 from lmforge.data.sources import (
@@ -10,7 +11,6 @@ from lmforge.data.sources import (
     make_document_id,
     match_glob,
     python_stdlib_root,
-    read_code_folder,
     shard_documents,
 )
 

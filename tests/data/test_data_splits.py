@@ -36,7 +36,7 @@ def test_validation_is_never_empty_with_two_or_more_docs():
     two = docs(2)
     # A fraction so small that no hash falls below it.
     result = split_documents(two, 1e-12, seed=0)
-    assert all(assign_split(d.id, 1e-12) == "train" for d in two)
+    assert all(assign_split(d.id, 1e-12, seed=0) == "train" for d in two)
     smallest = min(two, key=lambda d: hash_unit_interval(d.id, 0))
     assert [d.id for d in result["validation"]] == [smallest.id]
     assert len(result["train"]) == 1
@@ -48,12 +48,12 @@ def test_train_is_never_empty_either():
 
 
 def test_zero_fraction_and_single_doc():
-    assert split_documents(docs(3), 0.0)["validation"] == []
-    assert len(split_documents(docs(1), 1e-12)["train"]) == 1
+    assert split_documents(docs(3), 0.0, seed=0)["validation"] == []
+    assert len(split_documents(docs(1), 1e-12, seed=0)["train"]) == 1
 
 
 def test_bad_fraction_raises():
     with pytest.raises(ValueError, match="validation_fraction"):
-        assign_split("a", 1.0)
+        assign_split("a", 1.0, seed=0)
     with pytest.raises(ValueError, match="validation_fraction"):
-        split_documents(docs(2), -0.1)
+        split_documents(docs(2), -0.1, seed=0)

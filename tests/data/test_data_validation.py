@@ -11,7 +11,15 @@ from lmforge.data.validation import (
     validate_suites,
 )
 
-CONFIG = ValidationSuiteConfig(min_records=2, min_chars=5, max_chars=100, min_language_share=0.8)
+
+def suite_config(**bounds) -> ValidationSuiteConfig:
+    """A suite config whose unset bounds are off (min 1 record, no median or language bound), as these
+    tests were written against; the stage's own defaults are the YAML's (tests/data/test_data_stage_config.py)."""
+    return ValidationSuiteConfig(**{"min_records": 1, "min_median_chars": None, "max_median_chars": None,
+                                    "min_language_share": 0.0, **bounds})
+
+
+CONFIG = suite_config(min_records=2, min_chars=5, max_chars=100, min_language_share=0.8)
 
 
 def record(doc_id, text: str, language: str | None = "en", **extra) -> dict:
@@ -85,12 +93,12 @@ def test_cleaned_suite_checks_lengths_language_and_pii_left(context):
     assert "expect_column_values_to_be_in_set column='language': unexpected 2 of 7" in message
     assert "ids ['fr' (fr.py), 'nolang' (nolang.py)]" in message and "mostly=0.8" in message
     # A lower bar on the language share passes the same mix.
-    loose = ValidationSuiteConfig(min_chars=1, max_chars=100, min_language_share=0.5, max_pii_per_document=1)
+    loose = suite_config(min_chars=1, max_chars=100, min_language_share=0.5, max_pii_per_document=1)
     assert validate_documents(records, loose, suite="cleaned", context=context).success
 
 
 def test_cleaned_suite_median_length_bounds(context):
-    config = ValidationSuiteConfig(min_chars=1, min_median_chars=50)
+    config = suite_config(min_chars=1, min_median_chars=50)
     report, message = failed(GOOD, "cleaned", config, context)
     assert "expect_column_median_to_be_between column='n_chars': observed_value=7.0; bound: min_value=50.0" in message
 
@@ -100,9 +108,9 @@ def test_final_suite_checks_duplicates_count_and_ids(context):
     report, message = failed(copies, "final", context=context)
     assert ("expect_column_proportion_of_unique_values_to_be_between column='text_hash': observed_value=0.75; "
             "bound: min_value=1.0") in message
-    report, message = failed([record("a", "x = 1\n")], "final", ValidationSuiteConfig(min_records=5), context)
+    report, message = failed([record("a", "x = 1\n")], "final", suite_config(min_records=5), context)
     assert "expect_table_row_count_to_be_between: observed_value=1; bound: min_value=5" in message
-    loose = ValidationSuiteConfig(min_records=1, max_duplicate_fraction=0.25)
+    loose = suite_config(min_records=1, max_duplicate_fraction=0.25)
     assert validate_documents(copies, loose, suite="final", context=context).success
 
 

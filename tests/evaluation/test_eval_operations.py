@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 from lmforge.evaluation.operations import gather_operations
+from lmforge.pipeline_registry import stages_before
+
+STAGES = stages_before("evaluation")
+"""What the evaluation node passes: the stages whose runs are finished when evaluation starts."""
 
 T0 = 1_700_000_000_000  # ms
 
@@ -56,7 +60,8 @@ def test_operations_from_the_runs(store):
     uri, current = store
     ops = gather_operations({"pretrain": {"time_per_epoch_s": 12.0, "tokens_per_s": 1000.0, "restart_count": 2,
                                           "peak_rss_mb": 900.0}},
-                            tracking_uri=uri, experiment=EXPERIMENT, exclude_run_ids=[current], exclude_active=False)
+                            tracking_uri=uri, experiment=EXPERIMENT, exclude_run_ids=[current], exclude_active=False,
+                            stages=STAGES)
     m, missing = ops["metrics"], ops["not_measured"]
     assert m["ops.data_processing.runs"] == 1 and m["ops.data_processing.duration_s"] == pytest.approx(10.0)
     assert m["ops.data_processing.cpu_utilization_pct"] == pytest.approx(60.0)
@@ -92,14 +97,14 @@ def test_operations_from_the_runs(store):
 
 def test_default_run_counts_for_every_stage_unless_excluded(store):
     uri, current = store
-    m = gather_operations({}, tracking_uri=uri, experiment=EXPERIMENT, exclude_active=False)["metrics"]
+    m = gather_operations({}, tracking_uri=uri, experiment=EXPERIMENT, exclude_active=False, stages=STAGES)["metrics"]
     assert m["ops.data_processing.runs"] == 2  # the still-open __default__ run is the newest: not a crash
     assert m["ops.data_processing.crashed_runs"] == 0
 
 
 def test_missing_experiment_is_reported_not_raised(store):
     uri, _ = store
-    ops = gather_operations({}, tracking_uri=uri, experiment="nowhere", exclude_active=False)
+    ops = gather_operations({}, tracking_uri=uri, experiment="nowhere", exclude_active=False, stages=STAGES)
     assert ops["metrics"]["ops.chain.runs"] == 0
     assert "ops.chain.restart_count" not in ops["metrics"]  # none reported: absent, not 0
     for stage in ("data_processing", "tokenizer", "pretrain", "sft"):

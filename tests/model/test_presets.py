@@ -56,6 +56,16 @@ def test_from_name_rejects_an_unknown_override_key_by_name():
         Preset.from_name("debug", n_layerz=3)
 
 
+def test_from_name_rejects_an_override_of_the_wrong_type():
+    assert Preset.from_name("debug", rope_theta=500).rope_theta == 500  # an int where a float is expected
+    with pytest.raises(ValueError, match="n_layers='2'"):
+        Preset.from_name("debug", n_layers="2")
+    with pytest.raises(ValueError, match="tie_embeddings=1"):
+        Preset.from_name("debug", tie_embeddings=1)
+    with pytest.raises(ValueError, match="n_layers=True"):
+        Preset.from_name("debug", n_layers=True)
+
+
 def test_from_name_unknown_preset_lists_known_names():
     with pytest.raises(KeyError) as err:
         Preset.from_name("huge")
@@ -71,7 +81,7 @@ def test_build_config_rejects_unknown_family():
 
 
 def test_presets_command_json_has_one_row_per_preset():
-    out = subprocess.run([sys.executable, "-m", "lmforge.model.presets", "--json"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "lmforge.model", "--json"], capture_output=True, text=True,
                          check=True, timeout=120)
 
     rows = json.loads(out.stdout)

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmforge.packaging.release import GateError, check_gate, enforce_gate
+from lmforge.packaging.config import PackagingConfig
+from lmforge.packaging.gate import DEFAULT_GATE, GateBound, GateError, check_gate, enforce_gate, parse_gate
 
 METRICS = {"sft_pairs.perplexity_ratio": 0.70, "heldout.perplexity_ratio": 1.19, "sft.heldout.perplexity": 209.6,
            "sft.humaneval.pass_at_1": 0.0}
 
 
 def test_passing_bounds():
-    checks = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0},
-                                  "sft.heldout.perplexity": {"min": 1.0, "max": 1000}})
+    checks = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 1.0},
+                                             "sft.heldout.perplexity": {"min": 1.0, "max": 1000}}))
     assert [(c.metric, c.bound, c.passed) for c in checks] == [
         ("sft_pairs.perplexity_ratio", "max", True), ("sft.heldout.perplexity", "min", True),
         ("sft.heldout.perplexity", "max", True)]
@@ -24,7 +25,8 @@ def test_passing_bounds():
 
 
 def test_failure_names_metric_value_and_bound():
-    checks = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 0.5}, "sft.humaneval.pass_at_1": {"min": 0.0}})
+    checks = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 0.5},
+                                             "sft.humaneval.pass_at_1": {"min": 0.0}}))
     assert [c.passed for c in checks] == [False, True]
     with pytest.raises(GateError, match=r"sft_pairs\.perplexity_ratio = 0\.7 \(required <= 0\.5\): FAILED") as err:
         enforce_gate(checks)
@@ -32,7 +34,8 @@ def test_failure_names_metric_value_and_bound():
 
 
 def test_nan_fails_and_bounds_are_inclusive():
-    checks = check_gate({**METRICS, "x": math.nan}, {"x": {"min": 0}, "heldout.perplexity_ratio": {"max": 1.19}})
+    checks = check_gate({**METRICS, "x": math.nan},
+                        parse_gate({"x": {"min": 0}, "heldout.perplexity_ratio": {"max": 1.19}}))
     assert [c.passed for c in checks] == [False, True]
 
 
@@ -43,7 +46,7 @@ def test_nan_fails_and_bounds_are_inclusive():
 ])
 def test_config_errors(gate, message):
     with pytest.raises(ValueError, match=message):
-        check_gate(METRICS, gate)
+        check_gate(METRICS, parse_gate(gate))
 
 
 def test_default_gate_passes_on_the_default_chain_metrics(project_root: Path):
@@ -53,7 +56,23 @@ def test_default_gate_passes_on_the_default_chain_metrics(project_root: Path):
     # figures of the default tiny chain (data/08_reporting/evaluation.json of a `make run` on 2 CPU cores)
     chain = {"base.sft_pairs.perplexity": 265.8, "sft.sft_pairs.perplexity": 186.7, "sft_pairs.perplexity_ratio": 0.702,
              "base.heldout.perplexity": 175.4, "sft.heldout.perplexity": 209.6, "heldout.perplexity_ratio": 1.195}
-    checks = check_gate(chain, gate)
+    checks = check_gate(chain, parse_gate(gate))
     assert checks and all(c.passed for c in checks)
     worse = {**chain, "sft_pairs.perplexity_ratio": 1.05}  # SFT no better than base on instructions
-    assert not all(c.passed for c in check_gate(worse, gate))
+    assert not all(c.passed for c in check_gate(worse, parse_gate(gate)))
+
+
+def test_gate_is_typed_and_a_misspelt_bound_is_named_by_its_dotted_path():
+    assert parse_gate({"sft.heldout.perplexity": {"min": 1, "max": 2.5}}) == {
+        "sft.heldout.perplexity": GateBound(min=1, max=2.5)}
+    assert parse_gate(None) == {} and parse_gate({}) == {}
+    with pytest.raises(ValueError, match=r"gate\.sft\.heldout\.perplexity\.mx"):
+        parse_gate({"sft.heldout.perplexity": {"mx": 3}})
+    with pytest.raises(ValueError, match=r"gate\.x must set 'min' and/or 'max'"):
+        parse_gate({"x": {"min": None}})
+
+
+def test_shipped_gate_equals_the_dataclass_default(project_root: Path):
+    """``gate:`` in parameters_evaluation.yml and DEFAULT_GATE (PackagingConfig().gate) say the same thing."""
+    gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
+    assert parse_gate(gate) == DEFAULT_GATE == PackagingConfig().gate

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
+from lmforge.packaging.config import PackagingConfig
 from lmforge.packaging.model_card import ModelCardInfo, render_model_card
+from lmforge.pipelines.catalog_paths import catalog_path
+from lmforge.pipelines.packaging.nodes import CARD_ARTIFACTS
+
+DATA_ARTIFACTS = {name: catalog_path(dataset, Path(__file__).resolve().parents[2])
+                  for name, dataset in CARD_ARTIFACTS.items()}
+"""What the packaging node passes the card: the catalog's paths of the datasets it names."""
 
 SECTIONS = [
     "## Model",
@@ -128,14 +137,14 @@ def test_key_hyperparameters_are_flat_and_skip_unset_values():
 
 
 def test_dvc_hashes_come_from_dvc_lock_and_absence_is_explained(tmp_path):
-    from lmforge.packaging.model_card import DATA_ARTIFACTS, lookup_dvc_hashes
+    from lmforge.packaging.model_card import lookup_dvc_hashes
 
-    missing = lookup_dvc_hashes(tmp_path)
+    missing = lookup_dvc_hashes(tmp_path, DATA_ARTIFACTS)
     assert set(missing) == set(DATA_ARTIFACTS) and all("no dvc.lock" in v for v in missing.values())
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  data_processing:\n    cmd: kedro run\n    outs:\n"
         "    - path: data/03_primary/documents\n      hash: md5\n      md5: 0123abcd.dir\n")
-    found = lookup_dvc_hashes(tmp_path)
+    found = lookup_dvc_hashes(tmp_path, DATA_ARTIFACTS)
     assert found["documents"] == "data/03_primary/documents:0123abcd.dir"
     assert found["tokenizer"].startswith("absent: data/06_models/tokenizer is not a DVC output")
 
@@ -143,7 +152,7 @@ def test_dvc_hashes_come_from_dvc_lock_and_absence_is_explained(tmp_path):
 def test_built_card_has_every_field_the_issue_lists():
     from lmforge.packaging.model_card import build_model_card_info
 
-    info = build_model_card_info(CHAIN_METRICS, {"model_name": "lmforge-chat-tiny", "license": "mit"},
+    info = build_model_card_info(CHAIN_METRICS, PackagingConfig(model_name="lmforge-chat-tiny", license="mit"),
                                  git_commit="98428be", host="2 CPU cores (x86_64)", hyperparameters=HYPERPARAMETERS,
                                  dvc_hashes={"documents": "data/03_primary/documents:0123abcd.dir"})
     card = render_model_card(info)
@@ -168,7 +177,7 @@ def test_built_card_has_every_field_the_issue_lists():
 def test_card_without_checkpoint_or_params_falls_back_to_the_metrics():
     from lmforge.packaging.model_card import build_model_card_info
 
-    info = build_model_card_info({"pretrain": {"preset": "debug", "model_params": 1234}}, {}, git_commit="abc")
+    info = build_model_card_info({"pretrain": {"preset": "debug", "model_params": 1234}}, PackagingConfig(), git_commit="abc")
     assert info.preset == "debug" and info.parameter_counts == {"total": 1234}
     assert info.base_model == "lmforge pretrain checkpoint (this chain)" and info.hardware == ""
     assert "| parameters.total | 1,234 |" in render_model_card(info)
@@ -180,9 +189,21 @@ def test_card_shows_scores_and_headline_operations_not_every_system_metric():
     evaluation = {"sft.identity.f1": 0.55, "ops.chain.crash_rate": 0.0, "ops.pretrain.tokens_per_s": 1700.0,
                   **{f"ops.{stage}.{key}": 1.0 for stage in ("data_processing", "tokenizer", "pretrain", "sft")
                      for key in ("cpu_utilization_pct", "disk_read_mb", "network_mb_per_s")}}
-    info = build_model_card_info({"evaluation": evaluation}, {}, git_commit="abc")
+    info = build_model_card_info({"evaluation": evaluation}, PackagingConfig(), git_commit="abc")
     section = render_model_card(info).split("## Evaluation")[1].split("## How to use")[0]
     assert "| sft.identity.f1 | 0.55 |" in section and "| ops.chain.crash_rate | 0 |" in section
     assert "| ops.pretrain.tokens_per_s | 1,700 |" in section
     assert "cpu_utilization_pct" not in section and "disk_read_mb" not in section
     assert "The other 12 operations metrics" in section
+
+
+def test_card_names_the_evaluation_file_it_is_given():
+    from lmforge.packaging.model_card import build_model_card_info
+
+    evaluation = {"sft.identity.f1": 0.55, "ops.tokenizer.cpu_utilization_pct": 1.0}
+    path = catalog_path("evaluation_metrics", Path(__file__).resolve().parents[2])
+    card = render_model_card(build_model_card_info({"evaluation": evaluation}, PackagingConfig(), git_commit="abc",
+                                                   evaluation_file=path))
+    assert f"are in `{path}` and the evaluation's MLflow run." in card
+    plain = render_model_card(build_model_card_info({"evaluation": evaluation}, PackagingConfig(), git_commit="abc"))
+    assert "are in the evaluation's metrics file and MLflow run." in plain

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from lmforge.packaging.export import ModelCardInfo, package_model
+from lmforge.packaging.gate import GateError, check_gate, parse_gate
 from lmforge.packaging.registry import dvc_lineage, register_package
-from lmforge.packaging.release import GateError, check_gate
+from lmforge.pipeline_registry import CHAIN as STAGES
+from lmforge.pipelines.catalog_paths import catalog_path
+from lmforge.pipelines.packaging.nodes import LINEAGE_ARTIFACTS
 
 MODEL = "lmforge-chat-test"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LINEAGE_PATHS = {name: catalog_path(dataset, PROJECT_ROOT) for name, dataset in LINEAGE_ARTIFACTS.items()}
+"""What the packaging node passes: the catalog's paths of the datasets it names."""
 METRICS = {"sft_pairs.perplexity_ratio": 0.7, "sft.heldout.perplexity": 209.6}
 
 
@@ -38,9 +46,9 @@ def package(tiny_model_dir, tiny_tokenizer_dir, tmp_path_factory):
 
 def test_register_creates_version_with_aliases_and_lineage(store, package, tmp_path):
     uri, stage_runs = store
-    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0}})
-    lineage = {**dvc_lineage(tmp_path), "git.commit": "abc123"}
-    result = register_package(package, model_name=MODEL, gate=gate, lineage=lineage, max_new_tokens=3)
+    gate = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 1.0}}))
+    lineage = {**dvc_lineage(tmp_path, LINEAGE_PATHS), "git.commit": "abc123"}
+    result = register_package(package, model_name=MODEL, gate=gate, stages=STAGES, lineage=lineage, max_new_tokens=3)
 
     client = MlflowClient(uri)
     version = client.get_model_version(MODEL, result["version"])
@@ -72,8 +80,9 @@ def test_pyfunc_answers_as_lmforge_generation_and_loads_without_lmforge(store, p
     from lmforge.generation import generate, load_model_and_tokenizer
 
     uri, _ = store
-    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0}})
-    result = register_package(package, model_name=MODEL + "-gen", gate=gate, max_new_tokens=5, promote=False)
+    gate = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 1.0}}))
+    result = register_package(package, model_name=MODEL + "-gen", gate=gate, stages=STAGES, max_new_tokens=5,
+                              promote=False)
     model, tokenizer = load_model_and_tokenizer(package)
     expected = [c.text for c in generate(model, tokenizer, ["Who are you?", "def add(a, b):"], max_new_tokens=5)]
     code = ("import json, sys\n"
@@ -92,8 +101,8 @@ def test_unpromoted_version_is_candidate_only(store, package):
     uri, _ = store
     client = MlflowClient(uri)
     champion = client.get_model_version_by_alias(MODEL, "champion").version
-    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 1.0}})
-    result = register_package(package, model_name=MODEL, gate=gate, promote=False, max_new_tokens=3)
+    gate = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 1.0}}))
+    result = register_package(package, model_name=MODEL, gate=gate, stages=STAGES, promote=False, max_new_tokens=3)
     assert client.get_model_version(MODEL, result["version"]).aliases == ["candidate"]
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
 
@@ -102,10 +111,10 @@ def test_gate_refusal_registers_nothing_and_leaves_no_champion(store, package):
     uri, _ = store
     client = MlflowClient(uri)
     name = "refused-model"
-    gate = check_gate(METRICS, {"sft_pairs.perplexity_ratio": {"max": 0.5}})
+    gate = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 0.5}}))
     runs_before = len(client.search_runs([mlflow.get_experiment_by_name("lmforge").experiment_id]))
     with pytest.raises(GateError, match=r"sft_pairs\.perplexity_ratio = 0\.7 \(required <= 0\.5\)"):
-        register_package(package, model_name=name, gate=gate)
+        register_package(package, model_name=name, gate=gate, stages=STAGES, max_new_tokens=3)
     assert client.search_model_versions(f"name = '{name}'") == []
     with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(name, "champion")
@@ -117,7 +126,7 @@ def test_dvc_lineage_reads_dvc_lock_and_names_what_is_missing(tmp_path):
         "schema: '2.0'\nstages:\n"
         "  tokenizer:\n    outs:\n    - path: data/06_models/tokenizer\n      md5: aaa111.dir\n"
         "  sft:\n    outs:\n    - path: data/06_models/sft\n      md5: bbb222.dir\n")
-    tags = dvc_lineage(tmp_path)
+    tags = dvc_lineage(tmp_path, LINEAGE_PATHS)
     assert tags["dvc.tokenizer"] == "data/06_models/tokenizer:aaa111.dir"
     assert tags["dvc.checkpoint"] == "data/06_models/sft:bbb222.dir"
     assert tags["dvc.data"] == "absent: data/03_primary/documents is not a DVC output in dvc.lock"

@@ -1,35 +1,56 @@
-"""The CLIs' default paths come from the Kedro catalog (conf/base/catalog.yml), not from literals."""
+"""catalog_path: the on-disk location of a catalog dataset, read from the project's Kedro config."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-import yaml
 
-from lmforge.pipelines.catalog_paths import catalog_filepath, find_project_root
+from lmforge.pipelines.catalog_paths import catalog_path, dataset_filepath
 
-
-def test_filepaths_are_the_catalog_entries(project_root):
-    catalog = yaml.safe_load((project_root / "conf/base/catalog.yml").read_text())
-    for name in ("packaged_model", "serving_load", "serving_feedback"):
-        assert catalog_filepath(name, project_root) == catalog[name]["filepath"]
-    assert catalog_filepath("evaluation_report", project_root) == catalog["evaluation_report"]["dataset"]["filepath"]
-    with pytest.raises(KeyError, match="no_such_dataset"):
-        catalog_filepath("no_such_dataset", project_root)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_project_root_is_found_from_a_subdirectory(project_root):
-    assert find_project_root(project_root / "src" / "lmforge") == project_root.resolve()
+def test_catalog_path_reads_the_project_catalog():
+    assert catalog_path("packaged_model", PROJECT_ROOT) == "data/07_model_output/lmforge-chat"
+    assert catalog_path("raw_documents", PROJECT_ROOT) == "data/01_raw/corpus"  # PartitionedDataset: path
+    # a wrapper dataset (MlflowArtifactDataset) answers with the wrapped dataset's filepath
+    assert catalog_path("evaluation_report", PROJECT_ROOT) == "data/08_reporting/evaluation_report.html"
 
 
-def test_serving_clis_default_to_the_catalog(project_root, monkeypatch):
+def test_catalog_path_rejects_unknown_and_in_memory_datasets():
+    with pytest.raises(KeyError, match="not a dataset"):
+        catalog_path("no_such_dataset", PROJECT_ROOT)
+    with pytest.raises(KeyError, match="no filepath"):
+        catalog_path("raw_validation", PROJECT_ROOT)
+
+
+def test_catalog_path_follows_the_catalog(tmp_path):
+    """Moving a dataset in catalog.yml moves it for every caller; conf/local overrides base."""
+    (tmp_path / "conf" / "base").mkdir(parents=True)
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "conf" / "base" / "catalog.yml").write_text(
+        "packaged_model:\n  type: text.TextDataset\n  filepath: elsewhere/model\n"
+        "tokenizer:\n  type: text.TextDataset\n  filepath: data/06_models/tokenizer\n")
+    (tmp_path / "conf" / "local" / "catalog.yml").write_text(
+        "tokenizer:\n  type: text.TextDataset\n  filepath: /scratch/tokenizer\n")
+    assert catalog_path("packaged_model", tmp_path) == "elsewhere/model"
+    assert catalog_path("tokenizer", tmp_path) == "/scratch/tokenizer"
+
+
+def test_dataset_filepath_of_entries():
+    assert dataset_filepath({"type": "kedro.io.MemoryDataset"}) is None
+    assert dataset_filepath({"dataset": {"filepath": "a/b"}}) == "a/b"
+
+
+def test_serving_clis_default_to_the_catalog(monkeypatch):
     """serve's --model/--feedback-db and loadtest's --out fall back to catalog entries (no data/ literal in them)."""
     import lmforge.packaging.loadtest as loadtest
     import lmforge.packaging.serve as serve
 
-    monkeypatch.chdir(project_root)
+    monkeypatch.chdir(PROJECT_ROOT)
     assert serve._catalog_default(serve.MODEL_ENTRY) == "data/07_model_output/lmforge-chat"
     assert serve._catalog_default(serve.FEEDBACK_ENTRY) == "data/08_reporting/serving_feedback.sqlite"
-    assert loadtest.REPORT_ENTRY == "serving_load"
-    for module in (serve, loadtest):
-        assert '"data/0' not in (project_root / "src/lmforge/packaging" / f"{module.__name__.rsplit('.', 1)[1]}.py"
-                                 ).read_text()
+    assert catalog_path(loadtest.REPORT_ENTRY, PROJECT_ROOT) == "data/08_reporting/serving_load.json"
+    for name in ("serve", "loadtest"):
+        assert '"data/0' not in (PROJECT_ROOT / "src/lmforge/packaging" / f"{name}.py").read_text()

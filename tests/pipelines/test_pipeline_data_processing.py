@@ -57,7 +57,8 @@ def make_params(source, **validation) -> dict:
                      "min_alphanumeric_fraction": 0.25},
         "decontamination": {"enabled": True, "ngram": 13, "min_matches": 1, "eval_sets": ["humaneval"]},
         "validation": {"min_records": 2, "min_chars": 100, "max_chars": 100_000, "max_duplicate_fraction": 0.0,
-                       "max_pii_per_document": 0, **validation},
+                       "max_pii_per_document": 0, "min_median_chars": None, "max_median_chars": None,
+                       "min_language_share": 0.0, **validation},
     }
 
 
@@ -161,3 +162,26 @@ def test_cleaned_and_final_suite_failures_fail_the_stage_with_docs(tmp_path, mon
     assert docs_line and docs_line[0].endswith("index.html")
     assert Path(docs_line[0].removeprefix("Data Docs of the failed run: ")).is_file()
     assert not catalog["data_processing_metrics"].exists()  # a failed suite publishes no metrics
+
+
+def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path):
+    import mlflow
+
+    from lmforge.data.process import DataProcessingConfig
+    from lmforge.pipelines.data_processing.nodes import build_config
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with mlflow.start_run() as run:
+            config = build_config(make_params(tmp_path))
+        params = mlflow.get_run(run.info.run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+    assert isinstance(config, DataProcessingConfig) and config.shard_size == 2
+    assert config.sources[0].name == "tmpcode"
+    assert params["data_processing.shard_size"] == "2"
+    assert params["data_processing.near_dedup.num_perm"] == "128"  # a default the params left out
+    with pytest.raises(ValueError, match=r"data_processing\.shard_sise"):
+        build_config({"shard_sise": 3})

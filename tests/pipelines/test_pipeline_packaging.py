@@ -135,3 +135,25 @@ def test_packaging_pipeline_refuses_a_model_outside_the_gate(gate, error, tmp_pa
         SequentialRunner().run(create_pipeline(), catalog)
     assert MlflowClient(mlflow_store).search_model_versions("name = 'lmforge-chat-tiny-test'") == []
     assert not (tmp_path / "data/07_model_output/lmforge-chat").exists()
+
+
+def test_packaging_node_logs_its_resolved_config(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir,
+                                                 mlflow_store):
+    """The node builds PackagingConfig once and logs it flat (gate included) before the gate refuses the model."""
+    import mlflow
+
+    catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir,
+                            {"sft_pairs.perplexity_ratio": {"max": 0.5}})
+    with mlflow.start_run() as run:
+        with pytest.raises(Exception, match="quality gate"):
+            SequentialRunner().run(create_pipeline(), catalog)
+    params = mlflow.get_run(run.info.run_id).data.params
+    assert params["packaging.registry.max_new_tokens"] == "2"
+    assert params["packaging.gate.sft_pairs.perplexity_ratio.max"] == "0.5"
+    assert params["packaging.license"] == "apache-2.0"
+
+
+def test_packaging_node_rejects_a_misspelt_parameter(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir):
+    catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir, {"x": {"mx": 1.0}})
+    with pytest.raises(Exception, match=r"gate\.x\.mx"):
+        SequentialRunner().run(create_pipeline(), catalog)

@@ -69,6 +69,10 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     assert [m.value for m in loss_history] == pytest.approx([point["loss"] for point in curve])
     assert run_params["pretrain.world_size"] == "2"
     assert artifacts == ["deepspeed/pretrain.json"]
+    # the fully resolved PretrainConfig as flat params, defaults the YAML leaves out included
+    assert run_params["pretrain.model.preset"] == "debug" and run_params["pretrain.model.overrides.n_layers"] == "1"
+    assert run_params["pretrain.train.max_steps"] == "20" and run_params["pretrain.launch.nnodes"] == "1"
+    assert run_params["pretrain.deepspeed.offload_pin_memory"] == "true"
 
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32, local_files_only=True)
     assert model.config.num_hidden_layers == 1  # the override reached the launched processes

@@ -50,3 +50,24 @@ def test_tokenizer_pipeline(tmp_path, chain_documents, chain_tokenizer_params, c
     hf = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     sample = chain_split_texts["validation"][0][:2000]
     assert hf.decode(hf.encode(sample, add_special_tokens=False)) == sample
+
+
+def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path, chain_tokenizer_params):
+    import mlflow
+
+    from lmforge.pipelines.tokenizer.nodes import build_config
+    from lmforge.tokenizer.config import TokenizerConfig
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with mlflow.start_run() as run:
+            config = build_config(chain_tokenizer_params)
+        params = mlflow.get_run(run.info.run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+    assert isinstance(config, TokenizerConfig) and config.shards.seq_len == 64
+    assert params["tokenizer.shards.seq_len"] == "64"
+    assert params["tokenizer.shards.num_proc"] == "2"  # a default the params left out, logged resolved
+    assert params["tokenizer.train.max_sentence_length"] == "16384"

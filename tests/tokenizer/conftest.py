@@ -17,7 +17,7 @@ from tokenizer_samples import MULTILINGUAL
 from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE
 from lmforge.tokenizer.export import export_hf_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from lmforge.tokenizer.train import TokenizerConfig, train_tokenizer
+from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
@@ -60,7 +60,7 @@ def heldout_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def bpe_model_bytes(train_texts) -> bytes:
-    return train_tokenizer(train_texts, TokenizerConfig(vocab_size=1024))
+    return train_tokenizer(train_texts, TokenizerTrainArgs(vocab_size=1024))
 
 
 @pytest.fixture(scope="session")

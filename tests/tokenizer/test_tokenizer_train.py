@@ -16,7 +16,7 @@ from tokenizer_samples import MULTILINGUAL
 
 import lmforge
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-from lmforge.tokenizer.train import TokenizerConfig, iterate_training_lines, sample_lines, train_tokenizer
+from lmforge.tokenizer.train import TokenizerTrainArgs, iterate_training_lines, sample_lines, train_tokenizer
 
 CODE = (
     "import os\n\n\n"
@@ -35,19 +35,19 @@ CODE = (
 
 
 def test_from_dict_rejects_unknown_keys():
-    with pytest.raises(ValueError, match=r"Unknown TokenizerConfig key\(s\) \['vocabsize'\]"):
-        TokenizerConfig.from_dict({"vocabsize": 100})
+    with pytest.raises(ValueError, match=r"Unknown TokenizerTrainArgs key\(s\) \['vocabsize'\]"):
+        TokenizerTrainArgs.from_dict({"vocabsize": 100})
 
 
 def test_from_dict_builds_config_from_conf_subset():
-    config = TokenizerConfig.from_dict({"model_type": "bpe", "vocab_size": 2048, "seed": 7})
+    config = TokenizerTrainArgs.from_dict({"model_type": "bpe", "vocab_size": 2048, "seed": 7})
     assert (config.vocab_size, config.seed, config.unk_id, config.pad_piece) == (2048, 7, 0, "<pad>")
     assert config.user_defined_symbols == ["<|im_start|>", "<|im_end|>"]
 
 
 def test_from_dict_rejects_bad_model_type():
     with pytest.raises(ValueError, match="model_type"):
-        TokenizerConfig.from_dict({"model_type": "wordpiece"})
+        TokenizerTrainArgs.from_dict({"model_type": "wordpiece"})
 
 
 def test_iterate_training_lines_skips_empty_lines():
@@ -56,21 +56,21 @@ def test_iterate_training_lines_skips_empty_lines():
 
 def test_empty_corpus_raises_clear_error():
     with pytest.raises(ValueError, match="empty corpus"):
-        train_tokenizer(["", "\n\n"], TokenizerConfig(vocab_size=300))
+        train_tokenizer(["", "\n\n"], TokenizerTrainArgs(vocab_size=300))
 
 
 def test_training_is_deterministic(train_texts):
     texts = train_texts[:20]
-    config = TokenizerConfig(vocab_size=400)
+    config = TokenizerTrainArgs(vocab_size=400)
     assert train_tokenizer(texts, config) == train_tokenizer(texts, config)
 
 
 def test_seed_controls_line_sampling(train_texts):
     # With fewer sampled lines than the corpus has, the seed decides which lines are used.
     texts = train_texts[:20]
-    first = train_tokenizer(texts, TokenizerConfig(vocab_size=400, input_sentence_size=2000, seed=1))
-    again = train_tokenizer(texts, TokenizerConfig(vocab_size=400, input_sentence_size=2000, seed=1))
-    other = train_tokenizer(texts, TokenizerConfig(vocab_size=400, input_sentence_size=2000, seed=2))
+    first = train_tokenizer(texts, TokenizerTrainArgs(vocab_size=400, input_sentence_size=2000, seed=1))
+    again = train_tokenizer(texts, TokenizerTrainArgs(vocab_size=400, input_sentence_size=2000, seed=1))
+    other = train_tokenizer(texts, TokenizerTrainArgs(vocab_size=400, input_sentence_size=2000, seed=2))
     assert first == again
     assert first != other
 
@@ -78,13 +78,13 @@ def test_seed_controls_line_sampling(train_texts):
 def test_sampled_training_is_reproducible_across_processes(train_texts, tmp_path):
     # sentencepiece's own sampler gave a different model in every process; ours must not.
     texts = train_texts[:20]
-    config = TokenizerConfig(vocab_size=400, input_sentence_size=2000, seed=3)
+    config = TokenizerTrainArgs(vocab_size=400, input_sentence_size=2000, seed=3)
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     script = (
         "import hashlib, json, sys\n"
-        "from lmforge.tokenizer.train import TokenizerConfig, train_tokenizer\n"
+        "from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer\n"
         "texts = json.load(open(sys.argv[1]))\n"
-        "config = TokenizerConfig(vocab_size=400, input_sentence_size=2000, seed=3)\n"
+        "config = TokenizerTrainArgs(vocab_size=400, input_sentence_size=2000, seed=3)\n"
         "print(hashlib.sha256(train_tokenizer(texts, config)).hexdigest())\n"
     )
     src = str(Path(lmforge.__file__).parents[1])

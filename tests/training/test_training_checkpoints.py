@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.training import checkpoints as ck
-from lmforge.training.config import JobSpec, TrainArgs
+from lmforge.training.config import FaultInjection, JobData, JobModel, JobSpec, TrainArgs
 
 
 def fake_checkpoint(root: Path, step: int, fingerprint: str = "f" * 64, world_size: int = 2,
@@ -124,8 +124,8 @@ def test_restart_count_round_trip(tmp_path):
 
 
 def _spec(tmp_path: Path, data_dir: Path, **train) -> JobSpec:
-    return JobSpec(kind="pretrain", model={"preset": "debug"}, init_from=None, data={"token_shards": str(data_dir)},
-                   train=TrainArgs(**train), deepspeed={"zero_optimization": {"stage": 2}},
+    return JobSpec(kind="pretrain", model=JobModel(attn_implementation="sdpa", preset="debug"), init_from=None,
+                   data=JobData(token_shards=str(data_dir)), train=TrainArgs(**train), deepspeed={"zero_optimization": {"stage": 2}},
                    output_dir=str(tmp_path / "out"), run_dir=str(tmp_path / "run"), metric_prefix="pretrain",
                    tokenizer_sha256="t" * 64)
 
@@ -141,8 +141,9 @@ def test_fingerprint_follows_content_params_and_tokenizer_not_paths(tmp_path):
         (copy / f.name).write_bytes(f.read_bytes())
     base = ck.fingerprint_job(_spec(tmp_path, shards))
 
-    moved = _spec(tmp_path / "other", copy, log_every=5, checkpoint_every=7, keep_checkpoints=9)
-    assert ck.fingerprint_job(moved) == base  # paths and bookkeeping settings do not count
+    moved = _spec(tmp_path / "other", copy, log_every=5, checkpoint_every=7, keep_checkpoints=9,
+                  fault_injection=FaultInjection(nan_at_steps=[3], kill_after_checkpoint_step=7, sample_log_dir="x"))
+    assert ck.fingerprint_job(moved) == base  # paths, bookkeeping settings and test hooks do not count
     assert ck.fingerprint_job(_spec(tmp_path, shards, lr=2e-3)) != base
     # how the global batch is split is not part of the job (the manifest keeps the global batch)
     split = replace(_spec(tmp_path, shards, micro_batch_size=2, gradient_accumulation_steps=4),
@@ -170,7 +171,8 @@ def test_a_rerun_with_fewer_processes_keeps_the_checkpoint_global_batch(tmp_path
 
     def spec_for() -> JobSpec:
         train = TrainArgs(micro_batch_size=4, gradient_accumulation_steps=1)
-        return JobSpec(kind="pretrain", model={}, init_from=None, data={}, train=train,
+        return JobSpec(kind="pretrain", model=JobModel(attn_implementation="sdpa"), init_from=None, data=JobData(),
+                       train=train,
                        deepspeed=build_deepspeed_config(deepspeed_templates, train, DeepSpeedArgs(zero_stage=2)),
                        output_dir=str(tmp_path / "out"), run_dir=str(tmp_path), metric_prefix="pretrain",
                        fingerprint="f" * 64)

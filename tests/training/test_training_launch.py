@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lmforge.training.config import DeepSpeedArgs, JobSpec, LaunchArgs, TrainArgs
+from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, LaunchArgs, TrainArgs
 from lmforge.training.deepspeed_config import build_deepspeed_config
 from lmforge.training.launch import TrainingError, build_command, child_environment, launch_job
 
@@ -77,8 +77,8 @@ def test_failed_job_raises_training_error_with_the_log_tail(tmp_path, deepspeed_
 
     missing = tmp_path / "no_such_shards"
     train = TrainArgs(max_steps=2, micro_batch_size=2)
-    spec = JobSpec(kind="pretrain", model={"preset": "debug", "overrides": {}}, init_from=None,
-                   data={"token_shards": str(missing)}, train=train,
+    spec = JobSpec(kind="pretrain", model=JobModel(attn_implementation="sdpa", preset="debug"), init_from=None,
+                   data=JobData(token_shards=str(missing)), train=train,
                    deepspeed=build_deepspeed_config(deepspeed_templates, train, DeepSpeedArgs(zero_stage=2)),
                    output_dir=str(tmp_path / "run/export"), run_dir=str(tmp_path / "run"), metric_prefix="pretrain")
 
@@ -101,8 +101,9 @@ def _fake_job(tmp_path, monkeypatch, script: str) -> JobSpec:
     monkeypatch.setattr(launch_module, "build_command", lambda *a, **k: [sys.executable, "-c", script])
     run_dir = tmp_path / "run"
     train = TrainArgs(max_steps=1, micro_batch_size=1)
-    return JobSpec(kind="pretrain", model={"preset": "debug", "overrides": {}}, init_from=None, data={}, train=train,
-                   deepspeed={}, output_dir=str(run_dir / "export"), run_dir=str(run_dir), metric_prefix="pretrain")
+    return JobSpec(kind="pretrain", model=JobModel(attn_implementation="sdpa", preset="debug"), init_from=None,
+                   data=JobData(), train=train, deepspeed={}, output_dir=str(run_dir / "export"), run_dir=str(run_dir),
+                   metric_prefix="pretrain")
 
 
 def test_crash_at_exit_after_every_rank_finished_keeps_the_result(tmp_path, monkeypatch, caplog):

@@ -21,7 +21,8 @@ def _cpu_adam_built() -> bool:
 
 
 def test_optimizer_offload_trains_on_two_processes(tmp_path, chain_token_shards, chain_tokenizer_dir,
-                                                   deepspeed_templates, training_params_factory):
+                                                   deepspeed_templates, training_params_factory,
+                                                   pretrain_config_factory):
     if not _cpu_adam_built():
         pytest.skip("DeepSpeedCPUAdam is not built: run `python -m lmforge.training.prebuild --cpu-adam` (~5 min)")
     import json
@@ -30,7 +31,8 @@ def test_optimizer_offload_trains_on_two_processes(tmp_path, chain_token_shards,
 
     params = training_params_factory(tmp_path / "run", steps=8, model={"preset": "debug", "overrides": {}})
     params["deepspeed"].update({"offload_optimizer": "cpu", "offload_pin_memory": False})
-    _, metrics, curve = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, params)
+    _, metrics, curve = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
+                                        pretrain_config_factory(params))
 
     job = json.loads((tmp_path / "run" / "job.json").read_text())
     assert job["deepspeed"]["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": False}

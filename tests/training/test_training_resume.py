@@ -2,7 +2,7 @@
 
 The uninterrupted reference is the session's ZeRO-2 chain run (``chain_pretrain_runs(2)``: debug
 preset, 64-token shards, 20 steps, no checkpoint). The killed run is the same job with a checkpoint
-every 5 steps, stopped by the loop's test hook (``LMFORGE_TEST_KILL_AFTER_CHECKPOINT``): right after
+every 5 steps, stopped by the loop's fault injection (``train.fault_injection.kill_after_checkpoint_step``): right after
 the step-10 checkpoint is complete, rank 0 SIGKILLs every worker's process group and the launcher's.
 """
 
@@ -24,9 +24,9 @@ def _params(training_params_factory, run_dir: Path, **train) -> dict:
     return params
 
 
-def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, monkeypatch, chain_pretrain_runs,
-                                                         chain_token_shards, chain_tokenizer_dir,
-                                                         deepspeed_templates, training_params_factory):
+def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, chain_pretrain_runs, chain_token_shards,
+                                                         chain_tokenizer_dir, deepspeed_templates,
+                                                         training_params_factory, pretrain_config_factory):
     import torch
     from safetensors.torch import load_file
 
@@ -34,18 +34,17 @@ def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, monkeypatch, 
     from lmforge.training.jobs import run_pretraining
     from lmforge.training.launch import TrainingError
 
-    def run(run_dir: Path):
+    def run(run_dir: Path, **faults):
+        params = _params(training_params_factory, run_dir, fault_injection=faults)
         return run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
-                               _params(training_params_factory, run_dir))
+                               pretrain_config_factory(params))
 
     full_ckpt, full_metrics, full_curve = chain_pretrain_runs(2)
     assert full_metrics["steps"] == STEPS
 
     killed = tmp_path / "killed"
-    monkeypatch.setenv("LMFORGE_TEST_KILL_AFTER_CHECKPOINT", str(KILL_AFTER))
     with pytest.raises(TrainingError):
-        run(killed)
-    monkeypatch.delenv("LMFORGE_TEST_KILL_AFTER_CHECKPOINT")
+        run(killed, kill_after_checkpoint_step=KILL_AFTER)
     ckpts = killed / "checkpoints"
     assert list_tags(ckpts) == ["step_00000010", "step_00000005"]  # keep-last-2
     assert (ckpts / LATEST).read_text() == "step_00000010"
@@ -68,18 +67,19 @@ def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, monkeypatch, 
         assert full_metrics[key] > 0, key
 
 
-def test_nan_policy_skip_drops_the_bad_step_and_counts_it_with_activation_checkpointing(tmp_path, monkeypatch, chain_token_shards,
-                                                          chain_tokenizer_dir, deepspeed_templates,
-                                                          training_params_factory):
+def test_nan_policy_skip_drops_the_bad_step_and_counts_it_with_activation_checkpointing(
+        tmp_path, chain_token_shards, chain_tokenizer_dir, deepspeed_templates, training_params_factory,
+        pretrain_config_factory):
     import math
 
     from lmforge.training.jobs import run_pretraining
 
-    monkeypatch.setenv("LMFORGE_TEST_NAN_AT_STEPS", "2")
     params = _params(training_params_factory, tmp_path / "run", nan_policy="skip", checkpoint_every=0,
-                     activation_checkpointing=True)  # exercised here too: it must not change the loop
+                     activation_checkpointing=True,  # exercised here too: it must not change the loop
+                     fault_injection={"nan_at_steps": [2]})
     params["train"]["max_steps"] = 5
-    _, metrics, curve = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, params)
+    _, metrics, curve = run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
+                                        pretrain_config_factory(params))
 
     assert metrics["skipped_steps"] == 1
     assert [r["step"] for r in curve] == [0, 1, 3, 4]

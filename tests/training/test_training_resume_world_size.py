@@ -44,8 +44,8 @@ def _expected(step: int, n_items: int, *, world_size: int, accumulation: int) ->
 
 
 def test_two_process_checkpoint_resumes_on_one_process_with_the_same_samples(
-        tmp_path, monkeypatch, caplog, chain_pretrain_runs, chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
-        training_params_factory):
+        tmp_path, caplog, chain_pretrain_runs, chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
+        training_params_factory, pretrain_config_factory):
     from lmforge.tokenizer.shards import TokenShards
     from lmforge.training.jobs import run_pretraining
     from lmforge.training.launch import TrainingError
@@ -53,18 +53,17 @@ def test_two_process_checkpoint_resumes_on_one_process_with_the_same_samples(
     _, full_metrics, full_curve = chain_pretrain_runs(2)
     run_dir = tmp_path / "run"
 
-    def run(nproc: int, log_dir: Path):
+    def run(nproc: int, log_dir: Path, **faults):
         params = training_params_factory(run_dir, steps=STEPS, model={"preset": "debug", "overrides": {}})
-        params["train"].update({"checkpoint_every": EVERY, "keep_checkpoints": 1})
+        params["train"].update({"checkpoint_every": EVERY, "keep_checkpoints": 1,
+                                "fault_injection": {"sample_log_dir": str(log_dir), **faults}})
         params["launch"]["nproc_per_node"] = nproc
         log_dir.mkdir()
-        monkeypatch.setenv("LMFORGE_TEST_SAMPLE_LOG", str(log_dir))
-        return run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, params)
+        return run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
+                               pretrain_config_factory(params))
 
-    monkeypatch.setenv("LMFORGE_TEST_KILL_AFTER_CHECKPOINT", str(KILL_AFTER))
     with pytest.raises(TrainingError):
-        run(2, tmp_path / "killed_samples")
-    monkeypatch.delenv("LMFORGE_TEST_KILL_AFTER_CHECKPOINT")
+        run(2, tmp_path / "killed_samples", kill_after_checkpoint_step=KILL_AFTER)
     with caplog.at_level("WARNING", logger="lmforge.training.jobs"):
         _, metrics, curve = run(1, tmp_path / "resumed_samples")
 

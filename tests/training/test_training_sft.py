@@ -8,25 +8,28 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.training.sft import (
-    SftArgs,
-    SftBatches,
-    check_vocab_fits,
-    count_seen_tokens,
-    parse_sft_args,
-    resolve_sft_sources,
-)
+from lmforge.config import build_dataclass
+from lmforge.training.sft import SftBatches, check_vocab_fits, count_seen_tokens, resolve_sft_sources
+from lmforge.training.sft_config import SftConfig
+
+
+def parse_sft_config(params: dict) -> SftConfig:
+    return build_dataclass(SftConfig, {"run_dir": "run", **params}, path="sft")
+
+
+def sft_config(**fields) -> SftConfig:
+    return SftConfig(run_dir="run", **fields)
 
 
 def test_defaults_and_typos():
-    args = parse_sft_args({"train": {}, "max_length": 64})
+    args = parse_sft_config({"train": {}, "max_length": 64})
     assert (args.finetuning, args.packing, args.base_model) == ("full", True, None)
-    lora = parse_sft_args({"finetuning": "lora", "lora": {"r": 4, "target_modules": ["q_proj"]}})
+    lora = parse_sft_config({"finetuning": "lora", "lora": {"r": 4, "target_modules": ["q_proj"]}})
     assert lora.lora.r == 4 and lora.lora.target_modules == ["q_proj"]
     with pytest.raises(ValueError, match="sft.lora.rank"):
-        parse_sft_args({"lora": {"rank": 4}})
+        parse_sft_config({"lora": {"rank": 4}})
     with pytest.raises(ValueError, match="'full' or 'lora'"):
-        SftArgs(finetuning="qlora")
+        sft_config(finetuning="qlora")
 
 
 @pytest.mark.parametrize("env", ["base", "gpu"])
@@ -34,7 +37,7 @@ def test_shipped_parameters_parse(project_root, env):
     import yaml
 
     params = yaml.safe_load((project_root / f"conf/{env}/parameters_sft.yml").read_text())["sft"]
-    args = parse_sft_args(params)
+    args = parse_sft_config(params)
     assert args.finetuning == "full" and args.packing is True
     if env == "gpu":  # the issue's defaults
         assert params["train"]["lr"] == 5e-5 and params["train"]["micro_batch_size"] == 8
@@ -53,20 +56,20 @@ def test_base_model_and_tokenizer_rule(tmp_path):
     pretrain = _model_dir(tmp_path / "pretrain")
     stage_tok = str(tmp_path / "tokenizer")
     # default: the pretrain checkpoint with the tokenizer stage's tokenizer
-    assert resolve_sft_sources(str(pretrain), stage_tok, SftArgs()) == (str(pretrain), stage_tok)
+    assert resolve_sft_sources(str(pretrain), stage_tok, sft_config()) == (str(pretrain), stage_tok)
     # an HF dir without tokenizer files: the stage's tokenizer
     bare = _model_dir(tmp_path / "bare")
-    assert resolve_sft_sources(str(pretrain), stage_tok, SftArgs(base_model=str(bare))) == (str(bare), stage_tok)
+    assert resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(bare))) == (str(bare), stage_tok)
     # an HF dir holding an lmforge tokenizer (sentencepiece model + chat template): its own
     ours = _model_dir(tmp_path / "ours", tokenizer_files={"tokenizer.model": "x",
                                                            "tokenizer_config.json": '{"chat_template": "{{ x }}"}'})
-    assert resolve_sft_sources(str(pretrain), stage_tok, SftArgs(base_model=str(ours))) == (str(ours), str(ours))
+    assert resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(ours))) == (str(ours), str(ours))
     # a foreign tokenizer is refused with what to do
     foreign = _model_dir(tmp_path / "foreign", tokenizer_files={"tokenizer.json": "{}"})
     with pytest.raises(ValueError, match="copy data/06_models/tokenizer"):
-        resolve_sft_sources(str(pretrain), stage_tok, SftArgs(base_model=str(foreign)))
+        resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(foreign)))
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        resolve_sft_sources(str(pretrain), stage_tok, SftArgs(base_model=str(tmp_path)))
+        resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(tmp_path)))
     check_vocab_fits(str(pretrain), 400)
     with pytest.raises(ValueError, match="embeds 400 tokens but the tokenizer has 512"):
         check_vocab_fits(str(pretrain), 512)
@@ -110,8 +113,8 @@ def test_batches_count_real_and_trained_tokens(packing):
 
 
 @pytest.mark.slow
-def test_lora_run_two_processes_and_exact_resume(tmp_path, monkeypatch, chain_sft_examples, chain_pretrain,
-                                                 chain_tokenizer_dir, deepspeed_templates, training_params_factory):
+def test_lora_run_two_processes_and_exact_resume(tmp_path, chain_sft_examples, chain_pretrain, chain_tokenizer_dir,
+                                                 deepspeed_templates, training_params_factory, sft_config_factory):
     """Real DeepSpeed ZeRO-2 LoRA runs on 2 CPU processes, packed: loss falls, only the adapted weights change,
     and a run killed right after its step-5 checkpoint resumes to the same losses (resume as in pretraining)."""
     import torch
@@ -123,13 +126,13 @@ def test_lora_run_two_processes_and_exact_resume(tmp_path, monkeypatch, chain_sf
 
     validation = chain_sft_examples[-8:]  # the chain's held-out conversations are all over 256 tokens
 
-    def run(run_dir):
+    def run(run_dir, **faults):
         params = training_params_factory(run_dir, steps=10, lr=1e-2, max_length=256, finetuning="lora",
                                          lora={"r": 8, "alpha": 16, "dropout": 0.0,
                                                "target_modules": ["q_proj", "v_proj"]})
-        params["train"]["checkpoint_every"] = 5
-        return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates, params,
-                       validation_examples=validation)
+        params["train"].update(checkpoint_every=5, fault_injection=faults)
+        return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates,
+                       sft_config_factory(params), validation_examples=validation)
 
     checkpoint, metrics, curve = run(tmp_path / "full")
 
@@ -154,10 +157,8 @@ def test_lora_run_two_processes_and_exact_resume(tmp_path, monkeypatch, chain_sf
     assert all(torch.equal(again[k], tuned[k]) for k in tuned)
     shutil.rmtree(tmp_path / "merged")
 
-    monkeypatch.setenv("LMFORGE_TEST_KILL_AFTER_CHECKPOINT", "5")
     with pytest.raises(TrainingError):
-        run(tmp_path / "killed")
-    monkeypatch.delenv("LMFORGE_TEST_KILL_AFTER_CHECKPOINT")
+        run(tmp_path / "killed", kill_after_checkpoint_step=5)
     resumed_checkpoint, resumed, resumed_curve = run(tmp_path / "killed")
 
     assert resumed["restart_count"] == 1 and metrics["restart_count"] == 0

@@ -46,12 +46,14 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lmforge.config import build_dataclass
 from lmforge.data.dedup import DedupResult
 from lmforge.data.dedup_minhash import NearDedupConfig, shingle_documents
 from lmforge.data.documents import Document
@@ -68,6 +70,20 @@ _WORD = re.compile(r"[0-9A-Za-z_\u0080-\U0010ffff]+")
 
 
 @dataclass
+class EvalSetSpec:
+    """An eval set read from a JSONL file (one item per line), for `DecontaminationConfig.eval_sets`."""
+
+    path: str
+    """JSONL or .jsonl.gz file, one evaluation item per line."""
+    name: str | None = None
+    """Name of the set in removal records; None = the file name."""
+    id_field: str = "id"
+    """Field holding an item's id (the line number when a line lacks it)."""
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
+    """String fields whose text, joined by newlines, is indexed (e.g. [question, answer])."""
+
+
+@dataclass
 class DecontaminationConfig:
     """Removal of documents sharing long n-grams with evaluation data (`data_processing.decontamination`)."""
 
@@ -77,10 +93,11 @@ class DecontaminationConfig:
     """Words per n-gram (13 as in GPT-3 and Llama decontamination); see the module docstring for "word"."""
     min_matches: int = 1
     """A document is contaminated when it shares at least this many distinct n-grams with the eval sets."""
-    eval_sets: list = field(default_factory=lambda: [HUMANEVAL])
-    """Eval sets: "humaneval", or {"name", "path" (JSONL or .jsonl.gz), "id_field", "text_fields"}."""
+    eval_sets: list[str | EvalSetSpec] = field(default_factory=lambda: [HUMANEVAL])
+    """Eval sets: "humaneval", or an `EvalSetSpec` ({path, name, id_field, text_fields} in YAML)."""
 
     def __post_init__(self) -> None:
+        self.eval_sets = [_eval_set_spec(spec) for spec in self.eval_sets]
         if self.ngram < 1:
             raise ValueError(f"decontamination.ngram must be >= 1, got {self.ngram}")
         if self.min_matches < 1:
@@ -157,21 +174,29 @@ def load_humaneval(path: str | Path | None = None) -> list[EvalItem]:
     return items
 
 
-def load_eval_set(spec: str | dict) -> list[EvalItem]:
-    """Return the items of one eval set spec ("humaneval" or {"name", "path", "id_field", "text_fields"})."""
-    if spec == HUMANEVAL:
-        return load_humaneval()
-    if not isinstance(spec, dict) or "path" not in spec:
+def _eval_set_spec(spec: str | EvalSetSpec | Mapping[str, Any]) -> str | EvalSetSpec:
+    """An eval_sets entry as "humaneval" or an EvalSetSpec; ValueError on anything else."""
+    if spec == HUMANEVAL or isinstance(spec, EvalSetSpec):
+        return spec
+    if not isinstance(spec, Mapping) or "path" not in spec:
         raise ValueError(
             f"unknown eval set {spec!r}: use 'humaneval' or a mapping with name, path (JSONL or .jsonl.gz), "
             "id_field and text_fields"
         )
-    path = Path(spec["path"])
+    return build_dataclass(EvalSetSpec, spec, path="data_processing.decontamination.eval_sets[]")
+
+
+def load_eval_set(spec: str | EvalSetSpec | Mapping[str, Any]) -> list[EvalItem]:
+    """Return the items of one eval set spec ("humaneval", an EvalSetSpec or its mapping)."""
+    spec = _eval_set_spec(spec)
+    if spec == HUMANEVAL:
+        return load_humaneval()
+    assert isinstance(spec, EvalSetSpec)
+    path = Path(spec.path)
     if not path.is_file():
         raise FileNotFoundError(f"eval set file {path} does not exist (data_processing.decontamination.eval_sets)")
-    name = spec.get("name", path.name)
-    id_field = spec.get("id_field", "id")
-    text_fields = spec.get("text_fields", ["text"])
+    name = spec.name if spec.name is not None else path.name
+    id_field, text_fields = spec.id_field, spec.text_fields
     items = []
     for lineno, row in _read_jsonl(path):
         missing = [f for f in text_fields if not isinstance(row.get(f), str)]

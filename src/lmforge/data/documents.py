@@ -4,15 +4,21 @@ A `Document` is a piece of text with a stable id, the name of the source it came
 from and free-form metadata (path, license, flags set by readers). On disk each
 record is one JSON line `{"id", "text", "source", "metadata"}`; `to_dict` and
 `from_dict` are the only (de)serialisation points, so every step agrees on it.
+
+A set of records is handed between steps as shards (what Kedro's PartitionedDataset gives):
+a mapping name -> records or name -> load callable; `iter_records` reads them one shard at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 REQUIRED_FIELDS = ("id", "text", "source")
+
+ShardSource = Callable[[], list[dict]] | list[dict]
+"""A shard of records: its records, or a callable that loads them (Kedro PartitionedDataset)."""
 
 
 @dataclass
@@ -55,3 +61,14 @@ class Document:
         if not isinstance(metadata, Mapping):
             raise TypeError(f"document field 'metadata' must be a mapping, got {type(metadata).__name__}")
         return cls(id=d["id"], text=d["text"], source=d["source"], metadata=dict(metadata))
+
+
+def load_shard(shard: ShardSource) -> list[dict]:
+    """Return the records of a shard, calling its loader if it is lazy."""
+    return shard() if callable(shard) else shard
+
+
+def iter_records(shards: Mapping[str, ShardSource]) -> Iterator[dict]:
+    """Yield every record of every shard, shards in name order, loading one at a time."""
+    for name in sorted(shards):
+        yield from load_shard(shards[name])

@@ -58,8 +58,9 @@ class IdentityConfig:
     # Who developed it.
     developer: str = "the lmforge team"
     # Copies of each conversation in the training mix (identity data is tiny next to the corpus):
-    # the default weight of the ``identity`` source of the SFT mix.
-    repeat: int = 8
+    # the default weight of the ``identity`` source of the SFT mix. 28 x 40 = 1120 of ~3870 conversations
+    # of the default mix; with 8 the 60-step CPU run never learned to name itself (identity F1 0.0).
+    repeat: int = 40
     # Start each conversation with the system prefix in its language (``system_prefix``).
     with_system: bool = False
 

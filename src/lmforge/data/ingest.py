@@ -25,13 +25,22 @@ from typing import Any
 from lmforge.config import build_dataclass
 from lmforge.data.documents import Document
 from lmforge.data.readers import SourceError, read_hf_disk, read_jsonl, read_parquet
-from lmforge.data.sources import list_files, python_stdlib_root, read_file_document, shard_documents
+from lmforge.data.sources import (
+    default_stdlib_excludes,
+    list_files,
+    python_stdlib_root,
+    read_file_document,
+    shard_documents,
+)
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("code_folder", "jsonl", "parquet", "hf_disk")
 RECORD_FORMATS = ("jsonl", "parquet", "hf_disk")
 """Formats with one record per line/row, read from `path` with `text_field`/`id_field`."""
+
+MetadataValue = str | int | float | bool | None
+"""A value of a source's `metadata` (stored in every record's JSON metadata)."""
 
 
 @dataclass
@@ -53,8 +62,8 @@ class SourceConfig:
     license: str = "unknown"
     # code_folder: read at most this many files (sorted order); None = all.
     max_files: int | None = None
-    # Free-form metadata added to every record.
-    metadata: dict[str, Any] = field(default_factory=dict)
+    # Metadata added to every record (JSON scalars: a tag, a version, a date).
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
     # Record formats: a file, a folder (searched recursively) or a glob (`**` allowed).
     path: str | None = None
     # Record formats: the field/column holding the text.
@@ -68,17 +77,25 @@ class SourceConfig:
     # hf_disk: the split of a DatasetDict to read; None = every split (stored in metadata["split"]).
     split: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"source {self.name!r}: unknown format {self.format!r}; supported: {FORMATS}")
+        if self.format in RECORD_FORMATS and not self.path:
+            raise ValueError(f"source {self.name!r}: format {self.format!r} needs a `path` "
+                             "(a file, a folder or a glob)")
+        if self.batch_size < 1:
+            raise ValueError(f"source {self.name!r}: batch_size must be >= 1, got {self.batch_size}")
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SourceConfig:
-        if d.get("format", "code_folder") not in FORMATS:
-            raise ValueError(f"source {d.get('name')!r}: unknown format {d.get('format')!r}; supported: {FORMATS}")
-        source = build_dataclass(cls, d, path=f"data_processing.sources[{d.get('name', '?')}]")
-        if source.format in RECORD_FORMATS and not source.path:
-            raise ValueError(f"source {source.name!r}: format {source.format!r} needs a `path` "
-                             "(a file, a folder or a glob)")
-        if source.batch_size < 1:
-            raise ValueError(f"source {source.name!r}: batch_size must be >= 1, got {source.batch_size}")
-        return source
+        """Build a source from its YAML mapping, naming unknown keys by their path."""
+        return build_dataclass(cls, d, path=f"data_processing.sources[{d.get('name', '?')}]")
+
+
+def python_stdlib_source() -> SourceConfig:
+    """The default raw source: the running interpreter's standard library, without tests and caches."""
+    return SourceConfig(name="python-stdlib", format="code_folder", root=None, patterns=["**/*.py"],
+                        exclude=list(default_stdlib_excludes), license="PSF-2.0", max_files=None)
 
 
 def read_source(source: SourceConfig) -> Iterator[Document]:
@@ -136,7 +153,7 @@ def _read_records(source: SourceConfig) -> Iterator[Document]:
 
 
 def ingest_sources(
-    sources: Sequence[Mapping[str, Any]], shard_size: int, lazy: bool = False
+    sources: Sequence[SourceConfig | Mapping[str, Any]], shard_size: int, lazy: bool = False
 ) -> dict[str, list[dict] | Callable[[], list[dict]]]:
     """All configured sources as shards ``{"<source>-00000": [record, ...]}``.
 
@@ -151,7 +168,7 @@ def ingest_sources(
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     shards: dict[str, list[dict] | Callable[[], list[dict]]] = {}
     for raw in sources:
-        source = SourceConfig.from_dict(raw)
+        source = raw if isinstance(raw, SourceConfig) else SourceConfig.from_dict(raw)
         try:
             if lazy and source.format == "code_folder":
                 root, paths = list_code_files(source)

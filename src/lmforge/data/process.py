@@ -8,8 +8,9 @@ so that memory is bounded by the shard size, not the corpus size:
    as "malformed_record", never a crash) and cleaned by a worker (`clean_shard`), which writes its
    kept documents and its quarantine to a spool folder and returns only small per-document facts:
    id, content fingerprint, UTF-8 size and (near dedup on) the MinHash signature; the shingle
-   hashes go to the spool for the exact-Jaccard check. Decontamination judges each document on its own text against a fixed index, so the worker
-   runs it too (on every kept document) and returns only the matches;
+   hashes go to the spool for the exact-Jaccard check. Decontamination judges each document on its
+   own text against a fixed index, so the worker runs it too (on every kept document) and returns
+   only the matches;
 2. reduce (this process): exact dedup over the fingerprints, MinHash LSH near dedup over the
    signatures (`cluster_near_duplicates`, reading shingles from the spool only for candidate
    pairs), then the contamination matches of the surviving documents: the same removals, in the
@@ -18,29 +19,20 @@ so that memory is bounded by the shard size, not the corpus size:
    when asked; `SpooledShards.lazy()` gives Kedro's PartitionedDataset one load callable per
    output shard, so saving never holds more than one shard.
 
-Executors (`executor.kind`): "local" (a process pool of `workers`, default every core),
-"sequential" (in this process, for debugging) and "ray" (`ray.util.multiprocessing.Pool`, on a
-running Ray cluster with `ray_address`; the spool folder must then be shared by every node). The
-result is the same for any executor and any number of workers: shards are reduced in name order.
+The steps live here; where they run is `lmforge.data.executor` (in this process, a process pool
+or Ray) and the spool files and views are `lmforge.data.spool`, as datatrove keeps its executors
+apart from its steps. The result is the same for any executor and any number of workers: shards
+are reduced in name order.
 Every dropped record is in the quarantine with a reason, and the report reconciles:
 records_in == records_out + sum(dropped.values()).
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
-import json
 import logging
-import os
-import pickle
-import shutil
-import tempfile
-import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,82 +45,51 @@ from lmforge.data.decontamination import (
     build_index_from_config,
     decontaminate,
 )
-from lmforge.data.dedup import DedupResult, fingerprint_text
+from lmforge.data.dedup import fingerprint_text
 from lmforge.data.dedup_minhash import NearDedupConfig, cluster_near_duplicates, minhash_signatures
-from lmforge.data.documents import Document
+from lmforge.data.documents import Document, ShardSource, load_shard
+from lmforge.data.documents import iter_records as iter_records  # re-exported: pipelines read shards with it
+from lmforge.data.executor import ExecutorConfig, map_in_order, sendable_shard
+from lmforge.data.ingest import SourceConfig, python_stdlib_source
+from lmforge.data.spool import Spool, SpooledCorpus, SpooledQuarantine, SpooledShards, spool_file, write_jsonl
 from lmforge.data.validation import ValidationSuiteConfig
 
 logger = logging.getLogger(__name__)
 
-ShardSource = Callable[[], list[dict]] | list[dict]
-"""A raw shard: its records, or a callable that loads them (Kedro PartitionedDataset)."""
-
-EXECUTORS = ("local", "sequential", "ray")
-
-
-@dataclass
-class ExecutorConfig:
-    """Where the per-shard cleaning runs (`data_processing.executor`); results do not depend on it."""
-
-    kind: str = "local"
-    """"local" (process pool on this machine), "sequential" (this process) or "ray" (Ray cluster)."""
-    workers: int | None = None
-    """Parallel workers; None = every core of this machine (os.cpu_count())."""
-    spool_dir: str | None = None
-    """Parent folder of the temporary spool (per-shard kept/quarantine/shingle files); None = system temp.
-    With "ray" on several machines it must be a folder every node can read and write."""
-    ray_address: str | None = None
-    """"ray": cluster address passed to ray.init ("auto" = the running cluster); None = a local Ray."""
-    start_method: str | None = None
-    """"local": multiprocessing start method ("fork", "spawn", "forkserver"); None = the platform's default."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in EXECUTORS:
-            raise ValueError(f"data_processing.executor.kind must be one of {EXECUTORS}, got {self.kind!r}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"data_processing.executor.workers must be >= 1 or null (all cores), got {self.workers}")
-
-    def resolved_workers(self) -> int:
-        """Number of workers to start (1 for "sequential")."""
-        if self.kind == "sequential":
-            return 1
-        return self.workers or os.cpu_count() or 1
-
 
 @dataclass
 class DataProcessingConfig:
-    """Everything the data-processing stage is configured by (`parameters_data_processing.yml`)."""
+    """The data-processing stage's whole config (`parameters_data_processing.yml`, key `data_processing`).
 
+    Built once by the Kedro node (`build_dataclass(DataProcessingConfig, params, path="data_processing")`)
+    and passed down whole; every default lives here, and a test checks the YAML shows the same values.
+    """
+
+    sources: list[SourceConfig] = field(default_factory=lambda: [python_stdlib_source()])
+    """Raw sources, read by `lmforge.data.ingest.ingest_sources` (default: this interpreter's stdlib);
+    mappings are turned into `SourceConfig`s (unknown keys rejected)."""
+    shard_size: int = 500
+    """Records per shard, for the raw shards (ingest) and the clean output shards (process_corpus)."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where shards are cleaned: local process pool (default), sequential, or Ray; results are identical."""
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
-    """Normalisation and filter thresholds."""
-    validation: ValidationSuiteConfig = field(default_factory=ValidationSuiteConfig)
-    """Bounds of the validation suite run on the clean records."""
+    """Normalisation, PII redaction, language ID and filter thresholds."""
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     """MinHash LSH near-duplicate removal, run after exact dedup."""
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     """Removal of documents sharing long n-grams with evaluation sets (HumanEval), run after near dedup."""
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    """Where shards are cleaned: local process pool (default), sequential, or Ray."""
-    shard_size: int = 1000
-    """Records per output shard (used when process_corpus is given no shard_size)."""
-    sources: list[dict] = field(default_factory=list)
-    """Raw source definitions, read by `lmforge.data.ingest`; not used by process_corpus."""
+    validation: ValidationSuiteConfig = field(default_factory=ValidationSuiteConfig)
+    """Bounds of the Great Expectations suites on the raw, cleaned and final records."""
+
+    def __post_init__(self) -> None:
+        self.sources = [s if isinstance(s, SourceConfig) else SourceConfig.from_dict(s) for s in self.sources]
+        if self.shard_size < 1:
+            raise ValueError(f"data_processing.shard_size must be >= 1, got {self.shard_size}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DataProcessingConfig:
         """Build the config from a params dict; raise ValueError naming any unknown key."""
         return build_dataclass(cls, d, path="data_processing")
-
-
-def load_shard(shard: ShardSource) -> list[dict]:
-    """Return the records of a shard, calling its loader if it is lazy."""
-    return shard() if callable(shard) else shard
-
-
-def iter_records(shards: Mapping[str, ShardSource]) -> Iterator[dict]:
-    """Yield every record of every shard, shards in name order, loading one at a time."""
-    for name in sorted(shards):
-        yield from load_shard(shards[name])
 
 
 def quarantine_malformed(record: Any, error: Exception) -> dict:
@@ -150,68 +111,6 @@ def parse_records(records: list[Any]) -> tuple[list[Document], list[dict], int]:
             text = record.get("text") if isinstance(record, Mapping) else None
             malformed_bytes += count_bytes(text) if isinstance(text, str) else 0
     return docs, malformed, malformed_bytes
-
-
-def quarantine_removed(docs: list[Document], dedup: DedupResult) -> list[dict]:
-    """Return the quarantine entries (document + removal) of the documents a dedup stage removed.
-
-    docs is the stage's input; its removals are in input order, like the documents missing from dedup.kept.
-    """
-    survivors = {id(doc) for doc in dedup.kept}
-    removed_docs = [doc for doc in docs if id(doc) not in survivors]
-    return [{**doc.to_dict(), **removal} for doc, removal in zip(removed_docs, dedup.removed, strict=True)]
-
-
-# --- the spool: per-shard files written by workers, read lazily ----------------------------------
-
-
-class Spool:
-    """A temporary folder of per-shard files, removed when the last object using it is gone.
-
-    Shard i has `<i>.kept.jsonl` (cleaned documents), `<i>.quarantine.jsonl` (malformed and
-    filtered records) and, with near dedup, `<i>.shingles.npy` / `<i>.bounds.npy` (shingle
-    hashes of the kept documents and each document's [start, end) in them).
-    """
-
-    def __init__(self, parent: str | None = None):
-        if parent:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="lmforge-spool-", dir=parent))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
-
-    def file(self, index: int, kind: str) -> Path:
-        return spool_file(self.path, index, kind)
-
-    def __deepcopy__(self, memo: dict) -> Spool:
-        return self  # read-only once written; Kedro's MemoryDataset deep-copies outputs
-
-
-def spool_file(spool: str | Path, index: int, kind: str) -> Path:
-    """Path of one of shard index's spool files (kind: kept.jsonl, quarantine.jsonl, shingles.npy, bounds.npy)."""
-    return Path(spool) / f"{index:05d}.{kind}"
-
-
-def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-
-
-def _read_jsonl(path: Path, wanted: Iterable[int] | None = None) -> Iterator[tuple[int, dict]]:
-    """Yield (line index, record) of a spool file; only the lines in `wanted` (sorted) when given."""
-    targets = None if wanted is None else iter(wanted)
-    target = None if targets is None else next(targets, None)
-    if targets is not None and target is None:
-        return
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if target is None and targets is None:
-                yield i, json.loads(line)
-            elif i == target:
-                yield i, json.loads(line)
-                target = next(targets, None)
-                if target is None:
-                    return
 
 
 # --- map: clean one shard in a worker ---------------------------------------------------------
@@ -269,8 +168,8 @@ def clean_shard(task: ShardTask) -> ShardSummary:
     del records
     cleaned = clean_documents(docs, task.cleaning)
     del docs
-    _write_jsonl(spool_file(task.spool, task.index, "quarantine.jsonl"), malformed + cleaned.quarantined)
-    _write_jsonl(spool_file(task.spool, task.index, "kept.jsonl"), (doc.to_dict() for doc in cleaned.kept))
+    write_jsonl(spool_file(task.spool, task.index, "quarantine.jsonl"), malformed + cleaned.quarantined)
+    write_jsonl(spool_file(task.spool, task.index, "kept.jsonl"), (doc.to_dict() for doc in cleaned.kept))
     texts = [doc.text for doc in cleaned.kept]
     signatures = has_shingles = None
     if task.near_dedup is not None:
@@ -296,91 +195,7 @@ def clean_shard(task: ShardTask) -> ShardSummary:
     )
 
 
-def _picklable(obj: Any) -> bool:
-    try:
-        pickle.dumps(obj)
-    except Exception:  # noqa: BLE001 - any pickling failure means "load it here instead"
-        return False
-    return True
-
-
-def _sendable(source: ShardSource, executor: ExecutorConfig) -> ShardSource:
-    """The shard as a worker can receive it: a loader that pickles is sent (the worker reads the
-    data), anything else is loaded here, one shard at a time."""
-    if executor.kind == "local" and executor.resolved_workers() > 1 and callable(source) and not _picklable(source):
-        return load_shard(source)
-    return source
-
-
-def map_in_order(fn: Callable[[Any], Any], tasks: Iterable[Any], executor: ExecutorConfig) -> Iterator[Any]:
-    """Yield fn(task) for every task, in task order, on the configured executor (1 worker: in this process).
-
-    At most 2 x workers tasks are in flight, so a lazy `tasks` iterable is consumed (and its
-    shards loaded) only as fast as workers finish: memory stays bounded by a few shards.
-    """
-    workers = executor.resolved_workers()
-    if workers == 1:
-        for task in tasks:
-            yield fn(task)
-        return
-    if executor.kind == "ray":
-        try:
-            import ray
-            from ray.util.multiprocessing import Pool as RayPool
-        except ImportError as exc:
-            raise ImportError("executor.kind 'ray' needs Ray: pip install 'lmforge[cluster]' "
-                              "(or set data_processing.executor.kind to 'local')") from exc
-        if not ray.is_initialized():
-            ray.init(address=executor.ray_address, ignore_reinit_error=True, log_to_driver=False)
-        pool = RayPool(processes=workers)
-    else:
-        import multiprocessing
-
-        pool = multiprocessing.get_context(executor.start_method).Pool(workers)
-    try:
-        pending: deque = deque()
-        for task in tasks:
-            pending.append(pool.apply_async(fn, (task,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
 # --- reduce: global dedup over the small records ----------------------------------------------
-
-
-class _Corpus:
-    """The kept documents of every shard, addressed by global index (input order), text in the spool."""
-
-    def __init__(self, spool: Spool, summaries: list[ShardSummary]):
-        self.spool = spool
-        self.ids = [doc_id for s in summaries for doc_id in s.ids]
-        self.sizes = [size for s in summaries for size in s.sizes]
-        self.offsets = np.cumsum([0] + [len(s.ids) for s in summaries]).tolist()  # shard i: [off[i], off[i+1])
-        self.n_shards = len(summaries)
-
-    def shard_of(self, g: int) -> tuple[int, int]:
-        """(shard index, line in its kept file) of global index g."""
-        shard = bisect.bisect_right(self.offsets, g) - 1
-        return shard, g - self.offsets[shard]
-
-    def by_shard(self, indices: Iterable[int]) -> dict[int, list[int]]:
-        """Sorted global indices grouped by shard: {shard: [line, ...]}."""
-        groups: dict[int, list[int]] = {}
-        for g in indices:
-            shard, line = self.shard_of(g)
-            groups.setdefault(shard, []).append(line)
-        return groups
-
-    def read(self, indices: Iterable[int]) -> Iterator[tuple[int, dict]]:
-        """Yield (global index, kept record) for sorted global indices, reading one shard file at a time."""
-        for shard, lines in self.by_shard(indices).items():
-            for line, record in _read_jsonl(self.spool.file(shard, "kept.jsonl"), lines):
-                yield self.offsets[shard] + line, record
 
 
 def exact_dedup_fingerprints(ids: list[str], fingerprints: Iterable[str]) -> tuple[list[int], dict[int, dict]]:
@@ -400,7 +215,7 @@ def exact_dedup_fingerprints(ids: list[str], fingerprints: Iterable[str]) -> tup
 
 
 def near_dedup_spooled(
-    corpus: _Corpus, summaries: list[ShardSummary], survivors: list[int], config: NearDedupConfig
+    corpus: SpooledCorpus, summaries: list[ShardSummary], survivors: list[int], config: NearDedupConfig
 ) -> dict[int, dict]:
     """MinHash LSH over the survivors' signatures; shingles are read from the spool for candidates only."""
     sig = np.concatenate([s.signatures for s in summaries] or [np.empty((0, config.num_perm), np.uint64)])
@@ -426,68 +241,6 @@ def near_dedup_spooled(
     logger.info("Near dedup (MinHash LSH, threshold %.2f): kept %d, removed %d", config.threshold,
                 len(survivors) - len(removals), len(removals))
     return removals
-
-
-# --- output: lazy views over the spool ---------------------------------------------------------
-
-
-class SpooledShards(Mapping):
-    """Output shards "shard-00000", ... of shard_size surviving documents, read from the spool on access."""
-
-    def __init__(self, corpus: _Corpus, survivors: list[int], shard_size: int):
-        self._corpus = corpus
-        self._survivors = survivors
-        self._shard_size = shard_size
-        n = -(-len(survivors) // shard_size)
-        self._names = [f"shard-{k:05d}" for k in range(n)]
-
-    def __getitem__(self, name: str) -> list[dict]:
-        try:
-            k = self._names.index(name)
-        except ValueError:
-            raise KeyError(name) from None
-        chunk = self._survivors[k * self._shard_size : (k + 1) * self._shard_size]
-        return [record for _, record in self._corpus.read(chunk)]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def lazy(self) -> dict[str, Callable[[], list[dict]]]:
-        """{name: load callable}: what Kedro's PartitionedDataset saves one shard at a time."""
-        return {name: functools.partial(self.__getitem__, name) for name in self._names}
-
-    def __deepcopy__(self, memo: dict) -> SpooledShards:
-        return self
-
-
-class SpooledQuarantine:
-    """Every dropped record with its reason, read from the spool when iterated.
-
-    Order: per input shard its malformed then filtered records, then each dedup/document stage's
-    removals in input order (document + removal fields).
-    """
-
-    def __init__(self, corpus: _Corpus, filtered: int, stages: list[dict[int, dict]]):
-        self._corpus = corpus
-        self._filtered = filtered
-        self._stages = stages
-
-    def __iter__(self) -> Iterator[dict]:
-        for shard in range(self._corpus.n_shards):
-            for _, record in _read_jsonl(self._corpus.spool.file(shard, "quarantine.jsonl")):
-                yield record
-        for removed in self._stages:
-            for g, record in self._corpus.read(sorted(removed)):
-                yield {**record, **removed[g]}
-
-    def __len__(self) -> int:
-        return self._filtered + sum(len(removed) for removed in self._stages)
-
-    def __deepcopy__(self, memo: dict) -> SpooledQuarantine:
-        return self
 
 
 @dataclass
@@ -528,7 +281,7 @@ def process_corpus(
     if config.decontamination.enabled:
         decontamination = (config.decontamination, build_index_from_config(config.decontamination))
     names = sorted(raw_shards)
-    tasks = (ShardTask(i, name, _sendable(raw_shards[name], executor), config.cleaning, near, str(spool.path),
+    tasks = (ShardTask(i, name, sendable_shard(raw_shards[name], executor), config.cleaning, near, str(spool.path),
                        decontamination)
              for i, name in enumerate(names))
 
@@ -551,7 +304,7 @@ def process_corpus(
             record_bar.update(summary.records_in)
     filtered = sum(dropped.values())
 
-    corpus = _Corpus(spool, summaries)
+    corpus = SpooledCorpus(spool, [s.ids for s in summaries], [s.sizes for s in summaries])
     survivors, exact_removed = exact_dedup_fingerprints(corpus.ids, (f for s in summaries for f in s.fingerprints))
     stages = [exact_removed]
     if near is not None:

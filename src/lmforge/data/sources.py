@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import sysconfig
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lmforge.data.documents import Document
@@ -132,32 +132,6 @@ def read_file_document(root: Path, relative_path: str, *, source: str, license: 
         text = data.decode("utf-8", errors="replace")
         metadata["encoding_error"] = True
     return Document(id=doc_id, text=text, source=source, metadata=metadata)
-
-
-def read_code_folder(
-    root: str | Path,
-    patterns: Sequence[str] = ("**/*.py",),
-    *,
-    source: str,
-    license: str,
-    exclude: Sequence[str] = (),
-) -> Iterator[Document]:
-    """Yield one Document per file under root matching patterns, in sorted path order.
-
-    Args:
-        root: folder to walk.
-        patterns: globs over paths relative to root (`**/*.py` includes top-level files).
-        source: corpus name stored on each record and mixed into its id.
-        license: license of the corpus, stored in each record's metadata.
-        exclude: globs of relative paths to leave out (e.g. `default_stdlib_excludes`).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"source folder does not exist: {root}")
-    paths = list_files(root, patterns, exclude)
-    logger.info("Reading %d files from %s (source=%s)", len(paths), root, source)
-    for relative_path in paths:
-        yield read_file_document(root, relative_path, source=source, license=license)
 
 
 def shard_documents(docs: Iterable[Document], shard_size: int) -> dict[str, list[dict]]:

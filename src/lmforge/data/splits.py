@@ -5,19 +5,22 @@ the other documents, so adding data does not move existing documents between
 splits and two machines agree. `split_documents` adds one guarantee on top: with
 a fraction strictly between 0 and 1 and at least 2 documents, neither split is
 empty (it moves the single document closest to the boundary when needed).
+
+The seed has no default here: each caller's config owns it (the tokenizer stage's
+`tokenizer.shards.split_seed`, SFT's `sft.data.seed`), so a split default exists once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from lmforge.data.documents import Document
 
 SPLITS = ("train", "validation")
 
 
-def hash_unit_interval(doc_id: str, seed: int = 0) -> float:
+def hash_unit_interval(doc_id: str, seed: int) -> float:
     """Map (seed, doc_id) to a float in [0, 1), uniformly and deterministically."""
     digest = hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -28,13 +31,13 @@ def _check_fraction(validation_fraction: float) -> None:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
 
 
-def assign_split(doc_id: str, validation_fraction: float, seed: int = 0) -> str:
+def assign_split(doc_id: str, validation_fraction: float, seed: int) -> str:
     """Return "validation" if hash(seed, doc_id) falls below validation_fraction, else "train"."""
     _check_fraction(validation_fraction)
     return "validation" if hash_unit_interval(doc_id, seed) < validation_fraction else "train"
 
 
-def split_documents(docs: Iterable[Document], validation_fraction: float, seed: int = 0) -> dict[str, list[Document]]:
+def split_documents(docs: Iterable[Document], validation_fraction: float, seed: int) -> dict[str, list[Document]]:
     """Split docs into {"train": [...], "validation": [...]}, each in input order.
 
     With validation_fraction > 0 and at least 2 documents, validation is never empty:
@@ -55,3 +58,14 @@ def split_documents(docs: Iterable[Document], validation_fraction: float, seed: 
         "train": [doc for doc, val in zip(docs, in_validation, strict=True) if not val],
         "validation": [doc for doc, val in zip(docs, in_validation, strict=True) if val],
     }
+
+
+def split_record_texts(records: Iterable[Mapping], validation_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Texts of document records ({"id", "text", ...}) by `assign_split` of their id, each in input order.
+
+    The tokenizer stage's split: the tokenizer trains on "train" and the token shards hold both.
+    """
+    splits: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for record in records:
+        splits[assign_split(record["id"], validation_fraction, seed)].append(record["text"])
+    return splits

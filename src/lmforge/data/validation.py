@@ -55,20 +55,21 @@ TEXT_PREFIX_CHARS = 80  # characters of each text kept in the validated frame (s
 class ValidationSuiteConfig:
     """Bounds of the raw, cleaned and final suites (`data_processing.validation`)."""
 
-    min_records: int = 1
+    min_records: int = 50
     """raw and final: fail when there are fewer records than this."""
     min_chars: int = 200
     """cleaned: fail when a text is shorter than this (characters)."""
     max_chars: int = 200_000
     """cleaned: fail when a text is longer than this (characters)."""
-    min_median_chars: int | None = None
+    min_median_chars: int | None = 1000
     """cleaned: fail when the median text length is below this (None: no bound)."""
-    max_median_chars: int | None = None
+    max_median_chars: int | None = 100_000
     """cleaned: fail when the median text length is above this (None: no bound)."""
     allowed_languages: list[str] = field(default_factory=lambda: ["en"])
     """cleaned: ISO 639-1 codes (metadata["language"], set by cleaning) that count as in-language."""
-    min_language_share: float = 0.0
-    """cleaned: fail when fewer than this share of documents have an allowed language (0: no check)."""
+    min_language_share: float = 0.6
+    """cleaned: fail when fewer than this share of documents have an allowed language (0: no check); the
+    default stdlib corpus measures 74% en, 26% "unknown" (code with too little prose to tell)."""
     max_pii_per_document: int = 0
     """cleaned: fail when `find_pii` finds more than this many matches in any text (PII left after redaction)."""
     max_duplicate_fraction: float = 0.0

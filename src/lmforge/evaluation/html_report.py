@@ -101,11 +101,12 @@ def plot_model_bars(metrics: Mapping[str, float], suffixes: Sequence[str], title
 
 
 def plot_operations(metrics: Mapping[str, float]) -> bytes | None:
-    """One small bar chart per operations metric, a bar per stage; None without ``ops.*`` metrics."""
-    from lmforge.evaluation.operations import STAGES
+    """One small bar chart per operations metric, a bar per stage; None without ``ops.*`` metrics.
 
+    Stages are shown in the order their metrics come (``gather_operations`` emits them in chain order).
+    """
     found = {k.split(".")[1] for k in metrics if k.startswith("ops.") and k.split(".")[1] != "chain"}
-    stages = [s for s in STAGES if s in found] + sorted(found - set(STAGES))  # chain order
+    stages = [s for s in dict.fromkeys(k.split(".")[1] for k in metrics if k.startswith("ops.")) if s in found]
     panels = [(name, [(s, metrics[f"ops.{s}.{name}"]) for s in stages if f"ops.{s}.{name}" in metrics])
               for name in OPS_BARS]
     panels = [(name, bars) for name, bars in panels if bars]

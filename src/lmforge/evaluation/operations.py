@@ -37,9 +37,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("data_processing", "tokenizer", "pretrain", "sft")
-"""The stages that run before evaluation (their runs are finished when evaluation starts)."""
-
 TRAINING_STAGES = ("pretrain", "sft")
 TRAINING_KEYS = ("time_per_epoch_s", "tokens_per_s", "restart_count")
 PIPELINES_TAG = "lmforge.pipelines"
@@ -57,7 +54,7 @@ DISK_IO = ("io.disk_read_mb", "io.disk_write_mb", "io.disk_mb_per_s")
 
 def gather_operations(stage_metrics: Mapping[str, Mapping[str, Any]] | None = None, *,
                       tracking_uri: str | None = None, experiment: str = "lmforge",
-                      stages: Sequence[str] = STAGES, exclude_run_ids: Iterable[str] = (),
+                      stages: Sequence[str], exclude_run_ids: Iterable[str] = (),
                       exclude_active: bool = True, max_runs: int = 1000) -> dict[str, Any]:
     """``{"metrics": {name: float}, "not_measured": {name: reason}}`` for ``stages`` (see module docstring).
 

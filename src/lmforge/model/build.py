@@ -1,17 +1,23 @@
 """Build a Hugging Face model from a preset, and count its parameters without allocating it.
 
 Single-device model code only: ZeRO, launchers and process groups live in ``lmforge.training``.
+``describe_presets`` (the table with the counts of the models as built) is here rather than in
+``presets.py`` so the table stays plain data that this module imports, with no circle back.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lmforge.model.presets import Preset
+from lmforge.model.presets import PRESETS, Preset
+
+# The transformers attention kernel when a config names none (``<stage>.model.attn_implementation``):
+# PyTorch's fused scaled_dot_product_attention, on CPU and GPU alike.
+ATTN_IMPLEMENTATION = "sdpa"
 
 
 def build_config(preset: Preset, *, vocab_size: int | None = None, bos_id: int = 1, eos_id: int = 2,
-                 pad_id: int = 3, attn_implementation: str = "sdpa") -> Any:
+                 pad_id: int = 3, attn_implementation: str = ATTN_IMPLEMENTATION) -> Any:
     """The transformers config for ``preset`` (vocab from the trained tokenizer when given)."""
     common = dict(
         vocab_size=vocab_size or preset.vocab_size,
@@ -76,3 +82,17 @@ def count_parameters(preset: Preset, *, vocab_size: int | None = None) -> dict[s
         if id(p) in vocab_params:
             embedding += p.numel()
     return {"embedding_params": embedding, "non_embedding_params": total - embedding, "total_params": total}
+
+
+def describe_presets() -> list[dict[str, Any]]:
+    """Parameter counts of every preset as built (meta device), beside the spec figures."""
+    rows = []
+    for preset in PRESETS.values():
+        counts = count_parameters(preset)
+        row: dict[str, Any] = {"preset": preset.name, "family": preset.family, **counts}
+        for kind in ("embedding", "non_embedding"):
+            spec = getattr(preset, f"spec_{kind}_params")
+            row[f"spec_{kind}"] = spec
+            row[f"diff_{kind}"] = None if spec is None else counts[f"{kind}_params"] - spec
+        rows.append(row)
+    return rows

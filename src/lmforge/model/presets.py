@@ -10,19 +10,19 @@ Conventions of the project's spec table (kept here so the table reads like the s
 - ``head_dim`` is explicit: it need not equal ``d_model / n_heads`` (internlm-tiny has 4 x 128 = 512
   attention width on a 1024-wide residual stream).
 
-``python -m lmforge.model.presets`` prints the table with parameter counts of the models actually
-built (on the meta device: nothing is allocated).
+This module is data only: it imports nothing of the package, so ``build.py`` (which turns a preset
+into a transformers model) can import it without a circle. ``python -m lmforge.model`` prints the
+table with parameter counts of the models actually built (on the meta device: nothing is allocated).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-logger = logging.getLogger(__name__)
+# What YAML may change in a preset (``pretrain.model.overrides``): scalar fields by name, e.g.
+# ``{n_layers: 2, rope_theta: 500000.0}``; ``Preset.from_name`` checks names and types.
+PresetOverrides = dict[str, int | float | str | bool]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,16 @@ class Preset:
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown preset override(s) {sorted(unknown)} for {name!r}; valid: {sorted(known)}")
-        return replace(PRESETS[name], **overrides)
+        base = PRESETS[name]
+        for key, value in overrides.items():
+            current = getattr(base, key)
+            # the table's value gives the type: an int where a float is expected is fine, a bool never is
+            expected = (int, float) if isinstance(current, float) else type(current)
+            if current is not None and (not isinstance(value, expected) or isinstance(value, bool) != isinstance(
+                    current, bool)):
+                raise ValueError(f"preset override {key}={value!r} for {name!r}: expected {type(current).__name__} "
+                                 f"like the table's {current!r}")
+        return replace(base, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,50 +118,3 @@ _TABLE: list[dict[str, Any]] = [
 ]
 
 PRESETS: dict[str, Preset] = {row["name"]: Preset(**row) for row in _TABLE}
-
-
-def describe_presets() -> list[dict[str, Any]]:
-    """Parameter counts of every preset as built (meta device), beside the spec figures."""
-    from lmforge.model.build import count_parameters
-
-    rows = []
-    for preset in PRESETS.values():
-        counts = count_parameters(preset)
-        row: dict[str, Any] = {"preset": preset.name, "family": preset.family, **counts}
-        for kind in ("embedding", "non_embedding"):
-            spec = getattr(preset, f"spec_{kind}_params")
-            row[f"spec_{kind}"] = spec
-            row[f"diff_{kind}"] = None if spec is None else counts[f"{kind}_params"] - spec
-        rows.append(row)
-    return rows
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m lmforge.model.presets",
-        description="List the model presets with the parameter counts of the models actually built "
-        "(counted on the meta device, nothing allocated), beside the spec figures and the difference.",
-    )
-    parser.add_argument("--json", action="store_true", help="print the table as JSON")
-    args = parser.parse_args(argv)
-    rows = describe_presets()
-    if args.json:
-        print(json.dumps(rows, indent=2))  # noqa: T201 - this is the command's output
-        return
-    header = f"{'preset':<16}{'family':<7}{'embedding':>15}{'spec':>15}{'diff':>14}{'non-embedding':>16}{'spec':>15}{'diff':>15}"
-    lines = [header, "-" * len(header)]
-
-    def fmt(v: int | None) -> str:
-        return "-" if v is None else f"{v:,}"
-
-    for r in rows:
-        lines.append(
-            f"{r['preset']:<16}{r['family']:<7}{fmt(r['embedding_params']):>15}{fmt(r['spec_embedding']):>15}"
-            f"{fmt(r['diff_embedding']):>14}{fmt(r['non_embedding_params']):>16}"
-            f"{fmt(r['spec_non_embedding']):>15}{fmt(r['diff_non_embedding']):>15}"
-        )
-    print("\n".join(lines))  # noqa: T201 - this is the command's output
-
-
-if __name__ == "__main__":
-    main()

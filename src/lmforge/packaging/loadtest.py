@@ -157,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help=f"JSON report (default: the filepath of the catalog entry {REPORT_ENTRY})")
     args = parser.parse_args(argv)
     if args.out is None:
-        from lmforge.pipelines.catalog_paths import catalog_filepath
+        from lmforge.pipelines.catalog_paths import catalog_path
 
-        args.out = catalog_filepath(REPORT_ENTRY)
+        args.out = catalog_path(REPORT_ENTRY)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     report = run_load_test(args.url, requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
     run_id = record_load_report(report, args.out)

@@ -5,10 +5,11 @@ resolved config, data manifests, evaluation metrics and git state, so every publ
 which commit and which data (by hash) produced it. The YAML front matter follows the Hugging Face
 model-card convention (``library_name``, ``license``, ``tags``) so hub tooling reads it.
 
-`build_model_card_info` fills the record from what the packaging stage has: the stage metrics,
-the resolved ``params:pretrain`` / ``params:sft`` (key hyperparameters), the checkpoint's weights
-(parameter counts, read from the safetensors headers without loading a tensor) and ``dvc.lock``
-(the DVC hashes of the data, tokenizer and checkpoints).
+`build_model_card_info` fills the record from what the packaging stage has: its `PackagingConfig`
+(name, license), the stage metrics, the resolved ``params:pretrain`` / ``params:sft`` (key
+hyperparameters), the checkpoint's weights (parameter counts, read from the safetensors headers without
+loading a tensor) and ``dvc.lock`` (the DVC hashes of the data, tokenizer and checkpoints, whose paths the
+caller passes: the catalog owns them).
 """
 
 from __future__ import annotations
@@ -19,18 +20,16 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmforge.packaging.config import PackagingConfig
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 """A data-summary entry whose flattened key contains one of these is listed under Lineage."""
 
 DEFAULT_TAGS = ("lmforge", "causal-lm", "text-generation", "code", "chat")
 """Tags always written to the front matter."""
-
-DATA_ARTIFACTS = {"documents": "data/03_primary/documents", "token_shards": "data/05_model_input/tokens",
-                  "sft_train": "data/04_feature/sft_train.jsonl", "tokenizer": "data/06_models/tokenizer",
-                  "pretrain_checkpoint": "data/06_models/pretrain", "sft_checkpoint": "data/06_models/sft"}
-"""DVC outputs whose hashes (from ``dvc.lock``) the card lists as ``<name>.dvc_md5``."""
 
 HYPERPARAMETER_KEYS = ("model.preset", "model.overrides", "base_model", "finetuning", "packing", "max_length",
                        "train.max_steps", "train.micro_batch_size", "train.gradient_accumulation_steps",
@@ -67,6 +66,8 @@ class ModelCardInfo:
     """What it was trained on, e.g. ``"1x H100 80GB"`` or ``"2 CPU cores"``."""
     license: str = "apache-2.0"
     """SPDX-style license id written to the front matter."""
+    evaluation_file: str = ""
+    """Where all the evaluation metrics are (the catalog's ``evaluation_metrics`` file), named under Evaluation."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth recording; rendered under "Additional information"."""
 
@@ -93,8 +94,12 @@ def count_checkpoint_parameters(checkpoint_dir: str | Path) -> dict[str, int]:
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding} if files else {}
 
 
-def lookup_dvc_hashes(project_path: str | Path, artifacts: Mapping[str, str] = DATA_ARTIFACTS) -> dict[str, str]:
-    """``{name: "<out path>:<md5>"}`` from ``dvc.lock``, saying why where a hash is absent (never hiding it)."""
+def lookup_dvc_hashes(project_path: str | Path, artifacts: Mapping[str, str]) -> dict[str, str]:
+    """``{name: "<out path>:<md5>"}`` from ``dvc.lock``, saying why where a hash is absent (never hiding it).
+
+    ``artifacts`` is ``{name: DVC output path}``, the outputs the card lists as ``<name>.dvc_md5`` (the
+    packaging node takes the paths from the catalog).
+    """
     from lmforge.tracking import dvc_hashes
 
     if not (Path(project_path) / "dvc.lock").exists():
@@ -156,15 +161,15 @@ def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: s
     return "; ".join(parts)
 
 
-def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], params: Mapping[str, Any], *, git_commit: str,
+def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: PackagingConfig, *, git_commit: str,
                           host: str = "", checkpoint_dir: str | Path | None = None,
                           hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
-                          dvc_hashes: Mapping[str, str] | None = None) -> ModelCardInfo:
+                          dvc_hashes: Mapping[str, str] | None = None, evaluation_file: str = "") -> ModelCardInfo:
     """The card of a chain's model: ``metrics`` is ``{stage: metrics dict}`` of every stage before packaging.
 
-    ``params`` is ``params:packaging``; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
-    ``dvc_hashes`` is ``{name: "<path>:<md5>"}`` (`DATA_ARTIFACTS` looked up in dvc.lock); ``host``
-    describes the machine packaging runs on. Parameter counts come from ``checkpoint_dir`` when it holds
+    ``config`` gives the name and license; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
+    ``dvc_hashes`` is ``{name: "<path>:<md5>"}`` (`lookup_dvc_hashes`); ``host``
+    describes the machine packaging runs on; ``evaluation_file`` is where the full evaluation metrics are. Parameter counts come from ``checkpoint_dir`` when it holds
     a full model, else from the pretrain metrics.
     """
     from lmforge.tracking import flatten
@@ -180,7 +185,7 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], params: Mapp
                 "sft.tokens": sft.get("tokens"), "sft.final_loss": sft.get("final_loss"),
                 **select_hyperparameters(hyperparameters or {})}
     return ModelCardInfo(
-        model_name=params.get("model_name", "lmforge-chat"),
+        model_name=config.model_name,
         preset=str(pretrain.get("preset") or _lookup((hyperparameters or {}).get("pretrain") or {}, "model.preset")
                    or ""),
         parameter_counts=counts,
@@ -190,7 +195,8 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], params: Mapp
         evaluation=dict(flatten(metrics.get("evaluation", {}) or {})),
         git_commit=git_commit,
         hardware=describe_training_hardware(metrics, host),
-        license=params.get("license", "apache-2.0"),
+        license=config.license,
+        evaluation_file=evaluation_file,
     )
 
 
@@ -225,7 +231,8 @@ def render_model_card(info: ModelCardInfo) -> str:
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
         "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
-           "`data/08_reporting/evaluation.json` and the evaluation's MLflow run.\n" if n_ops else ""),
+           + (f"`{info.evaluation_file}` and the evaluation's MLflow run.\n" if info.evaluation_file
+              else "the evaluation's metrics file and MLflow run.\n") if n_ops else ""),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,

@@ -12,6 +12,9 @@ Framework-free: plain ``mlflow`` / ``MlflowClient`` calls, runnable from a REPL.
 
 A model that failed the quality gate is refused before anything is logged (`GateError`): it never
 gets a version, so it can never become ``champion``.
+
+The chain's stage list and the DVC output paths are arguments: ``lmforge.pipeline_registry`` owns the
+stages and the Kedro catalog owns the paths; the packaging node passes both.
 """
 
 from __future__ import annotations
@@ -21,25 +24,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.packaging.release import GateCheck, GateError
+from lmforge.packaging.gate import GATE_HINT, GateCheck, GateError
 
 logger = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
-CHAIN_STAGES = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
-"""Stages whose latest MLflow run ids go on the model version as ``run_id.<stage>``."""
-LINEAGE_ARTIFACTS = {"data": "data/03_primary/documents", "tokenizer": "data/06_models/tokenizer",
-                     "checkpoint": "data/06_models/sft"}
-"""DVC outputs whose hashes go on the model version as ``dvc.<name>``."""
 INPUT_EXAMPLE = ["Write a Python function that returns the sum of a list of numbers."]
 PIPELINE_TAG = "lmforge.pipelines"
 """Run tag set by ``lmforge.hooks.LineageHooks``: the pipelines a ``kedro run`` ran, joined by '+'."""
 
 
-def stage_run_ids(client: Any, experiment_ids: Sequence[str], stages: Sequence[str] = CHAIN_STAGES,
+def stage_run_ids(client: Any, experiment_ids: Sequence[str], stages: Sequence[str],
                   current_run_id: str | None = None) -> dict[str, str]:
-    """``{"run_id.<stage>": id}`` of the latest run of each stage ("absent" when a stage has none).
+    """``{"run_id.<stage>": id}`` of the latest run of each of ``stages`` ("absent" when a stage has none).
 
     A run belongs to a stage when its ``lmforge.pipelines`` tag (or, failing that, its run name,
     which kedro-mlflow sets to the pipeline name) names it; a whole-chain run (``__default__``)
@@ -57,8 +55,12 @@ def stage_run_ids(client: Any, experiment_ids: Sequence[str], stages: Sequence[s
     return {f"run_id.{stage}": found.get(stage, "absent: no MLflow run of this stage") for stage in stages}
 
 
-def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str] = LINEAGE_ARTIFACTS) -> dict[str, str]:
-    """``{"dvc.<name>": "<out path>:<md5>"}`` from ``dvc.lock``; explains what is missing instead of hiding it."""
+def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str]) -> dict[str, str]:
+    """``{"dvc.<name>": "<out path>:<md5>"}`` from ``dvc.lock``; explains what is missing instead of hiding it.
+
+    ``artifacts`` is ``{name: DVC output path}`` (the packaging node names the data, tokenizer and
+    checkpoint datasets and takes their paths from the catalog).
+    """
     from lmforge.tracking import dvc_hashes
 
     if not (Path(project_path) / "dvc.lock").exists():
@@ -70,13 +72,14 @@ def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str] = LINEAGE
 
 
 def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence[GateCheck],
-                     lineage: Mapping[str, str] | None = None, promote: bool = True,
-                     stages: Sequence[str] = CHAIN_STAGES, max_new_tokens: int = 32,
-                     experiment_name: str = "lmforge") -> dict[str, Any]:
+                     stages: Sequence[str], max_new_tokens: int, lineage: Mapping[str, str] | None = None,
+                     promote: bool = True, experiment_name: str = "lmforge") -> dict[str, Any]:
     """Log ``package_dir`` to MLflow, register it as a new version of ``model_name``, alias and tag it.
 
-    ``gate`` is the quality gate report (`lmforge.packaging.release.check_gate`); any failed bound
-    raises `GateError` and nothing is logged. ``lineage`` adds tags (DVC hashes, git commit).
+    ``gate`` is the quality gate report (`lmforge.packaging.gate.check_gate`); any failed bound
+    raises `GateError` and nothing is logged. ``stages`` is the chain, upstream first (each stage's
+    latest run id becomes a ``run_id.<stage>`` tag); ``max_new_tokens`` is the pyfunc model's
+    generation length. ``lineage`` adds tags (DVC hashes, git commit).
     Uses the active MLflow run, or starts one named ``packaging`` in ``experiment_name`` (the
     experiment kedro-mlflow uses, conf/base/mlflow.yml). Returns
     ``{"model_name", "version", "aliases", "model_uri", "run_id", "tags"}``.
@@ -88,7 +91,7 @@ def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence
     if failed:
         raise GateError(f"refusing to register {model_name}: "
                         + "; ".join(c.describe() for c in failed)
-                        + " (thresholds: `gate:` in conf/base/parameters_evaluation.yml)")
+                        + f" ({GATE_HINT})")
     package_dir = Path(package_dir)
     if not (package_dir / "config.json").is_file():
         raise FileNotFoundError(f"not a packaged model (no config.json): {package_dir}")

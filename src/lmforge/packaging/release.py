@@ -7,23 +7,27 @@ Two checks stand between a checkpoint and the model registry:
 
 - the round trip (`compare_logits`): the packaged model must produce the checkpoint's logits on
   fixed inputs (within ``LOGITS_ATOL``), so re-saving, dtype or config alignment changed nothing;
-- the quality gate (`check_gate`): ``gate: {metric: {min: x, max: y}}`` bounds on the flat keys of
+- the quality gate (`lmforge.packaging.gate`): ``{metric: GateBound}`` bounds on the flat keys of
   the evaluation metrics (``sft_pairs.perplexity_ratio``, ``sft.heldout.perplexity``...). A model
   outside a bound is refused with the metric, its observed value and the bound.
+
+Everything is configured by one `PackagingConfig` (built once at the node) and the paths it is given:
+the DVC outputs whose hashes go on the card and the registered version are arguments, named by the
+caller (the catalog owns them), as is the list of the chain's stages.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge.packaging.config import PackagingConfig
 from lmforge.packaging.export import PackageVerificationError, package_model, verify_package
+from lmforge.packaging.gate import check_gate, enforce_gate
 from lmforge.packaging.model_card import build_model_card_info, lookup_dvc_hashes
 
 logger = logging.getLogger(__name__)
@@ -33,61 +37,6 @@ LOGITS_ATOL = 1e-5
 
 PROBE_INPUT_IDS = ((1, 5, 17, 42, 99, 7, 3, 250, 11, 64), (2, 9, 9, 120, 33, 48, 5, 6, 200, 13))
 """Fixed token ids the round trip scores (clipped to the vocabulary); two rows, so batching is exercised."""
-
-GATE_BOUNDS = ("min", "max")
-
-
-class GateError(RuntimeError):
-    """The model fails the quality gate: it must not be registered."""
-
-
-@dataclass(frozen=True)
-class GateCheck:
-    """One bound of the quality gate and how the model did against it."""
-
-    metric: str
-    bound: str
-    """``"min"`` (observed must be >= limit) or ``"max"`` (observed must be <= limit)."""
-    limit: float
-    observed: float
-    passed: bool
-
-    def describe(self) -> str:
-        op = ">=" if self.bound == "min" else "<="
-        verdict = "ok" if self.passed else "FAILED"
-        return f"{self.metric} = {self.observed:.6g} (required {op} {self.limit:g}): {verdict}"
-
-
-def check_gate(metrics: Mapping[str, Any], gate: Mapping[str, Mapping[str, float]] | None) -> list[GateCheck]:
-    """Evaluate every ``{metric: {min|max: value}}`` bound of ``gate`` against the flat ``metrics``.
-
-    Raises ValueError for a malformed gate or a metric name the metrics do not have (the message
-    lists the available names). A NaN observation fails its bound.
-    """
-    checks: list[GateCheck] = []
-    for metric, bounds in (gate or {}).items():
-        if metric not in metrics:
-            raise ValueError(f"gate: unknown metric {metric!r}; the evaluation metrics are: "
-                             f"{', '.join(sorted(metrics))} (fix `gate:` in conf/base/parameters_evaluation.yml)")
-        if not isinstance(bounds, Mapping) or not bounds or set(bounds) - set(GATE_BOUNDS):
-            raise ValueError(f"gate.{metric} must be a mapping with 'min' and/or 'max', got {bounds!r}")
-        observed = float(metrics[metric])
-        for bound, limit in bounds.items():
-            limit = float(limit)
-            ok = not math.isnan(observed) and (observed >= limit if bound == "min" else observed <= limit)
-            checks.append(GateCheck(metric, bound, limit, observed, ok))
-    return checks
-
-
-def enforce_gate(checks: Sequence[GateCheck]) -> None:
-    """Raise `GateError` naming every failed bound (metric, observed value, bound)."""
-    failed = [c for c in checks if not c.passed]
-    for check in checks:
-        logger.info("gate: %s", check.describe())
-    if failed:
-        raise GateError("model refused by the quality gate: " + "; ".join(c.describe() for c in failed)
-                        + " (thresholds: `gate:` in conf/base/parameters_evaluation.yml)")
-
 
 def compare_logits(source_dir: str | Path, package_dir: str | Path,
                    input_ids: Sequence[Sequence[int]] = PROBE_INPUT_IDS) -> float:
@@ -128,21 +77,24 @@ def describe_hardware() -> str:
 
 
 def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
-                  params: Mapping[str, Any], *, git_commit: str, project_path: str | Path = ".",
+                  config: PackagingConfig, *, git_commit: str, card_artifacts: Mapping[str, str],
+                  evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
     """Package ``sft_checkpoint`` + tokenizer into a staging dir; returns (dir, packaging metrics).
 
-    The package is verified by loading and generating, and (for a full checkpoint; a LoRA adapter
-    is merged first, so there is no plain source to compare with) by the logits round trip.
+    ``card_artifacts`` is ``{name: DVC output path}``: the outputs whose ``dvc.lock`` hashes the model
+    card lists; ``evaluation_file`` (the evaluation metrics file) is named on the card. The package is verified by loading and generating, and (for a full checkpoint; a LoRA
+    adapter is merged first, so there is no plain source to compare with) by the logits round trip.
     """
     from lmforge.training.lora import is_adapter_dir
 
-    card = build_model_card_info(metrics, params, git_commit=git_commit, host=describe_hardware(),
+    card = build_model_card_info(metrics, config, git_commit=git_commit, host=describe_hardware(),
                                  checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
-                                 dvc_hashes=lookup_dvc_hashes(project_path))
+                                 dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
+                                 evaluation_file=evaluation_file)
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
     package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card)
-    check = verify_package(out_dir, prompt=params.get("verify_prompt", "def add(a, b):"))
+    check = verify_package(out_dir, prompt=config.verify_prompt)
     result = {"loads": bool(check.get("loads")), "generated_tokens": check.get("generated_tokens", 0)}
     if is_adapter_dir(Path(sft_checkpoint)):
         logger.info("round trip skipped: %s is a LoRA adapter (merged before packaging)", sft_checkpoint)
@@ -153,28 +105,33 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
 
 
 def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
-                  params: Mapping[str, Any], gate: Mapping[str, Mapping[str, float]] | None, *,
-                  git_commit: str, project_path: str | Path = ".",
+                  config: PackagingConfig, *, git_commit: str, stages: Sequence[str],
+                  card_artifacts: Mapping[str, str], lineage_artifacts: Mapping[str, str],
+                  evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
     """The packaging stage: quality gate, package (+ round trip), then the Model Registry.
 
-    The gate is checked first, so a refused model costs no packaging time. ``params["registry"]``
-    is ``{"enabled", "model_name", "promote", "max_new_tokens"}`` (see parameters_packaging.yml).
+    The gate (``config.gate``) is checked first, so a refused model costs no packaging time; the
+    registry step follows ``config.registry``. ``stages`` is the chain, upstream first (each stage's
+    latest run id tags the registered version); ``card_artifacts`` / ``lineage_artifacts`` are
+    ``{name: DVC output path}`` for the model card and the version's ``dvc.<name>`` tags;
+    ``evaluation_file`` is the evaluation metrics file the card points to.
     Returns (package dir, packaging metrics incl. ``gate_passed`` and ``registered_version``).
     """
-    checks = check_gate(metrics.get("evaluation", {}), gate)
+    checks = check_gate(metrics.get("evaluation", {}), config.gate)
     enforce_gate(checks)
-    package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, params, git_commit=git_commit,
-                                        project_path=project_path, hyperparameters=hyperparameters)
+    package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, config, git_commit=git_commit,
+                                        card_artifacts=card_artifacts, evaluation_file=evaluation_file,
+                                        project_path=project_path,
+                                        hyperparameters=hyperparameters)
     result = {**result, "gate_passed": True, "gate_bounds": len(checks)}
-    registry = dict(params.get("registry") or {})
-    if registry.get("enabled", False):
+    if config.registry.enabled:
         from lmforge.packaging.registry import dvc_lineage, register_package
 
-        registered = register_package(package_dir, model_name=registry["model_name"], gate=checks,
-                                      lineage={**dvc_lineage(project_path), "git.commit": git_commit},
-                                      promote=bool(registry.get("promote", True)),
-                                      max_new_tokens=int(registry.get("max_new_tokens", 32)))
+        registered = register_package(package_dir, model_name=config.registered_model_name, gate=checks,
+                                      stages=stages,
+                                      lineage={**dvc_lineage(project_path, lineage_artifacts), "git.commit": git_commit},
+                                      promote=config.registry.promote, max_new_tokens=config.registry.max_new_tokens)
         result.update(registered_model=registered["model_name"], registered_version=registered["version"],
                       registered_aliases=",".join(registered["aliases"]))
     return package_dir, result

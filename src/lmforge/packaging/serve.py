@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _catalog_default(entry: str) -> str:
-    """The catalog's filepath for ``entry``: the CLI's default, read from conf/ (the catalog owns the paths)."""
-    from lmforge.pipelines.catalog_paths import catalog_filepath
+    """The catalog's filepath for ``entry`` (conf/ of the working directory, the project root): the CLI's default."""
+    from lmforge.pipelines.catalog_paths import catalog_path
 
-    return catalog_filepath(entry)
+    return catalog_path(entry)
 
 
 if __name__ == "__main__":

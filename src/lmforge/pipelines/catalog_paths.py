@@ -1,46 +1,60 @@
-"""Where the Kedro catalog puts a dataset: the default paths of the command-line tools.
+"""Where a catalog dataset lives on disk, read from the project's Kedro config (``conf/base/catalog.yml``).
 
-The serving tools (``python -m lmforge.packaging.serve``, ``...loadtest``) run outside ``kedro run``
-but read and write the chain's artifacts (the packaged model, the feedback table, the load report).
-Their defaults come from conf/base/catalog.yml (with conf/local overrides, as ``kedro run`` sees
-them) through this helper, so a path is written once, in the catalog; the library functions they
-call take the path as an argument.
+The catalog owns the ``data/0x_...`` paths. Library code takes paths as arguments; the few command-line
+tools that need a default (``python -m lmforge.results``, the server and the load test) ask this module
+instead of writing a literal, so moving a dataset in ``catalog.yml`` moves it everywhere.
+
+The config is read with Kedro's ``OmegaConfigLoader`` and the project's own settings
+(``settings.CONFIG_LOADER_ARGS``: environments ``base`` + ``local``, the ``project_root`` resolver), so
+``conf/local`` overrides and interpolations resolve as they do in ``kedro run``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
-
-CATALOG = Path("conf/base/catalog.yml")
-
-
-def find_project_root(start: str | Path | None = None) -> Path:
-    """The nearest directory at or above ``start`` (default: the working directory) holding conf/base/catalog.yml.
-
-    Falls back to the checkout this package was imported from (src/lmforge/pipelines -> the root).
-    """
-    here = Path(start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents, Path(__file__).resolve().parents[3]):
-        if (candidate / CATALOG).is_file():
-            return candidate
-    raise FileNotFoundError(f"no {CATALOG} at or above {here}: run from the lmforge project, or pass the path")
+from typing import Any
 
 
-def catalog_filepath(name: str, project_root: str | Path | None = None, env: str = "local") -> str:
-    """The ``filepath`` (or ``path``) of catalog entry ``name``, relative to the project root as written there.
-
-    A wrapped dataset (``dataset: {filepath: ...}``, e.g. an MLflow artifact dataset) gives the inner
-    one's path. KeyError names the entry when the catalog lacks it.
-    """
+@lru_cache(maxsize=8)
+def _catalog_config(conf_source: str) -> Mapping[str, Any]:
+    """The project's resolved catalog config (cached: the CLIs ask for several datasets)."""
     from kedro.config import OmegaConfigLoader
 
-    root = find_project_root(project_root)
-    catalog = OmegaConfigLoader(conf_source=str(root / "conf"), base_env="base", default_run_env=env)["catalog"]
+    from lmforge.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(conf_source=conf_source, **CONFIG_LOADER_ARGS)
+    return loader["catalog"]
+
+
+def dataset_filepath(entry: Mapping[str, Any]) -> str | None:
+    """The on-disk location of one catalog entry, or None for an in-memory dataset.
+
+    ``filepath`` for file datasets, ``path`` for ``PartitionedDataset``, and the wrapped dataset's
+    location for wrappers such as ``kedro_mlflow``'s ``MlflowArtifactDataset``.
+    """
+    for key in ("filepath", "path"):
+        if key in entry:
+            return str(entry[key])
+    inner = entry.get("dataset")
+    return dataset_filepath(inner) if isinstance(inner, Mapping) else None
+
+
+def catalog_path(name: str, project_root: str | Path = ".") -> str:
+    """The filepath of catalog dataset ``name``, as written in the catalog (relative to ``project_root``).
+
+    Args:
+        name: a dataset name of ``conf/base/catalog.yml``, e.g. ``"packaged_model"``.
+        project_root: the Kedro project whose ``conf/`` is read.
+
+    Raises:
+        KeyError: ``name`` is not in the catalog, or it has no location on disk (a ``MemoryDataset``).
+    """
+    catalog = _catalog_config(str(Path(project_root, "conf").resolve()))
     if name not in catalog:
-        raise KeyError(f"{name!r} is not an entry of {root / CATALOG}")
-    entry = catalog[name]
-    for spec in (entry, entry.get("dataset") if isinstance(entry.get("dataset"), dict) else {}):
-        for key in ("filepath", "path"):
-            if spec.get(key):
-                return str(spec[key])
-    raise KeyError(f"catalog entry {name!r} has no filepath")
+        raise KeyError(f"{name!r} is not a dataset of the catalog ({Path(project_root, 'conf')})")
+    path = dataset_filepath(catalog[name])
+    if path is None:
+        raise KeyError(f"catalog dataset {name!r} has no filepath (it is not stored on disk)")
+    return path

@@ -12,10 +12,13 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.tokenizer.metrics import measure_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+
+if TYPE_CHECKING:
+    from lmforge.tokenizer.config import TokenizerConfig, TokenShardArgs
 
 __all__ = ["build_token_shards_dir", "build_tokenizer_dir", "load_tokenizer", "measure_tokenizer"]
 
@@ -25,20 +28,21 @@ MODEL_FILE = "tokenizer.model"
 CONFIG_FILE = "tokenizer_config.json"
 
 
-def build_tokenizer_dir(texts: Iterable[str], config: Any, out_dir: str | Path, *, chat_template: str,
-                        model_max_length: int) -> dict[str, Any]:
-    """Train a sentencepiece model on ``texts`` and export it (with the chat template) to ``out_dir``."""
+def build_tokenizer_dir(texts: Iterable[str], config: TokenizerConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Train a sentencepiece model on ``texts`` (``config.train``) and export it to ``out_dir`` with
+    ``config.chat_template`` and ``config.model_max_length``."""
     from lmforge.tokenizer.export import export_hf_tokenizer
     from lmforge.tokenizer.train import train_tokenizer
 
     started = time.perf_counter()
     report: dict[str, int] = {}
-    model_bytes = train_tokenizer(texts, config, report=report)
+    model_bytes = train_tokenizer(texts, config.train, report=report)
     seconds = time.perf_counter() - started
-    export_hf_tokenizer(model_bytes, out_dir, chat_template=chat_template, model_max_length=model_max_length)
+    export_hf_tokenizer(model_bytes, out_dir, chat_template=config.chat_template,
+                        model_max_length=config.model_max_length)
     tok = SentencePieceTokenizer.from_bytes(model_bytes)
-    logger.info("trained a %d-piece %s tokenizer in %.1f s", tok.vocab_size, config.model_type, seconds)
-    return {"vocab_size": tok.vocab_size, "train_seconds": seconds, "model_type": config.model_type,
+    logger.info("trained a %d-piece %s tokenizer in %.1f s", tok.vocab_size, config.train.model_type, seconds)
+    return {"vocab_size": tok.vocab_size, "train_seconds": seconds, "model_type": config.train.model_type,
             "sha256": tok.sha256} | {f"train_{key}": value for key, value in report.items()}
 
 
@@ -52,20 +56,20 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[SentencePieceTokenizer, s
     return tok, template
 
 
-def build_token_shards_dir(split_texts: dict[str, Iterable[str]], tokenizer_dir: str | Path, out_dir: str | Path, *,
-                           seq_len: int, blocks_per_shard: int, num_proc: int = 2) -> dict[str, Any]:
-    """Encode each split's documents with ``num_proc`` processes into ``seq_len`` blocks, written as shards.
+def build_token_shards_dir(split_texts: dict[str, Iterable[str]], tokenizer_dir: str | Path, out_dir: str | Path,
+                           shards: TokenShardArgs) -> dict[str, Any]:
+    """Encode each split's documents with ``shards.num_proc`` processes into ``shards.seq_len`` blocks, as shards.
 
     Streams: documents are encoded in batches and written shard by shard (see ``stream_token_shards``).
     """
     from lmforge.tokenizer.shards import stream_token_shards
 
     tok, _ = load_tokenizer(tokenizer_dir)
-    index = stream_token_shards(out_dir, split_texts, tok, seq_len=seq_len, blocks_per_shard=blocks_per_shard,
-                                num_proc=num_proc)
+    index = stream_token_shards(out_dir, split_texts, tok, seq_len=shards.seq_len,
+                                blocks_per_shard=shards.blocks_per_shard, num_proc=shards.num_proc)
     for name, info in index["splits"].items():
         if info["n_blocks"] == 0:
-            raise ValueError(f"split {name!r} has no full {seq_len}-token block: lower tokenizer.shards.seq_len "
+            raise ValueError(f"split {name!r} has no full {shards.seq_len}-token block: lower tokenizer.shards.seq_len "
                              f"or add data")
     return {f"{name}_blocks": info["n_blocks"] for name, info in index["splits"].items()} | {
         f"{name}_tokens": info["n_tokens"] for name, info in index["splits"].items()}

@@ -35,7 +35,7 @@ def encode_batch_with_eos(texts: list[str], tokenizer: SentencePieceTokenizer | 
     """Ids of ``texts`` (special-token text NOT parsed), each followed by EOS, as one flat array."""
     import numpy as np
 
-    from lmforge.tokenizer.shards import choose_token_dtype
+    from lmforge.tokenizer.dtypes import choose_token_dtype
 
     tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
     if tok is None:

@@ -14,9 +14,10 @@ blocks of ``seq_len``; the tail that does not fill a block is dropped (and count
 ``index.json`` records the tokenizer's SHA-256 so a model is never trained on tokens from another
 tokenizer: ``TokenShards.open(..., expected_tokenizer_sha256=...)`` refuses a mismatch.
 
-Two writers produce the same files: ``write_token_shards`` (blocks already in memory, small data and
-tests) and ``stream_token_shards`` (documents encoded by several processes and written shard by shard,
-so memory holds one shard and a few batches, never the whole corpus).
+The writer is ``stream_token_shards``: documents are encoded by several processes (``encode``) and
+written shard by shard, so memory holds one shard and a few batches, never the whole corpus. (The
+in-memory reference it is tested against, ``pack_documents`` + ``write_token_shards``, lives in
+``tests/tokenizer/shard_oracles.py``.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.tokenizer.dtypes import choose_token_dtype
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -35,82 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
-
-
-def choose_token_dtype(vocab_size: int) -> str:
-    """Smallest unsigned dtype that holds every id: uint16 up to 65536 tokens (ids <= 65535), else uint32."""
-    return "uint16" if vocab_size <= 65536 else "uint32"
-
-
-def pack_documents(texts: Iterable[str], tokenizer: SentencePieceTokenizer, seq_len: int) -> np.ndarray:
-    """Encode each text, append EOS after each, concatenate and cut into ``[n_blocks, seq_len]``.
-
-    Special-token text inside documents is NOT turned into special ids (``parse_special=False``), so
-    a document cannot inject an EOS. The incomplete last block is dropped.
-    """
-    import numpy as np
-
-    if seq_len < 1:
-        raise ValueError(f"seq_len must be positive, got {seq_len}")
-    dtype = choose_token_dtype(tokenizer.vocab_size)
-    chunks: list[np.ndarray] = []
-    n_docs = 0
-    for text in texts:
-        ids = tokenizer.encode(text, parse_special=False)
-        ids.append(tokenizer.eos_id)
-        chunks.append(np.asarray(ids, dtype=dtype))
-        n_docs += 1
-    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
-    n_blocks = len(stream) // seq_len
-    dropped = len(stream) - n_blocks * seq_len
-    logger.info(
-        "Packed %d documents into %d tokens: %d blocks of %d, %d tail tokens dropped",
-        n_docs, len(stream), n_blocks, seq_len, dropped,
-    )
-    return stream[: n_blocks * seq_len].reshape(n_blocks, seq_len)
-
-
-def write_token_shards(
-    out_dir: str | Path,
-    splits: dict[str, np.ndarray],
-    *,
-    tokenizer_sha256: str,
-    seq_len: int,
-    blocks_per_shard: int = 4096,
-    extra_metadata: dict | None = None,
-) -> dict:
-    """Write each split as ``<split>-NNNNN.npy`` shards plus ``index.json``; return the index."""
-    import numpy as np
-
-    if blocks_per_shard < 1:
-        raise ValueError(f"blocks_per_shard must be positive, got {blocks_per_shard}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dtypes = {str(np.asarray(blocks).dtype) for blocks in splits.values()}
-    if len(dtypes) > 1:
-        raise ValueError(f"All splits must share one dtype, got {sorted(dtypes)}")
-    dtype = dtypes.pop() if dtypes else "uint16"
-
-    index: dict[str, Any] = {
-        **(extra_metadata or {}),
-        "seq_len": seq_len,
-        "dtype": dtype,
-        "tokenizer_sha256": tokenizer_sha256,
-        "splits": {},
-    }
-    for name, blocks in splits.items():
-        blocks = np.asarray(blocks)
-        if blocks.ndim != 2 or blocks.shape[1] != seq_len:
-            raise ValueError(f"Split {name!r}: expected shape [n, {seq_len}], got {list(blocks.shape)}")
-        shards = []
-        for k, start in enumerate(range(0, max(len(blocks), 1), blocks_per_shard)):
-            filename = f"{name}-{k:05d}.npy"
-            np.save(out / filename, np.ascontiguousarray(blocks[start : start + blocks_per_shard]))
-            shards.append(filename)
-        index["splits"][name] = {"shards": shards, "n_blocks": len(blocks), "n_tokens": int(blocks.size)}
-        logger.info("Wrote split %s: %d blocks in %d shards to %s", name, len(blocks), len(shards), out)
-    (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
-    return index
 
 
 class ShardWriter:
@@ -173,8 +100,10 @@ def stream_token_shards(
 ) -> dict:
     """Encode each split's documents (EOS after each) with ``num_proc`` processes and write its shards.
 
-    Same files and index as ``write_token_shards(out_dir, {split: pack_documents(...)})``, with memory
-    bounded by one shard per split plus the batches in flight. ``index["documents"]`` counts documents.
+    Each document's ids (special-token text NOT parsed, so a document cannot inject an EOS) are followed
+    by EOS, concatenated and cut into ``[n_blocks, seq_len]`` blocks; the incomplete last block is
+    dropped. Memory is bounded by one shard per split plus the batches in flight.
+    ``index["documents"]`` counts documents.
     """
     from lmforge.tokenizer.encode import encode_documents
 
@@ -197,7 +126,7 @@ def stream_token_shards(
 
 
 class TokenShards:
-    """Read-only, memory-mapped view of a shard folder written by ``write_token_shards``."""
+    """Read-only, memory-mapped view of a shard folder written by ``stream_token_shards``."""
 
     def __init__(self, root: Path, index: dict):
         self.root = root
@@ -213,7 +142,7 @@ class TokenShards:
         if not root.is_dir():
             raise FileNotFoundError(f"Token shard folder {root} does not exist")
         if not index_path.is_file():
-            raise FileNotFoundError(f"Token shard folder {root} has no {INDEX_FILE} (not written by write_token_shards?)")
+            raise FileNotFoundError(f"Token shard folder {root} has no {INDEX_FILE} (not written by stream_token_shards?)")
         index = json.loads(index_path.read_text("utf-8"))
         found = index.get("tokenizer_sha256")
         if expected_tokenizer_sha256 is not None and found != expected_tokenizer_sha256:

@@ -40,7 +40,7 @@ from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SentencePieceTokenizer", "TokenizerConfig", "train_tokenizer"]
+__all__ = ["SentencePieceTokenizer", "TokenizerTrainArgs", "train_tokenizer"]
 
 _MODEL_TYPES = ("bpe", "unigram")
 # sentencepiece: "Vocabulary size too high (5000). Please set it to a value <= 295."
@@ -50,8 +50,12 @@ _VOCAB_TOO_LOW = re.compile(r"smaller than required_chars\. (\d+) vs (\d+)")
 
 
 @dataclass
-class TokenizerConfig:
-    """Everything that decides the learned vocabulary (a tokenizer is a pure function of data + this)."""
+class TokenizerTrainArgs:
+    """Everything that decides the learned vocabulary (a tokenizer is a pure function of data + this).
+
+    ``tokenizer.train`` of the stage config (`lmforge.tokenizer.config.TokenizerConfig`); invalid
+    settings raise ValueError when the object is built.
+    """
 
     # "bpe" (default; exported to Hugging Face as an exact BPE) or "unigram".
     model_type: str = "bpe"
@@ -96,16 +100,17 @@ class TokenizerConfig:
     # Allow pieces made only of whitespace ("▁▁▁▁"), i.e. indentation becomes a few tokens.
     allow_whitespace_only_pieces: bool = True
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
-        """Build a config from a plain dict (e.g. Kedro ``params:``), rejecting unknown keys."""
+    def from_dict(cls, d: dict[str, Any]) -> TokenizerTrainArgs:
+        """Build the arguments from a plain dict (e.g. Kedro ``params:``), rejecting unknown keys."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"Unknown TokenizerConfig key(s) {unknown}; valid keys are {sorted(known)}")
-        config = cls(**d)
-        config.validate()
-        return config
+            raise ValueError(f"Unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a plain dict (for logging as flat params)."""
@@ -162,7 +167,7 @@ def iterate_training_lines(
             start = end + 1
 
 
-def build_trainer_kwargs(config: TokenizerConfig) -> dict[str, Any]:
+def build_trainer_kwargs(config: TokenizerTrainArgs) -> dict[str, Any]:
     """Translate the config into sentencepiece trainer keyword arguments."""
     return {
         "model_type": config.model_type,
@@ -213,7 +218,7 @@ def sample_lines(lines: Iterable[str], k: int, seed: int) -> tuple[list[str], in
 
 
 def train_tokenizer(
-    texts: Iterable[str], config: TokenizerConfig, *, report: dict[str, int] | None = None
+    texts: Iterable[str], config: TokenizerTrainArgs, *, report: dict[str, int] | None = None
 ) -> bytes:
     """Train a sentencepiece model on the lines of ``texts`` and return the serialized model proto.
 

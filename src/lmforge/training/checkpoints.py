@@ -35,9 +35,10 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from lmforge.config import config_to_dict
 
 logger = logging.getLogger("lmforge.training")
 
@@ -51,8 +52,11 @@ UNIVERSAL = "universal"  # <tag>/universal: the checkpoint converted for another
 # TrainArgs fields that do not change the trained weights (so changing them still resumes). How the
 # global batch is split (micro batch x accumulation x processes) is left out too: the manifest keeps
 # the global batch and ``rebatch`` keeps it on resume.
+# ``fault_injection`` (test hooks: a killed run is resumed by the same job without its kill) too.
 NON_SEMANTIC_TRAIN_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_verify",
-                             "micro_batch_size", "gradient_accumulation_steps")
+                             "micro_batch_size", "gradient_accumulation_steps", "fault_injection")
+# JobData fields naming files or folders: fingerprinted by their content, never by their path.
+DATA_FILE_FIELDS = ("token_shards", "examples", "validation_examples")
 # DeepSpeed keys that only restate that split.
 BATCH_SPLIT_DEEPSPEED_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
 
@@ -107,11 +111,12 @@ def hash_content(path: str | Path) -> str:
 
 def fingerprint_job(spec: Any) -> str:
     """Hash of everything in a ``JobSpec`` that determines the trained weights (not its paths)."""
-    train = {k: v for k, v in asdict(spec.train).items() if k not in NON_SEMANTIC_TRAIN_FIELDS}
-    data = {k: (hash_content(v) if k in {"token_shards", "examples"} else v) for k, v in sorted(spec.data.items())}
+    train = {k: v for k, v in config_to_dict(spec.train).items() if k not in NON_SEMANTIC_TRAIN_FIELDS}
+    data = {k: (hash_content(v) if k in DATA_FILE_FIELDS and v else v)
+            for k, v in sorted(config_to_dict(spec.data).items())}
     payload = {
         "kind": spec.kind,
-        "model": spec.model,
+        "model": config_to_dict(spec.model),
         "init_from": hash_content(spec.init_from) if spec.init_from else None,
         "data": data,
         "train": train,

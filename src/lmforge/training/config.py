@@ -1,25 +1,62 @@
 """Typed training configuration, shared by the Kedro nodes and the launched training processes.
 
-A node turns ``params:pretrain`` / ``params:sft`` into a ``JobSpec``, writes it as JSON into the run
-directory and launches ``python -m lmforge.training.<kind> --config <run_dir>/job.json`` on every
-rank. Each field is documented where it is declared; ``from_dict`` rejects unknown keys so a typo in
-YAML fails loudly instead of being ignored.
+The stage configs (``PretrainConfig`` in ``pretrain_config.py``, ``SftConfig`` in ``sft_config.py``)
+are built from ``params:pretrain`` / ``params:sft`` at the node and hold the parts declared here
+(``TrainArgs``, ``DeepSpeedArgs``, ``LaunchArgs``). ``lmforge.training.jobs`` turns one into a ``JobSpec`` (with its
+``JobModel`` and ``JobData``), writes it as ``<run_dir>/job.json`` with ``config_to_dict`` and
+launches ``python -m lmforge.training.<kind> --config <run_dir>/job.json`` on every rank, which parses
+it back with the same class (``JobSpec.load``: ``build_dataclass``, unknown keys rejected). Each field
+is documented where it is declared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from lmforge.config import build_dataclass
+from lmforge.config import build_dataclass, config_to_dict
+from lmforge.model.presets import PresetOverrides
+from lmforge.training.lora import LoraArgs
+
+# A JSON value. The resolved DeepSpeed config is DeepSpeed's own document (hundreds of keys, its schema
+# versioned by DeepSpeed and read by ``deepspeed.initialize``): it stays a JSON document here, typed as
+# JSON, rather than a copy of DeepSpeed's schema that would drift from the installed version.
+JSONValue = str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
+# A DeepSpeed config (or a part of one merged over a template: ``deepspeed.overrides``).
+DeepSpeedJSON = dict[str, JSONValue]
+
+
+@dataclass
+class FaultInjection:
+    """Faults to inject and what to record, for the tests of resume and non-finite losses (``train.fault_injection``).
+
+    Empty by default and never set by the shipped YAML. Kept out of the job's fingerprint
+    (``checkpoints.fingerprint_job``): a run killed by ``kill_after_checkpoint_step`` is resumed by the
+    same job without it.
+    """
+
+    # Optimizer steps whose loss is made NaN (every rank), to exercise ``train.nan_policy``.
+    nan_at_steps: list[int] = field(default_factory=list)
+    # SIGKILL the whole job (every rank and the launcher) right after the checkpoint of this step is
+    # complete: what a lost machine looks like to the next run. None: never.
+    kill_after_checkpoint_step: int | None = None
+    # Directory where each rank of a pretraining job appends the sample ids of every micro-batch
+    # (``rank<r>.jsonl``: step, micro, rank, ids), to check which data a resumed run consumed. None: off.
+    sample_log_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.nan_at_steps = [int(s) for s in self.nan_at_steps]
 
 
 @dataclass
 class TrainArgs:
-    """Optimisation settings (one optimizer step = micro_batch_size x grad accumulation x ranks)."""
+    """Optimisation settings (one optimizer step = micro_batch_size x grad accumulation x ranks).
+
+    These defaults serve a job put together by hand (benchmarks, tests); each stage completes its
+    ``train`` mapping with its own defaults where they differ: ``PretrainTrainArgs``, ``SftTrainArgs``.
+    """
 
     # Optimizer steps to run.
     max_steps: int = 100
@@ -58,6 +95,8 @@ class TrainArgs:
     nan_policy: str = "stop"
     # Recompute activations in the backward pass (less memory, ~30% more compute).
     activation_checkpointing: bool = False
+    # Test-only faults and records; see ``FaultInjection`` (not part of the job's fingerprint).
+    fault_injection: FaultInjection = field(default_factory=FaultInjection)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML/JSON give lists
@@ -106,8 +145,9 @@ class DeepSpeedArgs:
     offload_param: str = "none"
     # Page-locked host buffers for offload (faster copies to the GPU; more pinned RAM).
     offload_pin_memory: bool = True
-    # Keys merged over the template after the automatic values (escape hatch for any DS option).
-    overrides: dict[str, Any] = field(default_factory=dict)
+    # DeepSpeed keys merged over the template after the automatic values (escape hatch for any DS option),
+    # e.g. {zero_optimization: {reduce_bucket_size: 50000000}}.
+    overrides: DeepSpeedJSON = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("offload_optimizer", "offload_param"):
@@ -122,20 +162,56 @@ class DeepSpeedArgs:
 
 
 @dataclass
+class JobModel:
+    """The model a job trains: built from a preset (pretrain) or loaded from ``JobSpec.init_from`` (sft)."""
+
+    # transformers attention kernel: sdpa, eager or flash_attention_2.
+    attn_implementation: str
+    # Preset name (``lmforge.model.presets``) and its overrides; None when the job starts from init_from.
+    preset: str | None = None
+    overrides: PresetOverrides = field(default_factory=dict)
+    # Vocabulary size and special-token ids of the trained tokenizer (pretrain builds the embedding for it).
+    vocab_size: int | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+    # LoRA adapters to train (only they train, merged into the output checkpoint); None: every parameter.
+    lora: LoraArgs | None = None
+
+
+@dataclass
+class JobData:
+    """What a job reads: packed token shards (pretrain) or tokenized example files (sft)."""
+
+    # Token-shard directory written by the tokenizer stage (pretrain).
+    token_shards: str | None = None
+    # JSONL of tokenized training examples {"id", "input_ids", "labels"} (sft).
+    examples: str | None = None
+    # JSONL of held-out examples scored for the validation loss before and after training (sft).
+    validation_examples: str | None = None
+    # Padding token id of the tokenizer (sft batches are padded with it).
+    pad_id: int | None = None
+    # Pack several examples per row of ``packing_length`` tokens (sft.packing, sft.max_length).
+    packing: bool = False
+    packing_length: int = 0
+
+
+@dataclass
 class JobSpec:
     """Everything a training process needs, serialised as JSON for the launched ranks."""
 
     # "pretrain" or "sft".
     kind: str
-    # Preset name and overrides (pretrain), or ignored when init_from is set (sft).
-    model: dict[str, Any]
+    # The model to build or load (see ``JobModel``).
+    model: JobModel
     # Hugging Face model directory to start from (sft), None to build from the preset.
     init_from: str | None
-    # Data location(s): {"token_shards": dir} or {"examples": jsonl, "pad_id": int}.
-    data: dict[str, Any]
+    # The data to read (see ``JobData``).
+    data: JobData
+    # Optimisation settings of the stage (its ``TrainArgs``, possibly rebatched to resume on another world size).
     train: TrainArgs
-    # Fully resolved DeepSpeed config.
-    deepspeed: dict[str, Any]
+    # Fully resolved DeepSpeed config (DeepSpeed's own JSON document; see ``DeepSpeedJSON``).
+    deepspeed: DeepSpeedJSON
     # Where the final Hugging Face checkpoint is written.
     output_dir: str
     # Scratch directory of this run (logs, result.json).
@@ -149,25 +225,11 @@ class JobSpec:
     fingerprint: str | None = None
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
+        Path(path).write_text(json.dumps(config_to_dict(self), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> JobSpec:
-        raw = json.loads(Path(path).read_text())
-        raw["train"] = TrainArgs(**raw["train"])
-        return cls(**raw)
-
-
-def parse_train_args(data: dict[str, Any] | None, where: str = "train") -> TrainArgs:
-    return build_dataclass(TrainArgs, data or {}, path=where)
-
-
-def parse_launch_args(data: dict[str, Any] | None, where: str = "launch") -> LaunchArgs:
-    return build_dataclass(LaunchArgs, data or {}, path=where)
-
-
-def parse_deepspeed_args(data: dict[str, Any] | None, where: str = "deepspeed") -> DeepSpeedArgs:
-    return build_dataclass(DeepSpeedArgs, data or {}, path=where)
+        return build_dataclass(cls, json.loads(Path(path).read_text()), path="job")
 
 
 def load_job_spec(description: str, argv: list[str] | None = None) -> JobSpec:

@@ -1,7 +1,8 @@
 """Turn a stage's parameters into a training job, run it, and return what the stage reports.
 
-``run_pretraining`` and ``run_sft`` are what the Kedro nodes call: they resolve the typed configs
-and the DeepSpeed JSON, log that JSON to the active MLflow run, launch the multi-process job and
+``run_pretraining`` and ``run_sft`` are what the Kedro nodes call, with the stage's typed config
+(``training/pretrain_config.py``, ``training/sft_config.py``): they resolve the DeepSpeed JSON, log the fully resolved stage config
+(flat params) and that JSON (an artifact) to the active MLflow run, launch the multi-process job and
 return ``(checkpoint_dir, metrics, loss_curve)``.
 """
 
@@ -10,19 +11,19 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge import tracking
 from lmforge.training.checkpoints import fingerprint_job, global_batch, rebatch, saved_global_batch
-from lmforge.training.config import (
-    JobSpec,
-    parse_deepspeed_args,
-    parse_launch_args,
-    parse_train_args,
-)
+from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, LaunchArgs
 from lmforge.training.deepspeed_config import build_deepspeed_config
 from lmforge.training.launch import launch_job, resolve_nproc
+
+if TYPE_CHECKING:  # annotations only: running pretraining never imports the SFT data modules
+    from lmforge.training.pretrain_config import PretrainConfig
+    from lmforge.training.sft_config import SftConfig
 
 logger = logging.getLogger(__name__)
 
@@ -40,41 +41,37 @@ def _tokenizer_info(tokenizer_dir: str) -> dict[str, Any]:
             "sha256": tok.sha256}
 
 
-def _run(kind: str, params: Mapping[str, Any], templates: Mapping[str, Any], *, model: dict, init_from: str | None,
-         data: dict, tokenizer_sha256: str | None,
-         prepare: Callable[[Path], None] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
-    allowed = {"model", "train", "deepspeed", "launch", "run_dir", "data", "identity", "max_length",
-               "train_on_prompt", "sources", "mix_seed"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in parameters_{kind}.yml")
-    train = parse_train_args(params.get("train"), f"{kind}.train")
-    ds_args = parse_deepspeed_args(params.get("deepspeed"), f"{kind}.deepspeed")
-    launch = parse_launch_args(params.get("launch"), f"{kind}.launch")
-    ds_config = build_deepspeed_config(resolve_templates(templates), train, ds_args)
+def _run(kind: str, config: PretrainConfig | SftConfig, templates: Mapping[str, Any], *, model: JobModel,
+         init_from: str | None, data: JobData, tokenizer_sha256: str | None,
+         write_data: Callable[[Path], dict[str, str]] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
+    """Resolve the DeepSpeed config, write the job into ``config.run_dir`` and launch it."""
+    train = config.train
+    ds_config = build_deepspeed_config(resolve_templates(templates), train, config.deepspeed)
     if train.nan_policy == "skip" and ds_config["zero_optimization"].get("stage", 0) == 3:
         raise ValueError(f"{kind}.train.nan_policy 'skip' needs ZeRO stage 0-2 (ZeRO-3 partitions the "
                          "parameters the skipped step backpropagates zeros through); use 'stop'")
-    run_dir = Path(params.get("run_dir") or f"data/06_models/{kind}_run").resolve()
+    run_dir = Path(config.run_dir).resolve()
     output_dir = run_dir / "export"
     shutil.rmtree(output_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if prepare:
-        data = {**data, **prepare(run_dir)}
+    if write_data:
+        data = replace(data, **write_data(run_dir))
     spec = JobSpec(kind=kind, model=model, init_from=init_from, data=data, train=train, deepspeed=ds_config,
                    output_dir=str(output_dir), run_dir=str(run_dir), metric_prefix=kind,
                    tokenizer_sha256=tokenizer_sha256)
     spec.fingerprint = fingerprint_job(spec)
-    keep_checkpoint_batch(spec, launch, templates, ds_args)
+    keep_checkpoint_batch(spec, config.launch, templates, config.deepspeed)
+    tracking.log_config(config, kind)
     tracking.log_dict(spec.deepspeed, f"deepspeed/{kind}.json")
-    result = launch_job(spec, launch, env=tracking.child_env())
+    result = launch_job(spec, config.launch, env=tracking.child_env())
     curve = result.pop("history")
     metrics = {k: v for k, v in result.items() if k != "checkpoint"}
     metrics["loss_decreased"] = result["final_loss"] < result["initial_loss"]
     return result["checkpoint"], metrics, curve
 
 
-def keep_checkpoint_batch(spec: JobSpec, launch: Any, templates: Mapping[str, Any], ds_args: Any) -> None:
+def keep_checkpoint_batch(spec: JobSpec, launch: LaunchArgs, templates: Mapping[str, Any],
+                          ds_args: DeepSpeedArgs) -> None:
     """Resuming with another number of processes: keep the checkpoint's global batch (edits ``spec``).
 
     The fingerprint leaves the batch split out, so a checkpoint of this job saved by N processes is
@@ -97,24 +94,19 @@ def keep_checkpoint_batch(spec: JobSpec, launch: Any, templates: Mapping[str, An
 
 
 def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[str, Any],
-                    params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[dict]]:
+                    config: PretrainConfig) -> tuple[str, dict[str, Any], list[dict]]:
     """Pretrain the configured preset on the token shards; returns (checkpoint, metrics, loss curve)."""
     info = _tokenizer_info(tokenizer_dir)
-    model_cfg = dict(params.get("model") or {"preset": "tiny"})
-    model = {"preset": model_cfg.pop("preset"), "overrides": model_cfg.pop("overrides", {}) or {},
-             "attn_implementation": model_cfg.pop("attn_implementation", "sdpa"),
-             "vocab_size": info["vocab_size"], "bos_id": info["bos_id"], "eos_id": info["eos_id"],
-             "pad_id": info["pad_id"]}
-    if model_cfg:
-        raise ValueError(f"unknown key(s) {sorted(model_cfg)} in pretrain.model (preset, overrides, "
-                         "attn_implementation)")
-    checkpoint, metrics, curve = _run("pretrain", params, templates, model=model, init_from=None,
-                                      data={"token_shards": token_shards}, tokenizer_sha256=info["sha256"])
-    return checkpoint, {**metrics, "preset": model["preset"]}, curve
+    model = JobModel(attn_implementation=config.model.attn_implementation, preset=config.model.preset,
+                     overrides=dict(config.model.overrides), vocab_size=info["vocab_size"], bos_id=info["bos_id"],
+                     eos_id=info["eos_id"], pad_id=info["pad_id"])
+    checkpoint, metrics, curve = _run("pretrain", config, templates, model=model, init_from=None,
+                                      data=JobData(token_shards=token_shards), tokenizer_sha256=info["sha256"])
+    return checkpoint, {**metrics, "preset": config.model.preset}, curve
 
 
 def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenizer_dir: str,
-            templates: Mapping[str, Any], params: Mapping[str, Any],
+            templates: Mapping[str, Any], config: SftConfig,
             validation_examples: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
     """Fine-tune the base model on tokenized examples; returns (checkpoint, metrics, loss curve).
 
@@ -122,21 +114,12 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
     directory; packing, full/LoRA fine-tuning and the tokenizer rule: ``lmforge.training.sft``.
     ``validation_examples`` (tokenized held-out conversations) give the validation loss.
     """
-    from dataclasses import asdict
-
-    from lmforge.training.sft import (
-        MAX_VALIDATION_EXAMPLES,
-        SFT_KEYS,
-        check_vocab_fits,
-        parse_sft_args,
-        resolve_sft_sources,
-    )
+    from lmforge.training.sft import MAX_VALIDATION_EXAMPLES, check_vocab_fits, resolve_sft_sources
     from lmforge.training.sft import write_examples as write_jsonl
 
     if not examples:
         raise ValueError("no SFT examples to train on: check sft.data and sft.max_length")
-    sft = parse_sft_args(params)
-    base_model_dir, tokenizer_dir = resolve_sft_sources(base_model_dir, tokenizer_dir, sft)
+    base_model_dir, tokenizer_dir = resolve_sft_sources(base_model_dir, tokenizer_dir, config)
     info = _tokenizer_info(tokenizer_dir)
     check_vocab_fits(base_model_dir, info["vocab_size"])
 
@@ -147,12 +130,8 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
                                                      validation_examples[:MAX_VALIDATION_EXAMPLES])
         return out
 
-    model_cfg = dict(params.get("model") or {})
-    model = {"attn_implementation": model_cfg.pop("attn_implementation", "sdpa"), "finetuning": sft.finetuning}
-    if sft.finetuning == "lora":
-        model["lora"] = asdict(sft.lora)
-    if model_cfg:
-        raise ValueError(f"unknown key(s) {sorted(model_cfg)} in sft.model (attn_implementation)")
-    data = {"pad_id": info["pad_id"], "packing": sft.packing, "packing_length": int(params.get("max_length", 512))}
-    return _run("sft", {k: v for k, v in params.items() if k not in SFT_KEYS}, templates, model=model,
-                init_from=base_model_dir, data=data, tokenizer_sha256=info["sha256"], prepare=write_examples)
+    model = JobModel(attn_implementation=config.model.attn_implementation,
+                     lora=config.lora if config.finetuning == "lora" else None)
+    data = JobData(pad_id=info["pad_id"], packing=config.packing, packing_length=config.max_length)
+    return _run("sft", config, templates, model=model, init_from=base_model_dir, data=data,
+                tokenizer_sha256=info["sha256"], write_data=write_examples)

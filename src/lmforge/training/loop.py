@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.training.config import JobSpec
+from lmforge.training.config import FaultInjection, JobSpec
 
 logger = logging.getLogger("lmforge.training")
 
@@ -158,7 +158,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
         for micro in range(args.gradient_accumulation_steps):
             batch = next_batch(step, micro)
             out = engine(**batch)
-            loss = fault_injected_loss(out.loss, step)
+            loss = fault_injected_loss(out.loss, step, args.fault_injection)
             if args.nan_policy == "skip" and not agree_finite(loss):
                 # Every rank backpropagates zeros (the collectives stay matched) and the update is dropped.
                 skip = True
@@ -205,7 +205,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
             state.update(step=done, train_time_s=time.perf_counter() - started, checkpoint_time_s=checkpoint_time)
             save_checkpoint(engine, spec, ckpt_root, state, rank=rank, world_size=world_size)
             checkpoint_time += time.perf_counter() - t_save
-            kill_after_checkpoint_for_tests(done, rank)
+            kill_after_checkpoint(done, rank, args.fault_injection)
     elapsed = time.perf_counter() - started
     export_model(engine, spec, rank)
     result = summarize(spec, history, state, elapsed=elapsed, checkpoint_time=checkpoint_time, world_size=world_size,
@@ -261,10 +261,9 @@ def summarize(spec: JobSpec, history: list[dict], state: dict, *, elapsed: float
     return result
 
 
-def fault_injected_loss(loss: Any, step: int) -> Any:
-    """Test hook: ``LMFORGE_TEST_NAN_AT_STEPS=3,5`` makes those steps' loss NaN (never set in real runs)."""
-    steps = os.environ.get("LMFORGE_TEST_NAN_AT_STEPS")
-    if steps and str(step) in steps.split(","):
+def fault_injected_loss(loss: Any, step: int, faults: FaultInjection) -> Any:
+    """The loss, made NaN at the steps ``train.fault_injection.nan_at_steps`` names (empty in real runs)."""
+    if step in faults.nan_at_steps:
         return loss * float("nan")
     return loss
 
@@ -366,8 +365,8 @@ def save_checkpoint(engine: Any, spec: JobSpec, ckpt_root: Path, state: dict[str
     dist.barrier()
 
 
-def kill_after_checkpoint_for_tests(step: int, rank: int) -> None:
-    """Test hook: ``LMFORGE_TEST_KILL_AFTER_CHECKPOINT=<step>`` SIGKILLs the whole job once that checkpoint exists.
+def kill_after_checkpoint(step: int, rank: int, faults: FaultInjection) -> None:
+    """SIGKILL the whole job once the checkpoint of ``train.fault_injection.kill_after_checkpoint_step`` exists.
 
     torchrun puts every worker in its own session, so rank 0 gathers the workers' process groups and
     kills them and the launcher's group at once: what a lost machine looks like to the next run.
@@ -376,7 +375,7 @@ def kill_after_checkpoint_for_tests(step: int, rank: int) -> None:
 
     import torch.distributed as dist
 
-    if os.environ.get("LMFORGE_TEST_KILL_AFTER_CHECKPOINT") != str(step):
+    if faults.kill_after_checkpoint_step != step:
         return
     groups: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(groups, os.getpgid(0))

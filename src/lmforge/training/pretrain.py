@@ -26,14 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     from lmforge.training.loop import finish_job, init_distributed, train
 
     rank, world = init_distributed()
-    shards = TokenShards.open(spec.data["token_shards"], expected_tokenizer_sha256=spec.tokenizer_sha256)
+    shards = TokenShards.open(spec.data.token_shards, expected_tokenizer_sha256=spec.tokenizer_sha256)
     n_blocks = shards.n_blocks("train")
-    model_cfg = dict(spec.model)
-    preset = Preset.from_name(model_cfg.pop("preset"), **model_cfg.pop("overrides", {}))
-    model = build_model(preset, seed=spec.train.seed, **model_cfg)
-    # Test hook: LMFORGE_TEST_SAMPLE_LOG=<dir> appends the sample ids of every micro-batch to <dir>/rank<r>.jsonl.
-    sample_log = os.environ.get("LMFORGE_TEST_SAMPLE_LOG")
-    sample_log = os.path.join(sample_log, f"rank{rank}.jsonl") if sample_log else None
+    m = spec.model
+    model = build_model(Preset.from_name(m.preset, **m.overrides), seed=spec.train.seed, vocab_size=m.vocab_size,
+                        bos_id=m.bos_id, eos_id=m.eos_id, pad_id=m.pad_id, attn_implementation=m.attn_implementation)
+    # train.fault_injection.sample_log_dir (tests): the sample ids of every micro-batch, per rank
+    log_dir = spec.train.fault_injection.sample_log_dir
+    sample_log = os.path.join(log_dir, f"rank{rank}.jsonl") if log_dir else None
 
     def next_batch(step: int, micro: int) -> dict:
         idx = sample_indices(step, micro, rank, world_size=world, micro_batch_size=spec.train.micro_batch_size,

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning: the stage's training options and the worker run on every rank.
+"""Supervised fine-tuning: the library side of the sft stage and the worker run on every rank.
 
 ``python -m lmforge.training.sft --config job.json`` (started by ``lmforge.training.launch``) loads
 the base model (a Hugging Face directory: our pretrain checkpoint or any local HF model), reads the
@@ -10,6 +10,8 @@ After the loop rank 0 finishes the checkpoint (LoRA: adapter to ``<checkpoint>/a
 weights beside it) and adds to ``result.json``: packing efficiency, real (non-padding) and trained
 (labelled) tokens seen with their rates, the trained-token share, trainable parameters, and the
 validation loss of the base and the fine-tuned model on the held-out examples.
+
+The stage's options are ``lmforge.training.sft_config.SftConfig``; the functions here take it whole.
 
 Base model and tokenizer (``resolve_sft_sources``):
 - ``sft.base_model: null`` -> the pretrain stage's checkpoint; a path -> that HF model directory.
@@ -27,59 +29,33 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lmforge.training.config import load_job_spec
-from lmforge.training.lora import ADAPTER_SUBDIR, LoraArgs
+from lmforge.training.lora import ADAPTER_SUBDIR
+
+if TYPE_CHECKING:
+    from lmforge.training.sft_config import SftConfig
 
 logger = logging.getLogger("lmforge.training")
 
-# Top-level keys of params:sft that belong to ``SftArgs`` (the rest: data, train, deepspeed, launch...).
-SFT_KEYS = ("finetuning", "lora", "packing", "base_model")
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
 # Held-out examples scored for the validation loss (before and after training).
 MAX_VALIDATION_EXAMPLES = 256
 
 
-@dataclass
-class SftArgs:
-    """How the SFT stage trains (top-level keys of ``params:sft``; see parameters_sft.yml)."""
-
-    # "full" (every parameter) or "lora" (low-rank adapters only; merged into the output checkpoint).
-    finetuning: str = "full"
-    # LoRA settings (used when finetuning is "lora").
-    lora: LoraArgs = field(default_factory=LoraArgs)
-    # Pack several examples into each sequence of sft.max_length tokens (no cross-example attention).
-    packing: bool = True
-    # HF model directory to fine-tune; None = the pretrain stage's checkpoint.
-    base_model: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.finetuning not in {"full", "lora"}:
-            raise ValueError(f"sft.finetuning must be 'full' or 'lora', got {self.finetuning!r}")
-        if isinstance(self.lora, Mapping):
-            self.lora = LoraArgs(**self.lora)
-
-
-def parse_sft_args(params: Mapping[str, Any]) -> SftArgs:
-    from lmforge.config import build_dataclass
-
-    return build_dataclass(SftArgs, {k: params[k] for k in SFT_KEYS if k in params}, path="sft")
-
-
-def resolve_sft_sources(pretrain_checkpoint: str, tokenizer_dir: str, args: SftArgs) -> tuple[str, str]:
+def resolve_sft_sources(pretrain_checkpoint: str, tokenizer_dir: str, config: SftConfig) -> tuple[str, str]:
     """(base model directory, tokenizer directory) by the rule in the module docstring."""
-    base = Path(args.base_model) if args.base_model else Path(pretrain_checkpoint)
+    base = Path(config.base_model) if config.base_model else Path(pretrain_checkpoint)
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"sft base model {base} has no config.json: point sft.base_model at a Hugging Face "
                                 "model directory (or null for the pretrain checkpoint)")
     present = [name for name in TOKENIZER_FILES if (base / name).is_file()]
     if not present:
         return str(base), str(tokenizer_dir)
-    config = base / "tokenizer_config.json"
-    has_template = config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    tok_config = base / "tokenizer_config.json"
+    has_template = tok_config.is_file() and bool(json.loads(tok_config.read_text(encoding="utf-8")).get("chat_template"))
     if (base / "tokenizer.model").is_file() and has_template:
         logger.info("sft: using the tokenizer in the base model directory %s", base)
         return str(base), str(base)
@@ -88,23 +64,32 @@ def resolve_sft_sources(pretrain_checkpoint: str, tokenizer_dir: str, args: SftA
                      "copy data/06_models/tokenizer/* into it, or remove its tokenizer files to use the stage's")
 
 
-def resolve_sft_tokenizer(tokenizer_dir: str, params: Mapping[str, Any]) -> str:
+def resolve_sft_tokenizer(tokenizer_dir: str, config: SftConfig) -> str:
     """The tokenizer directory SFT data is rendered with (the rule of ``resolve_sft_sources``)."""
-    args = parse_sft_args(params)
-    return resolve_sft_sources(args.base_model, tokenizer_dir, args)[1] if args.base_model else str(tokenizer_dir)
+    if not config.base_model:
+        return str(tokenizer_dir)
+    return resolve_sft_sources(config.base_model, tokenizer_dir, config)[1]
 
 
-def tokenize_held_out(conversations: Sequence[Mapping[str, Any]], tokenizer_dir: str,
-                      params: Mapping[str, Any]) -> list[dict]:
-    """The first ``MAX_VALIDATION_EXAMPLES`` held-out conversations as examples, masked like training."""
+def tokenize_sft_conversations(conversations: Sequence[Mapping[str, Any]], tokenizer_dir: str,
+                               config: SftConfig) -> tuple[list[dict], dict[str, Any]]:
+    """Conversations as training examples: rendered with the chat template, masked, fitted to ``max_length``.
+
+    The tokenizer is the one ``resolve_sft_tokenizer`` picks (``sft.base_model`` may bring its own).
+    Returns the examples and ``build_sft_examples``' stats.
+    """
     from lmforge.tokenizer.artifact import load_tokenizer
     from lmforge.training.sft_data import build_sft_examples
 
-    tok, template = load_tokenizer(resolve_sft_tokenizer(tokenizer_dir, params))
-    examples, _ = build_sft_examples(list(conversations)[:MAX_VALIDATION_EXAMPLES], tok, template,
-                                     max_length=params.get("max_length", 512),
-                                     train_on_prompt=params.get("train_on_prompt", False))
-    return examples
+    tok, template = load_tokenizer(resolve_sft_tokenizer(tokenizer_dir, config))
+    return build_sft_examples(conversations, tok, template, max_length=config.max_length,
+                              train_on_prompt=config.train_on_prompt)
+
+
+def tokenize_held_out(conversations: Sequence[Mapping[str, Any]], tokenizer_dir: str,
+                      config: SftConfig) -> list[dict]:
+    """The first ``MAX_VALIDATION_EXAMPLES`` held-out conversations as examples, masked like training."""
+    return tokenize_sft_conversations(list(conversations)[:MAX_VALIDATION_EXAMPLES], tokenizer_dir, config)[0]
 
 
 def check_vocab_fits(base_model_dir: str, vocab_size: int) -> None:
@@ -238,24 +223,26 @@ def main(argv: list[str] | None = None) -> None:
     if not spec.init_from:
         raise ValueError("SFT needs init_from: a Hugging Face model directory")
     model = AutoModelForCausalLM.from_pretrained(
-        spec.init_from, dtype=torch.float32, attn_implementation=spec.model.get("attn_implementation", "sdpa"))
+        spec.init_from, dtype=torch.float32, attn_implementation=spec.model.attn_implementation)
     model.config.use_cache = False  # training: a KV cache would also disable packed-sequence masking
-    pad_id = int(spec.data["pad_id"])
-    batches = SftBatches(load_examples(spec.data["examples"], with_ids=True), pad_id=pad_id,
-                         packing=bool(spec.data.get("packing", False)),
-                         seq_len=int(spec.data.get("packing_length", 0)), seed=spec.train.seed)
-    validation = ([(ids, labels) for _, ids, labels in load_examples(spec.data["validation_examples"], with_ids=True)]
-                  if spec.data.get("validation_examples") else [])
+    data = spec.data
+    if not data.examples or data.pad_id is None:
+        raise ValueError("an SFT job needs data.examples and data.pad_id")
+    pad_id = data.pad_id
+    batches = SftBatches(load_examples(data.examples, with_ids=True), pad_id=pad_id, packing=data.packing,
+                         seq_len=data.packing_length, seed=spec.train.seed)
+    validation = ([(ids, labels) for _, ids, labels in load_examples(data.validation_examples, with_ids=True)]
+                  if data.validation_examples else [])
     extra: dict[str, Any] = dict(batches.stats)
     if rank == 0 and validation:
         device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
         extra["validation_loss_initial"] = validation_loss(model.to(device), validation, pad_id)
         model.train()
-    lora = spec.model.get("finetuning") == "lora"
+    lora = spec.model.lora is not None
     if lora:
         from lmforge.training.lora import apply_lora
 
-        model = apply_lora(model, LoraArgs(**spec.model.get("lora", {})))
+        model = apply_lora(model, spec.model.lora)
     extra["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def next_batch(step: int, micro: int) -> dict:

@@ -1,31 +1,43 @@
-"""Nodes of the data_processing pipeline: plain functions over catalog data and params."""
+"""Nodes of the data_processing pipeline: plain functions over catalog data and params.
+
+Each node turns ``params:data_processing`` into the stage's one typed config (`DataProcessingConfig`,
+typos rejected, defaults from the dataclass) and passes it down whole.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmforge.data.process import DataProcessingConfig
 
 
-def _validation_config(params: dict[str, Any]) -> Any:
+def build_config(params: dict[str, Any]) -> DataProcessingConfig:
+    """``params:data_processing`` as the typed stage config, logged to the active MLflow run as flat params."""
     from lmforge.config import build_dataclass
-    from lmforge.data.validation import ValidationSuiteConfig
+    from lmforge.data.process import DataProcessingConfig
+    from lmforge.tracking import log_config
 
-    return build_dataclass(ValidationSuiteConfig, params.get("validation", {}), path="data_processing.validation")
+    config = build_dataclass(DataProcessingConfig, params, path="data_processing")
+    log_config(config, "data_processing")
+    return config
 
 
 def ingest_corpus(params: dict[str, Any]) -> dict[str, list[dict]]:
     """Read the configured raw sources into JSONL shards."""
     from lmforge.data.ingest import ingest_sources
 
-    return ingest_sources(params["sources"], params.get("shard_size", 500), lazy=True)
+    config = build_config(params)
+    return ingest_sources(config.sources, config.shard_size, lazy=True)
 
 
 def validate_raw_corpus(raw_documents: dict[str, Any], params: dict[str, Any]) -> Any:
     """Run the raw (schema) suite on the ingested shards; a violated expectation fails the stage with a summary."""
-    from lmforge.data.process import iter_records
+    from lmforge.data.documents import iter_records
     from lmforge.data.validation import validate_suites
 
-    [report] = validate_suites(iter_records(raw_documents), _validation_config(params), ["raw"])
+    [report] = validate_suites(iter_records(raw_documents), build_config(params).validation, ["raw"])
     return report
 
 
@@ -36,12 +48,9 @@ def clean_corpus(
 
     raw_validation is not read: it orders this node after the raw suite, so a raw failure stops the run first.
     """
-    from lmforge.data.process import DataProcessingConfig, process_corpus
+    from lmforge.data.process import process_corpus
 
-    config = DataProcessingConfig.from_dict(
-        {k: params[k] for k in ("cleaning", "validation", "near_dedup", "decontamination", "executor") if k in params}
-    )
-    result = process_corpus(raw_documents, config, shard_size=params.get("shard_size", 500))
+    result = process_corpus(raw_documents, build_config(params))
     return result.clean_shards.lazy(), result.quarantine, result.dedup_manifest(), result.report
 
 
@@ -49,11 +58,11 @@ def validate_corpus(
     clean_documents: dict[str, Any], report: dict, raw_validation: Any, params: dict[str, Any]
 ) -> tuple[str, dict]:
     """Run the cleaned and final suites and write Data Docs of all three; a failed suite fails the stage."""
-    from lmforge.data.process import iter_records
+    from lmforge.data.documents import iter_records
     from lmforge.data.validation import validate_suites
 
     docs_dir = tempfile.mkdtemp(prefix="lmforge-data-docs-")
-    reports = validate_suites(iter_records(clean_documents), _validation_config(params), ["cleaned", "final"],
+    reports = validate_suites(iter_records(clean_documents), build_config(params).validation, ["cleaned", "final"],
                               data_docs_dir=docs_dir, earlier=[raw_validation])
     reports = [raw_validation, *reports]
     suites = {r.suite_name.removesuffix("_documents"): r.to_dict() for r in reports}

@@ -28,11 +28,13 @@ def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, A
                       params: dict[str, Any]) -> dict[str, Any]:
     """Operations metrics of the earlier stages' MLflow runs (this stage's own run is left out)."""
     from lmforge.evaluation.operations import gather_operations as gather
+    from lmforge.pipeline_registry import stages_before
 
     settings = _config(params).operations
     if not settings.enabled:
         return {"metrics": {}, "not_measured": {"ops": "evaluation.operations.enabled is false"}}
-    return gather({"pretrain": pretrain_metrics, "sft": sft_metrics}, experiment=settings.experiment)
+    return gather({"pretrain": pretrain_metrics, "sft": sft_metrics}, experiment=settings.experiment,
+                  stages=stages_before("evaluation"))
 
 
 def build_report(model_metrics: dict[str, float], operations: dict[str, Any], pretrain_loss_curve: list[dict],

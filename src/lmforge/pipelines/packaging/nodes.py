@@ -1,8 +1,23 @@
-"""Nodes of the packaging pipeline."""
+"""Nodes of the packaging pipeline.
+
+The node builds the stage's one `PackagingConfig` (``params:packaging`` + the quality gate,
+``params:gate``), logs it to MLflow, and hands it whole to `lmforge.packaging.release.release_model`
+with what the library must not know by itself: the chain's stage list (``pipeline_registry.CHAIN``)
+and the paths of the DVC outputs the model card and the registered version record, read from the
+catalog by dataset name.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+CARD_ARTIFACTS = {"documents": "clean_documents", "token_shards": "token_shards", "sft_train": "sft_train_conversations",
+                  "tokenizer": "tokenizer", "pretrain_checkpoint": "pretrain_checkpoint",
+                  "sft_checkpoint": "sft_checkpoint"}
+"""Model card lineage: ``<name>.dvc_md5`` -> the catalog dataset whose ``dvc.lock`` hash it shows."""
+
+LINEAGE_ARTIFACTS = {"data": "clean_documents", "tokenizer": "tokenizer", "checkpoint": "sft_checkpoint"}
+"""Registered model version tags: ``dvc.<name>`` -> the catalog dataset whose ``dvc.lock`` hash it holds."""
 
 
 def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metrics: dict, tokenizer_metrics: dict,
@@ -11,10 +26,19 @@ def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metr
                        sft_params: dict[str, Any]) -> tuple[str, dict]:
     """A Hugging Face directory (weights, tokenizer, chat template, model card) that passed the quality gate,
     verified by loading it and by the logits round trip, and registered in the MLflow Model Registry."""
+    from lmforge.packaging.config import build_packaging_config
     from lmforge.packaging.release import release_model
-    from lmforge.tracking import git_state
+    from lmforge.pipeline_registry import CHAIN
+    from lmforge.pipelines.catalog_paths import catalog_path
+    from lmforge.tracking import git_state, log_config
 
+    config = build_packaging_config(params, gate)
+    log_config(config, "packaging")
     metrics = {"data_processing": data_processing_metrics, "tokenizer": tokenizer_metrics,
                "pretrain": pretrain_metrics, "sft": sft_metrics, "evaluation": evaluation_metrics}
-    return release_model(sft_checkpoint, tokenizer, metrics, params, gate, git_commit=git_state(".")["git.commit"],
+    return release_model(sft_checkpoint, tokenizer, metrics, config, git_commit=git_state(".")["git.commit"],
+                         stages=CHAIN,
+                         card_artifacts={name: catalog_path(ds) for name, ds in CARD_ARTIFACTS.items()},
+                         lineage_artifacts={name: catalog_path(ds) for name, ds in LINEAGE_ARTIFACTS.items()},
+                         evaluation_file=catalog_path("evaluation_metrics"),
                          hyperparameters={"pretrain": pretrain_params, "sft": sft_params})
