@@ -1,4 +1,4 @@
-"""Our batched generator (lmforge.evaluation.speed) versus transformers ``model.generate``: same model, prompts, batches.
+"""lmforge.generation's two engines: our batched KV-cache loop versus transformers ``model.generate`` (same model, prompts, batches).
 
     .venv/bin/python bench/generation_speed.py [--max-new-tokens 64] [--batch-sizes 8,1] [--rounds 3] [--threads 1] [--quick]
 
@@ -46,11 +46,16 @@ def load_contender_model(threads: int):
 
     torch.set_num_threads(threads)
     if (PACKAGED_MODEL / "config.json").is_file():
-        from lmforge.evaluation.generation import encode_prompt, load_model_and_tokenizer, resolve_stop_token_ids
+        from lmforge.generation import (
+            encode_prompt,
+            load_model_and_tokenizer,
+            resolve_pad_token_id,
+            resolve_stop_token_ids,
+        )
 
         model, tokenizer = load_model_and_tokenizer(PACKAGED_MODEL)
         stop_ids = resolve_stop_token_ids(tokenizer)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+        pad_id = resolve_pad_token_id(tokenizer, stop_ids)
         prompt_ids = [encode_prompt(tokenizer, p, chat=True) for p in PROMPTS]
         return model, prompt_ids, stop_ids, pad_id, {
             "model": "packaged", "path": str(PACKAGED_MODEL.relative_to(ROOT)),
@@ -110,7 +115,7 @@ def main() -> None:
                         comparison["transformers"]["tokens_per_s"], comparison["tokens_per_s_ratio"],
                         comparison["outputs_equal"])
     result = {
-        "what": "generated tokens/s of lmforge.evaluation.speed.generate_batch vs transformers model.generate "
+        "what": "generated tokens/s of lmforge.generation.generate_batch vs transformers model.generate "
                 "(greedy, same left-padded batches, min_new_tokens = max_new_tokens), best of rounds",
         **described,
         "model_type": model.config.model_type, "params": n_params,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmforge.evaluation.generation import (
+from lmforge.generation import (
     encode_prompt,
     generate_samples,
     load_model_and_tokenizer,

@@ -7,12 +7,11 @@ import torch
 
 from lmforge.evaluation.speed import (
     compare_generation_speed,
-    generate_batched,
-    generate_reference,
     measure_speed,
     percentile,
     speed_metrics,
 )
+from lmforge.generation import generate_batched, generate_reference
 
 CHAT_PROMPTS = ["def add(a, b):", "print('hello')", "for i in range(10):", "class Point:", "x"]
 
@@ -64,7 +63,7 @@ def test_early_exit_on_stop_tokens_matches_generate():
 
 
 def test_model_without_fast_path_uses_its_forward_and_still_matches(monkeypatch):
-    import lmforge.evaluation.speed as speed
+    import lmforge.generation as speed
 
     model = small_model()
     prompts = random_prompts(5, 300, seed=3)

@@ -7,6 +7,7 @@ import copy
 import pytest
 import yaml
 
+from lmforge.evaluation.config import HeldoutPairsConfig, SpeedConfig
 from lmforge.evaluation.humaneval import HumanEvalConfig
 from lmforge.evaluation.identity_probe import QUESTIONS
 from lmforge.evaluation.suite import (
@@ -23,14 +24,21 @@ def test_config_from_the_project_parameters(project_root):
     config = EvaluationConfig.from_dict(params)
     assert isinstance(config.humaneval, HumanEvalConfig)
     assert config.humaneval.enabled and config.humaneval.n_problems == 20  # the small CPU default
-    assert config.identity_probe["enabled"] is True
-    assert config.heldout_pairs["enabled"] is True and config.heldout_pairs["max_examples"] <= 50  # keeps the stage short
-    assert config.operations["experiment"] == yaml.safe_load(
+    assert config.identity_probe.enabled is True
+    assert config.heldout_pairs.enabled is True and config.heldout_pairs.max_examples <= 50  # keeps the stage short
+    assert config.operations.experiment == yaml.safe_load(
         (project_root / "conf/base/mlflow.yml").read_text())["tracking"]["experiment"]["name"]
     bad = copy.deepcopy(params)
     bad["humaneval"]["n_problem"] = 3
     with pytest.raises(ValueError, match="evaluation.humaneval.n_problem"):
         EvaluationConfig.from_dict(bad)
+
+
+def test_yaml_and_dataclass_defaults_agree(project_root):
+    from lmforge.config import default_mismatches
+
+    params = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["evaluation"]
+    assert default_mismatches(EvaluationConfig, params, path="evaluation") == []
 
 
 def test_humaneval_step_fits_long_prompts_into_the_context(tiny_model, tiny_tokenizer):
@@ -55,7 +63,8 @@ def test_heldout_pairs_step_scores_greedy_answers(tiny_model, tiny_tokenizer):
                                           {"role": "assistant", "content": "return x"}]} for i in range(3)]
     pairs.insert(1, {"id": "long", "messages": [{"role": "user", "content": "q"},
                                                 {"role": "assistant", "content": "return x + 1 " * 20}]})
-    metrics, records = _run_heldout_pairs(tiny_model, tiny_tokenizer, pairs, {"max_examples": 2, "max_new_tokens": 10})
+    metrics, records = _run_heldout_pairs(tiny_model, tiny_tokenizer, pairs,
+                                          HeldoutPairsConfig(max_examples=2, max_new_tokens=10))
     assert metrics["scored"] == 2 and metrics["skipped_long_reference"] == 1 and metrics["considered"] == 3
     assert [r["id"] for r in records] == ["p0", "p1"]
     assert 0.0 <= metrics["token_f1"] <= 1.0 and metrics["exact_match"] == 0.0  # a random model
@@ -65,8 +74,9 @@ def test_heldout_pairs_step_scores_greedy_answers(tiny_model, tiny_tokenizer):
 def test_speed_step_times_held_out_prompts(tiny_model, tiny_tokenizer):
     pairs = [{"messages": [{"role": "user", "content": f"def f{i}(x):"}, {"role": "assistant", "content": "pass"}]}
              for i in range(5)]
-    metrics = _run_speed(tiny_model, tiny_tokenizer, pairs, {"prompts": 3, "max_new_tokens": 4, "batch_size": 2})
+    metrics = _run_speed(tiny_model, tiny_tokenizer, pairs,
+                         SpeedConfig(prompts=3, max_new_tokens=4, batch_size=2, rounds=1))
     assert metrics["requests_per_s"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["latency_ms_p95"] >= metrics["latency_ms_p50"] > 0
     assert metrics["outputs_equal"] == 1.0  # greedy: our loop and transformers agree
-    assert _run_speed(tiny_model, tiny_tokenizer, [{"messages": []}], {"prompts": 3}) == {}
+    assert _run_speed(tiny_model, tiny_tokenizer, [{"messages": []}], SpeedConfig(prompts=3, rounds=1)) == {}

@@ -69,6 +69,34 @@ def test_register_creates_version_with_aliases_and_lineage(store, package, tmp_p
     assert list(out.columns) == ["completion"] and len(out) == 1
 
 
+def test_pyfunc_answers_as_lmforge_generation_and_loads_without_lmforge(store, package):
+    """The registered model's completion is lmforge.generation's greedy answer (one stop rule: EOS + <|im_end|>,
+    stop token not in the text), and the model loads and predicts in a process where lmforge cannot be imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lmforge.generation import generate, load_model_and_tokenizer
+
+    uri, _ = store
+    gate = check_gate(METRICS, parse_gate({"sft_pairs.perplexity_ratio": {"max": 1.0}}))
+    result = register_package(package, model_name=MODEL + "-gen", gate=gate, stages=STAGES, max_new_tokens=5,
+                              promote=False)
+    model, tokenizer = load_model_and_tokenizer(package)
+    expected = [c.text for c in generate(model, tokenizer, ["Who are you?", "def add(a, b):"], max_new_tokens=5)]
+    code = ("import json, sys\n"
+            "sys.modules['lmforge'] = None  # the model must not need lmforge\n"
+            "import mlflow, pandas as pd\n"
+            f"m = mlflow.pyfunc.load_model({result['model_uri']!r})\n"
+            "out = m.predict(pd.DataFrame({'prompt': ['Who are you?', 'def add(a, b):']}))\n"
+            "print(json.dumps(out['completion'].tolist()))\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
+
+
 def test_unpromoted_version_is_candidate_only(store, package):
     uri, _ = store
     client = MlflowClient(uri)

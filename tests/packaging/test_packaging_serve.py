@@ -20,8 +20,9 @@ import urllib.request
 import pytest
 
 from lmforge.packaging.chat import ChatSession, parse_rating, run_chat
+from lmforge.packaging.chat_model import resolve_model
+from lmforge.packaging.feedback_store import FeedbackStore, parse_registry_version
 from lmforge.packaging.loadtest import percentile, post_json, record_load_report, require_loopback, run_load_test
-from lmforge.packaging.serve import FeedbackStore, parse_registry_version, resolve_model
 from lmforge.packaging.serve import main as serve_main
 
 STARTUP_TIMEOUT_S = 90
@@ -312,7 +313,7 @@ def test_summary_tags_the_registered_model_version(tmp_path, monkeypatch, caplog
         if rating is not None:
             store.rate(f"id{i}", rating)
 
-    with caplog.at_level(logging.WARNING, logger="lmforge.packaging.serve"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.packaging.feedback_store"):
         serve_main(["--summary", "--feedback-db", str(store.path)])
 
     tags = client.get_model_version("h3-sat", number).tags

@@ -41,3 +41,16 @@ def test_catalog_path_follows_the_catalog(tmp_path):
 def test_dataset_filepath_of_entries():
     assert dataset_filepath({"type": "kedro.io.MemoryDataset"}) is None
     assert dataset_filepath({"dataset": {"filepath": "a/b"}}) == "a/b"
+
+
+def test_serving_clis_default_to_the_catalog(monkeypatch):
+    """serve's --model/--feedback-db and loadtest's --out fall back to catalog entries (no data/ literal in them)."""
+    import lmforge.packaging.loadtest as loadtest
+    import lmforge.packaging.serve as serve
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    assert serve._catalog_default(serve.MODEL_ENTRY) == "data/07_model_output/lmforge-chat"
+    assert serve._catalog_default(serve.FEEDBACK_ENTRY) == "data/08_reporting/serving_feedback.sqlite"
+    assert catalog_path(loadtest.REPORT_ENTRY, PROJECT_ROOT) == "data/08_reporting/serving_load.json"
+    for name in ("serve", "loadtest"):
+        assert '"data/0' not in (PROJECT_ROOT / "src/lmforge/packaging" / f"{name}.py").read_text()

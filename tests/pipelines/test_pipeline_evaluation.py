@@ -57,6 +57,37 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
         assert f"<td>{name}</td>" in page
 
 
+def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root, mlflow_tracking_uri, monkeypatch):
+    """The node turns params:evaluation into one EvaluationConfig (typos rejected by dotted path), logs every
+    resolved setting as a flat MLflow param and hands the object down whole."""
+    import mlflow
+
+    import lmforge.evaluation.suite as suite
+    from lmforge.evaluation.config import EvaluationConfig
+    from lmforge.pipelines.evaluation.nodes import evaluate_models
+
+    seen = []
+    monkeypatch.setattr(suite, "evaluate_models", lambda *args, **kwargs: seen.append(args[4]) or ({}, {}))
+    params = _params(project_root)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_tracking_uri)
+    try:
+        with mlflow.start_run() as run:
+            evaluate_models("base", "sft", "tok", "shards", [], params, {"name": "Forge", "developer": "x"})
+        logged = mlflow.get_run(run.info.run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous)
+    [config] = seen
+    assert isinstance(config, EvaluationConfig) and config.speed.rounds == params["speed"]["rounds"]
+    assert logged["evaluation.speed.rounds"] == str(params["speed"]["rounds"])
+    assert logged["evaluation.max_example_tokens"] == "512"  # a default the YAML leaves out
+    assert logged["evaluation.report.serving_load"] == params["report"]["serving_load"]
+    bad = copy.deepcopy(params)
+    bad["speed"]["round"] = 3
+    with pytest.raises(ValueError, match="evaluation.speed.round"):
+        evaluate_models("base", "sft", "tok", "shards", [], bad, {})
+
+
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_tokenizer_dir, chain_token_shards,
                              chain_conversations, mlflow_tracking_uri, monkeypatch):

@@ -13,54 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.evaluation.config import (
+    EvaluationConfig,
+    HeldoutPairsConfig,
+    SpeedConfig,
+)
 from lmforge.evaluation.humaneval import HumanEvalConfig
 
+__all__ = ["EvaluationConfig", "evaluate_models"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluationConfig:
-    """What the evaluation stage measures."""
-
-    # Batch size for scoring.
-    batch_size: int = 8
-    # Validation token blocks scored per model.
-    max_heldout_blocks: int = 64
-    # Held-out instruction conversations scored per model.
-    max_sft_examples: int = 200
-    # Longer held-out conversations are skipped (the models' context is finite).
-    max_example_tokens: int = 512
-    # Greedy generation settings: {"max_new_tokens": int, "prompts": [str, ...]}.
-    generation: dict[str, Any] = field(default_factory=lambda: {"max_new_tokens": 48, "prompts": []})
-    # HumanEval pass@k in the sandbox (lmforge.evaluation.humaneval).
-    humaneval: HumanEvalConfig = field(default_factory=HumanEvalConfig)
-    # Identity probe (lmforge.evaluation.identity_probe): {"enabled": bool, "max_new_tokens": int}.
-    identity_probe: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "max_new_tokens": 32})
-    # Exact match / token F1 on held-out instruction pairs (lmforge.evaluation.exact_match), greedy:
-    # {"enabled": bool, "max_examples": int, "max_new_tokens": int}. Only pairs whose reference fits in
-    # max_new_tokens - 1 tokens are scored (a cut-off answer could never match exactly).
-    heldout_pairs: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "max_examples": 10,
-                                                                   "max_new_tokens": 32})
-    # Generation speed of the SFT model on held-out prompts (lmforge.evaluation.speed: our batched KV-cache loop
-    # vs transformers generate): {"enabled": bool, "prompts": int, "max_new_tokens": int, "batch_size": int,
-    # "rounds": int}.
-    speed: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "prompts": 8, "max_new_tokens": 16,
-                                                           "batch_size": 8, "rounds": 5})
-    # Operations metrics read back from the chain's MLflow runs (lmforge.evaluation.operations):
-    # {"enabled": bool, "experiment": str}.
-    operations: dict[str, Any] = field(default_factory=lambda: {"enabled": True, "experiment": "lmforge"})
-    # Files of the serving stage shown in the report when present:
-    # {"serving_load": path, "serving_feedback": path}.
-    report: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EvaluationConfig:
-        from lmforge.config import build_dataclass
-
-        return build_dataclass(cls, d, path="evaluation")
 
 
 def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards: str,
@@ -72,9 +36,9 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
     skipped without it. The generations output also holds, per model, the identity answers and the
     HumanEval per-problem results (``<model>.identity_probe``, ``<model>.humaneval``).
     """
-    from lmforge.evaluation.generation import generate_samples, load_model_and_tokenizer
     from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity, token_byte_lengths
     from lmforge.evaluation.report import summarize_evaluation
+    from lmforge.generation import generate_samples, load_model_and_tokenizer
     from lmforge.tokenizer.artifact import load_tokenizer
     from lmforge.tokenizer.shards import TokenShards
     from lmforge.training.sft_data import build_sft_examples
@@ -99,23 +63,20 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
             "sft_pairs": evaluate_masked_perplexity(model, examples, batch_size=config.batch_size, pad_id=tok.pad_id,
                                                     token_bytes=token_bytes),
         }
-        generations[name] = generate_samples(model, hf_tokenizer, gen.get("prompts", []),
-                                             max_new_tokens=int(gen.get("max_new_tokens", 48)))
+        generations[name] = generate_samples(model, hf_tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens)
         if config.humaneval.enabled:
             humaneval = _run_humaneval(model, hf_tokenizer, config.humaneval)
             generations[f"{name}.humaneval"] = humaneval.pop("per_problem")
             results[name]["humaneval"] = {k: v for k, v in humaneval.items() if k != "isolation"}
-        probe = config.identity_probe
-        if probe.get("enabled", True) and identity is not None:
-            metrics, answers = _run_identity_probe(model, hf_tokenizer, identity, int(probe.get("max_new_tokens", 32)))
+        if config.identity_probe.enabled and identity is not None:
+            metrics, answers = _run_identity_probe(model, hf_tokenizer, identity, config.identity_probe.max_new_tokens)
             results[name]["identity"] = metrics
             generations[f"{name}.identity_probe"] = answers
-        pairs = config.heldout_pairs
-        if pairs.get("enabled", True):
-            metrics, records = _run_heldout_pairs(model, hf_tokenizer, conversations, pairs)
+        if config.heldout_pairs.enabled:
+            metrics, records = _run_heldout_pairs(model, hf_tokenizer, conversations, config.heldout_pairs)
             results[name]["heldout_pairs"] = metrics
             generations[f"{name}.heldout_pairs"] = records
-        if name == "sft" and config.speed.get("enabled", True):
+        if name == "sft" and config.speed.enabled:
             results[name]["speed"] = _run_speed(model, hf_tokenizer, conversations, config.speed)
         logger.info("%s: held-out ppl %.2f, instruction ppl %.2f", name, results[name]["heldout"]["perplexity"],
                     results[name]["sft_pairs"]["perplexity"])
@@ -128,8 +89,8 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
 
 def _run_humaneval(model: Any, hf_tokenizer: Any, config: HumanEvalConfig) -> dict[str, Any]:
     """HumanEval completions from raw code prompts (no chat template), scored in the sandbox."""
-    from lmforge.evaluation.generation import generate_samples
     from lmforge.evaluation.humaneval import evaluate_humaneval
+    from lmforge.generation import generate
 
     context = getattr(model.config, "max_position_embeddings", None)
     truncated: set[int] = set()
@@ -145,14 +106,14 @@ def _run_humaneval(model: Any, hf_tokenizer: Any, config: HumanEvalConfig) -> di
         truncated.add(i)
         return hf_tokenizer.decode(ids[-room:])
 
-    def generate(prompts: list[str], sample: int) -> list[str]:
+    def complete(prompts: list[str], sample: int) -> list[str]:
         fitted = [fit(i, p) for i, p in enumerate(prompts)]
-        samples = generate_samples(model, hf_tokenizer, fitted, max_new_tokens=config.max_new_tokens, chat=False,
-                                   do_sample=config.temperature > 0, temperature=config.temperature or 1.0,
-                                   seed=sample * 100_003)
-        return [s["completion"] for s in samples]
+        completions = generate(model, hf_tokenizer, fitted, max_new_tokens=config.max_new_tokens, chat=False,
+                               do_sample=config.temperature > 0, temperature=config.temperature or 1.0,
+                               seed=sample * 100_003)
+        return [c.text for c in completions]
 
-    metrics = evaluate_humaneval(generate, config)
+    metrics = evaluate_humaneval(complete, config)
     metrics["prompts_truncated"] = len(truncated)
     if truncated:
         logger.warning("HumanEval: %d prompts kept only their last tokens to fit the %d-token context",
@@ -163,23 +124,22 @@ def _run_humaneval(model: Any, hf_tokenizer: Any, config: HumanEvalConfig) -> di
 def _run_identity_probe(model: Any, hf_tokenizer: Any, identity: Mapping[str, Any],
                         max_new_tokens: int) -> tuple[dict[str, float], list[dict]]:
     """Ask the probe questions through the chat template (greedy) and score the answers."""
-    from lmforge.evaluation.generation import generate_samples
     from lmforge.evaluation.identity_probe import run_identity_probe
+    from lmforge.generation import generate
 
     def answer(questions: list[str]) -> list[str]:
-        samples = generate_samples(model, hf_tokenizer, questions, max_new_tokens=max_new_tokens, chat=True)
-        return [s["completion"] for s in samples]
+        return [c.text for c in generate(model, hf_tokenizer, questions, max_new_tokens=max_new_tokens, chat=True)]
 
     return run_identity_probe(answer, str(identity["name"]), str(identity["developer"]))
 
 
 def _run_heldout_pairs(model: Any, hf_tokenizer: Any, conversations: Sequence[Mapping[str, Any]],
-                       settings: Mapping[str, Any]) -> tuple[dict[str, float], list[dict]]:
+                       settings: HeldoutPairsConfig) -> tuple[dict[str, float], list[dict]]:
     """Greedy answers to held-out single-turn pairs (chat template), scored by EM and token F1."""
     from lmforge.evaluation.exact_match import evaluate_exact_match
-    from lmforge.evaluation.generation import encode_prompt, generate_samples
+    from lmforge.generation import encode_prompt, generate
 
-    max_new_tokens = int(settings.get("max_new_tokens", 32))
+    max_new_tokens = settings.max_new_tokens
     context = getattr(model.config, "max_position_embeddings", None)
 
     def count_tokens(text: str) -> int:
@@ -189,38 +149,36 @@ def _run_heldout_pairs(model: Any, hf_tokenizer: Any, conversations: Sequence[Ma
         return not context or len(encode_prompt(hf_tokenizer, prompt, chat=True)) + max_new_tokens <= context
 
     def answer(prompts: list[str]) -> list[str]:
-        samples = generate_samples(model, hf_tokenizer, prompts, max_new_tokens=max_new_tokens, chat=True)
-        return [s["completion"] for s in samples]
+        return [c.text for c in generate(model, hf_tokenizer, prompts, max_new_tokens=max_new_tokens, chat=True)]
 
-    return evaluate_exact_match(answer, conversations, max_examples=int(settings.get("max_examples", 10)),
+    return evaluate_exact_match(answer, conversations, max_examples=settings.max_examples,
                                 count_tokens=count_tokens, max_reference_tokens=max_new_tokens - 1,
                                 prompt_fits=prompt_fits)
 
 
 def _run_speed(model: Any, hf_tokenizer: Any, conversations: Sequence[Mapping[str, Any]],
-               settings: Mapping[str, Any]) -> dict[str, float]:
+               settings: SpeedConfig) -> dict[str, float]:
     """requests/s, tokens/s, response time p50/p95 and peak memory of batched greedy generation.
 
     Prompts: the user turns of the first ``prompts`` single-turn held-out pairs that fit the context
     with ``max_new_tokens``. Keys as ``lmforge.evaluation.speed.speed_metrics`` (ours, then ``transformers.*``).
     """
     from lmforge.evaluation.exact_match import split_single_turn
-    from lmforge.evaluation.generation import encode_prompt
     from lmforge.evaluation.speed import compare_generation_speed, speed_metrics
+    from lmforge.generation import encode_prompt
 
-    max_new_tokens = int(settings.get("max_new_tokens", 16))
+    max_new_tokens = settings.max_new_tokens
     context = getattr(model.config, "max_position_embeddings", None) or 10**9
     prompts = []
     for conv in conversations:
         pair = split_single_turn(conv)
         if pair and len(encode_prompt(hf_tokenizer, pair[0], chat=True)) + max_new_tokens <= context:
             prompts.append(pair[0])
-        if len(prompts) >= int(settings.get("prompts", 8)):
+        if len(prompts) >= settings.prompts:
             break
     if not prompts:
         logger.warning("generation speed: no held-out prompt fits the %s-token context", context)
         return {}
     comparison = compare_generation_speed(model, hf_tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                          batch_size=int(settings.get("batch_size", 8)),
-                                          rounds=int(settings.get("rounds", 1)))
+                                          batch_size=settings.batch_size, rounds=settings.rounds)
     return {key.split(".", 1)[1]: value for key, value in speed_metrics(comparison).items()}

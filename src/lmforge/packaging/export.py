@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lmforge.evaluation.generation import (
+from lmforge.generation import (
     END_OF_TURN_TOKEN,
     generate_samples,
     load_model_and_tokenizer,

@@ -8,10 +8,11 @@ extra client), measures each request's wall time and reports::
      "latency_ms": {"p50", "p95", "p99", "mean", "max"}, "url", "model_version"}
 
 ``rps`` counts successful requests over the whole wall time. Percentiles interpolate linearly between
-order statistics (numpy's default). The report is written as JSON (default
-``data/08_reporting/serving_load.json``) and, when ``MLFLOW_TRACKING_URI`` is set, logged as metrics
-``serving.rps``, ``serving.latency_p50_ms``, ... to the ``lmforge-serving`` experiment. Only loopback
-URLs are accepted: this is a local check, not a tool to load someone else's server.
+order statistics (numpy's default; ``lmforge.evaluation.speed.percentile``, the project's one). The report
+is written as JSON (default: the filepath of the catalog entry ``serving_load``) and, when
+``MLFLOW_TRACKING_URI`` is set, logged as metrics ``serving.rps``, ``serving.latency_p50_ms``, ... to the
+``lmforge-serving`` experiment. Only loopback URLs are accepted: this is a local check, not a tool to load
+someone else's server.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 import urllib.error
@@ -30,24 +30,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lmforge.evaluation.speed import percentile
+
+__all__ = ["percentile", "post_json", "record_load_report", "require_loopback", "run_load_test"]
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPORT = "data/08_reporting/serving_load.json"
+REPORT_ENTRY = "serving_load"
+"""Catalog entry whose filepath is the default ``--out`` (conf/base/catalog.yml owns the path)."""
 EXPERIMENT = "lmforge-serving"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PROMPTS = ("def add(a, b):", "Write a function that reverses a string.", "What is a Python list?")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) with linear interpolation between order statistics."""
-    if not values:
-        raise ValueError("percentile of an empty sample")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], got {q}")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def require_loopback(url: str) -> None:
@@ -137,7 +130,7 @@ def log_to_mlflow(metrics: Mapping[str, float], *, params: Mapping[str, Any], ta
     return run.info.run_id
 
 
-def record_load_report(report: Mapping[str, Any], out_json: str | Path = DEFAULT_REPORT,
+def record_load_report(report: Mapping[str, Any], out_json: str | Path,
                        tracking_uri: str | None = None) -> str | None:
     """Write the report as JSON; also log it to MLflow when a tracking URI is given or set. Returns the run id."""
     out = Path(out_json)
@@ -160,8 +153,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--out", default=DEFAULT_REPORT, help=f"JSON report (default {DEFAULT_REPORT})")
+    parser.add_argument("--out", default=None,
+                        help=f"JSON report (default: the filepath of the catalog entry {REPORT_ENTRY})")
     args = parser.parse_args(argv)
+    if args.out is None:
+        from lmforge.pipelines.catalog_paths import catalog_path
+
+        args.out = catalog_path(REPORT_ENTRY)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     report = run_load_test(args.url, requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
     run_id = record_load_report(report, args.out)

@@ -129,57 +129,60 @@ def _log_pyfunc(package_dir: Path, max_new_tokens: int) -> Any:
     """Log the package as a pyfunc model (the HF folder is an artifact) with signature and input example."""
     from importlib.metadata import version
 
+    import cloudpickle
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    import lmforge.generation
+
     signature = ModelSignature(inputs=Schema([ColSpec("string", "prompt")]),
                                outputs=Schema([ColSpec("string", "completion")]))
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=_chat_model(max_new_tokens),
-        artifacts={"package": str(package_dir)},
-        signature=signature,
-        input_example=pd.DataFrame({"prompt": INPUT_EXAMPLE}),
-        # explicit: inferring requirements starts a subprocess that re-imports the model (slow)
-        pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "transformers", "pandas")],
-    )
+    # lmforge.generation travels inside the pickled model (by value), so the registered model generates
+    # exactly as the project does and still loads where lmforge is not installed.
+    cloudpickle.register_pickle_by_value(lmforge.generation)
+    try:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_chat_model(max_new_tokens),
+            artifacts={"package": str(package_dir)},
+            signature=signature,
+            input_example=pd.DataFrame({"prompt": INPUT_EXAMPLE}),
+            # explicit: inferring requirements starts a subprocess that re-imports the model (slow)
+            pip_requirements=[f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "transformers", "pandas")],
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(lmforge.generation)
 
 
 def _chat_model(max_new_tokens: int) -> Any:
     """A pyfunc model: a DataFrame of prompts -> greedy chat completions from the packaged HF folder.
 
-    Defined inside a function so that importing this module does not import mlflow; cloudpickle
-    stores the class by value, so loading the model does not need lmforge either.
+    It loads and generates with ``lmforge.generation`` (the project's one chat template, stop rule
+    EOS + ``<|im_end|>`` with the stop token left out of the text, and engine), held as attributes so
+    that cloudpickle stores them by value (`_log_pyfunc` registers the module for that): loading the
+    model does not need lmforge. The class is defined inside a function so that importing this module
+    does not import mlflow.
     """
     import mlflow.pyfunc
+
+    from lmforge.generation import generate, load_model_and_tokenizer
 
     class PackagedChatModel(mlflow.pyfunc.PythonModel):
         def __init__(self, max_new_tokens: int):
             self.max_new_tokens = max_new_tokens
+            self.load = load_model_and_tokenizer
+            self.generate = generate
 
         def load_context(self, context):
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            path = context.artifacts["package"]
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+            self.model, self.tokenizer = self.load(context.artifacts["package"])
 
         def predict(self, context, model_input, params=None):
             import pandas as pd
-            import torch
 
-            completions = []
-            for prompt in model_input["prompt"]:
-                text = self.tokenizer.apply_chat_template([{"role": "user", "content": str(prompt)}],
-                                                          add_generation_prompt=True, tokenize=False)
-                ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
-                with torch.no_grad():
-                    out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-                completions.append(self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:],
-                                                         skip_special_tokens=True))
-            return pd.DataFrame({"completion": completions})
+            prompts = [str(p) for p in model_input["prompt"]]
+            completions = self.generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens)
+            return pd.DataFrame({"completion": [c.text for c in completions]})
 
     return PackagedChatModel(max_new_tokens)

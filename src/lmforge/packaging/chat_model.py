@@ -1,0 +1,138 @@
+"""A loaded chat package: model + tokenizer, the prompt checks of the server, and replies via lmforge.generation.
+
+``resolve_model`` turns ``--model`` (a package directory, or an MLflow URI such as
+``models:/lmforge-chat-tiny@champion`` or ``runs:/...``, downloaded first) into a directory and its
+registry version; ``ChatModel.load`` loads it (fp32, first GPU when there is one). ``ChatModel.reply``
+renders a conversation with the tokenizer's own ``chat_template`` (``lmforge.generation.encode_chat``),
+refuses what the model cannot answer as sent (``BadRequest``: special-token text, a final non-user turn,
+a prompt + ``max_tokens`` longer than the context) and generates with ``lmforge.generation`` (stop on
+EOS/``<|im_end|>``; greedy at temperature 0, else sampled with the request's seed). A lock lets one
+request generate at a time (a CPU model gains nothing from more). The model version recorded with each
+reply is the registry version when known, else ``<dir name>@<sha256 of the weights, 12 hex>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class BadRequest(ValueError):
+    """A request the model cannot answer as sent (4xx): the message says what to change."""
+
+
+@dataclass
+class ChatModel:
+    """A loaded package: model + tokenizer + stop ids, with a lock so one request generates at a time."""
+
+    model: Any
+    tokenizer: Any
+    version: str
+    max_context: int
+    stop_ids: list[int]
+    forbidden_text: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, version: str | None = None, device: str = "auto") -> ChatModel:
+        """Load a package; ``device`` "auto" is the first GPU when there is one, else the CPU (fp32 either way)."""
+        import torch
+
+        from lmforge.generation import END_OF_TURN_TOKEN, load_model_and_tokenizer, resolve_stop_token_ids
+
+        model_dir = Path(model_dir)
+        model, tokenizer = load_model_and_tokenizer(model_dir)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.to(device)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"the tokenizer in {model_dir} has no chat_template: serve a package made by "
+                             "`kedro run --pipelines packaging` (it writes the project's chat template)")
+        markers = {*tokenizer.all_special_tokens, END_OF_TURN_TOKEN, "<|im_start|>"}
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            version=version or default_model_version(model_dir),
+            max_context=int(getattr(model.config, "max_position_embeddings", 0) or 0),
+            stop_ids=resolve_stop_token_ids(tokenizer),
+            forbidden_text=tuple(sorted(m for m in markers if m)),
+        )
+
+    def encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Prompt ids of a conversation; BadRequest on special-token text or a final non-user turn."""
+        from lmforge.generation import encode_chat
+
+        for k, message in enumerate(messages):
+            found = [m for m in self.forbidden_text if m in message["content"]]
+            if found:
+                raise BadRequest(f"messages[{k}].content contains special-token text {found}: remove it")
+        if messages[-1]["role"] != "user":
+            raise BadRequest(f"the last message must have role 'user', got {messages[-1]['role']!r}")
+        return encode_chat(self.tokenizer, messages)
+
+    def reply(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
+              seed: int = 0) -> dict[str, Any]:
+        """``{"content", "prompt_tokens", "completion_tokens", "finish_reason"}`` for a conversation.
+
+        Greedy at ``temperature`` 0, else sampled at that temperature from ``seed``.
+        """
+        from lmforge.generation import generate_from_ids
+
+        prompt_ids = self.encode(messages)
+        if self.max_context and len(prompt_ids) + max_tokens > self.max_context:
+            raise BadRequest(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                             f"context of {self.max_context} tokens: shorten the conversation or lower max_tokens")
+        with self._lock:
+            [completion] = generate_from_ids(self.model, self.tokenizer, [prompt_ids], max_new_tokens=max_tokens,
+                                             do_sample=temperature > 0, temperature=temperature or 1.0, seed=seed)
+        return {
+            "content": completion.text,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.new_tokens,
+            "finish_reason": completion.finish_reason,
+        }
+
+
+def default_model_version(model_dir: str | Path) -> str:
+    """``<dir name>@<first 12 hex of the sha256 of the weight files>``: changes exactly when the weights do."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin")):
+        with path.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return f"{model_dir.name}@{digest.hexdigest()[:12]}"
+
+
+def resolve_model(model: str, download_dir: str | Path | None = None) -> tuple[Path, str | None]:
+    """A package directory for ``model`` (a directory or an MLflow URI) and its registry version, if any."""
+    if "://" not in model and not model.startswith(("models:/", "runs:/")):
+        path = Path(model)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a packaged model (no config.json): run "
+                                    "`kedro run --pipelines packaging` (or `dvc repro`) first, or pass --model")
+        return path, None
+    import tempfile
+
+    import mlflow
+
+    version = None
+    if model.startswith("models:/"):
+        name, _, alias = model[len("models:/"):].partition("@")
+        if alias:  # an alias such as champion
+            version = f"{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version}"
+        elif name.rpartition("/")[2].isdigit():  # models:/<name>/<version>
+            version = name
+    dst = Path(download_dir or tempfile.mkdtemp(prefix="lmforge-serve-"))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(dst)))
+    candidates = sorted(p.parent for p in local.rglob("config.json") if (p.parent / "tokenizer_config.json").is_file())
+    if not candidates:
+        raise FileNotFoundError(f"{model} holds no HF model directory (config.json + tokenizer_config.json) "
+                                f"under {local}")
+    return candidates[0], version

@@ -1,0 +1,149 @@
+"""lmforge.generation: its two engines agree with transformers ``generate``, and every caller goes through it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import lmforge.generation as generation
+from lmforge.generation import (
+    encode_prompt,
+    generate,
+    generate_reference,
+    resolve_pad_token_id,
+    resolve_stop_token_ids,
+)
+
+PROMPTS = ["def add(a, b):", "print('hello')", "Who are you?", "x"]
+SRC = Path(generation.__file__).resolve().parent
+
+
+def force_token_after(model, token_id, after_calls):
+    """From the ``after_calls``-th forward on, make ``token_id`` the greedy choice (a stop mid-answer)."""
+    calls = {"n": 0}
+
+    def boost(module, inputs, logits):
+        calls["n"] += 1
+        if calls["n"] <= after_calls:
+            return logits
+        logits = logits.clone()
+        logits[..., token_id] += 1e4
+        return logits
+
+    return model.lm_head.register_forward_hook(boost)
+
+
+def hf_generate(model, tokenizer, prompt, max_new_tokens):
+    """transformers ``generate`` as the callers used it before lmforge.generation: one prompt, greedy."""
+    ids = torch.tensor([encode_prompt(tokenizer, prompt, chat=True)])
+    stop_ids = resolve_stop_token_ids(tokenizer)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             eos_token_id=stop_ids, pad_token_id=resolve_pad_token_id(tokenizer), do_sample=False)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("engine", ["auto", "batched", "transformers"])
+def test_engines_give_transformers_greedy_outputs(tiny_model, tiny_tokenizer, engine):
+    expected = [hf_generate(tiny_model, tiny_tokenizer, p, 12) for p in PROMPTS]
+    got = generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=12, engine=engine)
+    assert [c.token_ids for c in got] == expected
+    batched = generate(tiny_model, tiny_tokenizer, PROMPTS, max_new_tokens=12, engine=engine, batch_size=3)
+    assert [c.token_ids for c in batched] == [c.token_ids for c in got]  # padding did not change a token
+
+
+@pytest.mark.parametrize("stop_token", ["<|im_end|>", "</s>"])
+@pytest.mark.parametrize("engine", ["batched", "transformers"])
+def test_engines_stop_like_transformers(tiny_model, tiny_tokenizer, stop_token, engine):
+    stop_id = tiny_tokenizer.convert_tokens_to_ids(stop_token)
+    handle = force_token_after(tiny_model, stop_id, after_calls=3)
+    try:
+        expected = hf_generate(tiny_model, tiny_tokenizer, PROMPTS[0], 10)
+    finally:
+        handle.remove()
+    handle = force_token_after(tiny_model, stop_id, after_calls=3)
+    try:
+        [completion] = generate(tiny_model, tiny_tokenizer, PROMPTS[:1], max_new_tokens=10, engine=engine)
+    finally:
+        handle.remove()
+    assert completion.token_ids == expected and expected[-1] == stop_id and len(expected) <= 4
+    assert completion.stopped and completion.finish_reason == "stop"
+    assert stop_token not in completion.text  # the stop token counts in new_tokens, never in the text
+    assert completion.text == tiny_tokenizer.decode(expected[:-1], skip_special_tokens=True)
+
+
+def test_message_lists_and_raw_prompts(tiny_model, tiny_tokenizer):
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    [conversation] = generate(tiny_model, tiny_tokenizer, [messages], max_new_tokens=3)
+    rendered = tiny_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert conversation.prompt_tokens == len(tiny_tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    [raw] = generate(tiny_model, tiny_tokenizer, ["x = 1"], chat=False, max_new_tokens=3)
+    assert raw.prompt_tokens == len(tiny_tokenizer("x = 1")["input_ids"])
+    with pytest.raises(ValueError, match="engine"):
+        generate(tiny_model, tiny_tokenizer, ["x"], engine="vllm")
+
+
+def test_sampling_through_auto_is_transformers_with_per_prompt_seeds(tiny_model, tiny_tokenizer):
+    kwargs = {"max_new_tokens": 6, "do_sample": True, "temperature": 1.5, "seed": 3}
+    auto = generate(tiny_model, tiny_tokenizer, PROMPTS, **kwargs)
+    assert auto == generate(tiny_model, tiny_tokenizer, PROMPTS, engine="transformers", **kwargs)
+    ids = [encode_prompt(tiny_tokenizer, p, chat=True) for p in PROMPTS]
+    stop_ids = resolve_stop_token_ids(tiny_tokenizer)
+    one_by_one = generate_reference(tiny_model, ids, max_new_tokens=6, batch_size=1, stop_ids=stop_ids,
+                                    pad_id=resolve_pad_token_id(tiny_tokenizer), do_sample=True, temperature=1.5,
+                                    seed=3)
+    assert [c.token_ids for c in auto] == one_by_one
+
+
+def test_server_pyfunc_and_evaluation_call_lmforge_generation(tiny_model, tiny_tokenizer, monkeypatch):
+    """Spy on lmforge.generation: the server's reply, the pyfunc's predict and the evaluation steps call it."""
+    import pandas as pd
+
+    from lmforge.evaluation.suite import _run_identity_probe
+    from lmforge.packaging.chat_model import ChatModel
+    from lmforge.packaging.registry import _chat_model
+
+    calls = []
+    real_from_ids = generation.generate_from_ids
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("max_new_tokens"))
+        return real_from_ids(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate_from_ids", spy)
+
+    chat = ChatModel(model=tiny_model, tokenizer=tiny_tokenizer, version="t", max_context=128,
+                     stop_ids=resolve_stop_token_ids(tiny_tokenizer), forbidden_text=())
+    chat.reply([{"role": "user", "content": "hi"}], max_tokens=2, temperature=0.0)
+    assert calls == [2]
+
+    pyfunc = _chat_model(3)
+    pyfunc.model, pyfunc.tokenizer = tiny_model, tiny_tokenizer
+    pyfunc.predict(None, pd.DataFrame({"prompt": ["hi"]}))
+    assert calls == [2, 3]
+
+    _run_identity_probe(tiny_model, tiny_tokenizer, {"name": "Forge", "developer": "lmforge"}, 4)
+    assert len(calls) > 2 and set(calls[2:]) == {4}
+
+
+def test_no_other_module_generates_or_renders_chat():
+    """Only lmforge.generation calls ``model.generate(`` or renders chat prompts; the callers import it."""
+    allowed = {
+        "tokenizer/chat_template.py": "writes the one template (jinja's compiled.generate renders it)",
+        "packaging/model_card.py": "a usage snippet for the model card's readers, as text",
+        "packaging/export.py": "checks the packaged tokenizer renders the template as the source one does",
+    }
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        name = str(path.relative_to(SRC))
+        if name == "generation.py" or name in allowed:
+            continue
+        if re.search(r"(?<!self)\.generate\(|apply_chat_template\(", path.read_text()):
+            offenders.append(name)
+    assert offenders == []
+    for caller in ("evaluation/suite.py", "evaluation/speed.py", "packaging/chat_model.py", "packaging/registry.py",
+                   "../../bench/generation_speed.py"):
+        assert "lmforge.generation import" in (SRC / caller).read_text(), caller
