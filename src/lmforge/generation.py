@@ -22,7 +22,7 @@ module, so a prompt is rendered, stopped and decoded the same way everywhere:
 - ``batch_size`` defaults to 1: each prompt alone, so a completion never depends on the other prompts
   (padding changes float rounding); a caller that wants throughput passes a larger batch.
 
-Why one module of ~480 lines rather than several: it is one concept, and the MLflow pyfunc model
+Long because (~530 lines) it is one module, not several: one concept, and the MLflow pyfunc model
 pickles it by value (cloudpickle) so that a registered model loads without lmforge installed; a
 module that imports no other lmforge module is what makes that work. Only the standard library is
 imported at module level (torch and transformers inside the functions).
@@ -50,6 +50,8 @@ END_OF_TURN_TOKEN = "<|im_end|>"
 """End-of-turn token of the chat template; generation also stops on it when it is in the vocab."""
 
 FAST_PATH_MODEL_TYPES = ("llama", "gemma")
+# Attention kernels whose numerics the fast path mirrors (the SDPA call, or eager = the same maths).
+FAST_PATH_ATTENTION = frozenset({"sdpa", "eager"})
 """``config.model_type`` values our own decode loop runs natively (others use the model's forward)."""
 
 ENGINES = ("auto", "batched", "transformers")
@@ -435,7 +437,8 @@ def _fast_path_ok(model: Any) -> bool:
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in FAST_PATH_MODEL_TYPES:
         return False
-    if getattr(config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+    # transformers sets the kernel on every loaded config; one it does not name cannot be mirrored.
+    if getattr(config, "_attn_implementation", None) not in FAST_PATH_ATTENTION:
         return False
     rope = getattr(config, "rope_parameters", None) or {}
     return rope.get("rope_type", "default") == "default"

@@ -35,7 +35,7 @@ path is the container's), else `default_kind` ("code": the quality
 heuristics, written for web prose, only run on documents known to be prose). Every kept document
 gets metadata["kind"].
 
-Why this module stays whole (~470 lines): it is one concept, the cleaning step: its config, the
+Long because it stays whole (~470 lines): it is one concept, the cleaning step: its config, the
 mapping steps, every filter and the fixed order (`FILTERS`) whose first failure names a drop's
 reason; reading the order next to the filters it runs is the point. What is not that concept lives
 beside it: string-level repair in `lmforge.data.text_repair`, the prose heuristics in

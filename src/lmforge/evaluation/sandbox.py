@@ -37,6 +37,10 @@ Known limits: the interpreter's standard library must be readable by the sandbox
 not (a Python under ``/root``), :data:`PREIMPORT` modules are imported before the uid drop and
 other imports fail. Without root and without ``unshare`` the network and signal protection is the
 in-process guard only (a program using raw syscalls through an extension module could pass it).
+
+Long because (~420 lines) a sandbox is read as a whole: the limits, the uid drop, the guard and the
+sweep of leftover processes only make sense side by side, and a reviewer checking its safety should
+not have to follow it across modules.
 """
 
 from __future__ import annotations

@@ -26,11 +26,14 @@ def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metr
                        sft_params: dict[str, Any]) -> tuple[str, dict]:
     """A Hugging Face directory (weights, tokenizer, chat template, model card) that passed the quality gate,
     verified by loading it and by the logits round trip, and registered in the MLflow Model Registry."""
+    from lmforge.config import build_dataclass, config_to_dict
     from lmforge.packaging.config import build_packaging_config
     from lmforge.packaging.release import release_model
     from lmforge.pipeline_registry import CHAIN
     from lmforge.pipelines.catalog_paths import catalog_path
     from lmforge.tracking import git_state, log_config
+    from lmforge.training.pretrain_config import PretrainConfig
+    from lmforge.training.sft_config import SftConfig
 
     config = build_packaging_config(params, gate)
     log_config(config, "packaging")
@@ -41,4 +44,7 @@ def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metr
                          card_artifacts={name: catalog_path(ds) for name, ds in CARD_ARTIFACTS.items()},
                          lineage_artifacts={name: catalog_path(ds) for name, ds in LINEAGE_ARTIFACTS.items()},
                          evaluation_file=catalog_path("evaluation_metrics"),
-                         hyperparameters={"pretrain": pretrain_params, "sft": sft_params})
+                         # the training stages' own typed configs, resolved (defaults included) for the card
+                         hyperparameters={
+                             "pretrain": config_to_dict(build_dataclass(PretrainConfig, pretrain_params, path="pretrain")),
+                             "sft": config_to_dict(build_dataclass(SftConfig, sft_params, path="sft"))})

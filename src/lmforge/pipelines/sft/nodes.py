@@ -29,7 +29,7 @@ def build_conversations(clean_documents: dict[str, Any], config: SftConfig) -> t
     from lmforge.data.documents import Document
     from lmforge.data.identity import build_identity_conversations
     from lmforge.data.instructions import build_instruction_pairs
-    from lmforge.data.process import iter_records
+    from lmforge.data.documents import iter_records
     from lmforge.data.sft_mix import build_mix
 
     docs = (Document.from_dict(r) for r in iter_records(clean_documents))
