@@ -1,0 +1,31 @@
+"""Kedro hook: a stage that fails with one of our expected errors ends with one line, not a traceback.
+
+``kedro run`` prints the runner's traceback for any failing node. For a user's mistake (a refused
+quality gate, a failed training job whose message already carries the ranks' error lines, a missing
+file: ``lmforge.errors.is_expected``) that buries the message under a hundred lines, so
+``on_pipeline_error`` ends the run with ``error: <message> (<next step>)`` on stderr and exit status 1
+instead. It runs last (``trylast``), after kedro-mlflow has marked the MLflow run as failed. An
+unexpected error is left alone: Kedro prints its full traceback, which is what a bug needs.
+
+A missing input stops a run before it starts (``hooks.MissingInputHooks``) and an unknown pipeline
+name before the hooks exist (``pipeline_registry.check_pipeline_names``), both with one line too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from lmforge.errors import is_expected, one_line
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorPresentationHooks:
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if is_expected(error):
+            logging.shutdown()  # what the run logged comes before the error line
+            raise SystemExit(f"error: {one_line(error)}") from None
