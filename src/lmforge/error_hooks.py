@@ -13,19 +13,16 @@ name before the hooks exist (``pipeline_registry.check_pipeline_names``), both w
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from lmforge.errors import is_expected, one_line
-
-logger = logging.getLogger(__name__)
+from lmforge.errors import flush_logs, is_expected, one_line
 
 
 class ErrorPresentationHooks:
     @hook_impl(trylast=True)
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         if is_expected(error):
-            logging.shutdown()  # what the run logged comes before the error line
+            flush_logs()  # what the run logged comes before the error line
             raise SystemExit(f"error: {one_line(error)}") from None

@@ -109,6 +109,12 @@ def report(exc: BaseException, prog: str, *, verbose: bool = False) -> int:
     return 1
 
 
+def flush_logs() -> None:
+    """Flush the root logger's handlers (not close them: a test may run the command in process)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def pop_verbose(argv: Sequence[str] | None) -> tuple[list[str], bool]:
     """(``argv`` without ``--verbose``, whether it was there or ``LMFORGE_VERBOSE`` is set)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -130,6 +136,6 @@ def run_cli(main: Callable[[list[str]], Any], prog: str, argv: Sequence[str] | N
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - this is the one place that decides how an error is shown
-        logging.shutdown()  # flush what the command logged before the error line
+        flush_logs()  # what the command logged comes before the error line
         sys.exit(report(exc, prog, verbose=verbose))
     sys.exit(result if isinstance(result, int) else 0)

@@ -26,6 +26,7 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request  # module level: FastAPI resolves a route's annotations in these globals
 
 from lmforge.packaging.chat_model import BadRequest, ChatModel
 from lmforge.packaging.feedback_store import FeedbackStore
@@ -121,7 +122,7 @@ class BodyGuard:
 def create_app(chat_model: ChatModel, store: FeedbackStore, *, max_tokens_limit: int = 256,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
     """The FastAPI app around a loaded model and a feedback table."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException

@@ -160,8 +160,8 @@ def resolve_model(model: str, download_dir: str | Path | None = None,
     except (MlflowException, OSError) as exc:  # unknown name/alias/run, or its artifacts are gone
         detail = " ".join(str(getattr(exc, "message", exc)).split())
         raise ModelNotFoundError(f"{model} not found in the MLflow registry at {mlflow.get_tracking_uri()}: "
-                                 f"{detail}", "list the registered models with `make ui`, or pass --model "
-                                 "<package directory>") from exc
+                                 f"{detail}", "the registered models and their aliases are in `make ui`; a "
+                                 "package directory works too") from exc
     candidates = sorted(p.parent for p in local.rglob("config.json") if (p.parent / "tokenizer_config.json").is_file())
     if not candidates:
         raise ModelNotFoundError(f"{model} holds no HF model directory (config.json + tokenizer_config.json) "

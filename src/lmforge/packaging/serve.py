@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     json.dumps(store.client_counts()))
         return
     if args.model:
-        next_step = ("pass --model a package directory (made by `kedro run --pipelines packaging`) or an MLflow "
+        next_step = ("--model takes a package directory made by `kedro run --pipelines packaging`, or an MLflow "
                      "URI such as models:/lmforge-chat-tiny@champion")
     else:
         next_step = f"{PRODUCE_PACKAGE}, or pass --model <package directory or models:/<name>@<alias>>"
@@ -131,6 +131,9 @@ def _catalog_default(entry: str) -> str:
     """The catalog's filepath for ``entry`` (conf/ of the working directory, the project root): the CLI's default."""
     from lmforge.pipelines.catalog_paths import catalog_path
 
+    if not Path("conf/base/catalog.yml").is_file():
+        raise UserError(f"no conf/base/catalog.yml in {Path.cwd()} to read the default path of {entry!r} from",
+                        "run from the project root, or pass --model and --feedback-db")
     return catalog_path(entry)
 
 
