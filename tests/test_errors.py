@@ -128,9 +128,9 @@ def test_model_presets_with_a_bad_flag_is_argparse_usage_not_a_traceback():
 
 @pytest.mark.parametrize("flag", ["--pipeline", "--pipelines"])
 def test_kedro_run_of_an_unknown_pipeline_lists_the_valid_names(flag, tmp_path):
-    from lmforge.pipeline_registry import CHAIN
-
     import mlflow
+
+    from lmforge.pipeline_registry import CHAIN
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # the store a user has after `make run`: a fresh one logs its table creation once (MLflow's INFO lines)
