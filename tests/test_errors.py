@@ -144,7 +144,7 @@ def test_kedro_run_of_an_unknown_pipeline_lists_the_valid_names(flag, tmp_path):
     assert _git_status() == before, "kedro run left files in the project"
 
 
-def test_kedro_hook_turns_an_expected_node_error_into_one_line():
+def test_kedro_hook_turns_an_expected_node_error_into_one_line(monkeypatch):
     from lmforge.error_hooks import ErrorPresentationHooks
     from lmforge.packaging.gate import GateError
 
@@ -154,3 +154,5 @@ def test_kedro_hook_turns_an_expected_node_error_into_one_line():
                                {}, None, None)
     assert info.value.code == "error: sft_pairs.perplexity_ratio 1.3 > max 1.0 (thresholds: `gate:`)"
     assert hook.on_pipeline_error(RuntimeError("a bug"), {}, None, None) is None  # Kedro shows its traceback
+    monkeypatch.setenv("LMFORGE_VERBOSE", "1")
+    assert hook.on_pipeline_error(GateError("refused"), {}, None, None) is None  # asked for the traceback
