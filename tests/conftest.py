@@ -32,7 +32,9 @@ def _mlflow_outside_the_project(tmp_path_factory):
     directory, so tests that log models into their own temporary store still left ``mlruns/1/models/...``
     (and ``mlruns/5`` of a store long deleted) in the project. MLflow has no public setting for that
     default; ``_MLFLOW_SERVER_ARTIFACT_ROOT`` is the variable ``mlflow server`` exports to its workers for
-    exactly this default, and subprocesses inherit it. `.ci/run` checks the tree is clean after the suite.
+    exactly this default, and subprocesses inherit it. (It also marks the process as a tracking server's
+    for MLflow's host policy, which only concerns ftp/http-style artifact URIs; the tests use local
+    files.) `.ci/run` checks that the tree is clean after the suite.
     """
     root = tmp_path_factory.mktemp("mlflow-session").resolve()
     with pytest.MonkeyPatch.context() as mp:
