@@ -24,6 +24,26 @@ CHAIN_STEPS = 20
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _mlflow_outside_the_project(tmp_path_factory):
+    """Every MLflow store and artifact of the suite goes under a temporary folder, never into the project.
+
+    ``make test`` exports the project's own ``mlflow.db``; and a sqlite store puts the artifacts of an
+    experiment created without ``artifact_location`` at ``./mlruns/<experiment id>`` of the working
+    directory, so tests that log models into their own temporary store still left ``mlruns/1/models/...``
+    (and ``mlruns/5`` of a store long deleted) in the project. MLflow has no public setting for that
+    default; ``_MLFLOW_SERVER_ARTIFACT_ROOT`` is the variable ``mlflow server`` exports to its workers for
+    exactly this default, and subprocesses inherit it. (It also marks the process as a tracking server's
+    for MLflow's host policy, which only concerns ftp/http-style artifact URIs; the tests use local
+    files.) `.ci/run` checks that the tree is clean after the suite.
+    """
+    root = tmp_path_factory.mktemp("mlflow-session").resolve()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        mp.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", str(root / "mlruns"))
+        yield root
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _offline_environment():
     """No downloads, no telemetry, and no MLflow run inherited from the shell that started pytest."""
     with pytest.MonkeyPatch.context() as mp:

@@ -16,6 +16,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lmforge.errors import UserError, run_cli
+
 ARTIFACTS = {
     "cleaned shards": "clean_documents",
     "quarantine": "quarantine",
@@ -98,9 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", default=".", help="project root (default: current directory)")
     args = parser.parse_args(argv)
     root = Path(args.project)
+    if not (root / "conf" / "base").is_dir():
+        raise UserError(f"{root.resolve()} is not the lmforge project (no conf/base)",
+                        "run it from the project root, or pass --project <root>")
     artifacts, metrics = catalog_locations(root, CHAIN)
     print(summarize(root, artifacts, metrics, CHAIN))  # noqa: T201 - this command's output
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "lmforge.results")

@@ -1,12 +1,14 @@
-"""Kedro project settings: hooks, config loader resolvers and the parameter merge strategy."""
+"""Kedro project settings: hooks (incl. one-line errors, ``error_hooks``), config loader resolvers and the parameter
+merge strategy."""
 
 from pathlib import Path
 
 from omegaconf.resolvers import oc
 
+from lmforge.error_hooks import ErrorPresentationHooks
 from lmforge.hooks import DiskIOHooks, LineageHooks, MissingInputHooks, SystemMetricsHooks
 
-HOOKS = (MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks())
+HOOKS = (MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(), ErrorPresentationHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,8 +1,7 @@
 """``python -m lmforge.dvc_deps [--check | --fix | --print]``: see the package docstring."""
 
-import sys
-
 from lmforge.dvc_deps.check import main
+from lmforge.errors import run_cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "lmforge.dvc_deps")

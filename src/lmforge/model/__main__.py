@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from lmforge.errors import run_cli
 from lmforge.model.build import describe_presets
 
 
@@ -40,4 +41,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "lmforge.model")

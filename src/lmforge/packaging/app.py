@@ -6,21 +6,34 @@
 - ``POST /v1/feedback``: ``{"id": <response id>, "rating": 1-5}``; ``GET /v1/feedback/summary``: mean rating
   per model version (the user-satisfaction metric).
 
-Bad requests (malformed JSON, no messages, unknown role, special-token text, prompt longer than the
-context) get a 4xx JSON ``{"error": {"message", "type"}}`` and the server keeps serving. Every answered
-request is recorded in the ``FeedbackStore``.
+Bad requests (malformed JSON, no messages, unknown role, empty user/system content, special-token
+text, prompt longer than the context) get a 4xx JSON ``{"error": {"message", "type"}}`` and the server
+keeps serving; a conversation over the context carries ``"code": "context_length_exceeded"`` so a client
+can offer to start over. Before any route reads a body, ``BodyGuard`` answers 415 to a POST that is not
+``Content-Type: application/json`` and 413 to a body over ``max_body_bytes``: at once from its
+Content-Length header, or as soon as a streamed (chunked) body passes the limit.
+
+Every answered request is recorded in the ``FeedbackStore`` with the client named by its
+``X-Lmforge-Client`` header (the chat client sends ``chat``, the load test ``loadtest``; curl sends none):
+the satisfaction metric counts the chat client's answers only (``feedback_store``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request  # module level: FastAPI resolves a route's annotations in these globals
 
 from lmforge.packaging.chat_model import BadRequest, ChatModel
 from lmforge.packaging.feedback_store import FeedbackStore
+from lmforge.packaging.loadtest import CLIENT_HEADER
+
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+"""Largest request body (413 above it): a conversation that fills any of our models' contexts is far smaller."""
 
 # Request bodies live at module level: FastAPI resolves (postponed) annotations in the module globals.
 
@@ -29,6 +42,13 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant"]
     content: str
+
+    @model_validator(mode="after")
+    def _not_blank(self) -> Message:
+        # An assistant turn may be empty (a model can answer nothing); a question cannot.
+        if self.role != "assistant" and not self.content.strip():
+            raise ValueError(f"content of a {self.role} message must not be empty")
+        return self
 
 
 class ChatRequest(BaseModel):
@@ -46,17 +66,72 @@ class Feedback(BaseModel):
     comment: str | None = None
 
 
-def create_app(chat_model: ChatModel, store: FeedbackStore, *, max_tokens_limit: int = 256) -> Any:
+def _error_body(message: str, kind: str = "invalid_request_error", code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, **({"code": code} if code else {})}}
+
+
+class BodyGuard:
+    """ASGI middleware: 415 for a POST that is not JSON, 413 for a body over ``max_bytes``, before a route reads it.
+
+    A declared Content-Length over the limit is refused before one byte of the body is read; a streamed
+    body is counted as it arrives and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Any, status: int, message: str, kind: str) -> None:
+        body = json.dumps(_error_body(message, kind)).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media != b"application/json":
+            shown = media.decode(errors="replace") or "none"
+            await self._refuse(send, 415, f"Content-Type must be application/json, got {shown}",
+                               "unsupported_media_type")
+            return
+        declared = headers.get(b"content-length")
+        too_large = f"request body over {self.max_bytes} bytes: send a shorter conversation"
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send, 413, too_large, "request_too_large")
+            return
+        from fastapi import HTTPException  # the class FastAPI's body reader lets through (not a 400)
+
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # raised inside the route's body read: the app's handler answers 413
+                raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(chat_model: ChatModel, store: FeedbackStore, *, max_tokens_limit: int = 256,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
     """The FastAPI app around a loaded model and a feedback table."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="lmforge chat", version=chat_model.version)
+    app.add_middleware(BodyGuard, max_bytes=max_body_bytes)
 
-    def error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind}})
+    def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content=_error_body(message, kind, code))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,19 +142,20 @@ def create_app(chat_model: ChatModel, store: FeedbackStore, *, max_tokens_limit:
                                 f"{e.get('ctx', {}).get('error', e.get('msg'))}")
                 continue
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{where}: {e.get('msg')}")
+            problems.append(f"{where}: {e.get('msg').removeprefix('Value error, ')}")
         return error(400, "; ".join(problems) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "http_error")
+        kinds = {404: "not_found", 413: "request_too_large"}
+        return error(exc.status_code, str(exc.detail), kinds.get(exc.status_code, "http_error"))
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok", "model_version": chat_model.version}
 
     @app.post("/v1/chat/completions")
-    def chat_completions(req: ChatRequest) -> Any:
+    def chat_completions(req: ChatRequest, request: Request) -> Any:
         max_tokens = min(64, max_tokens_limit) if req.max_tokens is None else req.max_tokens
         if max_tokens > max_tokens_limit:
             return error(400, f"max_tokens: at most {max_tokens_limit} on this server, got {max_tokens}")
@@ -88,12 +164,12 @@ def create_app(chat_model: ChatModel, store: FeedbackStore, *, max_tokens_limit:
         try:
             out = chat_model.reply(messages, max_tokens=max_tokens, temperature=req.temperature, seed=req.seed)
         except BadRequest as exc:
-            return error(400, str(exc))
+            return error(400, str(exc), code=exc.code)
         latency_ms = (time.perf_counter() - start) * 1000
         response_id = f"chatcmpl-{uuid.uuid4().hex}"
         store.record(response_id, chat_model.version,
                      {"messages": messages, "max_tokens": max_tokens, "temperature": req.temperature,
-                      "seed": req.seed}, out["content"], latency_ms)
+                      "seed": req.seed}, out["content"], latency_ms, client=request.headers.get(CLIENT_HEADER))
         return {
             "id": response_id,
             "object": "chat.completion",

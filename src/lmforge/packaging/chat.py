@@ -8,6 +8,11 @@ Ratings are stored by the server next to the request and the answer, and average
 
 Commands: ``/rate N``, ``/up``, ``/down``, ``/reset`` (forget the conversation), ``/help``, ``/quit``
 (or Ctrl-D).
+
+It says "connected" only after the server answered ``GET /health`` (else one line: start it with
+``make serve``), names itself to the server (``X-Lmforge-Client: chat``: its answers are the ones the
+satisfaction metric counts), and when the conversation outgrows the model's context it says so and
+suggests ``/reset``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from lmforge.packaging.loadtest import post_json
+from lmforge.errors import run_cli
+from lmforge.packaging.chat_model import CONTEXT_LIMIT_CODE
+from lmforge.packaging.loadtest import CHAT_CLIENT, check_health, post_json
 
 logger = logging.getLogger(__name__)
 
 HELP = ("commands: /rate 1-5 rates the last answer, /up = 5, /down = 1, /reset starts over, /help, /quit "
         "(Ctrl-D)")
 THUMBS = {"/up": 5, "/down": 1}
+RESET_HINT = "type /reset to start over"
+
+
+class ContextFull(RuntimeError):
+    """The conversation no longer fits the model's context: only /reset (or a shorter message) helps."""
 
 
 class ChatSession:
@@ -40,6 +52,10 @@ class ChatSession:
         self.last_id: str | None = None
         self.reset()
 
+    def connect(self) -> str:
+        """``GET /health``: the served model version; ``UserError`` (one line) when no server answers."""
+        return str(check_health(self.url, timeout=min(self.timeout, 10.0)).get("model_version", "?"))
+
     def reset(self) -> None:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
         self.last_id = None
@@ -48,9 +64,14 @@ class ChatSession:
         """Send ``text`` as the next user turn; returns the answer (the conversation grows only on success)."""
         payload = {"messages": [*self.messages, {"role": "user", "content": text}], "max_tokens": self.max_tokens,
                    "temperature": self.temperature}
-        status, body = post_json(self.url + "/v1/chat/completions", payload, timeout=self.timeout)
+        status, body = post_json(self.url + "/v1/chat/completions", payload, timeout=self.timeout,
+                                 client=CHAT_CLIENT)
         if status != 200:
-            raise RuntimeError(f"HTTP {status}: {body.get('error', {}).get('message', body)}")
+            problem = body.get("error", {})
+            if problem.get("code") == CONTEXT_LIMIT_CODE:
+                raise ContextFull(f"the conversation is too long for the model ({problem.get('message')}): "
+                                  f"{RESET_HINT}")
+            raise RuntimeError(f"HTTP {status}: {problem.get('message', body)}")
         answer = body["choices"][0]["message"]["content"]
         self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         self.last_id = body["id"]
@@ -60,7 +81,7 @@ class ChatSession:
         if self.last_id is None:
             raise RuntimeError("nothing to rate yet: ask something first")
         status, body = post_json(self.url + "/v1/feedback", {"id": self.last_id, "rating": rating},
-                                 timeout=self.timeout)
+                                 timeout=self.timeout, client=CHAT_CLIENT)
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {body.get('error', {}).get('message', body)}")
 
@@ -78,7 +99,8 @@ def parse_rating(line: str) -> int:
 def run_chat(session: ChatSession, lines: Iterable[str], say: Callable[[str], Any]) -> dict[str, int]:
     """Drive a chat from ``lines`` (user input), writing everything through ``say``. Returns counts."""
     counts = {"turns": 0, "ratings": 0, "errors": 0}
-    say(f"connected to {session.url}; {HELP}")
+    version = session.connect()  # before saying "connected": a server that is down is one error line
+    say(f"connected to {session.url} (model {version}); {HELP}")
     for raw in lines:
         line = raw.strip()
         if not line:
@@ -126,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--system", default=None, help="optional system message that opens the conversation")
     parser.add_argument("--max-tokens", type=int, default=64, help="longest answer in tokens (default 64)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--verbose", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     session = ChatSession(args.url, system=args.system, max_tokens=args.max_tokens, temperature=args.temperature)
@@ -134,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "lmforge.packaging.chat")

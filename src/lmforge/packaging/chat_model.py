@@ -20,9 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge.errors import UserError
+
+CONTEXT_LIMIT_CODE = "context_length_exceeded"
+"""The ``error.code`` of a 400 for a conversation longer than the context (OpenAI's code for it)."""
+
 
 class BadRequest(ValueError):
     """A request the model cannot answer as sent (4xx): the message says what to change."""
+
+    code: str | None = None
+
+
+class ContextLimitExceeded(BadRequest):
+    """The prompt + ``max_tokens`` is longer than the model's context: the conversation must be shortened."""
+
+    code = CONTEXT_LIMIT_CODE
+
+
+class ModelNotFoundError(UserError, FileNotFoundError):
+    """``--model`` names no packaged model (a directory without config.json, an unknown registry URI)."""
 
 
 @dataclass
@@ -86,7 +103,7 @@ class ChatModel:
 
         prompt_ids = self.encode(messages)
         if self.max_context and len(prompt_ids) + max_tokens > self.max_context:
-            raise BadRequest(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+            raise ContextLimitExceeded(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
                              f"context of {self.max_context} tokens: shorten the conversation or lower max_tokens")
         with self._lock:
             [completion] = generate_from_ids(self.model, self.tokenizer, [prompt_ids], max_new_tokens=max_tokens,
@@ -110,29 +127,43 @@ def default_model_version(model_dir: str | Path) -> str:
     return f"{model_dir.name}@{digest.hexdigest()[:12]}"
 
 
-def resolve_model(model: str, download_dir: str | Path | None = None) -> tuple[Path, str | None]:
-    """A package directory for ``model`` (a directory or an MLflow URI) and its registry version, if any."""
+PRODUCE_PACKAGE = "run `make run` (or `kedro run --pipelines packaging`) first"
+"""How a package directory comes to exist: the next step of a missing default ``--model``."""
+
+
+def resolve_model(model: str, download_dir: str | Path | None = None,
+                  next_step: str = f"{PRODUCE_PACKAGE}, or pass --model") -> tuple[Path, str | None]:
+    """A package directory for ``model`` (a directory or an MLflow URI) and its registry version, if any.
+
+    ``ModelNotFoundError`` (a ``FileNotFoundError``) when there is none; its next step is ``next_step``.
+    """
     if "://" not in model and not model.startswith(("models:/", "runs:/")):
         path = Path(model)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a packaged model (no config.json): run "
-                                    "`kedro run --pipelines packaging` (or `dvc repro`) first, or pass --model")
+            raise ModelNotFoundError(f"{path} is not a packaged model (no config.json)", next_step)
         return path, None
     import tempfile
 
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     version = None
-    if model.startswith("models:/"):
-        name, _, alias = model[len("models:/"):].partition("@")
-        if alias:  # an alias such as champion
-            version = f"{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version}"
-        elif name.rpartition("/")[2].isdigit():  # models:/<name>/<version>
-            version = name
     dst = Path(download_dir or tempfile.mkdtemp(prefix="lmforge-serve-"))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(dst)))
+    try:
+        if model.startswith("models:/"):
+            name, _, alias = model[len("models:/"):].partition("@")
+            if alias:  # an alias such as champion
+                version = f"{name}/{mlflow.MlflowClient().get_model_version_by_alias(name, alias).version}"
+            elif name.rpartition("/")[2].isdigit():  # models:/<name>/<version>
+                version = name
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(dst)))
+    except (MlflowException, OSError) as exc:  # unknown name/alias/run, or its artifacts are gone
+        detail = " ".join(str(getattr(exc, "message", exc)).split())
+        raise ModelNotFoundError(f"{model} not found in the MLflow registry at {mlflow.get_tracking_uri()}: "
+                                 f"{detail}", "the registered models and their aliases are in `make ui`; a "
+                                 "package directory works too") from exc
     candidates = sorted(p.parent for p in local.rglob("config.json") if (p.parent / "tokenizer_config.json").is_file())
     if not candidates:
-        raise FileNotFoundError(f"{model} holds no HF model directory (config.json + tokenizer_config.json) "
-                                f"under {local}")
+        raise ModelNotFoundError(f"{model} holds no HF model directory (config.json + tokenizer_config.json) "
+                                 f"under {local}", "register a package made by `kedro run --pipelines packaging`")
     return candidates[0], version

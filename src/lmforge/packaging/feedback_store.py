@@ -6,6 +6,14 @@ mean rating per model version (the user-satisfaction metric); ``log_satisfaction
 lmforge.packaging.serve --summary``) logs it to MLflow and, for a version served from the Model
 Registry, tags that registered model version with it (``user_satisfaction.mean_rating``, ...).
 The table's path is an argument: the CLI's default is the catalog entry ``serving_feedback``.
+
+Who sent a request matters: a load test's hundred answers, or a curl check, are not answers a user
+was offered to rate, and counting them drove the rating rate from 0.75 to 0.02. Each row keeps the
+client that its ``X-Lmforge-Client`` header named (``chat`` for ``python -m lmforge.packaging.chat``,
+``loadtest`` for the load test, NULL for anything else, and for rows recorded before the column
+existed). The metric counts as a *response* an answer given to the chat client, or one somebody rated
+(a rating shows a person read it, whatever sent the request); the rest stays in the table, counted
+per client by ``client_counts``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmforge.packaging.loadtest import CHAT_CLIENT, log_to_mlflow
+
 logger = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -29,9 +39,12 @@ CREATE TABLE IF NOT EXISTS interactions (
     response      TEXT NOT NULL,
     latency_ms    REAL NOT NULL,
     rating        INTEGER CHECK (rating BETWEEN 1 AND 5),
-    rated_at      REAL
+    rated_at      REAL,
+    client        TEXT             -- X-Lmforge-Client of the request (chat, loadtest) or NULL
 )
 """
+_COUNTED = f"(client = '{CHAT_CLIENT}' OR rating IS NOT NULL)"
+"""Which rows are user responses (see the module docstring)."""
 
 
 class FeedbackStore:
@@ -43,17 +56,22 @@ class FeedbackStore:
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(interactions)")}
+            if "client" not in columns:  # a table from before clients were told apart
+                db.execute("ALTER TABLE interactions ADD COLUMN client TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
-    def record(self, response_id: str, model_version: str, request: dict, response: str, latency_ms: float) -> None:
+    def record(self, response_id: str, model_version: str, request: dict, response: str, latency_ms: float,
+               client: str | None = CHAT_CLIENT) -> None:
+        """One answered request; ``client`` is who sent it (``chat``, ``loadtest``, None when unnamed)."""
         with self._lock, self._connect() as db:
             db.execute(
-                "INSERT INTO interactions (id, created_at, model_version, request, response, latency_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO interactions (id, created_at, model_version, request, response, latency_ms, client)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (response_id, time.time(), model_version, json.dumps(request, ensure_ascii=False), response,
-                 latency_ms),
+                 latency_ms, client),
             )
 
     def rate(self, response_id: str, rating: int) -> bool:
@@ -72,15 +90,31 @@ class FeedbackStore:
         return dict(row) if row is not None else None
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per model version: ``responses``, ``rated``, ``mean_rating`` (None if nothing is rated), ``rating_rate``."""
+        """Per model version: ``responses``, ``rated``, ``mean_rating`` (None if nothing is rated), ``rating_rate``.
+
+        ``responses`` are the user responses of the module docstring: load-test and other unnamed traffic
+        is left out (``client_counts`` counts it).
+        """
         with self._lock, self._connect() as db:
             rows = db.execute(
-                "SELECT model_version, COUNT(*), COUNT(rating), AVG(rating) FROM interactions GROUP BY model_version"
+                "SELECT model_version, COUNT(*), COUNT(rating), AVG(rating) FROM interactions"
+                f" WHERE {_COUNTED} GROUP BY model_version"
             ).fetchall()
         return {
             version: {"responses": n, "rated": rated, "mean_rating": mean, "rating_rate": rated / n if n else 0.0}
             for version, n, rated, mean in rows
         }
+
+
+    def client_counts(self) -> dict[str, dict[str, int]]:
+        """Per model version: answered requests per client (``chat``, ``loadtest``, ``none``), all rows."""
+        with self._lock, self._connect() as db:
+            rows = db.execute("SELECT model_version, COALESCE(client, 'none'), COUNT(*) FROM interactions"
+                              " GROUP BY model_version, client").fetchall()
+        counts: dict[str, dict[str, int]] = {}
+        for version, client, n in rows:
+            counts.setdefault(version, {})[client] = n
+        return counts
 
 
 SATISFACTION_TAG_PREFIX = "user_satisfaction."
@@ -105,8 +139,6 @@ def log_satisfaction(store: FeedbackStore, tracking_uri: str | None = None) -> d
     a warning and skipped. Returns `FeedbackStore.summary`.
     """
     import mlflow
-
-    from lmforge.packaging.loadtest import log_to_mlflow
 
     summary = store.summary()
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)

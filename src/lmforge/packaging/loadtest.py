@@ -13,6 +13,11 @@ is written as JSON (default: the filepath of the catalog entry ``serving_load``)
 ``MLFLOW_TRACKING_URI`` is set, logged as metrics ``serving.rps``, ``serving.latency_p50_ms``, ... to the
 ``lmforge-serving`` experiment. Only loopback URLs are accepted: this is a local check, not a tool to load
 someone else's server.
+
+Its requests carry ``X-Lmforge-Client: loadtest``, so the server's satisfaction metric leaves them out.
+A load test that reaches no server (``GET /health`` fails first) or gets no answer at all writes
+nothing, neither the JSON nor an MLflow run, and exits 1 with one line: a 0 req/s report would hide
+the last real one.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lmforge.errors import UserError, run_cli
 from lmforge.evaluation.speed import percentile
 
-__all__ = ["percentile", "post_json", "record_load_report", "require_loopback", "run_load_test"]
+__all__ = ["check_health", "percentile", "post_json", "record_load_report", "require_loopback", "run_load_test"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +46,11 @@ REPORT_ENTRY = "serving_load"
 """Catalog entry whose filepath is the default ``--out`` (conf/base/catalog.yml owns the path)."""
 EXPERIMENT = "lmforge-serving"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CLIENT_HEADER = "X-Lmforge-Client"
+"""The request header naming the client; the server records it and the satisfaction metric reads it."""
+CHAT_CLIENT = "chat"
+"""What the interactive chat client sends: the only traffic the satisfaction metric counts as responses."""
+LOADTEST_CLIENT = "loadtest"
 DEFAULT_PROMPTS = ("def add(a, b):", "Write a function that reverses a string.", "What is a Python list?")
 
 
@@ -49,10 +60,33 @@ def require_loopback(url: str) -> None:
         raise ValueError(f"load tests run on loopback only (127.0.0.1/localhost), got host {host!r} in {url}")
 
 
-def post_json(url: str, payload: Mapping[str, Any], timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
-    """POST ``payload`` as JSON; returns (HTTP status, decoded JSON body), also for 4xx/5xx answers."""
-    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+def quiet_store_migrations() -> None:
+    """MLflow creating or migrating a sqlite store logs at INFO (alembic, mlflow.store.db): not our commands' news."""
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_health(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``GET <url>/health`` of an lmforge server; ``UserError`` (one line: start it) when none answers."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:  # noqa: S310
+            body = json.loads(resp.read() or b"{}")
+    except (OSError, json.JSONDecodeError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise UserError(f"no lmforge server answers at {url}: {reason}",
+                        "start one with `make serve`, or pass --url") from exc
+    if body.get("status") != "ok":
+        raise UserError(f"{url}/health answered {body!r}, not an lmforge server that is ready",
+                        "start one with `make serve`, or pass --url")
+    return body
+
+
+def post_json(url: str, payload: Mapping[str, Any], timeout: float = 60.0,
+              client: str | None = None) -> tuple[int, dict[str, Any]]:
+    """POST ``payload`` as JSON (naming ``client`` in ``X-Lmforge-Client``); returns (HTTP status, JSON body),
+    also for 4xx/5xx answers."""
+    headers = {"Content-Type": "application/json", **({CLIENT_HEADER: client} if client else {})}
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback URL checked by callers)
             return resp.status, json.loads(resp.read() or b"{}")
@@ -76,7 +110,7 @@ def run_load_test(url: str, *, requests: int = 100, concurrency: int = 4, max_to
         payload = {"messages": [{"role": "user", "content": prompts[i % len(prompts)]}], "max_tokens": max_tokens}
         start = time.perf_counter()
         try:
-            status, body = post_json(endpoint, payload, timeout=timeout)
+            status, body = post_json(endpoint, payload, timeout=timeout, client=LOADTEST_CLIENT)
         except OSError as exc:  # refused, reset, timed out
             logger.warning("request %d: %s", i, exc)
             return False, (time.perf_counter() - start) * 1000, ""
@@ -132,7 +166,13 @@ def log_to_mlflow(metrics: Mapping[str, float], *, params: Mapping[str, Any], ta
 
 def record_load_report(report: Mapping[str, Any], out_json: str | Path,
                        tracking_uri: str | None = None) -> str | None:
-    """Write the report as JSON; also log it to MLflow when a tracking URI is given or set. Returns the run id."""
+    """Write the report as JSON; also log it to MLflow when a tracking URI is given or set. Returns the run id.
+
+    A report without one answered request is refused (``UserError``) before anything is written.
+    """
+    if not report["ok"]:
+        raise UserError(f"no request to {report['url']} succeeded ({report['errors']} failed): nothing recorded",
+                        "check the server's log; `make serve` starts one")
     out = Path(out_json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -155,18 +195,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--out", default=None,
                         help=f"JSON report (default: the filepath of the catalog entry {REPORT_ENTRY})")
+    parser.add_argument("--verbose", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     if args.out is None:
         from lmforge.pipelines.catalog_paths import catalog_path
 
         args.out = catalog_path(REPORT_ENTRY)
+    try:
+        require_loopback(args.url)
+    except ValueError as exc:
+        raise UserError(str(exc), "start the server with `make serve` and point --url at 127.0.0.1") from None
+    check_health(args.url)  # before anything is logged or written
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_store_migrations()
     report = run_load_test(args.url, requests=args.requests, concurrency=args.concurrency, max_tokens=args.max_tokens)
     run_id = record_load_report(report, args.out)
     logger.info("report: %s%s", args.out, f" (MLflow run {run_id})" if run_id else "")
-    if report["ok"] == 0:
-        raise SystemExit(f"no request succeeded: is the server running at {args.url}? start it with `make serve`")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "lmforge.packaging.loadtest")
