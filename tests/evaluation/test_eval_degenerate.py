@@ -132,7 +132,7 @@ def test_the_gate_refuses_a_model_that_puts_all_mass_on_one_token(degenerate, ti
 def answers_of(model, tokenizer, *, chat=True, do_sample=False, max_new_tokens=24):
     def answer(prompts):
         return [c.text for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, chat=chat,
-                                         do_sample=do_sample, seed=7)]
+                                         do_sample=do_sample, seed=7, batch_size=8)]
     return answer
 
 
@@ -189,7 +189,7 @@ def test_identity_probe_of_a_model_repeating_noise_with_the_name_is_zero(answer)
 
 @pytest.fixture(scope="module")
 def spread_problems():
-    return load_problems()[::16]  # 11 problems spread over the 164
+    return load_problems()[::33]  # 5 problems spread over the 164 (empty fails all 164: checked once, 14 s)
 
 
 def test_humaneval_pass_at_1_of_degenerate_completions_is_zero(degenerate_answers, spread_problems):
