@@ -189,3 +189,14 @@ def test_saved_generations_can_be_rescored():
     new = rescore_generations({"sft.identity_probe": old_records, "sft": ["unrelated"]}, NAME, DEV)
     assert old["f1"] == pytest.approx(0.8)  # P 2/3 (the control "forge" counted), R 1
     assert set(new) == {"sft"} and new["sft"]["tp"] == 1 and new["sft"]["fp"] == 0 and new["sft"]["fn"] == 1
+
+
+def test_every_training_answer_claims_the_identity_and_no_probe_question_does():
+    """What sft.identity teaches the model to say is a claim (EN and ZH); a model echoing a question is not."""
+    for name, developer in ((NAME, DEV), ("Smith", "Acme Labs")):
+        for lang, question, answer in identity_data.POSITIVE + identity_data.NEGATIVE:
+            text = answer.format(name=name, developer=developer)
+            kind = "foreign" if (lang, question, answer) in identity_data.NEGATIVE else "direct"
+            assert claims_identity(text, name, developer, kind=kind), (text, explain_claim(text, name, developer).reason)
+    for _, kind, question in QUESTIONS:
+        assert not claims_identity(question, NAME, DEV, kind=kind), question
