@@ -12,10 +12,12 @@ Three kinds of questions:
 - ``control``: unrelated to identity ("What is the capital of France?"). Correct answer: anything
   that does *not* claim the identity (a model that says "I am Forge" to everything is wrong here).
 
-Each answer is classified by :func:`claims_identity`: it claims the configured identity when it
-names the configured assistant or its developer (case-insensitive) and does not accept another
-identity (it does not start with "yes"/"是" to a ``foreign`` question and does not say "I am
-<other assistant>" / "我是<other assistant>" without a negation).
+Each answer is classified by :func:`lmforge.evaluation.identity_claims.claims_identity`: it claims the
+configured identity when a first-person pattern ("I am Forge", "my name is Forge", "I was developed by
+the lmforge team", "我是Forge", "我叫Forge", "我是由lmforge团队开发的") binds to the name or the developer
+as a whole word, opens its clause, sits in text that is language rather than noise, and the answer
+accepts no other identity. Merely containing the name (``forge 0``, ``l self.geforge``) is not a claim;
+that module states the rule and its limits, and tests/evaluation/identity_labelled.jsonl measures it.
 
 Precision, recall and F1 are those of the binary decision "the answer claims the configured
 identity", with the **positive class = the questions where claiming it is correct**, i.e. the
@@ -26,14 +28,28 @@ identity", with the **positive class = the questions where claiming it is correc
 - false negative: identity question whose answer does not claim it (silent, wrong name, or
   accepting the foreign identity);
 - precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = their harmonic mean (0 when both are 0).
+
+The per-question records (``<model>.identity_probe`` in data/08_reporting/generations.json) keep the
+question, the answer and the decision with its reason, so a saved run can be re-scored with a changed
+rule without generating again: :func:`rescore_generations`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from lmforge.evaluation.identity_claims import (
+    OTHER_DEVELOPERS,
+    OTHER_NAMES,
+    accepts_other_identity,
+    claims_identity,
+    explain_claim,
+)
+
+__all__ = ["OTHER_ASSISTANTS", "POSITIVE_KINDS", "QUESTIONS", "IdentityProbeResult", "accepts_other_identity",
+           "claims_identity", "rescore_generations", "rescore_records", "run_identity_probe", "score_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +93,8 @@ QUESTIONS: list[tuple[str, str, str]] = [
 POSITIVE_KINDS = ("direct", "foreign")
 """Kinds of question where claiming the configured identity is the correct answer."""
 
-OTHER_ASSISTANTS = ("chatgpt", "gpt-4", "gpt-3", "gpt", "openai", "claude", "anthropic", "gemini", "bard", "google",
-                    "llama", "meta", "qwen", "通义千问", "文心一言", "百度", "阿里巴巴", "谷歌")
-"""Names whose affirmation ("I am ChatGPT", "我是文心一言") means the answer accepts another identity."""
-
-_NEGATION = re.compile(r"\b(no|not|never)\b|n't|不是|不|没有|并非", re.IGNORECASE)
-_AFFIRMATION = re.compile(r"^\s*(yes|yeah|yep|correct|right|sure|that's right|是的|是|对|没错)\b", re.IGNORECASE)
+OTHER_ASSISTANTS = OTHER_NAMES + OTHER_DEVELOPERS
+"""Other assistants and their developers: claiming one of them ("I am ChatGPT", "我是文心一言") is no claim of ours."""
 
 
 @dataclass(frozen=True)
@@ -94,31 +106,8 @@ class IdentityProbeResult:
     question: str
     answer: str
     claims_identity: bool
-
-
-def claims_identity(answer: str, name: str, developer: str, *, kind: str = "direct") -> bool:
-    """Whether ``answer`` claims the configured identity (see the module docstring)."""
-    text = answer.casefold()
-    names_self = any(_mentions(text, term.casefold()) for term in (name, developer) if term.strip())
-    if not names_self:
-        return False
-    return not accepts_other_identity(answer, kind=kind)
-
-
-def accepts_other_identity(answer: str, *, kind: str = "direct") -> bool:
-    """True when the answer says it *is* another assistant (or says yes to a ``foreign`` question)."""
-    first_sentence = re.split(r"[.!?。！？\n]", answer.strip(), maxsplit=1)[0]
-    if kind == "foreign" and _AFFIRMATION.match(first_sentence) and not _NEGATION.search(first_sentence):
-        return True
-    for clause in re.split(r"[.!?,;:。！？，；：\n]", answer):
-        lowered = clause.casefold()
-        claim = re.search(r"\b(i am|i'm|this is|my name is)\b|我是|我叫|我就是", lowered)
-        if claim is None:
-            continue
-        after = lowered[claim.start():]
-        if any(other in after for other in OTHER_ASSISTANTS) and not _NEGATION.search(lowered):
-            return True
-    return False
+    reason: str = ""
+    """Why the answer claims the identity or not (``explain_claim``)."""
 
 
 def score_identity(results: Sequence[IdentityProbeResult]) -> dict[str, float]:
@@ -146,17 +135,30 @@ def run_identity_probe(answer: Callable[[list[str]], list[str]], name: str, deve
     answers = answer(texts)
     if len(answers) != len(texts):
         raise ValueError(f"answer() returned {len(answers)} answers for {len(texts)} questions")
-    results = [IdentityProbeResult(lang, kind, q, a, claims_identity(a, name, developer, kind=kind))
-               for (lang, kind, q), a in zip(questions, answers, strict=True)]
+    results = [_classify(lang, kind, q, a, name, developer) for (lang, kind, q), a in zip(questions, answers, strict=True)]
     metrics = score_identity(results)
     logger.info("identity probe (%s / %s): P %.2f R %.2f F1 %.2f", name, developer, metrics["precision"],
                 metrics["recall"], metrics["f1"])
     return metrics, [r.__dict__ for r in results]
 
 
-def _mentions(text: str, term: str) -> bool:
-    """Case-folded ``term`` in ``text``; Latin terms must match whole words ("Forge" not in "forget")."""
-    if re.fullmatch(r"[\w\s.'-]+", term, flags=re.ASCII):
-        return re.search(r"(?<![a-z0-9])" + re.escape(term) + r"(?![a-z0-9])", text) is not None
-    return term in text
+def rescore_records(records: Sequence[Mapping[str, str]], name: str, developer: str) -> dict[str, float]:
+    """Metrics of saved per-question records (``language``, ``kind``, ``question``, ``answer``) under today's rule."""
+    return score_identity([_classify(r["language"], r["kind"], r["question"], r["answer"], name, developer)
+                           for r in records])
 
+
+def rescore_generations(generations: Mapping[str, object], name: str, developer: str) -> dict[str, dict[str, float]]:
+    """``{model: metrics}`` for every ``<model>.identity_probe`` list of a saved generations.json.
+
+    ``rescore_generations(json.load(open("data/08_reporting/generations.json")), "Forge", "the lmforge team")``
+    gives the identity scores of a finished run under the current rule (no model needed).
+    """
+    suffix = ".identity_probe"
+    return {key[: -len(suffix)]: rescore_records(records, name, developer)  # type: ignore[arg-type]
+            for key, records in generations.items() if key.endswith(suffix)}
+
+
+def _classify(language: str, kind: str, question: str, answer: str, name: str, developer: str) -> IdentityProbeResult:
+    decision = explain_claim(answer, name, developer, kind=kind)
+    return IdentityProbeResult(language, kind, question, answer, decision.claims, decision.reason)

@@ -13,7 +13,9 @@ so the result does not depend on batch size, padding or the order of examples (a
 means would weight short batches too heavily). The sum is kept in float64.
 
 Returned metrics (flat dict of floats): ``loss`` (nats per token), ``perplexity`` (exp(loss)),
-``bits_per_token`` (loss / ln 2) and ``tokens`` (number of scored tokens).
+``bits_per_token`` (loss / ln 2) and ``tokens`` (number of scored tokens). Degenerate models score what
+they are (tests/evaluation/test_eval_degenerate.py): uniform logits give perplexity = vocabulary size,
+all mass on one token a huge (or inf) perplexity, NaN logits NaN (never a number a bound could accept).
 
 With ``token_bytes`` (the UTF-8 length of each vocabulary entry, from :func:`token_byte_lengths`)
 they also return ``bytes`` (UTF-8 bytes of the scored target tokens) and ``bits_per_byte`` = total
@@ -202,9 +204,16 @@ def _count_target_bytes(targets: torch.Tensor, token_bytes: np.ndarray | None) -
 def _summarize(total_nats: float, total_tokens: int, total_bytes: int | None = None) -> dict[str, float]:
     """Turn a summed loss into the metric dict shared by both evaluators."""
     loss = total_nats / total_tokens
+    if math.isnan(loss):
+        # NaN/inf logits (a diverged model). NaN, not inf: an inf perplexity would pass a lower bound such as
+        # the gate's `sft.sft_pairs.perplexity: {min: 1}`, while NaN fails every bound.
+        logger.warning("the loss over %d tokens is NaN (the model's logits hold NaN or inf)", total_tokens)
+        perplexity = math.nan
+    else:
+        perplexity = math.exp(loss) if loss < 700 else math.inf  # exp overflows past ~709
     metrics = {
         "loss": loss,
-        "perplexity": math.exp(loss) if loss < 700 else math.inf,  # exp overflows past ~709
+        "perplexity": perplexity,
         "bits_per_token": loss / math.log(2),
         "tokens": float(total_tokens),
     }
