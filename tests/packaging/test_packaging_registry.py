@@ -62,6 +62,8 @@ def test_register_creates_version_with_aliases_and_lineage(store, package, tmp_p
     assert tags["git.commit"] == "abc123"
     assert tags["gate.passed"] == "true"
     assert tags["gate.sft_pairs.perplexity_ratio.max"] == "0.7 vs 1"
+    card = (Path(package) / "README.md").read_text(encoding="utf-8")
+    assert version.description == card and "tiny-chat" in card  # the model card is the version's description
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     assert [i.name for i in model.metadata.get_input_schema().inputs] == ["prompt"]
