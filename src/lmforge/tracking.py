@@ -275,13 +275,17 @@ def metric_mismatches(client: Any, run_id: str, metrics: Mapping[str, Any], pref
 
     ``metrics`` is the file's content (nested dicts are flattened as `log_metrics` flattens them);
     every numeric leaf must be a metric ``<prefix>.<key>`` of the run with the same value (up to
-    ``rel_tol``, for float formatting). Returns one line per missing or differing metric.
+    ``rel_tol``, for float formatting; an SQL store keeps an infinity as the largest float). Returns one
+    line per missing or differing metric.
     """
     import math
+    import sys
 
     logged = client.get_run(run_id).data.metrics
     problems = []
     for name, value in sorted(flatten(metrics, prefix).items()):
+        if math.isinf(value):
+            value = math.copysign(sys.float_info.max, value)
         if name not in logged:
             problems.append(f"{name}: {value!r} in the metrics file, not a metric of run {run_id}")
         elif not math.isclose(logged[name], value, rel_tol=rel_tol, abs_tol=1e-12):

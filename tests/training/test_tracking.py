@@ -263,6 +263,8 @@ def test_metric_mismatches_names_a_summary_hidden_by_a_later_step(mlflow_trackin
     assert problems == ["pretrain.loss_of.x: 1.0 in the metrics file, not a metric of run " + run_id,
                         "pretrain.tokens_per_s: MLflow shows 2924.9, the metrics file 3195.0"]
     assert metric_mismatches(client, run_id, {"steps": 30.000000000001}, "pretrain") == []  # formatting only
+    client.log_metric(run_id, "pretrain.ratio", float("inf"))  # stored as the largest float
+    assert metric_mismatches(client, run_id, {"ratio": float("inf")}, "pretrain") == []
 
 
 def test_lineage_tags_keep_one_run_id_and_mark_a_training_experiment(tmp_path):

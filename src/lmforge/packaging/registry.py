@@ -75,6 +75,21 @@ def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str]) -> dict[
             for name, path in artifacts.items()}
 
 
+MAX_DESCRIPTION_CHARS = 5000
+"""MLflow's column for a model version's description is VARCHAR(5000): SQLite ignores the length, other
+databases refuse a longer text."""
+
+
+def card_description(card: str, registry_uri: str) -> str:
+    """A version's description: the whole model card, or on a registry other than SQLite (whose column
+    holds at most ``MAX_DESCRIPTION_CHARS``) its beginning and where the whole card is."""
+    if registry_uri.startswith("sqlite:") or len(card) <= MAX_DESCRIPTION_CHARS:
+        return card
+    note = f"\n\n(cut: the whole card is {CARD_FILENAME} in the model's artifacts)"
+    head = card[:MAX_DESCRIPTION_CHARS - len(note)]
+    return head[:head.rfind("\n")] + note if "\n" in head else head + note
+
+
 def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence[GateCheck],
                      stages: Sequence[str], max_new_tokens: int, lineage: Mapping[str, str] | None = None,
                      promote: bool = True, experiment_name: str = "lmforge") -> dict[str, Any]:
@@ -115,7 +130,8 @@ def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence
         version = mlflow.register_model(info.model_uri, model_name).version
         card = package_dir / CARD_FILENAME
         if card.is_file():
-            client.update_model_version(model_name, version, description=card.read_text(encoding="utf-8"))
+            description = card_description(card.read_text(encoding="utf-8"), mlflow.get_registry_uri())
+            client.update_model_version(model_name, version, description=description)
         else:
             logger.warning("%s has no %s: version %s of %s has no description", package_dir, CARD_FILENAME, version,
                            model_name)
