@@ -57,6 +57,7 @@ def test_expectations_and_observations_in_words():
                               "partial_unexpected_index_list": [{"id": "tiny", "path": "tiny.py"}]}) == (
         "1 of 4 records unexpected (25.00%), e.g. [2], ids ['tiny' (tiny.py)]")
     assert describe_observed({}, {"raised_exception": True, "exception_message": "boom"}) == "error: boom"
+    assert describe_observed({}) == "-"  # a yes/no check (a column exists) measures nothing; its status says it
 
 
 def test_report_pages_exist_for_every_suite_and_use_no_remote_asset(reports, tmp_path):

@@ -221,7 +221,7 @@ def test_data_docs_list_every_suite_with_local_pages(chain):
     for page in [docs / "index.html", *(docs / link for link in links)]:
         text = page.read_text()
         assert "<script" not in text and "http" not in text, page
-        assert "expectations passed" in text
+        assert ("suites passed" if page.name == "index.html" and page.parent == docs else "expectations passed") in text
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lmforge")
     (run_,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'data_processing'")
