@@ -244,9 +244,10 @@ def mark_training_experiment() -> None:
     """Mark the active run's experiment as a model-training experiment (``mlflow.experimentKind``).
 
     conf/base/mlflow.yml gives the tag to an experiment kedro-mlflow creates; this also marks one created
-    before (or by another client), so the UI offers the training view ("Machine learning") for it.
-    MLflow 3.17's UI picks the view from its GenAI / Model training switch (the ``workflowType`` URL
-    parameter, remembered by the browser) when one is set, and the experiment kind otherwise.
+    before (or by another client). It is MLflow's own record of the kind (the experiment-kind selector,
+    and the view of UIs without the workflow switch). MLflow 3.17.2's UI, measured: it ignores the tag
+    and picks the view from its sidebar switch "GenAI / Model training" (the ``workflowType`` URL
+    parameter, else the browser's last choice, else GenAI); ``training_view_url`` opens the training view.
     """
     run = _active_run()
     if run is None:
@@ -257,6 +258,11 @@ def mark_training_experiment() -> None:
     experiment_id = run.info.experiment_id
     if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != TRAINING_EXPERIMENT_KIND:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+
+
+def training_view_url(ui_url: str, experiment_id: str) -> str:
+    """The URL of an experiment's runs in the MLflow UI's training view ("Model training", not GenAI)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def step_metric_name(prefix: str, key: str, curves: tuple[str, ...]) -> str:

@@ -125,3 +125,33 @@ def test_metrics_dataset_logs_prefixed_metrics_to_the_active_run(tmp_path, mlflo
         mlflow.set_tracking_uri(previous_uri)
 
     assert logged == {"tokenizer.vocab_size": 400.0, "tokenizer.split.train_blocks": 12.0, "tokenizer.ok": 1.0}
+
+
+def test_metrics_dataset_summary_is_what_mlflow_shows_beside_the_per_step_curves(tmp_path, mlflow_tracking_uri):
+    """A training run's per-step metrics (as the training loop names them), then the stage's summary saved
+    through the catalog: for every key of the metrics file, MLflow's latest value is the file's."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lmforge.tracking import metric_mismatches
+    from lmforge.training.throughput import step_metrics_for_mlflow
+
+    summary = {"tokens_per_s": 3195.0, "mfu_cpu_measured_peak": 0.41, "peak_rss_mb": 812.0, "final_loss": 2.5,
+               "steps": 3, "device": "cpu"}
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_tracking_uri)
+    try:
+        mlflow.set_experiment("test-metrics-dataset-steps")
+        with mlflow.start_run() as run:
+            for step in range(3):
+                record = {"step": step, "loss": 3.0 - step * 0.2, "tokens_per_s": 2924.9 + step,
+                          "mfu_cpu_measured_peak": 0.3, "peak_rss_mb": 800.0 + step}
+                mlflow.log_metrics(step_metrics_for_mlflow(record, "pretrain"), step=step)
+            MetricsDataset(str(tmp_path / "pretrain.json"), prefix="pretrain").save(summary)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+    client = MlflowClient(mlflow_tracking_uri)
+    assert metric_mismatches(client, run.info.run_id, summary, "pretrain") == []
+    assert len(client.get_metric_history(run.info.run_id, "pretrain.step.tokens_per_s")) == 3
+    assert len(client.get_metric_history(run.info.run_id, "pretrain.loss")) == 3

@@ -294,3 +294,10 @@ def test_lineage_tags_keep_one_run_id_and_mark_a_training_experiment(tmp_path):
     assert tags["kedro.session_id"] == "2026-12-02T06.00.00.000Z" and tags["lmforge.pipelines"] == "pretrain"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_training_view_url_opens_the_runs_in_the_model_training_view():
+    from lmforge.tracking import training_view_url
+
+    assert training_view_url("http://127.0.0.1:5000/", "3") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")
