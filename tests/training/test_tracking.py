@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from mlflow_helpers import isolated_run
+from mlflow_helpers import isolated_run, isolated_store
 
 from lmforge.tracking import StepLogger, dvc_hashes, flatten, git_state
 
@@ -225,13 +225,8 @@ def test_mlflow_shows_the_summary_after_the_per_step_curves(mlflow_tracking_uri)
     logger.flush()
     summary = {k: v for k, v in summary_of_a_run(history).items() if k != "history"}
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_tracking_uri)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            log_metrics(summary, prefix="pretrain")  # what MetricsDataset.save does
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with isolated_store(mlflow_tracking_uri), mlflow.start_run(run_id=run_id):
+        log_metrics(summary, prefix="pretrain")  # what MetricsDataset.save does
 
     assert metric_mismatches(client, run_id, summary, "pretrain") == []
     assert client.get_run(run_id).data.metrics["pretrain.tokens_per_s"] == summary["tokens_per_s"] == 3000.0
@@ -272,17 +267,11 @@ def test_lineage_tags_keep_one_run_id_and_mark_a_training_experiment(tmp_path):
     from lmforge.tracking import mark_training_experiment, set_lineage_tags
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.set_experiment("test-lineage")
-        with mlflow.start_run() as run:
-            mlflow.set_tags({"run_id": "2026-12-02T06.00.00.000Z", "env": "base"})  # what kedro-mlflow sets
-            set_lineage_tags(tmp_path, {}, pipelines=["pretrain"], session_id="2026-12-02T06.00.00.000Z")
-            mark_training_experiment()
-            mark_training_experiment()  # idempotent
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with isolated_run(uri, "test-lineage") as run:
+        mlflow.set_tags({"run_id": "2026-12-02T06.00.00.000Z", "env": "base"})  # what kedro-mlflow sets
+        set_lineage_tags(tmp_path, {}, pipelines=["pretrain"], session_id="2026-12-02T06.00.00.000Z")
+        mark_training_experiment()
+        mark_training_experiment()  # idempotent
 
     client = MlflowClient(uri)
     tags = client.get_run(run.info.run_id).data.tags
