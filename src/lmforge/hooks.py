@@ -10,7 +10,9 @@
   stage (``io.disk_read_mb``, ``io.disk_write_mb``, ``io.disk_mb_per_s``): MLflow's system metrics
   sample disk *usage*, not I/O.
 - ``LineageHooks`` tags the run with the git commit and the DVC hashes of the stage's inputs, so
-  every MLflow run points at the exact code and data that produced it.
+  every MLflow run points at the exact code and data that produced it; it keeps Kedro's session id as
+  ``kedro.session_id`` instead of the ``run_id`` tag kedro-mlflow copies from Kedro (a second "run id"
+  holding a timestamp) and marks the experiment as a model-training one.
 """
 
 from __future__ import annotations
@@ -145,4 +147,6 @@ class LineageHooks:
         inputs = {name: path for name in pipeline.inputs()
                   if not name.startswith("params:") and (path := _location(catalog, name))}
         tracking.set_lineage_tags(run_params.get("project_path") or ".", inputs,
-                                  pipelines=run_params.get("pipeline_names") or ["__default__"])
+                                  pipelines=run_params.get("pipeline_names") or ["__default__"],
+                                  session_id=run_params.get("run_id"))  # Kedro's name for its session id
+        tracking.mark_training_experiment()

@@ -6,7 +6,14 @@ metrics datasets log what nodes return. Two things need MLflow outside the catal
 - training processes (launched by a node, several ranks) log per-step metrics into that same run:
   the node passes ``child_env()`` (tracking URI + run id) to the launcher and rank 0 uses
   ``StepLogger``, which writes through ``MlflowClient`` and never changes the run's status;
-- hooks tag runs with lineage (git commit, DVC hashes of the inputs).
+- hooks tag runs with lineage (git commit, DVC hashes of the inputs) and mark the experiment as a
+  model-training one.
+
+One number per metric: a name MLflow shows for a run is the stage's summary (``<stage>.<key>``, equal
+to ``data/08_reporting/<stage>.json``); a per-step curve of a quantity the summary also reports
+(throughput, MFU, memory) lives under ``<stage>.step.<key>``. MLflow shows a run's *latest* value of a
+metric (highest step), so a summary logged at step 0 under the name of a per-step curve would be
+hidden by the last step's value. ``metric_mismatches`` checks a run against its metrics file.
 
 Everything here is a no-op when MLflow is absent or no run is active, so the library runs from a
 REPL or a unit test with plain arguments.
@@ -26,6 +33,13 @@ logger = logging.getLogger(__name__)
 
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 URI_ENV = "MLFLOW_TRACKING_URI"
+STEP_NAMESPACE = "step"
+"""Per-step curves of quantities the stage's summary also reports: ``pretrain.step.tokens_per_s``."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+"""The experiment kind MLflow's UI calls "Machine learning" (model training), as opposed to "genai_development"."""
+SESSION_TAG = "kedro.session_id"
+"""Kedro's session id (a timestamp), which kedro-mlflow would tag as ``run_id`` beside MLflow's own run id."""
 
 
 def _active_run() -> Any:
@@ -204,12 +218,82 @@ def dvc_hashes(project_path: str | Path, paths: Mapping[str, str]) -> dict[str, 
     return tags
 
 
-def set_lineage_tags(project_path: str | Path, input_paths: Mapping[str, str], pipelines: list[str]) -> None:
-    """Tag the active run with git state, DVC hashes of its inputs and the pipelines it ran."""
-    if _active_run() is None:
+def set_lineage_tags(project_path: str | Path, input_paths: Mapping[str, str], pipelines: list[str],
+                     session_id: str | None = None) -> None:
+    """Tag the active run with git state, DVC hashes of its inputs and the pipelines it ran.
+
+    kedro-mlflow copies Kedro's run parameters into tags, and Kedro calls its session id (a timestamp)
+    ``run_id``: beside MLflow's own run id that reads as a second, wrong one. The session id is kept
+    as ``kedro.session_id`` and the ``run_id`` tag deleted.
+    """
+    run = _active_run()
+    if run is None:
         return
     import mlflow
 
     tags = {"lmforge.pipelines": "+".join(pipelines), **git_state(project_path),
             **dvc_hashes(project_path, input_paths)}
+    if session_id:
+        tags[SESSION_TAG] = str(session_id)
     mlflow.set_tags(tags)
+    if "run_id" in mlflow.get_run(run.info.run_id).data.tags:
+        mlflow.MlflowClient().delete_tag(run.info.run_id, "run_id")
+
+
+def mark_training_experiment() -> None:
+    """Mark the active run's experiment as a model-training experiment (``mlflow.experimentKind``).
+
+    conf/base/mlflow.yml gives the tag to an experiment kedro-mlflow creates; this also marks one created
+    before (or by another client). It is MLflow's own record of the kind (the experiment-kind selector,
+    and the view of UIs without the workflow switch). MLflow 3.17.2's UI, measured: it ignores the tag
+    and picks the view from its sidebar switch "GenAI / Model training" (the ``workflowType`` URL
+    parameter, else the browser's last choice, else GenAI); ``training_view_url`` opens the training view.
+    """
+    run = _active_run()
+    if run is None:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment_id = run.info.experiment_id
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != TRAINING_EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+
+
+def training_view_url(ui_url: str, experiment_id: str) -> str:
+    """The URL of an experiment's runs in the MLflow UI's training view ("Model training", not GenAI)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def step_metric_name(prefix: str, key: str, curves: tuple[str, ...]) -> str:
+    """MLflow name of a per-step metric: ``<prefix>.<key>`` for a curve only, else ``<prefix>.step.<key>``.
+
+    ``curves`` are the per-step quantities no summary reports under the same name (``loss``, ``lr``):
+    they keep their short names; every other per-step metric goes under the ``step`` namespace, so the
+    summary's ``<prefix>.<key>`` is the one value MLflow shows for it.
+    """
+    return f"{prefix}.{key}" if key in curves else f"{prefix}.{STEP_NAMESPACE}.{key}"
+
+
+def metric_mismatches(client: Any, run_id: str, metrics: Mapping[str, Any], prefix: str,
+                      rel_tol: float = 1e-9) -> list[str]:
+    """Where a run's metrics (the latest value MLflow shows) differ from a stage's metrics file.
+
+    ``metrics`` is the file's content (nested dicts are flattened as `log_metrics` flattens them);
+    every numeric leaf must be a metric ``<prefix>.<key>`` of the run with the same value (up to
+    ``rel_tol``, for float formatting; an SQL store keeps an infinity as the largest float). Returns one
+    line per missing or differing metric.
+    """
+    import math
+    import sys
+
+    logged = client.get_run(run_id).data.metrics
+    problems = []
+    for name, value in sorted(flatten(metrics, prefix).items()):
+        if math.isinf(value):
+            value = math.copysign(sys.float_info.max, value)
+        if name not in logged:
+            problems.append(f"{name}: {value!r} in the metrics file, not a metric of run {run_id}")
+        elif not math.isclose(logged[name], value, rel_tol=rel_tol, abs_tol=1e-12):
+            problems.append(f"{name}: MLflow shows {logged[name]!r}, the metrics file {value!r}")
+    return problems

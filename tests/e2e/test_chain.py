@@ -5,7 +5,8 @@ The project is copied into a fresh git repository under tmp_path and its paramet
 
 1. `kedro run --pipeline sft` / `--pipelines sft` with nothing produced exits non-zero with one line;
 2. `dvc repro` runs the six stages (DeepSpeed on 2 gloo processes) and leaves every artifact, six
-   metrics files and six MLflow runs with params, per-step losses and lineage tags;
+   metrics files and six MLflow runs with params, per-step losses and lineage tags; what MLflow shows
+   as each run's metric equals the stage's metrics file; the Data Docs are static local pages;
 3. the packaged model loads with transformers Auto classes and generates;
 4. a second `dvc repro` reruns nothing, in under 5 s;
 5. `dvc exp run -S` of one tokenizer parameter reruns exactly tokenizer and everything downstream;
@@ -169,6 +170,63 @@ def test_mlflow_has_one_run_per_stage(chain):
         "reports/evaluation_report.html"]
     assert any(k.startswith("dvc.") for k in by_name["tokenizer"].data.tags)  # hashes of its inputs
     assert any(k.startswith("system/") for k in by_name["pretrain"].data.metrics)
+
+
+def test_mlflow_shows_what_the_metrics_files_hold(chain):
+    """One number per metric: for every stage, each numeric key of data/08_reporting/<stage>.json is the value
+    MLflow shows for the stage's latest run (its latest metric); per-step curves live beside it under their own
+    names. One run id (no `run_id` tag from Kedro's session), a model-training experiment, and the registered
+    version's description is the model card."""
+    from mlflow.tracking import MlflowClient
+
+    from lmforge.tracking import metric_mismatches
+
+    root, env, _, _ = chain
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("lmforge")
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    problems = []
+    for stage in STAGES:
+        run_ = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{stage}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+        metrics = json.loads((root / "data/08_reporting" / f"{stage}.json").read_text())
+        problems += metric_mismatches(client, run_.info.run_id, metrics, stage, rel_tol=1e-9)
+        assert "run_id" not in run_.data.tags, (stage, run_.data.tags["run_id"])
+        assert run_.data.tags.get("kedro.session_id"), stage
+    assert problems == [], "\n".join(problems)
+
+    by_name = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    pretrain_id = by_name["pretrain"].info.run_id
+    steps = client.get_metric_history(pretrain_id, "pretrain.step.tokens_per_s")
+    assert len(steps) == TINY["pretrain"]["train"]["max_steps"]  # the per-step curve is kept under its own name
+    pretrain = json.loads((root / "data/08_reporting/pretrain.json").read_text())
+    assert client.get_run(pretrain_id).data.metrics["pretrain.tokens_per_s"] == pytest.approx(pretrain["tokens_per_s"])
+
+    (model,) = client.search_registered_models()
+    version = client.get_model_version_by_alias(model.name, "champion")
+    card = (root / "data/07_model_output/lmforge-chat/README.md").read_text(encoding="utf-8")
+    assert version.description == card
+
+
+def test_data_docs_list_every_suite_with_local_pages(chain):
+    """The Data Docs (also the data_processing run's `data_docs` artifact) are static pages: the index links the
+    raw, cleaned and final suites to pages that exist, and nothing is loaded from the network."""
+    from mlflow.tracking import MlflowClient
+
+    root, env, _, _ = chain
+    docs = root / "data/08_reporting/data_docs"
+    index = (docs / "index.html").read_text()
+    links = re.findall(r'href="([^"]+)"', index)
+    assert links == [f"validations/{s}_documents/index.html" for s in ("raw", "cleaned", "final")]
+    for page in [docs / "index.html", *(docs / link for link in links)]:
+        text = page.read_text()
+        assert "<script" not in text and "http" not in text, page
+        assert ("suites passed" if page.name == "index.html" and page.parent == docs else "expectations passed") in text
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("lmforge")
+    (run_,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'data_processing'")
+    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id, "data_docs")}
+    assert {"data_docs/index.html", "data_docs/validations"} <= artifacts
 
 
 def test_packaged_model_loads_and_generates(chain):

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from lmforge.packaging.export import ModelCardInfo, package_model
 from lmforge.packaging.gate import GateError, check_gate, parse_gate
-from lmforge.packaging.registry import dvc_lineage, register_package
+from lmforge.packaging.registry import MAX_DESCRIPTION_CHARS, card_description, dvc_lineage, register_package
 from lmforge.pipeline_registry import CHAIN as STAGES
 from lmforge.pipelines.catalog_paths import catalog_path
 from lmforge.pipelines.packaging.nodes import LINEAGE_ARTIFACTS
@@ -62,6 +62,8 @@ def test_register_creates_version_with_aliases_and_lineage(store, package, tmp_p
     assert tags["git.commit"] == "abc123"
     assert tags["gate.passed"] == "true"
     assert tags["gate.sft_pairs.perplexity_ratio.max"] == "0.7 vs 1"
+    card = (Path(package) / "README.md").read_text(encoding="utf-8")
+    assert version.description == card and "tiny-chat" in card  # the model card is the version's description
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     assert [i.name for i in model.metadata.get_input_schema().inputs] == ["prompt"]
@@ -130,3 +132,13 @@ def test_dvc_lineage_reads_dvc_lock_and_names_what_is_missing(tmp_path):
     assert tags["dvc.tokenizer"] == "data/06_models/tokenizer:aaa111.dir"
     assert tags["dvc.checkpoint"] == "data/06_models/sft:bbb222.dir"
     assert tags["dvc.data"] == "absent: data/03_primary/documents is not a DVC output in dvc.lock"
+
+
+def test_card_description_is_the_whole_card_on_sqlite_and_cut_where_the_column_is_short():
+    card = "# tiny-chat\n" + "".join(f"| metric {i} | {i} |\n" for i in range(600))
+    assert len(card) > MAX_DESCRIPTION_CHARS
+    assert card_description(card, "sqlite:////tmp/mlflow.db") == card
+    assert card_description("# short card\n", "postgresql://host/db") == "# short card\n"
+    cut = card_description(card, "postgresql://host/db")
+    assert len(cut) <= MAX_DESCRIPTION_CHARS and cut.endswith("(cut: the whole card is README.md in the model's artifacts)")
+    assert card.startswith(cut.split("\n\n(cut:")[0] + "\n")  # cut at a line end

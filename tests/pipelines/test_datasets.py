@@ -6,6 +6,7 @@ import json
 
 import pytest
 from kedro.io import DatasetError
+from mlflow_helpers import isolated_run
 
 from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset, MetricsDataset
 
@@ -111,17 +112,35 @@ def test_metrics_dataset_writes_sorted_json_without_a_run(tmp_path):
 
 
 def test_metrics_dataset_logs_prefixed_metrics_to_the_active_run(tmp_path, mlflow_tracking_uri):
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_tracking_uri)
-    try:
-        mlflow.set_experiment("test-metrics-dataset")
-        with mlflow.start_run() as run:
-            MetricsDataset(str(tmp_path / "tokenizer.json"), prefix="tokenizer").save(
-                {"vocab_size": 400, "split": {"train_blocks": 12}, "ok": True, "sha256": "abc"})
-        logged = mlflow.get_run(run.info.run_id).data.metrics
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
+    with isolated_run(mlflow_tracking_uri, "test-metrics-dataset") as run:
+        MetricsDataset(str(tmp_path / "tokenizer.json"), prefix="tokenizer").save(
+            {"vocab_size": 400, "split": {"train_blocks": 12}, "ok": True, "sha256": "abc"})
+    logged = MlflowClient(mlflow_tracking_uri).get_run(run.info.run_id).data.metrics
 
     assert logged == {"tokenizer.vocab_size": 400.0, "tokenizer.split.train_blocks": 12.0, "tokenizer.ok": 1.0}
+
+
+def test_metrics_dataset_summary_is_what_mlflow_shows_beside_the_per_step_curves(tmp_path, mlflow_tracking_uri):
+    """A training run's per-step metrics (as the training loop names them), then the stage's summary saved
+    through the catalog: for every key of the metrics file, MLflow's latest value is the file's."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lmforge.tracking import metric_mismatches
+    from lmforge.training.throughput import step_metrics_for_mlflow
+
+    summary = {"tokens_per_s": 3195.0, "mfu_cpu_measured_peak": 0.41, "peak_rss_mb": 812.0, "final_loss": 2.5,
+               "steps": 3, "device": "cpu"}
+    with isolated_run(mlflow_tracking_uri, "test-metrics-dataset-steps") as run:
+        for step in range(3):
+            record = {"step": step, "loss": 3.0 - step * 0.2, "tokens_per_s": 2924.9 + step,
+                      "mfu_cpu_measured_peak": 0.3, "peak_rss_mb": 800.0 + step}
+            mlflow.log_metrics(step_metrics_for_mlflow(record, "pretrain"), step=step)
+        MetricsDataset(str(tmp_path / "pretrain.json"), prefix="pretrain").save(summary)
+
+    client = MlflowClient(mlflow_tracking_uri)
+    assert metric_mismatches(client, run.info.run_id, summary, "pretrain") == []
+    assert len(client.get_metric_history(run.info.run_id, "pretrain.step.tokens_per_s")) == 3
+    assert len(client.get_metric_history(run.info.run_id, "pretrain.loss")) == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from mlflow_helpers import isolated_run
+from mlflow_helpers import isolated_run, isolated_store
 
 from lmforge.tracking import StepLogger, dvc_hashes, flatten, git_state
 
@@ -163,3 +163,126 @@ def test_log_config_adds_the_resolved_defaults_and_keeps_logged_keys(tmp_path):
     assert params["pretrain.train.max_steps"] == "7"
     assert params["pretrain.train.lr"] == "0.001"
     assert params["pretrain.train.betas"] == "[0.9, 0.95]"
+
+
+def summary_of_a_run(history: list[dict], mfu_name: str = "mfu_cpu_measured_peak") -> dict:
+    """``loop.summarize`` over a literal history, as the training job returns it (world size 2)."""
+    from types import SimpleNamespace
+
+    from lmforge.training.config import TrainArgs
+    from lmforge.training.loop import summarize
+
+    spec = SimpleNamespace(train=TrainArgs(max_steps=len(history)), metric_prefix="pretrain", output_dir="out",
+                           deepspeed={"zero_optimization": {"stage": 2}})
+    meter = SimpleNamespace(device="cpu", peak=1.0e10, mfu_name=mfu_name)
+    state = {"tokens": 3000, "flops": 6.0e11, "skipped_steps": 0}
+    return summarize(spec, history, state, elapsed=1.0, checkpoint_time=0.0, world_size=2, n_params=10,
+                     meter=meter, restart_count=0, epoch_size=8)
+
+
+def step_record(step: int, memory_name: str = "peak_rss_mb") -> dict:
+    """Every key a training step records (loop.train): loss/lr/grad norm, throughput, memory, GPU sample."""
+    return {"step": step, "loss": 4.0 - step, "lr": 1e-3, "grad_norm": float("nan") if step == 0 else 1.0,
+            "tokens_per_s": 2900.0 + step, "tokens_per_s_per_device": 1450.0, "step_time_s": 0.5,
+            "mfu_cpu_measured_peak": 0.3, "mfu": 0.3, memory_name: 100.0 + step, "gpu_utilization_pct": 90.0,
+            "gpu_memory_used_mb": 1000.0}
+
+
+@pytest.mark.parametrize(("memory_name", "mfu_name"), [("peak_rss_mb", "mfu_cpu_measured_peak"),
+                                                         ("gpu_max_allocated_mb", "mfu")])
+def test_per_step_names_never_collide_with_the_summary(memory_name, mfu_name):
+    """A per-step metric under a summary's name would hide the summary in MLflow (it shows the last step)."""
+    from lmforge.tracking import flatten
+    from lmforge.training.throughput import step_metrics_for_mlflow
+
+    history = [step_record(step, memory_name) for step in range(3)]
+    summary = flatten({k: v for k, v in summary_of_a_run(history, mfu_name).items() if k != "history"}, "pretrain")
+    per_step = set().union(*(step_metrics_for_mlflow(record, "pretrain") for record in history))
+
+    assert not per_step & set(summary), per_step & set(summary)
+    assert {"pretrain.tokens_per_s", f"pretrain.{mfu_name}", f"pretrain.{memory_name}"} <= set(summary)
+    assert {"pretrain.loss", "pretrain.lr", "pretrain.grad_norm", "pretrain.step.tokens_per_s",
+            f"pretrain.step.{mfu_name}", f"pretrain.step.{memory_name}", "pretrain.step.step_time_s"} <= per_step
+    assert "pretrain.grad_norm" not in step_metrics_for_mlflow(history[0], "pretrain")  # NaN: left out
+
+
+def test_mlflow_shows_the_summary_after_the_per_step_curves(mlflow_tracking_uri):
+    """The training job's per-step metrics, then the stage's summary (MetricsDataset logs it at step 0):
+    the value MLflow shows for every summary key is the summary's, and the per-step curves are kept."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lmforge.tracking import log_metrics, metric_mismatches
+    from lmforge.training.throughput import step_metrics_for_mlflow
+
+    client = MlflowClient(mlflow_tracking_uri)
+    experiment_id = client.create_experiment("test-one-number")
+    run_id = client.create_run(experiment_id).info.run_id
+    history = [step_record(step) for step in range(4)]
+    logger = StepLogger(run_id=run_id, tracking_uri=mlflow_tracking_uri)
+    for record in history:
+        logger.log(step_metrics_for_mlflow(record, "pretrain"), record["step"])
+    logger.flush()
+    summary = {k: v for k, v in summary_of_a_run(history).items() if k != "history"}
+
+    with isolated_store(mlflow_tracking_uri), mlflow.start_run(run_id=run_id):
+        log_metrics(summary, prefix="pretrain")  # what MetricsDataset.save does
+
+    assert metric_mismatches(client, run_id, summary, "pretrain") == []
+    assert client.get_run(run_id).data.metrics["pretrain.tokens_per_s"] == summary["tokens_per_s"] == 3000.0
+    assert [m.value for m in client.get_metric_history(run_id, "pretrain.step.tokens_per_s")] == [
+        2900.0, 2901.0, 2902.0, 2903.0]
+    assert len(client.get_metric_history(run_id, "pretrain.loss")) == 4
+
+
+def test_metric_mismatches_names_a_summary_hidden_by_a_later_step(mlflow_tracking_uri):
+    """The bug this guards against: the summary logged at step 0 under a per-step metric's name."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from lmforge.tracking import metric_mismatches
+
+    client = MlflowClient(mlflow_tracking_uri)
+    run_id = client.create_run(client.create_experiment("test-mismatch")).info.run_id
+    client.log_batch(run_id, metrics=[Metric("pretrain.tokens_per_s", 2924.9, 0, 29),
+                                      Metric("pretrain.tokens_per_s", 3195.0, 1, 0),
+                                      Metric("pretrain.steps", 30.0, 1, 0)])
+
+    problems = metric_mismatches(client, run_id, {"tokens_per_s": 3195, "steps": 30, "loss_of": {"x": 1.0},
+                                                  "device": "cpu"}, "pretrain")
+
+    assert problems == ["pretrain.loss_of.x: 1.0 in the metrics file, not a metric of run " + run_id,
+                        "pretrain.tokens_per_s: MLflow shows 2924.9, the metrics file 3195.0"]
+    assert metric_mismatches(client, run_id, {"steps": 30.000000000001}, "pretrain") == []  # formatting only
+    client.log_metric(run_id, "pretrain.ratio", float("inf"))  # stored as the largest float
+    assert metric_mismatches(client, run_id, {"ratio": float("inf")}, "pretrain") == []
+
+
+def test_lineage_tags_keep_one_run_id_and_mark_a_training_experiment(tmp_path):
+    """kedro-mlflow copies Kedro's session id (a timestamp) as a ``run_id`` tag; the lineage hook moves it to
+    ``kedro.session_id`` and tags the experiment ``mlflow.experimentKind=custom_model_development``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from lmforge.tracking import mark_training_experiment, set_lineage_tags
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with isolated_run(uri, "test-lineage") as run:
+        mlflow.set_tags({"run_id": "2026-12-02T06.00.00.000Z", "env": "base"})  # what kedro-mlflow sets
+        set_lineage_tags(tmp_path, {}, pipelines=["pretrain"], session_id="2026-12-02T06.00.00.000Z")
+        mark_training_experiment()
+        mark_training_experiment()  # idempotent
+
+    client = MlflowClient(uri)
+    tags = client.get_run(run.info.run_id).data.tags
+    assert "run_id" not in tags
+    assert tags["kedro.session_id"] == "2026-12-02T06.00.00.000Z" and tags["lmforge.pipelines"] == "pretrain"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_training_view_url_opens_the_runs_in_the_model_training_view():
+    from lmforge.tracking import training_view_url
+
+    assert training_view_url("http://127.0.0.1:5000/", "3") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning")

@@ -27,7 +27,8 @@ Data Docs folder written for inspection.
 
 Great Expectations costs 6-15 s to import: it is imported inside the functions, and one in-memory
 (ephemeral) context serves every suite of a node (pass `context=`), so nothing is written to disk
-or fetched from the network except the Data Docs folder asked for.
+or fetched from the network except the Data Docs folder asked for. The Data Docs are our own static
+pages (`lmforge.data.validation_report`): GX's load their list of validations from a CDN.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 SUITES = ("raw", "cleaned", "final")
 """The suites, in pipeline order; suite `s` runs as the GX suite named f"{s}_documents"."""
-DATA_DOCS_SITE_NAME = "lmforge_data_docs"  # not "local_site": GX has a default site of that name
 MAX_VALUE_REPR = 80  # characters of an unexpected value shown in a failure summary
 MAX_EXAMPLES = 5  # offending values / ids shown per failed expectation
 MISSING_LANGUAGE = "<missing>"  # language column value of a document without metadata["language"]
@@ -343,53 +343,18 @@ def validate_suites(
     context = make_context()
     frame = build_frame(records, suites)
     reports = [validate_frame(frame, config, suite=suite, context=context) for suite in suites]
-    index = build_data_docs([*earlier, *reports], data_docs_dir, context=context) if data_docs_dir else None
+    index = build_data_docs([*earlier, *reports], data_docs_dir) if data_docs_dir else None
     raise_for_failures([*earlier, *reports], index)
     return reports
 
 
-def build_data_docs(
-    results: ValidationReport | Sequence[ValidationReport], out_dir: str | Path, *, context: Any = None
-) -> Path:
-    """Write Great Expectations Data Docs HTML for validation reports into out_dir.
+def build_data_docs(results: ValidationReport | Sequence[ValidationReport], out_dir: str | Path) -> Path:
+    """Write the Data Docs of validation reports into out_dir and return the path of index.html.
 
-    Returns the path of index.html. The pages reference CSS/JS on public CDNs, so
-    they render unstyled offline, but building them needs no network.
+    A static report (`lmforge.data.validation_report`) with every asset local, not GX's SiteBuilder
+    site, whose index lists the validations with JavaScript from a CDN and is empty offline.
     """
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
+    from lmforge.data.validation_report import write_validation_report
 
     reports = [results] if isinstance(results, ValidationReport) else list(results)
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    context = context if context is not None else make_context()
-    site_name = f"{DATA_DOCS_SITE_NAME}_{len(context.get_site_names())}"  # unique when a context builds twice
-    context.add_data_docs_site(
-        site_name,
-        {
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(out_dir),
-            },
-        },
-    )
-    for report in reports:
-        if report.result is None:
-            raise ValueError(f"report {report.suite_name!r} carries no GX result to render")
-        run_id = RunIdentifier(run_name="lmforge")
-        report.result.meta["run_id"] = run_id  # shown on the page; GX leaves it empty
-        key = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=report.suite_name),
-            run_id=run_id,
-            batch_identifier=report.suite_name,
-        )
-        context.validation_results_store.store_validation_results(report.result, key)
-    context.build_data_docs(site_names=[site_name])
-    index = out_dir / "index.html"
-    logger.info("Data Docs for %d report(s) written to %s", len(reports), index)
-    return index
+    return write_validation_report(reports, out_dir)

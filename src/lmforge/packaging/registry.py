@@ -8,7 +8,9 @@ Framework-free: plain ``mlflow`` / ``MlflowClient`` calls, runnable from a REPL.
 2. registers a new version under ``model_name`` and tags it with lineage: the run id of every
    stage of the chain (``run_id.<stage>``), the DVC hashes of the data, tokenizer and checkpoint
    (from ``dvc.lock``; the tag says so when there is none), the git commit and the gate report;
-3. points the ``candidate`` alias at the new version, and ``champion`` too when ``promote`` is set.
+3. gives the version the model card (the package's ``README.md``) as its description, so the
+   registry page of a version says what the model is, how it was trained and what it scored;
+4. points the ``candidate`` alias at the new version, and ``champion`` too when ``promote`` is set.
 
 A model that failed the quality gate is refused before anything is logged (`GateError`): it never
 gets a version, so it can never become ``champion``.
@@ -24,7 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmforge.packaging.export import CARD_FILENAME
 from lmforge.packaging.gate import GATE_HINT, GateCheck, GateError
+from lmforge.tracking import EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,21 @@ def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str]) -> dict[
             for name, path in artifacts.items()}
 
 
+MAX_DESCRIPTION_CHARS = 5000
+"""MLflow's column for a model version's description is VARCHAR(5000): SQLite ignores the length, other
+databases refuse a longer text."""
+
+
+def card_description(card: str, registry_uri: str) -> str:
+    """A version's description: the whole model card, or on a registry other than SQLite (whose column
+    holds at most ``MAX_DESCRIPTION_CHARS``) its beginning and where the whole card is."""
+    if registry_uri.startswith("sqlite:") or len(card) <= MAX_DESCRIPTION_CHARS:
+        return card
+    note = f"\n\n(cut: the whole card is {CARD_FILENAME} in the model's artifacts)"
+    head = card[:MAX_DESCRIPTION_CHARS - len(note)]
+    return head[:head.rfind("\n")] + note if "\n" in head else head + note
+
+
 def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence[GateCheck],
                      stages: Sequence[str], max_new_tokens: int, lineage: Mapping[str, str] | None = None,
                      promote: bool = True, experiment_name: str = "lmforge") -> dict[str, Any]:
@@ -100,7 +119,8 @@ def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence
     own_run = mlflow.active_run() is None
     if own_run:
         experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            experiment_name, tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND})
         run = mlflow.start_run(run_name="packaging", experiment_id=experiment_id,
                                tags={"lmforge.pipelines": "packaging"})
     else:
@@ -108,6 +128,13 @@ def register_package(package_dir: str | Path, *, model_name: str, gate: Sequence
     try:
         info = _log_pyfunc(package_dir, max_new_tokens)
         version = mlflow.register_model(info.model_uri, model_name).version
+        card = package_dir / CARD_FILENAME
+        if card.is_file():
+            description = card_description(card.read_text(encoding="utf-8"), mlflow.get_registry_uri())
+            client.update_model_version(model_name, version, description=description)
+        else:
+            logger.warning("%s has no %s: version %s of %s has no description", package_dir, CARD_FILENAME, version,
+                           model_name)
         tags = {**stage_run_ids(client, [run.info.experiment_id], stages, current_run_id=run.info.run_id),
                 **(lineage or {}), "gate.passed": "true",
                 **{f"gate.{c.metric}.{c.bound}": f"{c.observed:.6g} vs {c.limit:g}" for c in gate}}

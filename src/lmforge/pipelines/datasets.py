@@ -7,7 +7,9 @@
   into place atomically; ``load()`` returns the directory's path, or says which stage makes it
   (with ``missing_ok: true``, for an input a node can do without, the path even when absent).
 - ``MetricsDataset``: a flat JSON metrics file for DVC (``data/08_reporting/<stage>.json``) whose
-  numeric values are also logged to the active MLflow run under a stage prefix.
+  numeric values are also logged to the active MLflow run under a stage prefix. No other metric of
+  the run has such a name (per-step curves of the same quantities are ``<stage>.step.*``, see
+  ``lmforge.tracking``), so what MLflow shows for ``<stage>.<key>`` is the file's value.
 """
 
 from __future__ import annotations

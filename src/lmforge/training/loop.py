@@ -1,7 +1,7 @@
 """The DeepSpeed training loop shared by pretraining and SFT; runs inside every launched rank.
 
 All parallelism lives here and in ``launch.py``: the model is plain single-device transformers code.
-Rank 0 logs per-step metrics (loss, lr, grad norm, tokens/s, MFU, step time, memory; see
+Rank 0 logs per-step metrics (loss, lr, grad norm; tokens/s, MFU, memory under ``<stage>.step.``:
 ``throughput.py``) to the MLflow run of the Kedro stage that launched the job and writes
 ``result.json`` (losses, throughput, checkpoint path) for the node to return. Periodic checkpoints
 and automatic resume: ``checkpoints.py``.
@@ -108,6 +108,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
         flops_per_token,
         measure_cpu_gemm_peak,
         peak_memory_mb,
+        step_metrics_for_mlflow,
     )
 
     args = spec.train
@@ -194,7 +195,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
             history.append(record)
             if rank == 0 and step % args.log_every == 0:
                 if step_logger:
-                    step_logger.log({f"{prefix}.{k}": v for k, v in record.items() if k != "step" and v == v}, step)
+                    step_logger.log(step_metrics_for_mlflow(record, prefix), step)
                 if step % max(1, args.max_steps // 20) == 0 or step == args.max_steps - 1:
                     logger.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s %s %.3f", prefix, step + 1,
                                 args.max_steps, loss, record["lr"], record["tokens_per_s"], meter.mfu_name,

@@ -17,6 +17,10 @@ as useful work (that would be HFU). The peak:
 - CPU: there is no datasheet figure worth using, so each process measures a fp32 GEMM once at start
   (``measure_cpu_gemm_peak``, all ranks at the same time so they contend for the cores as training
   does); the metric is labelled ``mfu_cpu_measured_peak``.
+
+In MLflow the per-step values are ``<stage>.step.tokens_per_s`` ... (``step_metrics_for_mlflow``): the
+stage's summary (``<stage>.tokens_per_s``, the whole run's average) keeps the short name, so MLflow and
+the metrics file show the same number.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from __future__ import annotations
 import resource
 import time
 from typing import Any
+
+from lmforge.tracking import step_metric_name
 
 # Dense (no sparsity) peak FLOP/s per device by precision; matched by substring of the device name,
 # first match wins (so "H100 PCIe" precedes "H100").
@@ -109,6 +115,21 @@ class Throughput:
         if self.peak:
             out[self.mfu_name] = flops / seconds / (self.peak * self.world_size)
         return out
+
+
+STEP_CURVES = ("loss", "lr", "grad_norm")
+"""Per-step metrics logged under their own short names (``pretrain.loss``): no summary key is one of them."""
+
+
+def step_metrics_for_mlflow(record: dict[str, float], prefix: str) -> dict[str, float]:
+    """One step's record as MLflow metrics: ``<prefix>.loss`` ..., the rest under ``<prefix>.step.``.
+
+    Throughput, MFU and memory are also summary keys of the stage (``summarize``), logged at the end
+    under ``<prefix>.<key>``; their per-step values go under ``<prefix>.step.<key>`` so MLflow shows
+    the summary (what the metrics file holds) as the run's value, and still draws the per-step curve.
+    NaN values (no grad norm yet) are left out.
+    """
+    return {step_metric_name(prefix, k, STEP_CURVES): v for k, v in record.items() if k != "step" and v == v}
 
 
 class GpuUtilization:
