@@ -33,6 +33,8 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
                      "base.identity.f1": 0.1}
     catalog = DataCatalog({
         "model_metrics": MemoryDataset(model_metrics),
+        "generations": MemoryDataset({"base": [{"prompt": "Who are you?", "completion": "I am <b>base</b>", "new_tokens": 4}],
+                                      "sft": [{"prompt": "Who are you?", "completion": "forge 0", "new_tokens": 2}]}),
         "pretrain_metrics": MemoryDataset({"time_per_epoch_s": 30.0, "tokens_per_s": 1200.0, "restart_count": 1}),
         "sft_metrics": MemoryDataset({"tokens_per_s": 900.0, "restart_count": 0}),
         "pretrain_loss_curve": MemoryDataset([{"step": i, "loss": 8 - i / 5, "lr": 1e-3} for i in range(10)]),
@@ -55,6 +57,8 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
     for name in SEED_NAMES:
         assert f"<td>{name}</td>" in page
+    assert "<th>base</th><th>sft</th>" in page and "I am &lt;b&gt;base&lt;/b&gt;" in page  # samples side by side
+    assert "verdict.identity.f1" not in metrics  # no per-question records: no noise estimate, so no verdict
 
 
 def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root, mlflow_tracking_uri, monkeypatch):
@@ -133,7 +137,12 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
         assert len(generations[f"{model}.heldout_pairs"]) == pairs["scored"] <= 3
     assert metrics["ops.pretrain.tokens_per_s"] == chain_pretrain[1]["tokens_per_s"]
     assert metrics["sft.speed.requests_per_s"] > 0 and "base.speed.requests_per_s" not in metrics
-    assert "<td>pass@1</td>" in outputs["evaluation_report"].load()
+    page = outputs["evaluation_report"].load()
+    assert "<td>pass@1</td>" in page
+    # the report's verdicts rest on the per-item noise the suite wrote; the samples of both models are shown
+    for split in ("heldout", "sft_pairs"):
+        assert metrics[f"{split}.loss_delta_se"] >= 0 and metrics[f"verdict.{split}.perplexity"] in (-1.0, 0.0, 1.0)
+    assert "<h2>Verdicts: SFT against base</h2>" in page and "<th>base</th><th>sft</th>" in page
     for split in ("heldout", "sft_pairs"):
         assert f"{split}.perplexity_ratio" in metrics
         assert f"{split}.loss_delta" in metrics

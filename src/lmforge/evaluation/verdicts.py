@@ -203,6 +203,7 @@ def build_verdicts(metrics: Mapping[str, float], generations: Mapping[str, Any] 
             if se is not None and name == "bits_per_byte":  # same tokens and bytes for both: bpb = loss * T / (B ln 2)
                 tokens, size = metrics.get(f"{base}.{split}.tokens"), metrics.get(f"{base}.{split}.bytes")
                 se, unit = (se * tokens / (size * math.log(2)), name) if tokens and size else (None, name)
+                verdict = verdict if se is not None else None
         else:
             se, items = noise.get(metric, (None, 0))
             verdict = judge(b - a, se, better)
