@@ -163,7 +163,11 @@ def test_report_shows_verdicts_samples_and_the_gate(tmp_path):
     assert "<script>" not in page and "forge 0 &lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "I am a &lt;b&gt;language&lt;/b&gt; model" in page and "我是Forge" in page
     assert "l self.geforge … l team.ge" in page
-    assert "What is 12 times 7?" in page and "claims the identity" in page
+    assert "What is 12 times 7?" in page and "claims the identity" in page and "base 0/4, sft 3/4" in page
+    blank = {**generations, "sft": [{**r, "completion": "      "} for r in generations["sft"]]}
+    blank["base"] = [{**r, "completion": ""} for r in generations["base"]]
+    _, _, page = build_evaluation_report(model, OPERATIONS, CURVES, generations=blank)
+    assert "only whitespace: &#x27;      &#x27;" in page and "(empty)" in page  # a blank answer does not look blank
     # the gate: where it is decided and recorded, and why this stage does not read its bounds
     gate = page.split("<h2>Quality gate</h2>")[1].split("<h2>")[0]
     assert "packaging.json" in gate and "gate.&lt;metric&gt;.&lt;min|max&gt;.value" in gate and "reruns packaging alone" in gate

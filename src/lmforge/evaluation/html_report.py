@@ -159,7 +159,7 @@ def samples_html(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
         for m in models:
             record = samples[m][i] if i < len(samples[m]) else {}
             tokens = record.get("new_tokens")
-            cells.append(f"<td><pre>{_e(record.get('completion', ''))}</pre>"
+            cells.append(f"<td>{_text(record.get('completion', ''))}"
                          + (f"<small>{int(tokens)} new tokens</small>" if tokens is not None else "") + "</td>")
         rows.append(f"<tr><td><pre>{_e(prompt)}</pre></td>{''.join(cells)}</tr>")
     return ("<p><small>Greedy answers to the fixed prompts of <code>evaluation.generation.prompts</code>, through "
@@ -177,10 +177,21 @@ def identity_html(answers: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
         for m in models:
             r = answers[m][i] if i < len(answers[m]) else {}
             claim = "claims the identity" if r.get("claims_identity") else "does not claim it"
-            cells.append(f"<td><pre>{_e(r.get('answer', ''))}</pre><small>{claim}</small></td>")
+            cells.append(f"<td>{_text(r.get('answer', ''))}<small>{claim}</small></td>")
         rows.append(f"<tr><td>{_e(record.get('question', ''))}</td><td>{_e(record.get('kind', ''))}</td>"
                     f"{''.join(cells)}</tr>")
-    return (f"<table><tr><th>question</th><th>kind</th>{head}</tr>" + "".join(rows) + "</table>")
+    claims = ", ".join(f"{_e(m)} {sum(bool(r.get('claims_identity')) for r in answers[m])}/{len(answers[m])}"
+                       for m in models)
+    return (f"<details><summary>{len(rows)} questions; answers scored as claiming the identity: {claims}</summary>"
+            f"<table><tr><th>question</th><th>kind</th>{head}</tr>" + "".join(rows) + "</table></details>")
+
+
+def _text(text: Any) -> str:
+    """Model text, escaped, in a <pre>; an empty or whitespace-only answer is said so (it would look blank)."""
+    text = str(text)
+    if not text.strip():
+        return f"<pre><em>{'(empty)' if not text else 'only whitespace: ' + _e(repr(text))}</em></pre>"
+    return f"<pre>{_e(text)}</pre>"
 
 
 def number_notes(metrics: Mapping[str, float]) -> list[str]:
