@@ -11,6 +11,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.partitions import PartitionedDataset
+from mlflow_helpers import isolated_run
 
 from lmforge.data.sources import make_document_id
 from lmforge.data.validation import DataValidationError
@@ -170,14 +171,9 @@ def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path):
     from lmforge.data.process import DataProcessingConfig
     from lmforge.pipelines.data_processing.nodes import build_config
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    try:
-        with mlflow.start_run() as run:
-            config = build_config(make_params(tmp_path))
+    with isolated_run(f"sqlite:///{tmp_path}/mlflow.db") as run:
+        config = build_config(make_params(tmp_path))
         params = mlflow.get_run(run.info.run_id).data.params
-    finally:
-        mlflow.set_tracking_uri(previous)
 
     assert isinstance(config, DataProcessingConfig) and config.shard_size == 2
     assert config.sources[0].name == "tmpcode"

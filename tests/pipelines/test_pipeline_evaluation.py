@@ -10,6 +10,7 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
+from mlflow_helpers import isolated_run
 
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.evaluation import create_pipeline
@@ -74,14 +75,9 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     seen = []
     monkeypatch.setattr(suite, "evaluate_models", lambda *args, **kwargs: seen.append(args[4]) or ({}, {}))
     params = _params(project_root)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_tracking_uri)
-    try:
-        with mlflow.start_run() as run:
-            evaluate_models("base", "sft", "tok", "shards", [], params, {"name": "Forge", "developer": "x"})
+    with isolated_run(mlflow_tracking_uri) as run:
+        evaluate_models("base", "sft", "tok", "shards", [], params, {"name": "Forge", "developer": "x"})
         logged = mlflow.get_run(run.info.run_id).data.params
-    finally:
-        mlflow.set_tracking_uri(previous)
     [config] = seen
     assert isinstance(config, EvaluationConfig) and config.speed.rounds == params["speed"]["rounds"]
     assert logged["evaluation.speed.rounds"] == str(params["speed"]["rounds"])

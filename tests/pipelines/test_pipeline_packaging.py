@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow_helpers import isolated_run, isolated_store
 
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.packaging import create_pipeline
@@ -39,8 +40,8 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
             "gate"]),
-        "params:pretrain": MemoryDataset({"train": {"lr": 3e-3, "max_steps": 20}}),
-        "params:sft": MemoryDataset({"train": {"lr": 1e-3}}),
+        "params:pretrain": MemoryDataset({"run_dir": "pretrain_run", "train": {"lr": 3e-3, "max_steps": 20}}),
+        "params:sft": MemoryDataset({"run_dir": "sft_run", "train": {"lr": 1e-3}}),
         "packaged_model": ArtifactDirectory(str(package_dir)),
     })
 
@@ -89,21 +90,17 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate):
         "evaluation_metrics": MemoryDataset(EVALUATION),
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(gate),
-        "params:pretrain": MemoryDataset({"model": {"preset": "debug"}, "train": {"lr": 3e-3}}),
-        "params:sft": MemoryDataset({"train": {"lr": 1e-3}, "finetuning": "full"}),
+        "params:pretrain": MemoryDataset({"run_dir": "pretrain_run", "model": {"preset": "debug"}, "train": {"lr": 3e-3}}),
+        "params:sft": MemoryDataset({"run_dir": "sft_run", "train": {"lr": 1e-3}, "finetuning": "full"}),
         "packaged_model": ArtifactDirectory(str(tmp_path / "data/07_model_output/lmforge-chat")),
     })
 
 
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
-    import mlflow
 
-    uri = f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(previous)
+    with isolated_store(f"sqlite:///{tmp_path.resolve()}/mlflow.db") as uri:
+        yield uri
 
 
 def test_packaging_pipeline_registers_a_gated_model(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir,
@@ -144,7 +141,7 @@ def test_packaging_node_logs_its_resolved_config(tmp_path, project_root, tiny_mo
 
     catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir,
                             {"sft_pairs.perplexity_ratio": {"max": 0.5}})
-    with mlflow.start_run() as run:
+    with isolated_run(mlflow_store) as run:
         with pytest.raises(Exception, match="quality gate"):
             SequentialRunner().run(create_pipeline(), catalog)
     params = mlflow.get_run(run.info.run_id).data.params

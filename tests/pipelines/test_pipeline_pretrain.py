@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow_helpers import isolated_run
 
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.pretrain import create_pipeline
@@ -41,18 +42,12 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
         "pretrain_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
     })
 
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_tracking_uri)
-    try:
-        mlflow.set_experiment("test-pretrain-pipeline")
-        with mlflow.start_run() as run:  # what kedro-mlflow opens around a `kedro run`
-            outputs = SequentialRunner().run(create_pipeline(), catalog)
-        client = mlflow.MlflowClient(mlflow_tracking_uri)
-        loss_history = sorted(client.get_metric_history(run.info.run_id, "pretrain.loss"), key=lambda m: m.step)
-        run_params = client.get_run(run.info.run_id).data.params
-        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "deepspeed")]
-    finally:
-        mlflow.set_tracking_uri(previous_uri)
+    with isolated_run(mlflow_tracking_uri, "test-pretrain-pipeline") as run:  # what kedro-mlflow opens around a run
+        outputs = SequentialRunner().run(create_pipeline(), catalog)
+    client = mlflow.MlflowClient(mlflow_tracking_uri)
+    loss_history = sorted(client.get_metric_history(run.info.run_id, "pretrain.loss"), key=lambda m: m.step)
+    run_params = client.get_run(run.info.run_id).data.params
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "deepspeed")]
 
     metrics = outputs["pretrain_metrics"].load()
     curve = outputs["pretrain_loss_curve"].load()

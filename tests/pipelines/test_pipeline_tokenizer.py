@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow_helpers import isolated_run
 
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.tokenizer import create_pipeline
@@ -58,14 +59,9 @@ def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path, chain_t
     from lmforge.pipelines.tokenizer.nodes import build_config
     from lmforge.tokenizer.config import TokenizerConfig
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    try:
-        with mlflow.start_run() as run:
-            config = build_config(chain_tokenizer_params)
+    with isolated_run(f"sqlite:///{tmp_path}/mlflow.db") as run:
+        config = build_config(chain_tokenizer_params)
         params = mlflow.get_run(run.info.run_id).data.params
-    finally:
-        mlflow.set_tracking_uri(previous)
 
     assert isinstance(config, TokenizerConfig) and config.shards.seq_len == 64
     assert params["tokenizer.shards.seq_len"] == "64"

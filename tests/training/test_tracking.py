@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from mlflow_helpers import isolated_run
 
 from lmforge.tracking import StepLogger, dvc_hashes, flatten, git_state
 
@@ -153,15 +154,10 @@ def test_log_config_adds_the_resolved_defaults_and_keeps_logged_keys(tmp_path):
     from lmforge.tracking import log_config
     from lmforge.training.config import TrainArgs
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    try:
-        with mlflow.start_run() as run:
-            mlflow.log_param("pretrain.train.max_steps", "7")  # what kedro-mlflow logs from the YAML
-            logged = log_config(TrainArgs(max_steps=7), "pretrain.train")
+    with isolated_run(f"sqlite:///{tmp_path}/mlflow.db") as run:
+        mlflow.log_param("pretrain.train.max_steps", "7")  # what kedro-mlflow logs from the YAML
+        logged = log_config(TrainArgs(max_steps=7), "pretrain.train")
         params = mlflow.get_run(run.info.run_id).data.params
-    finally:
-        mlflow.set_tracking_uri(previous)
 
     assert "pretrain.train.max_steps" not in logged
     assert params["pretrain.train.max_steps"] == "7"

@@ -1,0 +1,43 @@
+"""MLflow isolation for tests: a run in a store of the test's own, leaving no global MLflow state behind.
+
+``mlflow.set_experiment`` (and kedro-mlflow) remember an active experiment id process-wide; a later
+test that switches to a fresh store then fails with "No Experiment with id=N exists", or logs into
+``./mlruns`` of the project. ``isolated_run`` creates its own experiment (artifacts under the store's
+folder), runs in it, and restores the tracking URI and the active experiment afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def isolated_store(tracking_uri: str) -> Iterator[str]:
+    """Point MLflow at ``tracking_uri`` for the block; restore the previous URI and active experiment."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    previous_uri, previous_experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield tracking_uri
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        fluent._active_experiment_id = previous_experiment
+
+
+@contextmanager
+def isolated_run(tracking_uri: str, name: str = "test") -> Iterator[Any]:
+    """An active run in a fresh experiment of ``tracking_uri`` (artifacts beside a sqlite store, never ./mlruns)."""
+    import mlflow
+
+    with isolated_store(tracking_uri):
+        artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        experiment_id = mlflow.MlflowClient().create_experiment(f"{name}-{uuid.uuid4().hex[:8]}",
+                                                                 artifact_location=artifacts.as_uri())
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            yield run
