@@ -113,3 +113,69 @@ def test_report_without_some_inputs_still_renders(curves):
     _, _, page = build_evaluation_report({}, {"metrics": {}, "not_measured": {}}, curves)
     assert "<h2>Seed metrics</h2>" in page
     assert page.count("data:image/png") == (1 if curves["pretrain"] else 0)
+
+
+def newcomer_run():
+    """(model metrics, generations) shaped like the default chain's: held-out perplexity 183.6 -> 207.9."""
+    import math
+
+    metrics = {**model_metrics(), "base.heldout.perplexity": 183.6, "sft.heldout.perplexity": 207.9,
+               "heldout.loss_delta": math.log(207.9 / 183.6), "heldout.loss_delta_se": 0.011, "heldout_blocks": 64.0,
+               "base.sft_pairs.perplexity": 52.0, "sft.sft_pairs.perplexity": 36.4, "sft_pairs.loss_delta": -0.357,
+               "sft_pairs.loss_delta_se": 0.02, "sft_examples": 200.0,
+               "base.heldout_pairs.token_f1": 0.15, "sft.heldout_pairs.token_f1": 0.1625,
+               "base.heldout_pairs.exact_match": 0.0, "sft.heldout_pairs.exact_match": 0.0,
+               "sft.speed.peak_memory_mb": 612.0, "sft.speed.memory_growth_mb": 0.0039,
+               "sft.speed.latency_ms_p50": 180.0, "sft.speed.latency_ms_p95": 180.0, "sft.speed.latency_timings": 1.0}
+    prompts = ("Write a Python function that returns the sum of a list of numbers.", "Who are you?", "你是谁？")
+    answers = {"base": ("def sum_list(xs):\n    return sum(xs)", "I am a <b>language</b> model", "我是"),
+               "sft": ("l self.geforge … l team.ge��", "forge 0 <script>alert(1)</script>", "我是Forge"),
+               "aligned": ("def total(xs):\n    return sum(xs)", "I am Forge, made by the lmforge team.",
+                           "我是Forge，由lmforge团队开发。")}
+    generations = {model: [{"prompt": p, "completion": a, "new_tokens": 12} for p, a in zip(prompts, texts, strict=True)]
+                   for model, texts in answers.items()}
+    for model, claims in (("base", (False, False, False, False)), ("sft", (True, False, True, True))):
+        generations[f"{model}.identity_probe"] = [
+            {"language": "en", "kind": kind, "question": q, "answer": f"{model} answer to {q}", "claims_identity": c}
+            for (kind, q), c in zip((("direct", "Who are you?"), ("direct", "Your name?"),
+                                     ("foreign", "Are you ChatGPT?"), ("control", "What is 12 times 7?")), claims,
+                                    strict=True)]
+        generations[f"{model}.heldout_pairs"] = [
+            {"id": str(i), "prompt": "p", "reference": "r", "prediction": "x", "exact_match": 0.0,
+             "token_f1": f1} for i, f1 in enumerate((0.1, 0.3, 0.0, 0.2) if model == "base" else (0.3, 0.1, 0.2, 0.05))]
+    return metrics, generations
+
+
+def test_report_shows_verdicts_samples_and_the_gate(tmp_path):
+    model, generations = newcomer_run()
+    metrics, _, page = build_evaluation_report(model, OPERATIONS, CURVES, generations=generations,
+                                               serving_load=str(tmp_path / "none.json"))
+    # verdicts: the held-out regression is red, the instruction improvement green, the pairs within noise
+    assert re.search(r"<tr class='worse'><td>heldout\.perplexity</td><td>lower</td>", page)
+    assert re.search(r"<tr class='better'><td>sft_pairs\.perplexity</td>", page)
+    assert re.search(r"<tr class='noise'><td>heldout_pairs\.token_f1</td>", page)
+    assert "worse</b> (heldout.perplexity, heldout.bits_per_byte)" not in page  # bpb has no bytes here: no verdict
+    assert "1 worse</b> (heldout.perplexity)" in page and "paired bootstrap" in page and "2 SE" in page
+    assert metrics["verdict.heldout.perplexity"] == -1.0 and metrics["verdict.sft_pairs.perplexity"] == 1.0
+    assert metrics["heldout.loss_delta_se"] == 0.011  # the existing names are unchanged, verdicts are new keys
+    # samples: every model a column (an aligned model slots in), model text escaped
+    assert "<th>base</th><th>sft</th><th>aligned</th>" in page
+    assert "<script>" not in page and "forge 0 &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "I am a &lt;b&gt;language&lt;/b&gt; model" in page and "我是Forge" in page
+    assert "l self.geforge … l team.ge" in page
+    assert "What is 12 times 7?" in page and "claims the identity" in page and "base 0/4, sft 3/4" in page
+    blank = {**generations, "sft": [{**r, "completion": "      "} for r in generations["sft"]]}
+    blank["base"] = [{**r, "completion": ""} for r in generations["base"]]
+    _, _, page = build_evaluation_report(model, OPERATIONS, CURVES, generations=blank)
+    assert "only whitespace: &#x27;      &#x27;" in page and "(empty)" in page  # a blank answer does not look blank
+    # the gate: where it is decided and recorded, and why this stage does not read its bounds
+    gate = page.split("<h2>Quality gate</h2>")[1].split("<h2>")[0]
+    assert "packaging.json" in gate and "gate.&lt;metric&gt;.&lt;min|max&gt;.value" in gate and "reruns packaging alone" in gate
+    # the odd values explained
+    assert "model weights included" in page and "with one batch p50 = p95" in page
+    assert "without the first, which is always 0" in page
+
+
+def test_report_without_generations_says_so():
+    _, _, page = build_evaluation_report(model_metrics(), OPERATIONS, CURVES)
+    assert "No sample generations" in page and "<h2>Verdicts: SFT against base</h2>" in page

@@ -39,7 +39,8 @@ def store(mlflow_tracking_uri):
     uri = mlflow_tracking_uri
     client = MlflowClient(uri)
     exp_id = client.create_experiment(EXPERIMENT)
-    cpu = {"cpu_utilization_percentage": [50.0, 70.0], "system_memory_usage_megabytes": [1000.0, 1500.0],
+    # step 0 of the CPU is what MLflow really logs first: psutil's first cpu_percent() of its monitor thread, 0.0
+    cpu = {"cpu_utilization_percentage": [0.0, 50.0, 70.0], "system_memory_usage_megabytes": [1000.0, 1500.0],
            "disk_usage_megabytes": [100.0, 130.0], "network_receive_megabytes": [1.0, 3.0],
            "network_transmit_megabytes": [0.5, 1.0]}
     _run(client, exp_id, "data_processing", 0, duration_s=10, system=cpu,
@@ -89,6 +90,7 @@ def test_operations_from_the_runs(store):
     assert "ops.sft.time_per_epoch_s" in missing
     assert "ops.sft.system" in missing  # the finished sft run has no system metrics
     # chain totals (the excluded current run counts nowhere)
+    assert m["ops.chain.stages"] == len(STAGES) == 4  # the totals cover the stages before evaluation
     assert m["ops.chain.runs"] == 7 and m["ops.chain.failed_runs"] == 1 and m["ops.chain.crashed_runs"] == 2
     assert m["ops.chain.crash_rate"] == pytest.approx(2 / 7) and m["ops.chain.restart_count"] == 3
     assert m["ops.chain.duration_s"] == pytest.approx(10 + 4 + 100 + 20)
@@ -110,3 +112,19 @@ def test_missing_experiment_is_reported_not_raised(store):
     for stage in ("data_processing", "tokenizer", "pretrain", "sft"):
         assert "nowhere" in ops["not_measured"][f"ops.{stage}"]
     assert "ops.pretrain.restart_count" in ops["not_measured"]
+
+
+def test_a_run_with_only_the_first_cpu_sample_has_no_cpu_figure(mlflow_tracking_uri):
+    """A stage shorter than two sampling intervals logs only psutil's first, meaningless 0.0: not 0% CPU."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_tracking_uri)
+    exp_id = client.create_experiment("lmforge-operations-short-stage")
+    _run(client, exp_id, "data_processing", 0, duration_s=6,
+         system={"cpu_utilization_percentage": [0.0], "system_memory_usage_megabytes": [1000.0]})
+    ops = gather_operations({}, tracking_uri=mlflow_tracking_uri, experiment="lmforge-operations-short-stage",
+                            exclude_active=False, stages=STAGES)
+    assert "ops.data_processing.cpu_utilization_pct" not in ops["metrics"]
+    assert "less than two sampling intervals" in ops["not_measured"]["ops.data_processing.cpu_utilization_pct"]
+    assert ops["metrics"]["ops.data_processing.memory_used_mb_max"] == 1000.0
+    assert ops["metrics"]["ops.chain.stages"] == 4 and ops["metrics"]["ops.chain.runs"] == 1

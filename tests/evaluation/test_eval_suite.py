@@ -12,6 +12,8 @@ from lmforge.evaluation.humaneval import HumanEvalConfig
 from lmforge.evaluation.identity_probe import QUESTIONS
 from lmforge.evaluation.suite import (
     EvaluationConfig,
+    _loss_delta_noise,
+    _per_item_nats,
     _run_heldout_pairs,
     _run_humaneval,
     _run_identity_probe,
@@ -80,3 +82,31 @@ def test_speed_step_times_held_out_prompts(tiny_model, tiny_tokenizer):
     assert metrics["latency_ms_p95"] >= metrics["latency_ms_p50"] > 0
     assert metrics["outputs_equal"] == 1.0  # greedy: our loop and transformers agree
     assert _run_speed(tiny_model, tiny_tokenizer, [{"messages": []}], SpeedConfig(prompts=3, rounds=1)) == {}
+
+
+def test_per_item_losses_add_up_to_the_batched_metric_and_give_the_noise(tiny_model):
+    """Scored one by one, the blocks and conversations give the batched totals back; the paired noise of a
+    model against itself is 0, against another model positive."""
+    import math
+
+    import torch
+
+    from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
+
+    rng = torch.Generator().manual_seed(0)
+    blocks = torch.randint(5, 100, (6, 16), generator=rng).tolist()
+    examples = [(ids, [-100] * 4 + ids[4:]) for ids in torch.randint(5, 100, (5, 12), generator=rng).tolist()]
+    items = _per_item_nats(tiny_model, blocks, examples, pad_id=0)
+    batched = evaluate_lm_perplexity(tiny_model, blocks, batch_size=4)
+    assert sum(t for _, t in items["heldout"]) == batched["tokens"]
+    assert math.isclose(sum(n for n, _ in items["heldout"]) / batched["tokens"], batched["loss"], rel_tol=1e-5)
+    masked = evaluate_masked_perplexity(tiny_model, examples, batch_size=4, pad_id=0)
+    assert math.isclose(sum(n for n, _ in items["sft_pairs"]) / masked["tokens"], masked["loss"], rel_tol=1e-5)
+
+    assert _loss_delta_noise(items, items) == {"heldout.loss_delta_se": 0.0, "sft_pairs.loss_delta_se": 0.0}
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=rng) * 0.05)
+    noise = _loss_delta_noise(items, _per_item_nats(other, blocks, examples, pad_id=0))
+    assert noise["heldout.loss_delta_se"] > 0 and noise["sft_pairs.loss_delta_se"] > 0

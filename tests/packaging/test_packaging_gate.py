@@ -76,3 +76,17 @@ def test_shipped_gate_equals_the_dataclass_default(project_root: Path):
     """``gate:`` in parameters_evaluation.yml and DEFAULT_GATE (PackagingConfig().gate) say the same thing."""
     gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
     assert parse_gate(gate) == DEFAULT_GATE == PackagingConfig().gate
+
+
+def test_packaging_records_each_bound_of_the_decision():
+    """packaging.json holds every bound's value, limit and outcome: the evaluation report points there."""
+    from lmforge.packaging.gate import GateBound, check_gate
+    from lmforge.packaging.release import gate_record
+
+    checks = check_gate({"heldout.perplexity_ratio": 1.13, "sft.sft_pairs.perplexity": 0.5},
+                        {"heldout.perplexity_ratio": GateBound(max=2.0), "sft.sft_pairs.perplexity": GateBound(min=1.0)})
+    assert gate_record(checks) == {
+        "gate.heldout.perplexity_ratio.max.value": 1.13, "gate.heldout.perplexity_ratio.max.limit": 2.0,
+        "gate.heldout.perplexity_ratio.max.passed": 1.0,
+        "gate.sft.sft_pairs.perplexity.min.value": 0.5, "gate.sft.sft_pairs.perplexity.min.limit": 1.0,
+        "gate.sft.sft_pairs.perplexity.min.passed": 0.0}

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 from mlflow_helpers import isolated_run
 
 from lmforge.pipelines.datasets import ArtifactDirectory
@@ -34,6 +35,8 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
                      "base.identity.f1": 0.1}
     catalog = DataCatalog({
         "model_metrics": MemoryDataset(model_metrics),
+        "generations": MemoryDataset({"base": [{"prompt": "Who are you?", "completion": "I am <b>base</b>", "new_tokens": 4}],
+                                      "sft": [{"prompt": "Who are you?", "completion": "forge 0", "new_tokens": 2}]}),
         "pretrain_metrics": MemoryDataset({"time_per_epoch_s": 30.0, "tokens_per_s": 1200.0, "restart_count": 1}),
         "sft_metrics": MemoryDataset({"tokens_per_s": 900.0, "restart_count": 0}),
         "pretrain_loss_curve": MemoryDataset([{"step": i, "loss": 8 - i / 5, "lr": 1e-3} for i in range(10)]),
@@ -56,6 +59,8 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
     assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") >= 2
     for name in SEED_NAMES:
         assert f"<td>{name}</td>" in page
+    assert "<th>base</th><th>sft</th>" in page and "I am &lt;b&gt;base&lt;/b&gt;" in page  # samples side by side
+    assert "verdict.identity.f1" not in metrics  # no per-question records: no noise estimate, so no verdict
 
 
 def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root, mlflow_tracking_uri, monkeypatch):
@@ -86,7 +91,7 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
 
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_tokenizer_dir, chain_token_shards,
-                             chain_conversations, mlflow_tracking_uri, monkeypatch):
+                             chain_conversations, mlflow_tracking_uri, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
     params = _params(project_root)
     params.update(batch_size=4, max_heldout_blocks=6, max_sft_examples=5)
@@ -109,12 +114,14 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
         "sft_metrics": MemoryDataset(chain_sft[1]),
         "pretrain_loss_curve": MemoryDataset(chain_pretrain[2]),
         "sft_loss_curve": MemoryDataset(chain_sft[2]),
+        # as the project's catalog has it: the report consumes it, so it is no free output to read back
+        "generations": JSONDataset(filepath=str(tmp_path / "generations.json")),
     })
 
     outputs = SequentialRunner().run(create_pipeline(), catalog)
 
     metrics = outputs["evaluation_metrics"].load()
-    generations = outputs["generations"].load()
+    generations = catalog["generations"].load()
     for model in ("base", "sft"):
         for split in ("heldout", "sft_pairs"):
             for metric in ("loss", "perplexity", "tokens", "bits_per_byte", "bytes"):
@@ -129,7 +136,12 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
         assert len(generations[f"{model}.heldout_pairs"]) == pairs["scored"] <= 3
     assert metrics["ops.pretrain.tokens_per_s"] == chain_pretrain[1]["tokens_per_s"]
     assert metrics["sft.speed.requests_per_s"] > 0 and "base.speed.requests_per_s" not in metrics
-    assert "<td>pass@1</td>" in outputs["evaluation_report"].load()
+    page = outputs["evaluation_report"].load()
+    assert "<td>pass@1</td>" in page
+    # the report's verdicts rest on the per-item noise the suite wrote; the samples of both models are shown
+    for split in ("heldout", "sft_pairs"):
+        assert metrics[f"{split}.loss_delta_se"] >= 0 and metrics[f"verdict.{split}.perplexity"] in (-1.0, 0.0, 1.0)
+    assert "<h2>Verdicts: SFT against base</h2>" in page and "<th>base</th><th>sft</th>" in page
     for split in ("heldout", "sft_pairs"):
         assert f"{split}.perplexity_ratio" in metrics
         assert f"{split}.loss_delta" in metrics

@@ -23,8 +23,18 @@ floats) plus a ``not_measured`` map ``{metric: reason}`` for everything it could
 - training stages also ``time_per_epoch_s``, ``tokens_per_s``, ``restart_count`` (resumes from a
   checkpoint) and ``peak_memory_mb`` (GPU max allocated, or the CPU run's peak RSS), taken from the
   stage's metrics file (``data/08_reporting/<stage>.json``) or, without it, the run's logged metrics;
-- chain totals ``ops.chain.``: ``runs``, ``failed_runs``, ``crashed_runs``, ``error_rate``,
-  ``crash_rate``, ``restart_count`` (training stages summed), ``duration_s`` (newest finished runs summed).
+- chain totals ``ops.chain.``: ``stages`` (how many stages they cover: the ones passed in, i.e. the
+  stages *before* evaluation, since evaluation's own run is still open and packaging runs after it),
+  ``runs`` (MLflow runs of those stages, every attempt: 4 on a clean ``make run`` of the 6-stage chain,
+  one per stage before evaluation, not "runs of the chain"), ``failed_runs``, ``crashed_runs``,
+  ``error_rate``, ``crash_rate``, ``restart_count`` (training stages summed), ``duration_s`` (newest
+  finished runs summed).
+
+CPU utilisation leaves out the first sample of a run (step 0): MLflow's monitor thread samples
+``psutil.cpu_percent()`` without an interval, and psutil's first such call in a thread compares the
+CPU times with themselves and returns a meaningless 0.0. A stage shorter than two sampling intervals
+(2 x 5 s, ``tracking.enable_system_metrics``) has no other sample: its CPU is reported not measured
+instead of 0% (what data_processing showed).
 
 Nothing here raises on a missing store or run: an evaluation must still report what it has.
 """
@@ -161,8 +171,13 @@ def _system_metrics(client: Any, prefix: str, run: Any, not_measured: dict[str, 
         return [m.value for m in sorted(client.get_metric_history(info.run_id, key), key=lambda m: (m.step, m.timestamp))]
 
     if CPU in keys:
-        values = history(CPU)
-        out[f"{prefix}.cpu_utilization_pct"] = sum(values) / len(values)
+        values = history(CPU)[1:]  # step 0: psutil's meaningless first cpu_percent() of the monitor thread
+        if values:
+            out[f"{prefix}.cpu_utilization_pct"] = sum(values) / len(values)
+        else:
+            not_measured[f"{prefix}.cpu_utilization_pct"] = (
+                f"run {info.run_id} has one CPU sample, psutil's first call of MLflow's monitor thread (always 0): "
+                "the stage ran for less than two sampling intervals")
     if MEMORY in keys:
         out[f"{prefix}.memory_used_mb_max"] = max(history(MEMORY))
     if DISK in keys:
@@ -217,7 +232,7 @@ def _chain_totals(metrics: Mapping[str, float], stages: Sequence[str]) -> dict[s
         return sum(metrics.get(f"ops.{s}.{name}", 0.0) for s in among)
 
     runs = total("runs")
-    out = {"ops.chain.runs": runs, "ops.chain.failed_runs": total("failed_runs"),
+    out = {"ops.chain.stages": float(len(stages)), "ops.chain.runs": runs, "ops.chain.failed_runs": total("failed_runs"),
            "ops.chain.crashed_runs": total("crashed_runs")}
     training = [s for s in stages if s in TRAINING_STAGES]
     if any(f"ops.{s}.restart_count" in metrics for s in training):  # none reported: not measured, not 0

@@ -20,7 +20,8 @@ Output keys (all floats):
 Values that are not numbers (strings, lists) are left out with a warning.
 
 The stage's report is assembled here too (``build_evaluation_report``): the model metrics plus the
-operations metrics (``ops.*``, ``lmforge.evaluation.operations``) become ``evaluation.json`` (every
+operations metrics (``ops.*``, ``lmforge.evaluation.operations``) and the verdicts of SFT against base
+(``verdict.*``, ``noise.*``, ``lmforge.evaluation.verdicts``) become ``evaluation.json`` (every
 key is also the MLflow metric ``evaluation.<key>``); ``build_seed_table`` says for each seed metric
 of the project whether it was measured, is measured after evaluation by the serving commands, or
 was not measured, and why; ``lmforge.evaluation.html_report`` draws the HTML page.
@@ -113,7 +114,7 @@ SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("exact match", ("sft.heldout_pairs.exact_match", "base.heldout_pairs.exact_match"), PAIRS_OFF),
     ("pass@1", ("sft.humaneval.pass_at_1", "base.humaneval.pass_at_1"), "HumanEval off (evaluation.humaneval.enabled)"),
     ("memory use", ("ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb", "ops.pretrain.memory_used_mb_max",
-                    "ops.sft.memory_used_mb_max", "ops.pretrain.gpu_memory_used_mb_max"),
+                    "ops.sft.memory_used_mb_max", "ops.pretrain.gpu_memory_used_mb_max", "sft.speed.peak_memory_mb"),
      "no MLflow runs / metrics files of the training stages"),
     ("disk I/O", ("ops.data_processing.disk_mb_per_s", "ops.tokenizer.disk_mb_per_s", "ops.pretrain.disk_mb_per_s",
                   "ops.sft.disk_mb_per_s", "ops.pretrain.disk_write_mb", "ops.sft.disk_write_mb",
@@ -210,16 +211,24 @@ def build_seed_table(metrics: Mapping[str, float], not_measured: Mapping[str, st
 
 
 def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapping[str, Any],
-                            loss_curves: Mapping[str, Any], *, serving_load: str | None = None,
+                            loss_curves: Mapping[str, Any], *, generations: Mapping[str, Any] | None = None,
+                            serving_load: str | None = None,
                             serving_feedback: str | None = None) -> tuple[dict[str, float], list[dict], str]:
     """(flat metrics for ``evaluation.json``, seed-metric table, HTML report).
 
     ``operations`` is ``lmforge.evaluation.operations.gather_operations`` output; its metrics join the
-    model metrics (``ops.*``), its ``not_measured`` reasons go to the table and the HTML.
+    model metrics (``ops.*``), its ``not_measured`` reasons go to the table and the HTML. ``generations``
+    (generations.json) gives the report its sample generations (every ``<model>`` list: base, SFT and any
+    later model) and the per-item records behind the verdicts' noise; the verdicts join the metrics as
+    ``verdict.*`` / ``noise.*`` (``lmforge.evaluation.verdicts``).
     """
     from lmforge.evaluation.html_report import build_html_report
+    from lmforge.evaluation.verdicts import build_verdicts, verdict_metrics
 
+    generations = generations or {}
     metrics = {**dict(model_metrics), **flatten_metrics(operations.get("metrics", {}))}
+    verdicts = build_verdicts(metrics, generations)
+    metrics.update(verdict_metrics(verdicts))
     dropped = sorted(k for k, v in metrics.items() if not math.isfinite(v))
     if dropped:  # JSON and MLflow take no NaN/inf: say which, do not write them
         logger.warning("left out of evaluation.json (not finite): %s", ", ".join(dropped))
@@ -230,5 +239,9 @@ def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapp
     missing = [row["seed"] for row in table if row["status"] == NOT_MEASURED]
     if missing:
         logger.info("not measured here: %s", ", ".join(missing))
-    page = build_html_report(metrics, table, not_measured, {k: v or [] for k, v in loss_curves.items()})
+    samples = {k: v for k, v in generations.items() if "." not in k and isinstance(v, list)}
+    answers = {k.removesuffix(".identity_probe"): v for k, v in generations.items()
+               if k.endswith(".identity_probe") and isinstance(v, list)}
+    page = build_html_report(metrics, table, not_measured, {k: v or [] for k, v in loss_curves.items()},
+                             verdicts=verdicts, samples=samples, identity_answers=answers)
     return metrics, table, page

@@ -4,8 +4,11 @@ This module only measures; generating is ``lmforge.generation``'s job. ``measure
 engine ("ours": ``lmforge.generation.generate_batched``, the batched KV-cache loop; "transformers":
 ``generate_reference``, transformers ``model.generate``) on a prompt set: requests/s, generated
 tokens/s, response time p50/p95 (a request's response time is the wall time of its batch: a batch
-answers its requests together) and peak memory (CUDA: max allocated during the run; CPU: peak RSS
-over the RSS before, sampled every 5 ms). ``compare_generation_speed`` runs both engines on the same
+answers its requests together, so ``latency_timings`` says how many distinct timings the percentiles
+come from: with one batch p50 = p95), peak memory (CUDA: max allocated during the run; CPU: the
+process's peak RSS, sampled every 5 ms; both include the weights) and ``memory_growth_mb`` (that peak
+minus the memory in use before the run: the generation's own working memory, near 0 on a CPU whose
+allocator reuses the warm-up's buffers). ``compare_generation_speed`` runs both engines on the same
 prompts and reports the ratio and whether their outputs are equal; it is what the evaluation stage
 and bench/generation_speed.py call. ``percentile`` is the project's one percentile (the load test
 uses it too).
@@ -45,8 +48,9 @@ def measure_speed(
     """Time one engine on ``prompts`` (encoded as generation does: chat template, stop ids, pad id).
 
     Returns ``requests``, ``batches``, ``prompt_tokens``, ``new_tokens``, ``seconds``,
-    ``requests_per_s``, ``tokens_per_s`` (generated tokens), ``latency_ms_p50``/``_p95``,
-    ``peak_memory_mb`` and ``peak_memory_kind``, and the ``completions`` (new token ids per prompt).
+    ``requests_per_s``, ``tokens_per_s`` (generated tokens), ``latency_ms_p50``/``_p95`` and
+    ``latency_timings`` (the distinct batch timings behind them), ``peak_memory_mb``, ``memory_growth_mb``
+    and ``peak_memory_kind``, and the ``completions`` (new token ids per prompt).
     ``warmup`` runs the first batch once untimed (allocator, kernel selection).
     """
     prompt_ids, stop_ids, pad_id = _encode(tokenizer, prompts, chat=chat)
@@ -102,7 +106,9 @@ def measure_speed_ids(
         "tokens_per_s": new_tokens / seconds,
         "latency_ms_p50": percentile(latencies_ms, 50),
         "latency_ms_p95": percentile(latencies_ms, 95),
+        "latency_timings": len(batches),
         "peak_memory_mb": memory.peak_mb,
+        "memory_growth_mb": memory.growth_mb,
         "peak_memory_kind": memory.kind,
         "completions": completions,
     }
@@ -177,7 +183,8 @@ def compare_generation_speed_ids(
 def speed_metrics(comparison: dict[str, Any], prefix: str = "speed") -> dict[str, float]:
     """Flat metrics of ``compare_generation_speed`` for MLflow: ``<prefix>.tokens_per_s`` ..."""
     ours, ref = comparison["ours"], comparison["transformers"]
-    keys = ("requests_per_s", "tokens_per_s", "latency_ms_p50", "latency_ms_p95", "peak_memory_mb")
+    keys = ("requests_per_s", "tokens_per_s", "latency_ms_p50", "latency_ms_p95", "latency_timings", "peak_memory_mb",
+            "memory_growth_mb")
     metrics = {f"{prefix}.{k}": float(ours[k]) for k in keys if ours.get(k) is not None}
     metrics.update({f"{prefix}.transformers.{k}": float(ref[k]) for k in keys if ref.get(k) is not None})
     metrics[f"{prefix}.tokens_per_s_ratio"] = float(comparison["tokens_per_s_ratio"])
@@ -224,12 +231,19 @@ def _sync(device: Any) -> None:
 
 
 class _PeakMemory:
-    """Peak memory over a block: CUDA max allocated above the start, or peak RSS above the start (sampled)."""
+    """Peak memory over a block, weights included: CUDA max allocated, or the process's peak RSS (sampled).
+
+    ``peak_mb`` is the peak itself; ``growth_mb`` the peak minus the memory in use on entry. The CPU
+    figure used to be that growth, reported as the peak: after the model is loaded and a warm-up ran,
+    generating a few tokens allocates almost nothing new (the allocator reuses the warm-up's buffers),
+    so "peak memory" read 0.004 MB.
+    """
 
     def __init__(self, device: Any, interval_s: float = 0.005):
         self.device, self.interval_s = device, interval_s
         self.peak_mb: float | None = None
-        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss_delta"
+        self.growth_mb: float | None = None
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss_peak"
 
     def __enter__(self) -> _PeakMemory:
         if self.device.type == "cuda":
@@ -260,9 +274,12 @@ class _PeakMemory:
             import torch
 
             torch.cuda.synchronize(self.device)
-            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+            peak = torch.cuda.max_memory_allocated(self.device)
         elif hasattr(self, "_thread"):
             self._stop.set()
             self._thread.join()
-            self._peak = max(self._peak, self._proc.memory_info().rss)
-            self.peak_mb = (self._peak - self._base) / 2**20
+            peak = self._peak = max(self._peak, self._proc.memory_info().rss)
+        else:
+            return
+        self.peak_mb = peak / 2**20
+        self.growth_mb = (peak - self._base) / 2**20

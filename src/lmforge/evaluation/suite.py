@@ -4,7 +4,9 @@ Held-out perplexity and bits per byte on the validation token shards, assistant-
 and bits per byte on held-out instruction conversations (rendered with the tokenizer's one chat
 template), HumanEval pass@k (completions run in the sandbox), the identity probe (P/R/F1), exact
 match and token F1 of greedy answers to held-out instruction pairs (``exact_match``) and a handful
-of greedy generations. Metric names come from ``lmforge.evaluation.report`` and are stable:
+of greedy generations. For the report's verdicts it also scores every held-out block and conversation
+on its own and writes the paired-bootstrap SE of each ``<split>.loss_delta`` (``<split>.loss_delta_se``,
+``lmforge.evaluation.verdicts``). Metric names come from ``lmforge.evaluation.report`` and are stable:
 ``<model>.heldout.bits_per_byte``, ``<model>.humaneval.pass_at_1``, ``<model>.identity.f1``,
 ``<model>.heldout_pairs.exact_match``, ``<model>.heldout_pairs.token_f1``...
 """
@@ -56,6 +58,7 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
     gen = config.generation
     results: dict[str, dict] = {}
     generations: dict[str, Any] = {}
+    per_item: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for name, model_dir in models.items():
         model, hf_tokenizer = load_model_and_tokenizer(model_dir, tokenizer_dir)
         results[name] = {
@@ -63,6 +66,7 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
             "sft_pairs": evaluate_masked_perplexity(model, examples, batch_size=config.batch_size, pad_id=tok.pad_id,
                                                     token_bytes=token_bytes),
         }
+        per_item[name] = _per_item_nats(model, blocks, examples, pad_id=tok.pad_id)
         generations[name] = generate_samples(model, hf_tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens)
         if config.humaneval.enabled:
             humaneval = _run_humaneval(model, hf_tokenizer, config.humaneval)
@@ -82,9 +86,37 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
                     results[name]["sft_pairs"]["perplexity"])
         del model
     metrics = summarize_evaluation(results["base"], results["sft"])
+    metrics.update(_loss_delta_noise(per_item["base"], per_item["sft"]))
     metrics["heldout_blocks"] = float(n_blocks)
     metrics["sft_examples"] = float(len(examples))
     return metrics, generations
+
+
+def _per_item_nats(model: Any, blocks: Sequence[Any], examples: Sequence[tuple[list[int], list[int]]], *,
+                   pad_id: int) -> dict[str, list[tuple[float, float]]]:
+    """``(summed nats, scored tokens)`` of every held-out block and conversation, each scored alone.
+
+    A second pass over the same items (the metrics come from the batched pass, unchanged): the
+    perplexity evaluators return totals only, and the noise of a difference needs the items.
+    """
+    from lmforge.evaluation.perplexity import IGNORE_INDEX, evaluate_lm_perplexity, evaluate_masked_perplexity
+
+    def nats(scored: Mapping[str, float]) -> tuple[float, float]:
+        return scored["loss"] * scored["tokens"], scored["tokens"]
+
+    return {"heldout": [nats(evaluate_lm_perplexity(model, [block], batch_size=1)) for block in blocks],
+            "sft_pairs": [nats(evaluate_masked_perplexity(model, [example], batch_size=1, pad_id=pad_id))
+                          if any(label != IGNORE_INDEX for label in example[1]) else (0.0, 0.0)  # nothing scored
+                          for example in examples]}
+
+
+def _loss_delta_noise(base: Mapping[str, Sequence[tuple[float, float]]],
+                      other: Mapping[str, Sequence[tuple[float, float]]]) -> dict[str, float]:
+    """``<split>.loss_delta_se``: paired-bootstrap SE of the token-weighted loss difference ``other - base``."""
+    from lmforge.evaluation.verdicts import paired_bootstrap_se, token_weighted_loss
+
+    return {f"{split}.loss_delta_se": paired_bootstrap_se(base[split], other[split], token_weighted_loss)
+            for split in base if base[split] and len(base[split]) == len(other.get(split, ()))}
 
 
 def _run_humaneval(model: Any, hf_tokenizer: Any, config: HumanEvalConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from lmforge.packaging.config import PackagingConfig
 from lmforge.packaging.export import PackageVerificationError, package_model, verify_package
-from lmforge.packaging.gate import check_gate, enforce_gate
+from lmforge.packaging.gate import GateCheck, check_gate, enforce_gate
 from lmforge.packaging.model_card import build_model_card_info, lookup_dvc_hashes
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,19 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     return str(out_dir), {**result, "package_bytes": size, "sample": check.get("sample", "")}
 
 
+def gate_record(checks: Sequence[GateCheck]) -> dict[str, float]:
+    """The gate's decision per bound for packaging.json: ``gate.<metric>.<min|max>.{value,limit,passed}``.
+
+    The evaluation report does not read the bounds (a threshold change must rerun packaging only), so
+    packaging.json is where a reader finds each bound's value, limit and outcome.
+    """
+    out: dict[str, float] = {}
+    for c in checks:
+        key = f"gate.{c.metric}.{c.bound}"
+        out.update({f"{key}.value": c.observed, f"{key}.limit": c.limit, f"{key}.passed": float(c.passed)})
+    return out
+
+
 def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
                   config: PackagingConfig, *, git_commit: str, stages: Sequence[str],
                   card_artifacts: Mapping[str, str], lineage_artifacts: Mapping[str, str],
@@ -124,7 +137,7 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                                         card_artifacts=card_artifacts, evaluation_file=evaluation_file,
                                         project_path=project_path,
                                         hyperparameters=hyperparameters)
-    result = {**result, "gate_passed": True, "gate_bounds": len(checks)}
+    result = {**result, "gate_passed": True, "gate_bounds": len(checks), **gate_record(checks)}
     if config.registry.enabled:
         from lmforge.packaging.registry import dvc_lineage, register_package
 

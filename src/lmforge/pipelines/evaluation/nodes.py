@@ -37,11 +37,13 @@ def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, A
                   stages=stages_before("evaluation"))
 
 
-def build_report(model_metrics: dict[str, float], operations: dict[str, Any], pretrain_loss_curve: list[dict],
-                 sft_loss_curve: list[dict], params: dict[str, Any]) -> tuple[dict, list[dict], str]:
-    """evaluation.json (model + ops metrics), the seed-metric table and the HTML report."""
+def build_report(model_metrics: dict[str, float], generations: dict[str, Any], operations: dict[str, Any],
+                 pretrain_loss_curve: list[dict], sft_loss_curve: list[dict],
+                 params: dict[str, Any]) -> tuple[dict, list[dict], str]:
+    """evaluation.json (model + ops metrics + verdicts), the seed-metric table and the HTML report (with samples)."""
     from lmforge.evaluation.report import build_evaluation_report
 
     report = _config(params).report
     return build_evaluation_report(model_metrics, operations, {"pretrain": pretrain_loss_curve, "sft": sft_loss_curve},
-                                   serving_load=report.serving_load, serving_feedback=report.serving_feedback)
+                                   generations=generations, serving_load=report.serving_load,
+                                   serving_feedback=report.serving_feedback)

@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["model_metrics", "generations"], name="evaluate_models"),
         Node(gather_operations, ["pretrain_metrics", "sft_metrics", "params:evaluation"], "operations",
              name="gather_operations"),
-        Node(build_report, ["model_metrics", "operations", "pretrain_loss_curve", "sft_loss_curve",
+        Node(build_report, ["model_metrics", "generations", "operations", "pretrain_loss_curve", "sft_loss_curve",
                             "params:evaluation"],
              ["evaluation_metrics", "seed_metrics", "evaluation_report"], name="build_report"),
     ])
