@@ -52,7 +52,13 @@ test: install browser  ## run the test suite (unit, per-pipeline, end-to-end thr
 lint: install  ## ruff over src and tests
 	$(BIN)/ruff check src tests
 
-ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it)
+ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) (Ctrl-C stops it); prints the training view's URL
+	@# MLflow 3.17's UI opens an experiment in its GenAI view whatever the experiment's kind tag says;
+	@# the URL with workflowType=machine_learning lands on the training runs.
+	@$(BIN)/python -c 'import mlflow; from lmforge.tracking import training_view_url; \
+		e = mlflow.MlflowClient().get_experiment_by_name("lmforge"); \
+		print("open the training runs at", training_view_url("http://127.0.0.1:$(UI_PORT)", e.experiment_id) \
+		      if e else "(no runs yet: make run)")' 2>/dev/null || true
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 

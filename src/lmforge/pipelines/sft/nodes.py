@@ -26,10 +26,9 @@ def build_conversations(clean_documents: dict[str, Any], config: SftConfig) -> t
     The default mix: instruction pairs from the corpus (train split, by document) plus the identity
     conversations; the realised mix is in ``stats["mix"]``.
     """
-    from lmforge.data.documents import Document
+    from lmforge.data.documents import Document, iter_records
     from lmforge.data.identity import build_identity_conversations
     from lmforge.data.instructions import build_instruction_pairs
-    from lmforge.data.documents import iter_records
     from lmforge.data.sft_mix import build_mix
 
     docs = (Document.from_dict(r) for r in iter_records(clean_documents))
