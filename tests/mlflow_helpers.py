@@ -23,6 +23,7 @@ def isolated_store(tracking_uri: str) -> Iterator[str]:
 
     previous_uri, previous_experiment = mlflow.get_tracking_uri(), fluent._active_experiment_id
     mlflow.set_tracking_uri(tracking_uri)
+    fluent._active_experiment_id = None  # an id of another store: start_run(run_id=...) would refuse the run
     try:
         yield tracking_uri
     finally:

@@ -14,20 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_one_error_line
 
 from lmforge.errors import UserError, is_expected, one_line, report, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 KEDRO = Path(sys.executable).parent / "kedro"
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """Non-zero exit, exactly one line on stderr, ``error: ...``, no traceback; returns the line."""
-    assert proc.returncode != 0, proc
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 def _git_status() -> list[str]:

@@ -7,19 +7,16 @@ raw, cleaned and final validations, and on each suite's page its expectations an
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from browser import CHROMIUM_ARGS, require_chromium
 
 from lmforge.data.validation import ValidationSuiteConfig, build_data_docs, make_context, validate_documents
 from lmforge.data.validation_report import describe_expectation, describe_observed
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (`make browser`); Playwright drives it, never downloads one
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-quic", "--no-first-run", "--disable-sync"]
 CONFIG = ValidationSuiteConfig(min_records=2, min_chars=5, max_chars=100, min_median_chars=None,
                                max_median_chars=None, min_language_share=0.5)
 
@@ -77,19 +74,7 @@ def test_report_pages_exist_for_every_suite_and_use_no_remote_asset(reports, tmp
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's chromium and playwright, or a skip; a failure when $CI is set (as tests/e2e/test_chain.py)."""
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError as err:
-            missing = f"playwright missing ({err}): pip install -e '.[dev]'"
-    if missing and os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test: {missing}")
-    if missing:
-        pytest.skip(missing)
-    return CHROMIUM
+    return require_chromium()
 
 
 def test_report_reads_offline_in_headless_chromium(chromium, reports, tmp_path):

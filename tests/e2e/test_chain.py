@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from browser import CHROMIUM_ARGS, require_chromium
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
@@ -41,9 +42,6 @@ BIN = Path(sys.executable).parent
 STAGES = ["data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging"]
 EXPERIMENT, EXPERIMENT_VOCAB = "vocab500", 500  # the `dvc exp run` of the last-but-one test
 VOCAB_PARAM = "conf/base/parameters_tokenizer.yml:tokenizer.train.vocab_size"
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium (`make browser`); Playwright drives it, never downloads one
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-quic", "--no-first-run", "--disable-sync"]
 
 TINY = {
     "data_processing": {"sources": [{"max_files": 120}], "shard_size": 50, "validation": {"min_records": 20}},
@@ -393,19 +391,7 @@ def compare_in_ui(page, base_url: str, experiment_id: str, runs: list, metrics: 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     """Debian's chromium and playwright, or a skip (before the chain is built); a failure when $CI is set."""
-    missing = None
-    if not CHROMIUM.exists():
-        missing = f"{CHROMIUM} missing: `make browser` installs Debian's chromium"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError as err:
-            missing = f"playwright missing ({err}): pip install -e '.[dev]'"
-    if missing and os.environ.get("CI"):
-        pytest.fail(f"CI must run the browser test: {missing}")
-    if missing:
-        pytest.skip(missing)
-    return CHROMIUM
+    return require_chromium()
 
 
 def test_mlflow_ui_compares_the_two_experiments(chromium, chain, tmp_path):

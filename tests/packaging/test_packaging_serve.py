@@ -21,6 +21,7 @@ import time
 import urllib.request
 
 import pytest
+from cli_helpers import assert_one_error_line
 
 from lmforge.errors import UserError
 from lmforge.packaging.chat import ChatSession, parse_rating, run_chat
@@ -439,15 +440,6 @@ def _command(module: str, *args: str, env_extra: dict | None = None, stdin: str 
            **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
                           input=stdin, timeout=timeout)
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess) -> str:
-    """Non-zero exit, exactly one line on stderr, ``error: ...``, no traceback; returns the line."""
-    assert proc.returncode != 0, proc
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return lines[0]
 
 
 def test_serve_a_missing_model_dir_is_one_line_that_does_not_ask_for_the_given_flag(tmp_path):
