@@ -20,6 +20,7 @@ SECTIONS = [
     "## Training data",
     "## Training",
     "## Evaluation",
+    "## Quality gate",
     "## How to use",
     "## Lineage",
     "## Limitations",
@@ -207,3 +208,25 @@ def test_card_names_the_evaluation_file_it_is_given():
     assert f"are in `{path}` and the evaluation's MLflow run." in card
     plain = render_model_card(build_model_card_info({"evaluation": evaluation}, PackagingConfig(), git_commit="abc"))
     assert "are in the evaluation's metrics file and MLflow run." in plain
+
+
+def test_card_shows_the_gate_decision_with_each_bound_value_and_outcome():
+    from lmforge.packaging.gate import check_gate, parse_gate
+
+    evaluation = {"sft_pairs.perplexity_ratio": 0.68, "heldout.perplexity_ratio": 1.13, "sft.sft_pairs.perplexity": 178.1}
+    gate = parse_gate({"sft_pairs.perplexity_ratio": {"max": 1.0}, "sft.sft_pairs.perplexity": {"min": 1.0}}, path="gate")
+    info = ModelCardInfo(model_name="m", gate=check_gate(evaluation, gate))
+
+    section = render_model_card(info).split("## Quality gate")[1].split("## How to use")[0]
+
+    assert "Decision: **passed**" in section
+    assert "| sft_pairs.perplexity_ratio | <= 1 | 0.68 | pass |" in section
+    assert "| sft.sft_pairs.perplexity | >= 1 | 178.1 | pass |" in section
+    assert "heldout.perplexity_ratio" not in section  # not a bound of this gate
+
+
+def test_card_without_a_gate_says_so():
+    section = render_model_card(ModelCardInfo(model_name="m")).split("## Quality gate")[1]
+
+    assert section.lstrip().startswith("No quality gate was configured")
+

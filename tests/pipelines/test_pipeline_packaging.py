@@ -60,6 +60,7 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
     assert "debug" in card  # the preset, from the pretrain metrics
     assert "| pretrain.train.lr | 0.003 |" in card  # key hyperparameters, from params:pretrain
     assert "| parameters.non_embedding |" in card  # counted from the checkpoint's safetensors
+    assert "Decision: **passed**" in card and "| sft_pairs.perplexity_ratio | <= 1 |" in card  # the gate, bound by bound
 
     model = AutoModelForCausalLM.from_pretrained(str(package_dir), dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir), local_files_only=True)

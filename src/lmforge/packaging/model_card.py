@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lmforge.packaging.config import PackagingConfig
+    from lmforge.packaging.gate import GateCheck
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 """A data-summary entry whose flattened key contains one of these is listed under Lineage."""
@@ -68,6 +69,8 @@ class ModelCardInfo:
     """SPDX-style license id written to the front matter."""
     evaluation_file: str = ""
     """Where all the evaluation metrics are (the catalog's ``evaluation_metrics`` file), named under Evaluation."""
+    gate: list[GateCheck] = field(default_factory=list)
+    """The quality gate's checks this model passed (``lmforge.packaging.gate``): each bound, its value and outcome."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth recording; rendered under "Additional information"."""
 
@@ -164,12 +167,14 @@ def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: s
 def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: PackagingConfig, *, git_commit: str,
                           host: str = "", checkpoint_dir: str | Path | None = None,
                           hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
-                          dvc_hashes: Mapping[str, str] | None = None, evaluation_file: str = "") -> ModelCardInfo:
+                          dvc_hashes: Mapping[str, str] | None = None, evaluation_file: str = "",
+                          gate: list[GateCheck] | None = None) -> ModelCardInfo:
     """The card of a chain's model: ``metrics`` is ``{stage: metrics dict}`` of every stage before packaging.
 
     ``config`` gives the name and license; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
     ``dvc_hashes`` is ``{name: "<path>:<md5>"}`` (`lookup_dvc_hashes`); ``host``
-    describes the machine packaging runs on; ``evaluation_file`` is where the full evaluation metrics are. Parameter counts come from ``checkpoint_dir`` when it holds
+    describes the machine packaging runs on; ``evaluation_file`` is where the full evaluation metrics are; ``gate``
+    the quality gate's checks (shown with their values and bounds). Parameter counts come from ``checkpoint_dir`` when it holds
     a full model, else from the pretrain metrics.
     """
     from lmforge.tracking import flatten
@@ -197,6 +202,7 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         hardware=describe_training_hardware(metrics, host),
         license=config.license,
         evaluation_file=evaluation_file,
+        gate=list(gate or []),
     )
 
 
@@ -233,6 +239,7 @@ def render_model_card(info: ModelCardInfo) -> str:
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
            + (f"`{info.evaluation_file}` and the evaluation's MLflow run.\n" if info.evaluation_file
               else "the evaluation's metrics file and MLflow run.\n") if n_ops else ""),
+        "## Quality gate\n\n" + _render_gate(info.gate),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,
@@ -240,6 +247,18 @@ def render_model_card(info: ModelCardInfo) -> str:
     if info.extra:
         sections.append("## Additional information\n\n" + _render_table(info.extra))
     return "\n".join(sections)
+
+
+def _render_gate(checks: list[GateCheck]) -> str:
+    """The gate's decision and its reasons: one row per bound (a refused model is never packaged)."""
+    if not checks:
+        return "No quality gate was configured (`gate:` in conf/base/parameters_evaluation.yml is empty).\n"
+    verdict = "passed" if all(c.passed for c in checks) else "refused"
+    rows = "".join(f"| {c.metric} | {'>=' if c.bound == 'min' else '<='} {c.limit:g} | {c.observed:.6g} | "
+                   f"{'pass' if c.passed else 'FAIL'} |\n" for c in checks)
+    return (f"Decision: **{verdict}**: every bound of `gate:` (conf/base/parameters_evaluation.yml) checked against "
+            "the evaluation metrics before this model was packaged and registered.\n\n"
+            "| metric | required | value | result |\n|---|---|---|---|\n" + rows)
 
 
 CARD_OPERATIONS = ("ops.chain.", "ops.pretrain.tokens_per_s", "ops.pretrain.time_per_epoch_s", "ops.sft.tokens_per_s",

@@ -79,7 +79,8 @@ def describe_hardware() -> str:
 def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str, Mapping[str, Any]],
                   config: PackagingConfig, *, git_commit: str, card_artifacts: Mapping[str, str],
                   evaluation_file: str = "", project_path: str | Path = ".",
-                  hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
+                  hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
+                  gate: Sequence[GateCheck] = ()) -> tuple[str, dict]:
     """Package ``sft_checkpoint`` + tokenizer into a staging dir; returns (dir, packaging metrics).
 
     ``card_artifacts`` is ``{name: DVC output path}``: the outputs whose ``dvc.lock`` hashes the model
@@ -91,7 +92,7 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     card = build_model_card_info(metrics, config, git_commit=git_commit, host=describe_hardware(),
                                  checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
                                  dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
-                                 evaluation_file=evaluation_file)
+                                 evaluation_file=evaluation_file, gate=list(gate))
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
     package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card)
     check = verify_package(out_dir, prompt=config.verify_prompt)
@@ -136,7 +137,7 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, config, git_commit=git_commit,
                                         card_artifacts=card_artifacts, evaluation_file=evaluation_file,
                                         project_path=project_path,
-                                        hyperparameters=hyperparameters)
+                                        hyperparameters=hyperparameters, gate=checks)
     result = {**result, "gate_passed": True, "gate_bounds": len(checks), **gate_record(checks)}
     if config.registry.enabled:
         from lmforge.packaging.registry import dvc_lineage, register_package
