@@ -1,0 +1,62 @@
+"""A local Hugging Face model directory as a stage's starting point: checked before anything runs.
+
+``check_base_model`` is the one gate every stage that starts from a user's model (continued
+pretraining, SFT) goes through: the directory must hold a ``config.json`` of a causal LM that the
+installed transformers implements natively. A model whose code ships in its directory (``auto_map``
+in ``config.json``, e.g. InternLM2 or Baichuan) runs arbitrary Python from that directory when
+loaded, so it is refused unless the stage's ``trust_remote_code`` is true, with the reason and the
+way out (an HF-native port where one exists) in one line.
+
+``tokenizer_dir_for`` is the one rule for which tokenizer goes with a model: the model directory's
+own when it holds one (a foreign model, or a checkpoint lmforge saved with its tokenizer), else the
+tokenizer stage's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# HF-native ways to run models whose original release is remote code.
+NATIVE_PORTS = {
+    "internlm2": "convert it to Llama format (InternLM's tools/convert2llama.py) and point at the converted directory",
+    "baichuan": "Baichuan-7B's weights load as Llama after renaming W_pack; use a converted Llama-format copy",
+}
+
+
+def read_model_config(model_dir: str | Path, *, where: str) -> dict[str, Any]:
+    """``config.json`` of ``model_dir``, or a one-line error naming the parameter to fix."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: {model_dir} has no config.json: point {where} at a local Hugging Face "
+                                "model directory (what save_pretrained writes)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}): repair or re-download the model") from None
+
+
+def check_base_model(model_dir: str | Path, *, trust_remote_code: bool, where: str) -> str:
+    """The model's ``model_type``; raises when loading it would need code lmforge was not allowed to run."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    config = read_model_config(model_dir, where=where)
+    model_type = str(config.get("model_type", ""))
+    auto_map = config.get("auto_map") or {}
+    native = model_type in CONFIG_MAPPING_NAMES
+    if (auto_map or not native) and not trust_remote_code:
+        code = auto_map.get("AutoModelForCausalLM") or next(iter(auto_map.values()), None)
+        hint = NATIVE_PORTS.get(model_type.lower(), "use a model transformers implements natively")
+        raise PermissionError(f"{where}: {model_dir} is a {model_type or 'unknown'} model whose code ships in the "
+                              f"directory ({code or 'no native transformers class'}); lmforge does not run a model "
+                              f"directory's Python unless you set {where.rsplit('.', 1)[0]}.trust_remote_code: true; "
+                              f"or {hint}")
+    return model_type
+
+
+def tokenizer_dir_for(model_dir: str | Path, stage_tokenizer_dir: str | Path) -> str:
+    """The model directory when it holds a tokenizer, else the tokenizer stage's directory."""
+    from lmforge.tokenizer.chat_tokenizer import has_tokenizer
+
+    return str(model_dir) if has_tokenizer(model_dir) else str(stage_tokenizer_dir)
