@@ -255,6 +255,17 @@ def test_byte_level_bpe_round_trips_prose_code_and_cjk(family, model_dirs):
         assert len(tokenizer(text, add_special_tokens=False).input_ids) < len(text.encode("utf-8")) / 2
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_returned_tokenizer_encodes_as_the_saved_one_loads(family, tmp_path, model_dirs):
+    """AutoTokenizer may pick another class (Qwen2Tokenizer for qwen2): the ids must not change."""
+    built = build_foreign_tokenizer(family, tmp_path)
+    _, loaded = _load(model_dirs[family])
+    rendered = RENDERED[family]
+    for text in [*SAMPLES, rendered, "e\u0301 combining accent"]:
+        assert built(text).input_ids == loaded(text).input_ids
+    assert built.all_special_tokens == loaded.all_special_tokens
+
+
 def test_chat_template_false_leaves_the_template_out(tmp_path):
     for family in FAMILIES:
         tokenizer = build_foreign_tokenizer(family, tmp_path / family, chat_template=False)
