@@ -41,6 +41,7 @@ What transformers 5.23 does with these directories (measured; code that loads th
 Timing on the 2-core CPU: the first build in a process costs ~4 s (transformers' lazy imports), each later
 one 0.02-0.05 s; training the shared BPE 0.06 s once.
 
+Long because it holds the built-in training text and five templates verbatim; the code is ~150 lines.
 Heavy imports (torch, transformers) are inside the functions, as in the library.
 """
 
