@@ -257,8 +257,8 @@ def chain_sft_examples(chain_conversations, chain_tokenizer_dir, chain_sft_param
     """Tokenized training conversations (labels only on assistant turns), at most ``max_length`` tokens."""
     from lmforge.pipelines.sft.nodes import tokenize_conversations
 
-    examples, _ = tokenize_conversations(chain_conversations["train"], chain_tokenizer_dir, {},
-                                         sft_config(chain_sft_params))
+    examples, _, _ = tokenize_conversations(chain_conversations["train"], "no-pretrain-checkpoint", chain_tokenizer_dir,
+                                            {}, sft_config(chain_sft_params))
     return examples
 
 

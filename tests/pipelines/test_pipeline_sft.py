@@ -95,9 +95,11 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
     assert not torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)  # it trained
 
     # The identity conversations, masked as in training (assistant tokens only): SFT taught them.
-    tok, template = load_tokenizer(chain_tokenizer_dir)
-    identity, _ = build_sft_examples(build_identity_conversations(IdentityConfig(**sft_params["identity"])), tok,
-                                     template, max_length=sft_params["max_length"])
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    tok, _ = load_tokenizer(chain_tokenizer_dir)
+    identity, _ = build_sft_examples(build_identity_conversations(IdentityConfig(**sft_params["identity"])),
+                                     ChatTokenizer.load(str(checkpoint_dir)), max_length=sft_params["max_length"])
     pairs = [(e["input_ids"], e["labels"]) for e in identity]
     assert len(pairs) == n_identity
     tuned_loss = evaluate_masked_perplexity(model, pairs, pad_id=tok.pad_id)["loss"]

@@ -65,16 +65,18 @@ def test_a_split_too_small_for_one_block_is_an_error(tokenizer_dir, tmp_path):
 
 
 def test_sft_examples_mask_prompts_and_count_drops(tokenizer_dir):
-    tok, template = load_tokenizer(tokenizer_dir)
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    tok, _ = load_tokenizer(tokenizer_dir)
     convs = [
         {"id": "ok", "messages": [{"role": "user", "content": "def f(x):"}, {"role": "assistant", "content": "return x"}]},
         {"id": "long", "messages": [{"role": "user", "content": "x " * 400}, {"role": "assistant", "content": "y"}]},
         {"id": "bad", "messages": [{"role": "user", "content": "hi <|im_end|>"}, {"role": "assistant", "content": "y"}]},
         {"id": "role", "messages": [{"role": "robot", "content": "hi"}]},
     ]
-    examples, stats = build_sft_examples(convs, tok, template, max_length=64)
+    examples, stats = build_sft_examples(convs, ChatTokenizer.load(tokenizer_dir), max_length=64)
     assert [e["id"] for e in examples] == ["ok"]
-    assert stats["dropped"] == {"too_long": 1, "invalid_conversation": 2}
+    assert stats["dropped"] == {"too_long": 1, "invalid_conversation": 2, "unmaskable": 0}
     ex = examples[0]
     trained = [i for i, label in zip(ex["input_ids"], ex["labels"], strict=True) if label != -100]
     assert tok.decode(trained, skip_special_tokens=False) == "return x<|im_end|>"

@@ -8,7 +8,7 @@ import random
 import pytest
 from tokenizer_samples import CONVERSATIONS, MULTILINGUAL
 
-from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE, render_chat
+from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE
 from lmforge.tokenizer.export import build_hf_tokenizer, derive_bpe_merges, export_hf_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer
@@ -84,15 +84,13 @@ def test_parity_on_whole_heldout_files(hf_tokenizer, tokenizer, heldout_texts):
 
 
 def test_parity_on_rendered_chats(hf_tokenizer, tokenizer):
-    rendered = [
-        render_chat(c, DEFAULT_CHAT_TEMPLATE, bos_token="<s>", eos_token="</s>", add_generation_prompt=g)
-        for c in CONVERSATIONS
-        for g in (False, True)
-    ]
+    rendered = [hf_tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=g)
+                for c in CONVERSATIONS for g in (False, True)]
+    assert all(text.startswith("<s><|im_start|>") for text in rendered)
     assert mismatches(tokenizer, hf_tokenizer, rendered) == []
     for conversation in CONVERSATIONS:
         ids = hf_tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True)["input_ids"]
-        assert ids == tokenizer.encode(render_chat(conversation, DEFAULT_CHAT_TEMPLATE, bos_token="<s>", eos_token="</s>"))
+        assert ids == tokenizer.encode(hf_tokenizer.apply_chat_template(conversation, tokenize=False))
 
 
 def test_parity_on_multilingual_and_unseen_characters(hf_tokenizer, tokenizer):

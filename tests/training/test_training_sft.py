@@ -60,14 +60,12 @@ def test_base_model_and_tokenizer_rule(tmp_path):
     # an HF dir without tokenizer files: the stage's tokenizer
     bare = _model_dir(tmp_path / "bare")
     assert resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(bare))) == (str(bare), stage_tok)
-    # an HF dir holding an lmforge tokenizer (sentencepiece model + chat template): its own
-    ours = _model_dir(tmp_path / "ours", tokenizer_files={"tokenizer.model": "x",
-                                                           "tokenizer_config.json": '{"chat_template": "{{ x }}"}'})
-    assert resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(ours))) == (str(ours), str(ours))
-    # a foreign tokenizer is refused with what to do
-    foreign = _model_dir(tmp_path / "foreign", tokenizer_files={"tokenizer.json": "{}"})
-    with pytest.raises(ValueError, match="copy data/06_models/tokenizer"):
-        resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(foreign)))
+    # an HF dir with a tokenizer of any kind: its own (a foreign model, or a continued-pretraining checkpoint)
+    for files in ({"tokenizer.json": "{}", "tokenizer_config.json": "{}"},
+                  {"tokenizer.model": "x", "tokenizer_config.json": "{}"}):
+        own = _model_dir(tmp_path / f"own{len(list(tmp_path.iterdir()))}", tokenizer_files=files)
+        assert resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(own))) == (str(own), str(own))
+        assert resolve_sft_sources(str(own), stage_tok, sft_config()) == (str(own), str(own))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(tmp_path)))
     check_vocab_fits(str(pretrain), 400)

@@ -13,8 +13,10 @@ from lmforge.training.sft_data import build_sft_examples
 @pytest.fixture(scope="module")
 def tok_and_template(chain_tokenizer_dir):
     from lmforge.tokenizer.artifact import load_tokenizer
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
-    return load_tokenizer(chain_tokenizer_dir)
+    # (the sentencepiece model, an independent decoder; the ChatTokenizer that builds the examples)
+    return load_tokenizer(chain_tokenizer_dir)[0], ChatTokenizer.load(chain_tokenizer_dir)
 
 
 def conversation(cid, question, answer):
@@ -22,10 +24,10 @@ def conversation(cid, question, answer):
 
 
 def test_labels_cover_only_the_assistant_turn(tok_and_template):
-    tok, template = tok_and_template
+    tok, chat = tok_and_template
     conv = conversation("c1", "Add two numbers.", "return a + b")
 
-    [example], stats = build_sft_examples([conv], tok, template, max_length=512)
+    [example], stats = build_sft_examples([conv], chat, max_length=512)
 
     trained = [i for i, label in zip(example["input_ids"], example["labels"], strict=True) if label != -100]
     assert example["id"] == "c1"
@@ -35,9 +37,9 @@ def test_labels_cover_only_the_assistant_turn(tok_and_template):
 
 
 def test_train_on_prompt_trains_every_token(tok_and_template):
-    tok, template = tok_and_template
+    tok, chat = tok_and_template
 
-    [example], stats = build_sft_examples([conversation("c", "Q?", "A.")], tok, template, max_length=512,
+    [example], stats = build_sft_examples([conversation("c", "Q?", "A.")], chat, max_length=512,
                                           train_on_prompt=True)
 
     assert example["labels"] == example["input_ids"]
@@ -45,7 +47,7 @@ def test_train_on_prompt_trains_every_token(tok_and_template):
 
 
 def test_dropped_conversations_are_counted_by_reason(tok_and_template):
-    tok, template = tok_and_template
+    tok, chat = tok_and_template
     conversations = [
         conversation("ok", "Hi", "Hello"),
         conversation("long", "x " * 400, "y"),
@@ -53,11 +55,11 @@ def test_dropped_conversations_are_counted_by_reason(tok_and_template):
         {"id": "bad-role", "messages": [{"role": "robot", "content": "beep"}]},
     ]
 
-    examples, stats = build_sft_examples(conversations, tok, template, max_length=64)
+    examples, stats = build_sft_examples(conversations, chat, max_length=64)
 
     assert [e["id"] for e in examples] == ["ok"]
     assert stats["conversations_in"] == 4
-    assert stats["dropped"] == {"too_long": 1, "invalid_conversation": 2}
+    assert stats["dropped"] == {"too_long": 1, "invalid_conversation": 2, "unmaskable": 0}
     assert stats["conversations_in"] == stats["examples"] + sum(stats["dropped"].values())
 
 
@@ -86,9 +88,9 @@ THREE_TURNS = [
 
 
 def test_every_assistant_turn_and_no_user_or_system_token_is_trained(tok_and_template):
-    tok, template = tok_and_template
+    tok, chat = tok_and_template
 
-    [example], stats = build_sft_examples([{"id": "3t", "messages": THREE_TURNS}], tok, template, max_length=512)
+    [example], stats = build_sft_examples([{"id": "3t", "messages": THREE_TURNS}], chat, max_length=512)
 
     runs = trained_runs(example)
     answers = [m["content"] for m in THREE_TURNS if m["role"] == "assistant"]
@@ -104,20 +106,20 @@ def test_every_assistant_turn_and_no_user_or_system_token_is_trained(tok_and_tem
 
 
 def test_long_conversations_lose_whole_trailing_turns(tok_and_template):
-    tok, template = tok_and_template
-    [full], _ = build_sft_examples([{"id": "full", "messages": THREE_TURNS}], tok, template, max_length=512)
-    [two_turns], _ = build_sft_examples([{"id": "two", "messages": THREE_TURNS[:5]}], tok, template, max_length=512)
-    [one_turn], _ = build_sft_examples([{"id": "one", "messages": THREE_TURNS[:3]}], tok, template, max_length=512)
+    tok, chat = tok_and_template
+    [full], _ = build_sft_examples([{"id": "full", "messages": THREE_TURNS}], chat, max_length=512)
+    [two_turns], _ = build_sft_examples([{"id": "two", "messages": THREE_TURNS[:5]}], chat, max_length=512)
+    [one_turn], _ = build_sft_examples([{"id": "one", "messages": THREE_TURNS[:3]}], chat, max_length=512)
     budget = len(two_turns["input_ids"])
     assert len(one_turn["input_ids"]) < budget < len(full["input_ids"])
 
-    examples, stats = build_sft_examples([{"id": "t", "messages": THREE_TURNS, "source": "s"}], tok, template,
+    examples, stats = build_sft_examples([{"id": "t", "messages": THREE_TURNS, "source": "s"}], chat,
                                          max_length=budget)
     assert examples == [{"id": "t", "input_ids": two_turns["input_ids"], "labels": two_turns["labels"]}]
     assert (stats["truncated"], stats["truncated_messages"]) == (1, 2)
     assert stats["examples_per_source"] == {"s": 1}
 
-    examples, stats = build_sft_examples([{"id": "t", "messages": THREE_TURNS}], tok, template,
+    examples, stats = build_sft_examples([{"id": "t", "messages": THREE_TURNS}], chat,
                                          max_length=len(one_turn["input_ids"]) - 1)
     assert examples == [] and stats["dropped"]["too_long"] == 1  # not even the first answer fits
     assert stats["truncated"] == 0

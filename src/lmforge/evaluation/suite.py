@@ -42,14 +42,15 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.generation import generate_samples, load_model_and_tokenizer
     from lmforge.tokenizer.artifact import load_tokenizer
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.tokenizer.shards import TokenShards
     from lmforge.training.sft_data import build_sft_examples
 
-    tok, template = load_tokenizer(tokenizer_dir)
+    tok, _ = load_tokenizer(tokenizer_dir)
     shards = TokenShards.open(token_shards, expected_tokenizer_sha256=tok.sha256)
     n_blocks = min(shards.n_blocks("validation"), config.max_heldout_blocks)
     blocks = [shards.block("validation", i) for i in range(n_blocks)]
-    sft_examples, _ = build_sft_examples(conversations[: config.max_sft_examples], tok, template,
+    sft_examples, _ = build_sft_examples(conversations[: config.max_sft_examples], ChatTokenizer.load(tokenizer_dir),
                                          max_length=config.max_example_tokens)
     examples = [(e["input_ids"], e["labels"]) for e in sft_examples]
     if not blocks or not examples:

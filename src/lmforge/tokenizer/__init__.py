@@ -1,18 +1,15 @@
 """Tokenizer: train a code-safe sentencepiece model, the one chat format, HF export, token shards.
 
 Modules: ``config`` (the stage's one typed config), ``train`` (sentencepiece arguments + training),
-``sentencepiece_tokenizer`` (the tokenizer object), ``chat_template`` (render + SFT masking),
+``sentencepiece_tokenizer`` (the tokenizer object), ``chat_template`` (the format lmforge's tokenizers carry), ``chat_tokenizer`` (render, mask and prompt with any model's template),
 ``export`` (exact Hugging Face tokenizer folder), ``encode`` (multi-process, order-preserving
 encoding), ``shards`` (packed pretraining blocks), ``dtypes`` (the token id dtype), ``metrics``
 (fertility per script and for code, byte fallback, compression, vocabulary coverage), ``artifact``
 (the stage's two output folders). Heavy libraries are imported inside functions only.
 """
 
-from lmforge.tokenizer.chat_template import (
-    DEFAULT_CHAT_TEMPLATE,
-    render_chat,
-    tokenize_conversation,
-)
+from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE
+from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 from lmforge.tokenizer.config import TokenizerConfig, TokenShardArgs
 from lmforge.tokenizer.export import export_hf_tokenizer
 from lmforge.tokenizer.metrics import measure_tokenizer
@@ -21,6 +18,7 @@ from lmforge.tokenizer.shards import TokenShards, stream_token_shards
 from lmforge.tokenizer.train import TokenizerTrainArgs, train_tokenizer
 
 __all__ = [
+    "ChatTokenizer",
     "DEFAULT_CHAT_TEMPLATE",
     "SentencePieceTokenizer",
     "TokenShardArgs",
@@ -29,8 +27,6 @@ __all__ = [
     "TokenizerTrainArgs",
     "export_hf_tokenizer",
     "measure_tokenizer",
-    "render_chat",
     "stream_token_shards",
-    "tokenize_conversation",
     "train_tokenizer",
 ]

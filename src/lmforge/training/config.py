@@ -177,6 +177,8 @@ class JobModel:
     pad_id: int | None = None
     # LoRA adapters to train (only they train, merged into the output checkpoint); None: every parameter.
     lora: LoraArgs | None = None
+    # Let transformers run Python shipped in the init_from directory (``<stage>.trust_remote_code``).
+    trust_remote_code: bool = False
 
 
 @dataclass

@@ -112,16 +112,23 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
 
     ``base_model_dir`` is the pretrain checkpoint, used unless ``sft.base_model`` names another HF
     directory; packing, full/LoRA fine-tuning and the tokenizer rule: ``lmforge.training.sft``.
-    ``validation_examples`` (tokenized held-out conversations) give the validation loss.
+    ``validation_examples`` (tokenized held-out conversations) give the validation loss. The
+    checkpoint carries the tokenizer, its template and the stop ids (``finish_sft_checkpoint``).
     """
-    from lmforge.training.sft import MAX_VALIDATION_EXAMPLES, check_vocab_fits, resolve_sft_sources
+    from lmforge.training.sft import (
+        MAX_VALIDATION_EXAMPLES,
+        check_vocab_fits,
+        finish_sft_checkpoint,
+        load_sft_tokenizer,
+        resolve_sft_sources,
+    )
     from lmforge.training.sft import write_examples as write_jsonl
 
     if not examples:
         raise ValueError("no SFT examples to train on: check sft.data and sft.max_length")
-    base_model_dir, tokenizer_dir = resolve_sft_sources(base_model_dir, tokenizer_dir, config)
-    info = _tokenizer_info(tokenizer_dir)
-    check_vocab_fits(base_model_dir, info["vocab_size"])
+    chat = load_sft_tokenizer(base_model_dir, tokenizer_dir, config)
+    base_model_dir, _ = resolve_sft_sources(base_model_dir, tokenizer_dir, config)
+    check_vocab_fits(base_model_dir, chat.vocab_size)
 
     def write_examples(run_dir: Path) -> dict[str, str]:
         out = {"examples": write_jsonl(run_dir / "train_examples.jsonl", examples)}
@@ -131,7 +138,11 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
         return out
 
     model = JobModel(attn_implementation=config.model.attn_implementation,
-                     lora=config.lora if config.finetuning == "lora" else None)
-    data = JobData(pad_id=info["pad_id"], packing=config.packing, packing_length=config.max_length)
-    return _run("sft", config, templates, model=model, init_from=base_model_dir, data=data,
-                tokenizer_sha256=info["sha256"], write_data=write_examples)
+                     lora=config.lora if config.finetuning == "lora" else None,
+                     trust_remote_code=config.trust_remote_code)
+    data = JobData(pad_id=chat.pad_id, packing=config.packing, packing_length=config.max_length)
+    checkpoint, metrics, curve = _run("sft", config, templates, model=model, init_from=base_model_dir, data=data,
+                                      tokenizer_sha256=chat.sha256, write_data=write_examples)
+    finish_sft_checkpoint(checkpoint, chat)
+    return checkpoint, {**metrics, "base_model": base_model_dir, "chat_template_sha256": chat.template_sha256,
+                        "end_of_turn": chat.end_of_turn}, curve

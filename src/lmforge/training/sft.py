@@ -14,13 +14,16 @@ validation loss of the base and the fine-tuned model on the held-out examples.
 The stage's options are ``lmforge.training.sft_config.SftConfig``; the functions here take it whole.
 
 Base model and tokenizer (``resolve_sft_sources``):
-- ``sft.base_model: null`` -> the pretrain stage's checkpoint; a path -> that HF model directory.
-- The tokenizer is the base directory's own when it holds an lmforge tokenizer (``tokenizer.model``
-  and a ``tokenizer_config.json`` with a chat template: what the tokenizer stage writes), else the
-  tokenizer stage's. A base directory with a tokenizer of another kind (e.g. only ``tokenizer.json``)
-  is refused: conversations are rendered and masked with the sentencepiece model and the one chat
-  template, so a foreign vocabulary would train on wrong ids. The model's embedding must cover the
-  tokenizer's vocabulary.
+- ``sft.base_model: null`` -> the pretrain stage's checkpoint; a path -> that local Hugging Face model
+  directory (any causal LM transformers implements natively; one whose code ships in the directory
+  is refused unless ``sft.trust_remote_code``: ``lmforge.model.base_model.check_base_model``).
+- The tokenizer is the model directory's own when it has one (a foreign model, or a continued-
+  pretraining checkpoint), else the tokenizer stage's; its chat template is the one template
+  (``lmforge.tokenizer.chat_tokenizer.ChatTokenizer``), or, for a tokenizer without one, the built-in
+  template ``sft.chat_template`` names. The model's embedding must cover the tokenizer's vocabulary.
+- The fine-tuned checkpoint carries that tokenizer and template, and a ``generation_config.json``
+  whose ``eos_token_id`` lists every stop id (end-of-turn first): evaluation, packaging and serving
+  read them from the checkpoint.
 """
 
 from __future__ import annotations
@@ -36,68 +39,78 @@ from lmforge.training.config import load_job_spec
 from lmforge.training.lora import ADAPTER_SUBDIR
 
 if TYPE_CHECKING:
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.training.sft_config import SftConfig
 
 logger = logging.getLogger("lmforge.training")
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
 # Held-out examples scored for the validation loss (before and after training).
 MAX_VALIDATION_EXAMPLES = 256
 
 
 def resolve_sft_sources(pretrain_checkpoint: str, tokenizer_dir: str, config: SftConfig) -> tuple[str, str]:
     """(base model directory, tokenizer directory) by the rule in the module docstring."""
-    base = Path(config.base_model) if config.base_model else Path(pretrain_checkpoint)
-    if not (base / "config.json").is_file():
-        raise FileNotFoundError(f"sft base model {base} has no config.json: point sft.base_model at a Hugging Face "
-                                "model directory (or null for the pretrain checkpoint)")
-    present = [name for name in TOKENIZER_FILES if (base / name).is_file()]
-    if not present:
-        return str(base), str(tokenizer_dir)
-    tok_config = base / "tokenizer_config.json"
-    has_template = tok_config.is_file() and bool(json.loads(tok_config.read_text(encoding="utf-8")).get("chat_template"))
-    if (base / "tokenizer.model").is_file() and has_template:
-        logger.info("sft: using the tokenizer in the base model directory %s", base)
-        return str(base), str(base)
-    raise ValueError(f"sft base model {base} carries a tokenizer lmforge cannot use ({', '.join(present)}; it needs "
-                     "tokenizer.model + a tokenizer_config.json with a chat_template, as the tokenizer stage writes): "
-                     "copy data/06_models/tokenizer/* into it, or remove its tokenizer files to use the stage's")
+    from lmforge.model.base_model import check_base_model, tokenizer_dir_for
+
+    if config.base_model:
+        check_base_model(config.base_model, trust_remote_code=config.trust_remote_code, where="sft.base_model")
+    base = config.base_model or pretrain_checkpoint  # the checkpoint is checked when training starts (run_sft)
+    return str(base), tokenizer_dir_for(base, tokenizer_dir)
 
 
-def resolve_sft_tokenizer(tokenizer_dir: str, config: SftConfig) -> str:
-    """The tokenizer directory SFT data is rendered with (the rule of ``resolve_sft_sources``)."""
-    if not config.base_model:
-        return str(tokenizer_dir)
-    return resolve_sft_sources(config.base_model, tokenizer_dir, config)[1]
+def load_sft_tokenizer(pretrain_checkpoint: str, tokenizer_dir: str, config: SftConfig) -> ChatTokenizer:
+    """The ``ChatTokenizer`` SFT renders and masks with (the rule of ``resolve_sft_sources``)."""
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    base, tokenizer_dir = resolve_sft_sources(pretrain_checkpoint, tokenizer_dir, config)
+    return ChatTokenizer.load(tokenizer_dir, chat_template=config.chat_template, model_dir=base,
+                              trust_remote_code=config.trust_remote_code)
 
 
-def tokenize_sft_conversations(conversations: Sequence[Mapping[str, Any]], tokenizer_dir: str,
+def tokenize_sft_conversations(conversations: Sequence[Mapping[str, Any]], chat: ChatTokenizer,
                                config: SftConfig) -> tuple[list[dict], dict[str, Any]]:
     """Conversations as training examples: rendered with the chat template, masked, fitted to ``max_length``.
 
-    The tokenizer is the one ``resolve_sft_tokenizer`` picks (``sft.base_model`` may bring its own).
     Returns the examples and ``build_sft_examples``' stats.
     """
-    from lmforge.tokenizer.artifact import load_tokenizer
     from lmforge.training.sft_data import build_sft_examples
 
-    tok, template = load_tokenizer(resolve_sft_tokenizer(tokenizer_dir, config))
-    return build_sft_examples(conversations, tok, template, max_length=config.max_length,
+    return build_sft_examples(conversations, chat, max_length=config.max_length,
                               train_on_prompt=config.train_on_prompt)
 
 
-def tokenize_held_out(conversations: Sequence[Mapping[str, Any]], tokenizer_dir: str,
+def tokenize_held_out(conversations: Sequence[Mapping[str, Any]], chat: ChatTokenizer,
                       config: SftConfig) -> list[dict]:
     """The first ``MAX_VALIDATION_EXAMPLES`` held-out conversations as examples, masked like training."""
-    return tokenize_sft_conversations(list(conversations)[:MAX_VALIDATION_EXAMPLES], tokenizer_dir, config)[0]
+    return tokenize_sft_conversations(list(conversations)[:MAX_VALIDATION_EXAMPLES], chat, config)[0]
 
 
 def check_vocab_fits(base_model_dir: str, vocab_size: int) -> None:
-    """Refuse a base model whose embedding is smaller than the tokenizer's vocabulary."""
-    n = json.loads(Path(base_model_dir, "config.json").read_text()).get("vocab_size")
+    """Refuse a base model without a config.json, or whose embedding is smaller than the tokenizer's vocabulary."""
+    from lmforge.model.base_model import read_model_config
+
+    config = read_model_config(base_model_dir, where="sft.base_model (null: the pretrain checkpoint)")
+    n = config.get("vocab_size", config.get("text_config", {}).get("vocab_size"))
     if n is not None and n < vocab_size:
         raise ValueError(f"base model {base_model_dir} embeds {n} tokens but the tokenizer has {vocab_size}: "
                          "use the model's own tokenizer or a model trained with this one")
+
+
+def finish_sft_checkpoint(checkpoint: str, chat: ChatTokenizer) -> None:
+    """Save the tokenizer with its template into the checkpoint, and every stop id into its generation config.
+
+    ``eos_token_id`` lists the end-of-turn id first, then the tokenizer's and the base model's EOS ids:
+    what ``generate`` stops on wherever the checkpoint goes.
+    """
+    from transformers import GenerationConfig
+
+    chat.save(checkpoint)
+    path = Path(checkpoint, "generation_config.json")
+    config = GenerationConfig.from_pretrained(checkpoint) if path.is_file() else GenerationConfig()
+    config.eos_token_id = chat.stop_ids
+    config.pad_token_id = chat.pad_id
+    config.bos_token_id = chat.bos_id
+    config.save_pretrained(checkpoint)
 
 
 def write_examples(path: Path, examples: Sequence[Mapping[str, Any]]) -> str:
@@ -223,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     if not spec.init_from:
         raise ValueError("SFT needs init_from: a Hugging Face model directory")
     model = AutoModelForCausalLM.from_pretrained(
-        spec.init_from, dtype=torch.float32, attn_implementation=spec.model.attn_implementation)
+        spec.init_from, dtype=torch.float32, attn_implementation=spec.model.attn_implementation,
+        trust_remote_code=spec.model.trust_remote_code)
     model.config.use_cache = False  # training: a KV cache would also disable packed-sequence masking
     data = spec.data
     if not data.examples or data.pad_id is None:
@@ -261,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
                      trained_tokens=trained, real_tokens_per_s=real / seconds, trained_tokens_per_s=trained / seconds)
         if validation:
             del model
-            tuned = AutoModelForCausalLM.from_pretrained(spec.output_dir, dtype=torch.float32)
+            tuned = AutoModelForCausalLM.from_pretrained(spec.output_dir, dtype=torch.float32,
+                                                         trust_remote_code=spec.model.trust_remote_code)
             if torch.cuda.is_available():
                 tuned = tuned.to(f"cuda:{torch.cuda.current_device()}")
             extra["validation_loss"] = validation_loss(tuned, validation, pad_id)

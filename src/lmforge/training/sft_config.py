@@ -70,9 +70,15 @@ class SftConfig:
     max_length: int = 384
     # Put labels on the prompt tokens too (default: assistant turns only).
     train_on_prompt: bool = False
-    # Hugging Face model directory to fine-tune; None: the pretrain stage's checkpoint. Its tokenizer is
-    # used when it holds an lmforge one (``training.sft.resolve_sft_sources``).
+    # Local Hugging Face model directory to fine-tune; None: the pretrain stage's checkpoint. Its own
+    # tokenizer and chat template are used when it has them (``training.sft.resolve_sft_sources``).
     base_model: str | None = None
+    # Built-in chat template (chatml, llama3, gemma, internlm2) for a tokenizer that has none; a
+    # tokenizer with its own template keeps it (naming another is refused). None: the tokenizer's own.
+    chat_template: str | None = None
+    # Run Python shipped in base_model's directory (auto_map: InternLM2, Baichuan...); off, such a model is
+    # refused with the reason.
+    trust_remote_code: bool = False
     # Several examples per row of ``max_length`` tokens, positions restarting per example and no
     # attention across them (the same loss as unpacked).
     packing: bool = True

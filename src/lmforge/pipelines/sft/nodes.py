@@ -40,13 +40,18 @@ def build_conversations(clean_documents: dict[str, Any], config: SftConfig) -> t
                                                      "train_conversations": len(train), "mix": mix}
 
 
-def tokenize_conversations(conversations: list[dict], tokenizer: str, stats: dict,
-                           config: SftConfig) -> tuple[list[dict], dict]:
-    """Render with the tokenizer's chat template; labels only on assistant turns; long ones truncated."""
-    from lmforge.training.sft import tokenize_sft_conversations
+def tokenize_conversations(conversations: list[dict], pretrain_checkpoint: str, tokenizer: str, stats: dict,
+                           config: SftConfig) -> tuple[list[dict], dict, dict]:
+    """Render with the model's chat template; labels only on assistant turns; long ones truncated.
 
-    examples, example_stats = tokenize_sft_conversations(conversations, tokenizer, config)
-    return examples, {**stats, **example_stats}
+    Also returns the template audit of the training side (``lmforge.tokenizer.template_audit``).
+    """
+    from lmforge.tokenizer.template_audit import training_audit
+    from lmforge.training.sft import load_sft_tokenizer, tokenize_sft_conversations
+
+    chat = load_sft_tokenizer(pretrain_checkpoint, tokenizer, config)
+    examples, example_stats = tokenize_sft_conversations(conversations, chat, config)
+    return examples, {**stats, **example_stats}, training_audit(chat, "sft")
 
 
 def finetune_model(examples: list[dict], validation_conversations: list[dict], pretrain_checkpoint: str,
@@ -58,9 +63,10 @@ def finetune_model(examples: list[dict], validation_conversations: list[dict], p
     ``missing_ok``; ``hooks.OPTIONAL_INPUTS``): the stage runs before, or without, pretraining.
     """
     from lmforge.training.jobs import run_sft
-    from lmforge.training.sft import tokenize_held_out
+    from lmforge.training.sft import load_sft_tokenizer, tokenize_held_out
 
-    validation = tokenize_held_out(validation_conversations, tokenizer, config)
+    validation = tokenize_held_out(validation_conversations,
+                                   load_sft_tokenizer(pretrain_checkpoint, tokenizer, config), config)
     checkpoint, metrics, curve = run_sft(examples, pretrain_checkpoint, tokenizer, deepspeed_templates, config,
                                          validation_examples=validation)
     return checkpoint, {**metrics, "data": data_stats}, curve
