@@ -55,6 +55,7 @@ EXPECTED: dict[str, str | None] = {
     "data.sft_formats.RecordError": "fix the record or drop it from the source",
     "packaging.chat_model.BadRequest": None,
     "builtins.FileNotFoundError": None,  # our messages name the command that produces the file
+    "builtins.PermissionError": None,  # a base model whose remote code was not allowed: the message names the switch
 }
 """Our error types (and builtins we raise for user mistakes) that are expected: qualified name -> next step
 (None: the message already says it). Named, not imported, so this module stays a leaf; our own types
