@@ -30,8 +30,13 @@ from lmforge import tracking
 logger = logging.getLogger(__name__)
 
 # (node name, input) -> the parameter that, when set, makes the node do without that input.
+# sft.base_model: a Hugging Face directory replaces the pretrain checkpoint, and brings its own tokenizer
+# (one without is refused when the tokenizer stage's is missing too: ``training.sft.load_sft_tokenizer``).
+# pretrain.base_model: continued pretraining re-tokenizes the corpus with the base model's own tokenizer.
 OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
-                   # continued pretraining re-tokenizes the corpus with the base model's own tokenizer
+                   ("tokenize_conversations", "pretrain_checkpoint"): "sft.base_model",
+                   ("finetune_model", "tokenizer"): "sft.base_model",
+                   ("tokenize_conversations", "tokenizer"): "sft.base_model",
                    ("pretrain_model", "token_shards"): "pretrain.base_model",
                    ("pretrain_model", "tokenizer"): "pretrain.base_model"}
 
