@@ -12,7 +12,7 @@ import pickle
 
 import numpy as np
 import pytest
-from foreign_models import build_foreign_model
+from foreign_models import FAMILIES, build_foreign_model
 
 from lmforge.tokenizer.hf_encoder import HFTextEncoder, build_model_token_shards_dir, hf_tokenizer_sha256
 from lmforge.tokenizer.shards import TokenShards, stream_token_shards
@@ -26,11 +26,6 @@ DOCS = {
 @pytest.fixture(scope="module")
 def qwen2(tmp_path_factory):
     return build_foreign_model("qwen2", tmp_path_factory.mktemp("qwen2") / "model")
-
-
-@pytest.fixture(scope="module")
-def gemma(tmp_path_factory):
-    return build_foreign_model("gemma", tmp_path_factory.mktemp("gemma") / "model")
 
 
 def expected_stream(model_dir, texts: list[str], *, bos: bool) -> list[int]:
@@ -70,16 +65,25 @@ def test_qwen2_documents_are_its_ids_each_followed_by_its_eos(qwen2, tmp_path):
     assert index["documents"] == {"train": 3, "validation": 1}
 
 
-def test_gemma_documents_start_with_bos_as_its_tokenizer_adds_one(gemma, tmp_path):
+# Whether each family's tokenizer starts encoded text with BOS (tests/foreign_models.py: Gemma, the
+# InternLM2 Llama-format port and Llama 3 do, as the real ones; Qwen2 and BLOOM do not).
+BOS_ON_ENCODE = {"qwen2": False, "gemma": True, "bloom": False, "internlm2": True, "llama3": True}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_documents_are_bos_where_its_tokenizer_adds_one_ids_and_eos(family, tmp_path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gemma))
-    assert tok("a")["input_ids"][0] == tok.bos_token_id  # the family's convention the encoder follows
-    build_model_token_shards_dir(DOCS, gemma, tmp_path, seq_len=4, blocks_per_shard=8, num_proc=1)
-    got = np.concatenate(list(TokenShards.open(tmp_path).iter_blocks("train"))).tolist()
-    stream = expected_stream(gemma, DOCS["train"], bos=True)
+    model = build_foreign_model(family, tmp_path / family)
+    tok = AutoTokenizer.from_pretrained(str(model))
+    build_model_token_shards_dir(DOCS, model, tmp_path / "shards", seq_len=4, blocks_per_shard=8, num_proc=1)
+
+    got = np.concatenate(list(TokenShards.open(tmp_path / "shards").iter_blocks("train"))).tolist()
+    stream = expected_stream(model, DOCS["train"], bos=BOS_ON_ENCODE[family])
     assert got == stream[: len(got)] and len(stream) - len(got) < 4
-    assert got[0] == tok.bos_token_id and stream.count(tok.bos_token_id) == stream.count(tok.eos_token_id) == 3
+    assert stream.count(tok.eos_token_id) == 3  # one separator per document, none from the "<|im_end|>" text
+    if BOS_ON_ENCODE[family]:
+        assert got[0] == tok.bos_token_id and stream.count(tok.bos_token_id) == 3
 
 
 def test_the_encoder_pickles_as_its_directory_for_the_encoding_processes(qwen2):

@@ -80,3 +80,25 @@ def test_a_tokenizer_without_template_is_saved_as_it_is(tmp_path):
     generation = json.loads((checkpoint / "generation_config.json").read_text())
     config = json.loads((bloom / "config.json").read_text())
     assert (generation["eos_token_id"], generation["bos_token_id"]) == (config["eos_token_id"], config["bos_token_id"])
+
+
+def test_the_job_fingerprint_holds_the_base_models_identity(qwen2, tmp_path):
+    """A checkpoint of a run from one base model is never resumed by a run from another (or a changed one)."""
+    from lmforge.training.checkpoints import fingerprint_job
+    from lmforge.training.config import JobData, JobModel, JobSpec, TrainArgs
+
+    other = tmp_path / "other"
+    shutil.copytree(qwen2, other)
+
+    def fingerprint(base) -> str:
+        spec = JobSpec(kind="pretrain", model=JobModel(attn_implementation="sdpa"), init_from=str(base),
+                       data=JobData(), train=TrainArgs(), deepspeed={}, output_dir="o", run_dir="r",
+                       metric_prefix="pretrain")
+        return fingerprint_job(spec)
+
+    assert fingerprint(other) == fingerprint(qwen2)  # the content counts, not the path
+    weights = other / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert fingerprint(other) != fingerprint(qwen2)
