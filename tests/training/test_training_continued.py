@@ -102,3 +102,12 @@ def test_the_job_fingerprint_holds_the_base_models_identity(qwen2, tmp_path):
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
     assert fingerprint(other) != fingerprint(qwen2)
+
+
+def test_a_scratch_value_set_with_a_base_model_is_named_as_ignored(caplog):
+    with caplog.at_level("WARNING"):
+        config = build_dataclass(PretrainConfig, {"run_dir": "r", "base_model": "/m", "train": {"lr": 1e-4}},
+                                 path="pretrain")
+
+    assert config.train.lr == 2e-5
+    assert "train.lr=0.0001 ignored" in caplog.text and "pretrain.continued" in caplog.text

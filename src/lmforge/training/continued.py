@@ -7,7 +7,8 @@ process, never in the workers:
 
 - before: ``check_base_model`` (remote code refused unless ``pretrain.trust_remote_code``, with the
   reason), the token shards must be the ones made with this model's own tokenizer (their
-  ``tokenizer_sha256``, see ``lmforge.tokenizer.hf_encoder``) and every id must fit the model's embedding;
+  ``tokenizer_sha256``, see ``lmforge.tokenizer.hf_encoder``), every id must fit the model's embedding
+  and a block its positions;
 - after: the exported checkpoint gets the base model's tokenizer, with its chat template where it has
   one (``ChatTokenizer.save``; a tokenizer without one is saved as it is, SFT may name a built-in
   template later), and the base model's ``generation_config.json`` (its EOS list, pad and BOS), so SFT,
@@ -42,6 +43,10 @@ def check_continued_start(base_model: str, token_shards: str, *, trust_remote_co
     if n is not None and n < encoder.vocab_size:
         raise ValueError(f"{WHERE}: {base_model} embeds {n} tokens but its tokenizer has {encoder.vocab_size}: "
                          "the model and the tokenizer in its directory do not belong together")
+    positions = config.get("max_position_embeddings", config.get("text_config", {}).get("max_position_embeddings"))
+    if positions is not None and shards.seq_len > positions:
+        raise ValueError(f"{WHERE}: {base_model} takes at most {positions} positions but the token shards hold "
+                         f"{shards.seq_len}-token blocks: lower tokenizer.shards.seq_len")
     return shards.index
 
 

@@ -17,16 +17,20 @@ warmup of ~3% of the steps, cosine decay): the learning rate is re-warmed from z
 optimizer state of the base model's own run is not available and Adam's moments start empty. With
 ``base_model`` set, ``__post_init__`` writes these into ``train`` (``lr``, ``warmup_steps``,
 ``min_lr_ratio``), so the job, the MLflow params and the model card all show the schedule that ran;
-``train.lr``/``warmup_steps``/``min_lr_ratio`` are the from-scratch schedule only.
+``train.lr``/``warmup_steps``/``min_lr_ratio`` are the from-scratch schedule only (one set to another
+value alongside ``base_model`` is named in a warning as ignored).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 from lmforge.model.build import ATTN_IMPLEMENTATION
 from lmforge.model.presets import Preset, PresetOverrides
 from lmforge.training.config import DeepSpeedArgs, LaunchArgs, TrainArgs
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -106,6 +110,15 @@ class PretrainConfig:
     continued: ContinuedTrainArgs = field(default_factory=ContinuedTrainArgs)
 
     def __post_init__(self) -> None:
-        if self.base_model:  # idempotent: a config rebuilt from its own dict resolves to the same schedule
-            self.train = replace(self.train, lr=self.continued.lr, min_lr_ratio=self.continued.min_lr_ratio,
-                                 warmup_steps=self.continued.warmup_steps(self.train.max_steps))
+        if not self.base_model:
+            return
+        # idempotent: a config rebuilt from its own dict resolves to the same schedule
+        resolved = {"lr": self.continued.lr, "min_lr_ratio": self.continued.min_lr_ratio,
+                    "warmup_steps": self.continued.warmup_steps(self.train.max_steps)}
+        scratch = PretrainTrainArgs()
+        ignored = [f"train.{k}={getattr(self.train, k)}" for k, v in resolved.items()
+                   if getattr(self.train, k) not in (v, getattr(scratch, k))]
+        if ignored:  # the user set a from-scratch value that continued pretraining does not use
+            logger.warning("pretrain.base_model is set, so pretrain.continued decides the schedule: %s ignored "
+                           "(set pretrain.continued.lr / warmup_ratio / min_lr_ratio instead)", ", ".join(ignored))
+        self.train = replace(self.train, **resolved)

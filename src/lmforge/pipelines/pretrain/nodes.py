@@ -58,7 +58,8 @@ def tokenize_for_base_model(clean_documents: dict[str, Any], config: PretrainCon
     counts = build_model_token_shards_dir(splits, config.base_model, out_dir, seq_len=shards.seq_len,
                                           blocks_per_shard=shards.blocks_per_shard, num_proc=shards.num_proc,
                                           trust_remote_code=config.trust_remote_code)
-    return out_dir, {f"tokens.{key}": value for key, value in counts.items() if key not in ("sha256", "bos_id")}
+    # the hash evaluation needs to find these shards for a model: lmforge.tokenizer.hf_encoder.hf_tokenizer_sha256
+    return out_dir, {f"tokens.{key}": value for key, value in counts.items() if key != "bos_id"}
 
 
 def pretrain_model(token_shards: str, pretrain_token_shards: str, tokenizer: str, deepspeed_templates: dict[str, Any],
