@@ -11,10 +11,11 @@ default: where a stage writes is the configuration's choice, not the library's.
 Continued pretraining (``base_model``: a local Hugging Face causal LM instead of a preset) starts from
 trained weights, which the from-scratch schedule (``train.lr`` 3e-3 for the tiny CPU model) would
 wreck in a few steps. So it has its own schedule, ``ContinuedTrainArgs`` (``pretrain.continued``),
-whose defaults follow what the continued-pretraining recipes of mature tools use (XTuner's InternLM2
-full-parameter configs and LLaMA-Factory's ``pt`` examples: a peak learning rate of 1e-5..5e-5, a
-warmup of ~3% of the steps, cosine decay): the learning rate is re-warmed from zero, because the
-optimizer state of the base model's own run is not available and Adam's moments start empty. With
+whose defaults follow XTuner's full-parameter continued-pretraining config for InternLM2
+(``internlm2_7b_full_custom_pretrain_e1.py``: lr 2e-5, warmup_ratio 0.03, cosine decay; full-parameter
+recipes of other tools keep the peak within 1e-5..5e-5), decaying to 10% of the peak as the scratch
+schedule does rather than to zero. The learning rate is re-warmed from zero because the optimizer
+state of the base model's own run is not available and Adam's moments start empty. With
 ``base_model`` set, ``__post_init__`` writes these into ``train`` (``lr``, ``warmup_steps``,
 ``min_lr_ratio``), so the job, the MLflow params and the model card all show the schedule that ran;
 ``train.lr``/``warmup_steps``/``min_lr_ratio`` are the from-scratch schedule only (one set to another
@@ -67,7 +68,7 @@ class ContinuedTrainArgs:
     """``pretrain.continued``: the schedule of continued pretraining (``base_model`` set); replaces the
     ``train`` fields of the same meaning for such a run (see the module docstring)."""
 
-    # Peak learning rate for a trained model (XTuner's InternLM2 continued pretraining: 2e-5).
+    # Peak learning rate for a trained model (XTuner's InternLM2 full continued pretraining: 2e-5).
     lr: float = 2e-5
     # Linear warmup as a share of train.max_steps (at least one step): re-warm from zero, ~3% of the run.
     warmup_ratio: float = 0.03
