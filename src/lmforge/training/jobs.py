@@ -166,8 +166,10 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
                                                      validation_examples[:MAX_VALIDATION_EXAMPLES])
         return out
 
-    model = JobModel(attn_implementation=config.model.attn_implementation,
-                     lora=config.lora if config.finetuning == "lora" else None,
+    from lmforge.model.base_model import resolve_attn_implementation
+
+    attn = resolve_attn_implementation(base_model_dir, config.model.attn_implementation, where="sft.base_model")
+    model = JobModel(attn_implementation=attn, lora=config.lora if config.finetuning == "lora" else None,
                      trust_remote_code=config.trust_remote_code)
     data = JobData(pad_id=chat.pad_id, packing=config.packing, packing_length=config.max_length)
     checkpoint, metrics, curve = _run("sft", config, templates, model=model, init_from=base_model_dir, data=data,
