@@ -120,11 +120,13 @@ def run_continued_pretraining(token_shards: str, templates: Mapping[str, Any],
     base model's tokenizer, template and generation config): ``lmforge.training.continued``. The
     metrics say ``continued: true`` and ``base_model``; the initial loss is the base model's own.
     """
-    from lmforge.training.continued import check_continued_start, finish_continued_checkpoint
+    from lmforge.model.base_model import resolve_attn_implementation
+    from lmforge.training.continued import WHERE, check_continued_start, finish_continued_checkpoint
 
     base_model = str(Path(config.base_model).resolve())
     index = check_continued_start(base_model, token_shards, trust_remote_code=config.trust_remote_code)
-    model = JobModel(attn_implementation=config.model.attn_implementation, trust_remote_code=config.trust_remote_code)
+    attn = resolve_attn_implementation(base_model, config.model.attn_implementation, where=WHERE)  # BLOOM: no SDPA
+    model = JobModel(attn_implementation=attn, trust_remote_code=config.trust_remote_code)
     logger.info("pretrain: continuing from %s (lr %.2e, %d warmup steps: pretrain.continued)", base_model,
                 config.train.lr, config.train.warmup_steps)
     checkpoint, metrics, curve = _run("pretrain", config, templates, model=model, init_from=base_model,
