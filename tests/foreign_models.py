@@ -483,3 +483,24 @@ def build_remote_code_model(out_dir: str | Path) -> Path:
     for name in ("configuration_internlm2.py", "modeling_internlm2.py"):
         (out_dir / name).write_text(_REMOTE_CODE_STUB.format(name=name), encoding="utf-8")
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/foreign_models.py gemma /tmp/my-gemma``: a foreign model to try lmforge on, offline."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build a random-weight foreign HF causal LM with its own tokenizer "
+                                                 "and chat template (for trying 'bring your own model' offline).")
+    parser.add_argument("family", choices=FAMILIES, help="which real model's conventions to mimic")
+    parser.add_argument("out_dir", help="directory to write (config.json, weights, tokenizer, generation config)")
+    parser.add_argument("--hidden-size", type=int, default=64, help="model width (default 64)")
+    parser.add_argument("--layers", type=int, default=2, help="transformer layers (default 2)")
+    parser.add_argument("--no-chat-template", action="store_true", help="leave the tokenizer without a template")
+    args = parser.parse_args(argv)
+    path = build_foreign_model(args.family, args.out_dir, hidden_size=args.hidden_size, num_layers=args.layers,
+                               chat_template=not args.no_chat_template)
+    print(path)  # noqa: T201  (the command's output: the directory, for scripts)
+
+
+if __name__ == "__main__":
+    main()
