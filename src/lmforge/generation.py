@@ -9,9 +9,11 @@ module, so a prompt is rendered, stopped and decoded the same way everywhere:
   rendered by the tokenizer's own ``chat_template`` (the project's one template, which also adds BOS)
   with the generation prompt and encoded with ``add_special_tokens=False``; ``chat=False`` encodes the
   raw text (HumanEval's code prompts).
-- **Stop rule**: generation ends at the tokenizer's EOS and at ``<|im_end|>`` when the vocabulary has
-  it (the end-of-turn token of ChatML-style templates). The stop token counts in ``new_tokens`` but is
-  never part of the text, which is decoded with ``skip_special_tokens=True``.
+- **Stop rule**: generation ends at the tokenizer's EOS, at ``<|im_end|>`` when the vocabulary has
+  it (the end-of-turn token of ChatML-style templates) and at every ``eos_token_id`` of the model's
+  ``generation_config`` (a model's own end-of-turn, e.g. Gemma's ``<end_of_turn>`` or Llama 3's
+  ``<|eot_id|>``: the SFT checkpoint and the package list every stop id there). The stop token counts
+  in ``new_tokens`` but is never part of the text, which is decoded with ``skip_special_tokens=True``.
 - **Pad id**: the tokenizer's pad id, else the first stop id.
 - **Engines**: ``"batched"``, our decode loop over left-padded batches with a preallocated KV cache
   (``generate_batched``; greedy outputs equal transformers ``generate`` token for token, tested, and
@@ -124,16 +126,19 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, *, chat: bool) -> list[int]:
     return encode_chat(tokenizer, messages)
 
 
-def resolve_stop_token_ids(tokenizer: Any) -> list[int]:
-    """Ids that end generation: the tokenizer's EOS, then ``<|im_end|>`` if the vocab has it."""
-    stop_ids = []
-    if tokenizer.eos_token_id is not None:
-        stop_ids.append(int(tokenizer.eos_token_id))
-    end_of_turn = tokenizer.get_vocab().get(END_OF_TURN_TOKEN)
-    if end_of_turn is not None and end_of_turn not in stop_ids:
-        stop_ids.append(int(end_of_turn))
+def resolve_stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """Ids that end generation: the tokenizer's EOS, ``<|im_end|>`` if the vocab has it, then every
+    ``eos_token_id`` (an int or a list) of ``generation_config`` (the model's; None: none).
+
+    The tokenizer's come first, so the pad fallback (the first stop id) stays the tokenizer's EOS.
+    """
+    candidates = [tokenizer.eos_token_id, tokenizer.get_vocab().get(END_OF_TURN_TOKEN)]
+    model_eos = getattr(generation_config, "eos_token_id", None)
+    candidates += model_eos if isinstance(model_eos, list | tuple) else [model_eos]
+    stop_ids = list(dict.fromkeys(int(i) for i in candidates if i is not None))
     if not stop_ids:
-        raise ValueError(f"tokenizer has neither an eos_token nor {END_OF_TURN_TOKEN}")
+        raise ValueError(f"neither the tokenizer (eos_token, {END_OF_TURN_TOKEN}) nor the model's generation_config "
+                         "(eos_token_id) names a stop token")
     return stop_ids
 
 
@@ -198,7 +203,7 @@ def generate_from_ids(
         engine = "transformers" if do_sample else "batched"
     if not prompt_ids:
         return []
-    stop_ids = resolve_stop_token_ids(tokenizer)
+    stop_ids = resolve_stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     pad_id = resolve_pad_token_id(tokenizer, stop_ids)
     run = generate_batched if engine == "batched" else generate_reference
     new_ids = run(model, prompt_ids, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_ids=stop_ids,
