@@ -54,6 +54,8 @@ EXPECTED: dict[str, str | None] = {
     "data.readers.SourceError": "check `data_processing.sources` in conf/base/parameters_data_processing.yml",
     "data.sft_formats.RecordError": "fix the record or drop it from the source",
     "packaging.chat_model.BadRequest": None,
+    "tokenizer.template_audit.TemplateMismatchError": "the template audits of every stage are in "
+                                                      "data/08_reporting/template_audit/",
     "builtins.FileNotFoundError": None,  # our messages name the command that produces the file
 }
 """Our error types (and builtins we raise for user mistakes) that are expected: qualified name -> next step

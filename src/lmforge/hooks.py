@@ -3,8 +3,8 @@
 - ``MissingInputHooks`` runs before any other ``before_pipeline_run`` hook (so before kedro-mlflow
   opens a run) and stops with one line naming the command that produces a missing input, instead
   of a dataset traceback halfway through a stage. An input that every node consuming it can do
-  without, given a parameter (``OPTIONAL_INPUTS``: sft needs no ``pretrain_checkpoint`` when
-  ``sft.base_model`` names a Hugging Face directory), is not required.
+  without, given a parameter (``OPTIONAL_INPUTS``: sft, and evaluation's base model, need no
+  ``pretrain_checkpoint`` when ``sft.base_model`` names a Hugging Face directory), is not required.
 - ``SystemMetricsHooks`` turns on MLflow's CPU/memory/disk/network (and GPU, with NVML) sampling.
 - ``DiskIOHooks`` logs the bytes read from and written to the machine's block devices during the
   stage (``io.disk_read_mb``, ``io.disk_write_mb``, ``io.disk_mb_per_s``): MLflow's system metrics
@@ -29,7 +29,8 @@ from lmforge import tracking
 logger = logging.getLogger(__name__)
 
 # (node name, input) -> the parameter that, when set, makes the node do without that input.
-OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model"}
+OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
+                   ("evaluate_models", "pretrain_checkpoint"): "sft.base_model"}
 
 
 class MissingInputError(SystemExit):
