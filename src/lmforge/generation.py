@@ -24,7 +24,7 @@ module, so a prompt is rendered, stopped and decoded the same way everywhere:
 - ``batch_size`` defaults to 1: each prompt alone, so a completion never depends on the other prompts
   (padding changes float rounding); a caller that wants throughput passes a larger batch.
 
-Long because (~530 lines) it is one module, not several: one concept, and the MLflow pyfunc model
+Long because (~550 lines) it is one module, not several: one concept, and the MLflow pyfunc model
 pickles it by value (cloudpickle) so that a registered model loads without lmforge installed; a
 module that imports no other lmforge module is what makes that work. Only the standard library is
 imported at module level (torch and transformers inside the functions).
@@ -88,10 +88,12 @@ class Completion:
 # --- loading, encoding, stop and pad ids -----------------------------------------------------------
 
 
-def load_model_and_tokenizer(model_dir: str | Path, tokenizer_dir: str | Path | None = None) -> tuple[Any, Any]:
+def load_model_and_tokenizer(model_dir: str | Path, tokenizer_dir: str | Path | None = None, *,
+                             trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load a ``save_pretrained`` model in fp32 (eval mode) and its tokenizer, from local files only.
 
-    ``tokenizer_dir`` defaults to ``model_dir`` (a packaged model holds both).
+    ``tokenizer_dir`` defaults to ``model_dir`` (a packaged model holds both); ``trust_remote_code`` runs
+    Python shipped in the directories (only when the user opted in).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,9 +103,10 @@ def load_model_and_tokenizer(model_dir: str | Path, tokenizer_dir: str | Path | 
     _require_file(model_dir, "config.json", "model")
     _require_dir(tokenizer_dir, "tokenizer")
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True,
+                                                 trust_remote_code=trust_remote_code)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True, trust_remote_code=trust_remote_code)
     logger.info("loaded model from %s and tokenizer from %s", model_dir, tokenizer_dir)
     return model, tokenizer
 

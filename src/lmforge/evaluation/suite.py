@@ -62,7 +62,7 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
 
     chats = {name: load_chat_tokenizer(model_dir, sources.stage_tokenizer, chat_template=chat_template,
                                        trust_remote_code=trust_remote_code) for name, model_dir in models.items()}
-    audit = evaluation_audit(models["sft"], chats["sft"])
+    audit = evaluation_audit(models["sft"], chats["sft"], trust_remote_code=trust_remote_code)
     if template_audit is not None:
         from lmforge.tokenizer.template_audit import check_audits
 
@@ -75,7 +75,7 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     per_item: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for name, model_dir in models.items():
         chat = chats[name]
-        model, _ = load_model_and_tokenizer(model_dir, chat.source)
+        model, _ = load_model_and_tokenizer(model_dir, chat.source, trust_remote_code=trust_remote_code)
         hf_tokenizer = chat.tokenizer  # with the template (a built-in one for a model without its own)
         if chat.sha256 not in data:
             data[chat.sha256] = heldout_data(chat, sources, conversations, max_blocks=config.max_heldout_blocks,
@@ -121,24 +121,25 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     return metrics, generations, audit
 
 
-def evaluation_audit(model_dir: str, chat: ChatTokenizer) -> dict[str, Any]:
+def evaluation_audit(model_dir: str, chat: ChatTokenizer, *, trust_remote_code: bool = False) -> dict[str, Any]:
     """The template audit of evaluation: ``AUDIT_CONVERSATION[:-1]`` as ``lmforge.generation`` encodes the
     prompt for ``model_dir`` (its tokenizer and template), with the stop ids generation would use."""
     from lmforge.generation import encode_prompt, resolve_stop_token_ids
     from lmforge.tokenizer.template_audit import AUDIT_CONVERSATION, prompt_audit
 
     prompt_ids = encode_prompt(chat.tokenizer, list(AUDIT_CONVERSATION[:-1]), chat=True)
-    stop_ids = resolve_stop_token_ids(chat.tokenizer, load_generation_config(model_dir))
+    stop_ids = resolve_stop_token_ids(chat.tokenizer, load_generation_config(model_dir, trust_remote_code))
     return prompt_audit("evaluation", chat.tokenizer, prompt_ids, stop_ids, source=chat.source)
 
 
-def load_generation_config(model_dir: str) -> Any:
+def load_generation_config(model_dir: str, trust_remote_code: bool = False) -> Any:
     """The ``GenerationConfig`` a model loaded from ``model_dir`` gets (its generation_config.json, else config.json)."""
     from transformers import AutoConfig, GenerationConfig
 
     if (Path(model_dir) / "generation_config.json").is_file():
         return GenerationConfig.from_pretrained(model_dir)
-    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir))
+    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir,
+                                                                         trust_remote_code=trust_remote_code))
 
 
 def _per_item_nats(model: Any, blocks: Sequence[Any], examples: Sequence[tuple[list[int], list[int]]], *,
