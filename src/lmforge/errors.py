@@ -54,8 +54,9 @@ EXPECTED: dict[str, str | None] = {
     "data.readers.SourceError": "check `data_processing.sources` in conf/base/parameters_data_processing.yml",
     "data.sft_formats.RecordError": "fix the record or drop it from the source",
     "packaging.chat_model.BadRequest": None,
-    "tokenizer.template_audit.TemplateMismatchError": "the template audits of every stage are in "
-                                                      "data/08_reporting/template_audit/",
+    "model.base_model.RemoteCodeRefused": None,  # names the parameter that opts in, and the native port
+    "tokenizer.chat_tokenizer.ChatTemplateError": None,  # says what is wrong with the template and what to set
+    "tokenizer.template_audit.TemplateMismatchError": None,  # names the first differing token and the audits
     "builtins.FileNotFoundError": None,  # our messages name the command that produces the file
 }
 """Our error types (and builtins we raise for user mistakes) that are expected: qualified name -> next step

@@ -29,8 +29,17 @@ from lmforge import tracking
 logger = logging.getLogger(__name__)
 
 # (node name, input) -> the parameter that, when set, makes the node do without that input.
+# sft.base_model: a Hugging Face directory replaces the pretrain checkpoint, and brings its own tokenizer
+# (one without is refused when the tokenizer stage's is missing too: ``training.sft.load_sft_tokenizer``).
 OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
-                   ("evaluate_models", "pretrain_checkpoint"): "sft.base_model"}
+                   ("tokenize_conversations", "pretrain_checkpoint"): "sft.base_model",
+                   ("finetune_model", "tokenizer"): "sft.base_model",
+                   ("tokenize_conversations", "tokenizer"): "sft.base_model",
+                   # evaluation's base model is then that directory, each model brings its tokenizer, and
+                   # held-out blocks come from the validation documents (``evaluation.heldout``)
+                   ("evaluate_models", "pretrain_checkpoint"): "sft.base_model",
+                   ("evaluate_models", "tokenizer"): "sft.base_model",
+                   ("evaluate_models", "token_shards"): "sft.base_model"}
 
 
 class MissingInputError(SystemExit):

@@ -58,7 +58,7 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.generation import generate_samples, load_model_and_tokenizer
-    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer, has_tokenizer
 
     chats = {name: load_chat_tokenizer(model_dir, sources.stage_tokenizer, chat_template=chat_template,
                                        trust_remote_code=trust_remote_code) for name, model_dir in models.items()}
@@ -67,7 +67,8 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
         from lmforge.tokenizer.template_audit import check_audits
 
         check_audits(template_audit, audit)
-    stage_chat = ChatTokenizer.load(sources.stage_tokenizer)
+    # lmforge's own tokenizer, when the tokenizer stage ran (SFT from a foreign model may do without it)
+    stage_chat = ChatTokenizer.load(sources.stage_tokenizer) if has_tokenizer(sources.stage_tokenizer) else None
     data: dict[str, Any] = {}  # per tokenizer (sha256): base and sft share one unless their tokenizers differ
     gen = config.generation
     results: dict[str, dict] = {}

@@ -25,6 +25,10 @@ NATIVE_PORTS = {
 }
 
 
+class RemoteCodeRefused(PermissionError):
+    """Loading the model would run Python shipped in its directory, and the stage did not allow it."""
+
+
 def read_model_config(model_dir: str | Path, *, where: str) -> dict[str, Any]:
     """``config.json`` of ``model_dir``, or a one-line error naming the parameter to fix."""
     path = Path(model_dir) / "config.json"
@@ -48,7 +52,7 @@ def check_base_model(model_dir: str | Path, *, trust_remote_code: bool, where: s
     if (auto_map or not native) and not trust_remote_code:
         code = auto_map.get("AutoModelForCausalLM") or next(iter(auto_map.values()), None)
         hint = NATIVE_PORTS.get(model_type.lower(), "use a model transformers implements natively")
-        raise PermissionError(f"{where}: {model_dir} is a {model_type or 'unknown'} model whose code ships in the "
+        raise RemoteCodeRefused(f"{where}: {model_dir} is a {model_type or 'unknown'} model whose code ships in the "
                               f"directory ({code or 'no native transformers class'}); lmforge does not run a model "
                               f"directory's Python unless you set {where.rsplit('.', 1)[0]}.trust_remote_code: true; "
                               f"or {hint}")

@@ -63,6 +63,10 @@ def load_sft_tokenizer(pretrain_checkpoint: str, tokenizer_dir: str, config: Sft
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
     base, tokenizer_dir = resolve_sft_sources(pretrain_checkpoint, tokenizer_dir, config)
+    if not Path(tokenizer_dir, "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"sft: {base} holds no tokenizer and the tokenizer stage's {tokenizer_dir} does not "
+                                "exist: use a model directory with its tokenizer, or run `kedro run --pipelines "
+                                "tokenizer` first")
     return ChatTokenizer.load(tokenizer_dir, chat_template=config.chat_template, model_dir=base,
                               trust_remote_code=config.trust_remote_code)
 

@@ -1,0 +1,104 @@
+"""Bring your own model: `kedro run` on foreign Hugging Face models (issue 14), through the real CLI.
+
+Each foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
+tokens and chat template are not lmforge's) is fine-tuned by ``kedro run --pipelines sft --params
+sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
+pretrain output: the model brings its own tokenizer and template. The run must train (loss down),
+write a checkpoint that carries the model's tokenizer, template and stop ids, and the template audit.
+A remote-code model is refused with one line unless opted in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from foreign_models import END_OF_TURN, FAMILIES, build_foreign_model, build_remote_code_model
+
+from lmforge.pipelines.datasets import JSONLinesDataset
+
+# Small enough for ~30 s per family on 2 cores; the identity data and a few corpus pairs.
+TINY_SFT = ("sft.data.max_pairs=40,sft.identity.repeat=1,sft.max_length=256,sft.train.max_steps=4,"
+            "sft.train.warmup_steps=1,sft.train.checkpoint_every=0,sft.train.lr=0.003,sft.train.micro_batch_size=2")
+NAMED = {"bloom": "chatml"}  # BLOOM has no chat template of its own
+
+
+def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]]) -> Path:
+    """The project's tracked files (no tests, no data outputs) plus cleaned documents, under ``root``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (project_root / rel).is_file() and not rel.startswith("tests/"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(project_root / rel, root / rel)
+    for shard, records in documents.items():
+        JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
+    return root
+
+
+def kedro(root: Path, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).parent / "kedro")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([exe, "run", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_documents):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    model_dir = build_foreign_model(family, tmp_path / family)
+    params = f"sft.base_model={model_dir},{TINY_SFT}"
+    if family in NAMED:
+        params += f",sft.chat_template={NAMED[family]}"
+
+    ran = kedro(root, tmp_path, "--pipelines", "sft", "--params", params)
+
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
+    assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
+    metrics = json.loads((root / "data/08_reporting/sft.json").read_text())
+    assert metrics["steps"] == 4 and metrics["final_loss"] < metrics["initial_loss"]
+    assert metrics["end_of_turn"] == END_OF_TURN[family]
+    checkpoint = root / "data/06_models/sft"
+    tuned = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    assert type(tuned) is type(base)  # the family's own architecture, not a preset
+    assert not torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    # the checkpoint carries the model's tokenizer and the one template, and stops on its end-of-turn token
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+    source = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    assert tokenizer.get_vocab() == source.get_vocab()
+    if family not in NAMED:
+        assert tokenizer.chat_template == source.chat_template
+    end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN[family])
+    stop_ids = GenerationConfig.from_pretrained(str(checkpoint)).eos_token_id
+    assert stop_ids[0] == end_of_turn_id and tokenizer.eos_token_id in stop_ids
+    # the template audit of the run: the rendered example, which tokens carry loss, the template's hash
+    audit = json.loads((root / "data/08_reporting/template_audit/sft.json").read_text())
+    assert audit["end_of_turn"] == END_OF_TURN[family]
+    trained = [audit["training"]["tokens"][i] for i in audit["training"]["trained_positions"]]
+    assert trained.count(END_OF_TURN[family]) == 2 and len(audit["template_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_kedro_run_sft_refuses_a_remote_code_model_in_one_line(tmp_path, project_root, chain_documents):
+    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    model_dir = build_remote_code_model(tmp_path / "internlm2")
+
+    refused = kedro(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={model_dir},{TINY_SFT}",
+                    timeout=120)
+
+    assert refused.returncode != 0
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: sft.base_model: ") and "sft.trust_remote_code: true" in last, last
+    assert "convert it to Llama format" in last and "Traceback" not in refused.stderr
+    assert not (root / "data/06_models/sft").exists()
