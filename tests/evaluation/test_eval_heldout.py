@@ -106,6 +106,31 @@ def test_a_foreign_model_without_shards_is_scored_on_encoded_validation_document
     assert len(data.token_bytes) == len(chat.tokenizer)
 
 
+def test_a_continued_pretraining_checkpoint_is_scored_on_the_pretrain_stage_shards(foreign_dir, tiny_tokenizer_dir,
+                                                                                    tmp_path):
+    """Shards the pretrain stage wrote with a base model's tokenizer are found for a checkpoint carrying a copy of
+    that tokenizer (with its template), and hold the very blocks the fallback encoder would make."""
+    from transformers import AutoTokenizer
+
+    from lmforge.evaluation.heldout import find_shards
+    from lmforge.tokenizer.hf_encoder import build_model_token_shards_dir
+
+    base = foreign_dir("gemma")
+    shards = tmp_path / "pretrain_tokens"
+    build_model_token_shards_dir({"train": DOCUMENTS, "validation": DOCUMENTS}, base, shards, seq_len=16,
+                                 blocks_per_shard=100, num_proc=1)
+    checkpoint, _ = sft_like_checkpoint(base, tmp_path / "checkpoint")
+    chat = load_chat_tokenizer(str(checkpoint), str(tiny_tokenizer_dir))
+    assert find_shards([str(tmp_path / "absent"), str(shards)], chat.tokenizer) == str(shards)
+    assert find_shards([str(shards)], AutoTokenizer.from_pretrained(foreign_dir("qwen2"))) is None  # other ids
+    sources = HeldoutSources(stage_tokenizer=str(tiny_tokenizer_dir), token_shards="unused", other_shards=[str(shards)],
+                             validation_texts=lambda: pytest.fail("the shards hold this tokenizer's ids"))
+    data = heldout_data(chat, sources, [], max_blocks=4, max_examples=0, max_example_tokens=64, context=None)
+    assert data.source == str(shards) and len(data.blocks) == 4
+    expected = encode_heldout_blocks(DOCUMENTS, chat.tokenizer, seq_len=16, max_blocks=4)
+    assert [list(map(int, block)) for block in data.blocks] == expected
+
+
 def test_lmforge_own_tokenizer_keeps_the_tokenizer_stage_shards(chain_tokenizer_dir, chain_token_shards, tmp_path):
     """A checkpoint carrying a copy of lmforge's tokenizer is scored on the stage's shards with the sentencepiece
     table, as before foreign models existed (the default chain's numbers do not change)."""

@@ -168,3 +168,20 @@ def test_disk_io_counters_see_a_synced_write(tmp_path):
         os.fsync(fh.fileno())
     after = disk_io_bytes()
     assert after[1] - before[1] >= 8 * 2**20 * 0.9  # the 8 MB reached the disk
+
+
+def test_an_input_several_parameters_exempt_is_free_when_any_is_set(configured_project, tmp_path):
+    """token_shards: pretrain does without it under pretrain.base_model, evaluation under either base_model."""
+    pipeline = Pipeline([Node(identity, ["token_shards", "params:pretrain"], "checkpoint", name="pretrain_model"),
+                         Node(finetune, ["token_shards", "checkpoint", "params:sft"], "report", name="evaluate_models")])
+
+    def catalog(pretrain_base, sft_base):
+        return DataCatalog({"token_shards": ArtifactDirectory(str(tmp_path / "tokens"), missing_ok=True),
+                            "checkpoint": MemoryDataset("ckpt"),
+                            "params:pretrain": MemoryDataset({"base_model": pretrain_base}),
+                            "params:sft": MemoryDataset({"base_model": sft_base})})
+
+    assert run_hook(pipeline, catalog("/models/gemma", None)) is None
+    assert run_hook(pipeline.only_nodes("evaluate_models"), catalog(None, "/models/gemma")) is None
+    with pytest.raises(MissingInputError, match="'token_shards'"):
+        run_hook(pipeline, catalog(None, "/models/gemma"))  # pretrain (no base model) still needs the shards

@@ -77,11 +77,12 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     params = _params(project_root)
     sft = {"run_dir": "sft_run", "identity": {"name": "Forge", "developer": "x"}}
     with isolated_run(mlflow_tracking_uri) as run:
-        evaluate_models("base", "sft", "tok", "shards", {}, [], {"stage": "sft"}, params, sft, {})
+        evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {"stage": "sft"}, params, sft, {})
         logged = mlflow.get_run(run.info.run_id).data.params
     [(args, kwargs)] = seen
     config = args[3]
     assert args[0] == {"base": "base", "sft": "sft"} and args[1].token_shards == "shards"
+    assert list(args[1].other_shards) == ["pretrain_shards"]
     assert args[4] == {"name": "Forge", "developer": "x"} and kwargs["template_audit"] == {"stage": "sft"}
     assert isinstance(config, EvaluationConfig) and config.speed.rounds == params["speed"]["rounds"]
     assert logged["evaluation.speed.rounds"] == str(params["speed"]["rounds"])
@@ -90,9 +91,10 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     bad = copy.deepcopy(params)
     bad["speed"]["round"] = 3
     with pytest.raises(ValueError, match="evaluation.speed.round"):
-        evaluate_models("base", "sft", "tok", "shards", {}, [], {}, bad, sft, {})
+        evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, bad, sft, {})
     seen.clear()  # sft.base_model names the base model (the pretrain checkpoint is then not read)
-    evaluate_models("base", "sft", "tok", "shards", {}, [], {}, params, {**sft, "base_model": "/models/qwen"}, {})
+    evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, params,
+                    {**sft, "base_model": "/models/qwen"}, {})
     assert seen[0][0][0] == {"base": "/models/qwen", "sft": "sft"}
 
 
@@ -117,6 +119,7 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
         "sft_checkpoint": ArtifactDirectory(chain_sft[0]),
         "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
         "token_shards": ArtifactDirectory(chain_token_shards),
+        "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens"), missing_ok=True),
         "clean_documents": MemoryDataset(chain_documents),
         "sft_validation_conversations": MemoryDataset(chain_conversations["validation"]),
         "template_audit_sft": MemoryDataset(training_audit(ChatTokenizer.load(chain_tokenizer_dir))),

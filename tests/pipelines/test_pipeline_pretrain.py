@@ -1,18 +1,27 @@
-"""pretrain pipeline on an in-memory catalog: token shards -> a 2-process DeepSpeed run -> checkpoint."""
+"""pretrain pipeline on an in-memory catalog: token shards -> a 2-process DeepSpeed run -> checkpoint; and
+continued pretraining of a foreign Hugging Face model through the real `kedro run` (pretrain.base_model)."""
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
+from foreign_models import build_foreign_model, build_remote_code_model
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from mlflow_helpers import isolated_run
 
-from lmforge.pipelines.datasets import ArtifactDirectory
+from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
 from lmforge.pipelines.pretrain import create_pipeline
+from lmforge.pipelines.pretrain.nodes import NOT_BUILT_FILE, build_pretrain_config, tokenize_for_base_model
 
 
 @pytest.fixture
@@ -28,7 +37,7 @@ def pretrain_params(project_root, tmp_path) -> dict:
 
 @pytest.mark.slow
 def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
-                           mlflow_tracking_uri):
+                           mlflow_tracking_uri, chain_documents, chain_tokenizer_params):
     import mlflow
     import torch
     from transformers import AutoModelForCausalLM
@@ -40,6 +49,9 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
         "deepspeed_templates": MemoryDataset(deepspeed_templates),
         "params:pretrain": MemoryDataset(pretrain_params),
         "pretrain_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
+        "clean_documents": MemoryDataset(chain_documents),  # read only with pretrain.base_model set
+        "params:tokenizer": MemoryDataset(chain_tokenizer_params),
+        "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens")),
     })
 
     with isolated_run(mlflow_tracking_uri, "test-pretrain-pipeline") as run:  # what kedro-mlflow opens around a run
@@ -75,3 +87,119 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     run_dir = tmp_path / "pretrain_run"
     assert not (run_dir / "export").exists()  # moved into place by the catalog
     assert {"job.json", "train.log", "result.json"} <= {p.name for p in run_dir.iterdir()}
+    assert [p.name for p in (tmp_path / "pretrain_tokens").iterdir()] == [NOT_BUILT_FILE]  # no base model: a note
+
+
+def test_a_remote_code_base_model_is_refused_before_anything_runs(tmp_path):
+    remote = build_remote_code_model(tmp_path / "internlm2-remote")
+
+    with pytest.raises(PermissionError) as refused:
+        build_pretrain_config({"run_dir": str(tmp_path / "run"), "base_model": str(remote)})
+
+    message = str(refused.value)
+    assert "\n" not in message and "pretrain.trust_remote_code: true" in message and "internlm2" in message
+    config = build_pretrain_config({"run_dir": str(tmp_path / "run"), "base_model": str(remote),
+                                    "trust_remote_code": True})
+    assert config.trust_remote_code and config.train.lr == config.continued.lr
+
+
+def test_without_a_base_model_the_corpus_is_not_retokenized(tmp_path, chain_tokenizer_params):
+    config = build_pretrain_config({"run_dir": str(tmp_path / "run")})
+
+    out_dir, counts = tokenize_for_base_model({}, config, chain_tokenizer_params)
+
+    assert counts == {} and json.loads((Path(out_dir) / NOT_BUILT_FILE).read_text())["base_model"] is None
+
+
+def _step0_loss(model_dir: Path, shards_dir: Path, *, micro_batch_size: int, world_size: int, seed: int,
+                fresh: bool = False) -> float:
+    """The loss the job's first step reports (mean of every rank's first micro-batch), of the weights in
+    ``model_dir`` (or, ``fresh``, of a new random init of the same architecture)."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lmforge.tokenizer.shards import TokenShards
+    from lmforge.training.data import sample_indices
+
+    if fresh:
+        torch.manual_seed(seed + 1)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)), dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    shards = TokenShards.open(shards_dir)
+    losses = []
+    with torch.no_grad():
+        for rank in range(world_size):
+            idx = sample_indices(0, 0, rank, world_size=world_size, micro_batch_size=micro_batch_size, accumulation=1,
+                                 n_items=shards.n_blocks("train"), seed=seed)
+            ids = torch.from_numpy(np.stack([shards.block("train", int(i)) for i in idx]).astype(np.int64))
+            losses.append(float(model(input_ids=ids, labels=ids).loss))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.slow
+def test_kedro_run_pretrain_continues_a_foreign_qwen2_model(tmp_path, project_root, chain_documents):
+    """`kedro run --pipeline pretrain --params pretrain.base_model=<dir>` in a copy of the project that holds
+    only the cleaned corpus (no tokenizer, no token shards): a remote-code model is refused in one line; a
+    foreign Qwen2 model is trained 6 steps by 2 processes on the corpus in its own tokens, starting from its
+    own loss, and the checkpoint carries its tokenizer, chat template and generation config.
+    About 60 s on 2 cores (two `kedro run`s, the second starting 2 DeepSpeed processes)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    root = tmp_path / "project"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (project_root / rel).is_file() and not rel.startswith("tests/"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(project_root / rel, root / rel)
+    for shard, records in chain_documents.items():
+        JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
+    qwen2 = build_foreign_model("qwen2", tmp_path / "qwen2")
+    remote = build_remote_code_model(tmp_path / "internlm2-remote")
+    kedro = str(Path(sys.executable).parent / "kedro")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    steps, micro, seed = 6, 2, 0
+    tiny = (f"pretrain.train.max_steps={steps},pretrain.train.micro_batch_size={micro},pretrain.train.checkpoint_every=0,"
+            "pretrain.continued.lr=0.002,pretrain.launch.timeout_s=300,tokenizer.shards.seq_len=64,"
+            "tokenizer.shards.num_proc=1")
+
+    refused = subprocess.run([kedro, "run", "--pipeline", "pretrain", "--params",
+                              f"pretrain.base_model={remote},{tiny}"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode != 0
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: pretrain.base_model: ") and "pretrain.trust_remote_code: true" in last, last
+    assert "Traceback" not in refused.stderr
+
+    ran = subprocess.run([kedro, "run", "--pipeline", "pretrain", "--params", f"pretrain.base_model={qwen2},{tiny}"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=400)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
+    metrics = json.loads((root / "data/08_reporting/pretrain.json").read_text())
+    curve = json.loads((root / "data/08_reporting/pretrain_loss.json").read_text())
+    shards = root / "data/05_model_input/pretrain_tokens"
+    assert metrics["continued"] is True and metrics["base_model"] == str(qwen2.resolve())
+    assert metrics["steps"] == steps and metrics["world_size"] == 2 and metrics["tokens.train_blocks"] > 0
+    assert metrics["final_loss"] < metrics["initial_loss"] and metrics["loss_decreased"] is True
+    # the first step is the base model's loss on that step's blocks, not a fresh initialisation's
+    base_loss = _step0_loss(qwen2, shards, micro_batch_size=micro, world_size=2, seed=seed)
+    assert curve[0]["loss"] == pytest.approx(base_loss, rel=1e-4)
+    assert abs(_step0_loss(qwen2, shards, micro_batch_size=micro, world_size=2, seed=seed, fresh=True)
+               - base_loss) > 1e-3
+    assert curve[0]["lr"] == pytest.approx(0.002 / max(1, round(0.03 * steps)))  # the continued schedule
+
+    checkpoint = root / "data/06_models/pretrain"
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(str(qwen2), dtype=torch.float32, local_files_only=True)
+    assert type(model) is type(base) and model.config.vocab_size == base.config.vocab_size
+    assert not torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    chat = ChatTokenizer.load(checkpoint)
+    assert chat.template == ChatTokenizer.load(qwen2).template and chat.end_of_turn == "<|im_end|>"
+    assert json.loads((checkpoint / "generation_config.json").read_text()) == json.loads(
+        (qwen2 / "generation_config.json").read_text())
+    assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/05_model_input/tokens").exists()

@@ -33,6 +33,20 @@ def test_only_adapter_parameters_train(tiny_model_dir):
     assert not any(".k_proj." in n for n in trainable)
 
 
+def test_all_linear_adapts_every_linear_layer_of_any_architecture(tmp_path):
+    import torch
+    from foreign_models import build_foreign_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(build_foreign_model("bloom", tmp_path / "bloom"), dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"match no module.*query_key_value"):  # BLOOM names its projections its way
+        apply_lora(base, LoraArgs())
+    model = apply_lora(base, LoraArgs(target_modules=["all-linear"]))
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted == {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}  # not the output head
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
 def test_unknown_target_module_is_named(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM

@@ -7,6 +7,10 @@ in ``config.json``, e.g. InternLM2 or Baichuan) runs arbitrary Python from that 
 loaded, so it is refused unless the stage's ``trust_remote_code`` is true, with the reason and the
 way out (an HF-native port where one exists) in one line.
 
+``resolve_attn_implementation`` keeps the configured attention kernel where the model's class
+implements it and falls back to ``eager`` (with a warning) where it does not: BLOOM has no SDPA path,
+and a project-wide ``sdpa`` default must not make BLOOM unusable.
+
 ``tokenizer_dir_for`` is the one rule for which tokenizer goes with a model: the model directory's
 own when it holds one (a foreign model, or a checkpoint lmforge saved with its tokenizer), else the
 tokenizer stage's.
@@ -15,8 +19,11 @@ tokenizer stage's.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # HF-native ways to run models whose original release is remote code.
 NATIVE_PORTS = {
@@ -64,3 +71,19 @@ def tokenizer_dir_for(model_dir: str | Path, stage_tokenizer_dir: str | Path) ->
     from lmforge.tokenizer.chat_tokenizer import has_tokenizer
 
     return str(model_dir) if has_tokenizer(model_dir) else str(stage_tokenizer_dir)
+
+
+def resolve_attn_implementation(model_dir: str | Path, requested: str, *, where: str) -> str:
+    """``requested`` when the model's transformers class supports it, else ``eager`` (logged)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = str(read_model_config(model_dir, where=where).get("model_type", ""))
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    cls = getattr(transformers, name, None) if name else None
+    support = {"sdpa": "_supports_sdpa", "flash_attention_2": "_supports_flash_attn"}.get(requested)
+    if cls is None or support is None or getattr(cls, support, True):
+        return requested
+    logger.warning("%s: %s has no %s attention; using eager (set %s.model.attn_implementation: eager to silence "
+                   "this)", where, name, requested, where.split(".", 1)[0])
+    return "eager"

@@ -1,10 +1,11 @@
 """Encode documents into EOS-terminated token arrays, in order, with several processes.
 
 Why processes: sentencepiece encoding is the slow step of building token shards (~5 MB/s per core)
-and the GIL keeps threads from helping the Python side. Each worker loads the model from its bytes
-once (``SentencePieceTokenizer`` pickles as its bytes) and encodes batches of documents with
-sentencepiece's batch API. Memory stays bounded: at most ``2 * num_proc`` batches are in flight, and
-results come back in input order, so the output is identical whatever ``num_proc`` is.
+and the GIL keeps threads from helping the Python side. Each worker loads the tokenizer once
+(``SentencePieceTokenizer`` pickles as its bytes; a base model's ``HFTextEncoder`` as its directory)
+and encodes batches of documents with the tokenizer's batch API. Memory stays bounded: at most
+``2 * num_proc`` batches are in flight, and results come back in input order, so the output is
+identical whatever ``num_proc`` is.
 
 Workers are started with ``spawn`` (not ``fork``): the parent may hold threads (MLflow, Kedro hooks),
 and the worker function is a top-level function of this importable module.
@@ -14,24 +15,37 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 
-_WORKER_TOKENIZER: SentencePieceTokenizer | None = None
+class TextTokenizer(Protocol):
+    """What encoding into token shards needs of a tokenizer: ``SentencePieceTokenizer`` (lmforge's own)
+    or ``HFTextEncoder`` (a base model's). It must pickle (the encoding processes receive it)."""
+
+    @property
+    def vocab_size(self) -> int: ...  # every id it can produce is below this (the shard dtype follows it)
+
+    @property
+    def eos_id(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...  # recorded in the shards' index.json
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...  # special-token text NOT parsed
 
 
-def _init_worker(model_bytes: bytes) -> None:
+_WORKER_TOKENIZER: TextTokenizer | None = None
+
+
+def _init_worker(tokenizer: TextTokenizer) -> None:
     global _WORKER_TOKENIZER
-    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
-
-    _WORKER_TOKENIZER = SentencePieceTokenizer.from_bytes(model_bytes)
+    _WORKER_TOKENIZER = tokenizer  # unpickled once per worker (SentencePieceTokenizer rebuilds from its bytes)
 
 
-def encode_batch_with_eos(texts: list[str], tokenizer: SentencePieceTokenizer | None = None) -> np.ndarray:
+def encode_batch_with_eos(texts: list[str], tokenizer: TextTokenizer | None = None) -> np.ndarray:
     """Ids of ``texts`` (special-token text NOT parsed), each followed by EOS, as one flat array."""
     import numpy as np
 
@@ -62,7 +76,7 @@ def batch_texts(texts: Iterable[str], batch_bytes: int) -> Iterator[list[str]]:
         yield batch
 
 
-def encode_documents(texts: Iterable[str], tokenizer: SentencePieceTokenizer, *, num_proc: int = 1,
+def encode_documents(texts: Iterable[str], tokenizer: TextTokenizer, *, num_proc: int = 1,
                      batch_bytes: int = 1 << 20) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(n_documents, flat ids with EOS after each document)`` per batch, in input order."""
     if num_proc < 1:
@@ -76,7 +90,7 @@ def encode_documents(texts: Iterable[str], tokenizer: SentencePieceTokenizer, *,
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer.model_bytes,)) as pool:
+    with ctx.Pool(num_proc, initializer=_init_worker, initargs=(tokenizer,)) as pool:
         pending: collections.deque = collections.deque()
         for batch in batches:
             pending.append((len(batch), pool.apply_async(encode_batch_with_eos, (batch,))))

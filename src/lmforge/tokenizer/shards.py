@@ -33,7 +33,7 @@ from lmforge.tokenizer.dtypes import choose_token_dtype
 if TYPE_CHECKING:
     import numpy as np
 
-    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+    from lmforge.tokenizer.encode import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ShardWriter:
 def stream_token_shards(
     out_dir: str | Path,
     split_texts: dict[str, Iterable[str]],
-    tokenizer: SentencePieceTokenizer,
+    tokenizer: TextTokenizer,
     *,
     seq_len: int,
     blocks_per_shard: int = 4096,

@@ -163,7 +163,8 @@ class DeepSpeedArgs:
 
 @dataclass
 class JobModel:
-    """The model a job trains: built from a preset (pretrain) or loaded from ``JobSpec.init_from`` (sft)."""
+    """The model a job trains: built from a preset (pretrain) or loaded from ``JobSpec.init_from`` (sft, and
+    pretrain with ``pretrain.base_model``: continued pretraining)."""
 
     # transformers attention kernel: sdpa, eager or flash_attention_2.
     attn_implementation: str
@@ -185,7 +186,7 @@ class JobModel:
 class JobData:
     """What a job reads: packed token shards (pretrain) or tokenized example files (sft)."""
 
-    # Token-shard directory written by the tokenizer stage (pretrain).
+    # Token-shard directory (pretrain): the tokenizer stage's, or the base model's own (pretrain_token_shards).
     token_shards: str | None = None
     # JSONL of tokenized training examples {"id", "input_ids", "labels"} (sft).
     examples: str | None = None
@@ -206,7 +207,7 @@ class JobSpec:
     kind: str
     # The model to build or load (see ``JobModel``).
     model: JobModel
-    # Hugging Face model directory to start from (sft), None to build from the preset.
+    # Hugging Face model directory to start from (sft; pretrain.base_model), None to build from the preset.
     init_from: str | None
     # The data to read (see ``JobData``).
     data: JobData

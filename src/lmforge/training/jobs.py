@@ -1,6 +1,7 @@
 """Turn a stage's parameters into a training job, run it, and return what the stage reports.
 
-``run_pretraining`` and ``run_sft`` are what the Kedro nodes call, with the stage's typed config
+``run_pretraining`` (a preset from scratch, or ``run_continued_pretraining`` of a local Hugging Face
+model) and ``run_sft`` are what the Kedro nodes call, with the stage's typed config
 (``training/pretrain_config.py``, ``training/sft_config.py``): they resolve the DeepSpeed JSON, log the fully resolved stage config
 (flat params) and that JSON (an artifact) to the active MLflow run, launch the multi-process job and
 return ``(checkpoint_dir, metrics, loss_curve)``.
@@ -93,9 +94,15 @@ def keep_checkpoint_batch(spec: JobSpec, launch: LaunchArgs, templates: Mapping[
     spec.deepspeed = build_deepspeed_config(resolve_templates(templates), train, ds_args)
 
 
-def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[str, Any],
+def run_pretraining(token_shards: str, tokenizer_dir: str | None, templates: Mapping[str, Any],
                     config: PretrainConfig) -> tuple[str, dict[str, Any], list[dict]]:
-    """Pretrain the configured preset on the token shards; returns (checkpoint, metrics, loss curve)."""
+    """Pretrain the configured preset on the token shards; returns (checkpoint, metrics, loss curve).
+
+    With ``pretrain.base_model`` set it continues pretraining that model instead: ``token_shards`` are
+    the ones made with its own tokenizer and ``tokenizer_dir`` is not used (``run_continued_pretraining``).
+    """
+    if config.base_model:
+        return run_continued_pretraining(token_shards, templates, config)
     info = _tokenizer_info(tokenizer_dir)
     model = JobModel(attn_implementation=config.model.attn_implementation, preset=config.model.preset,
                      overrides=dict(config.model.overrides), vocab_size=info["vocab_size"], bos_id=info["bos_id"],
@@ -103,6 +110,30 @@ def run_pretraining(token_shards: str, tokenizer_dir: str, templates: Mapping[st
     checkpoint, metrics, curve = _run("pretrain", config, templates, model=model, init_from=None,
                                       data=JobData(token_shards=token_shards), tokenizer_sha256=info["sha256"])
     return checkpoint, {**metrics, "preset": config.model.preset}, curve
+
+
+def run_continued_pretraining(token_shards: str, templates: Mapping[str, Any],
+                              config: PretrainConfig) -> tuple[str, dict[str, Any], list[dict]]:
+    """Train ``pretrain.base_model`` further on ``token_shards`` (made with its own tokenizer).
+
+    Checked before anything runs and finished in this process after the job (the checkpoint gets the
+    base model's tokenizer, template and generation config): ``lmforge.training.continued``. The
+    metrics say ``continued: true`` and ``base_model``; the initial loss is the base model's own.
+    """
+    from lmforge.model.base_model import resolve_attn_implementation
+    from lmforge.training.continued import WHERE, check_continued_start, finish_continued_checkpoint
+
+    base_model = str(Path(config.base_model).resolve())
+    index = check_continued_start(base_model, token_shards, trust_remote_code=config.trust_remote_code)
+    attn = resolve_attn_implementation(base_model, config.model.attn_implementation, where=WHERE)  # BLOOM: no SDPA
+    model = JobModel(attn_implementation=attn, trust_remote_code=config.trust_remote_code)
+    logger.info("pretrain: continuing from %s (lr %.2e, %d warmup steps: pretrain.continued)", base_model,
+                config.train.lr, config.train.warmup_steps)
+    checkpoint, metrics, curve = _run("pretrain", config, templates, model=model, init_from=base_model,
+                                      data=JobData(token_shards=token_shards),
+                                      tokenizer_sha256=index["tokenizer_sha256"])
+    saved = finish_continued_checkpoint(checkpoint, base_model, trust_remote_code=config.trust_remote_code)
+    return checkpoint, {**metrics, "base_model": base_model, "continued": True, **saved}, curve
 
 
 def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenizer_dir: str,
@@ -137,8 +168,10 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
                                                      validation_examples[:MAX_VALIDATION_EXAMPLES])
         return out
 
-    model = JobModel(attn_implementation=config.model.attn_implementation,
-                     lora=config.lora if config.finetuning == "lora" else None,
+    from lmforge.model.base_model import resolve_attn_implementation
+
+    attn = resolve_attn_implementation(base_model_dir, config.model.attn_implementation, where="sft.base_model")
+    model = JobModel(attn_implementation=attn, lora=config.lora if config.finetuning == "lora" else None,
                      trust_remote_code=config.trust_remote_code)
     data = JobData(pad_id=chat.pad_id, packing=config.packing, packing_length=config.max_length)
     checkpoint, metrics, curve = _run("sft", config, templates, model=model, init_from=base_model_dir, data=data,

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SUBDIR = "adapter"
+ALL_LINEAR = "all-linear"  # lora.target_modules: [all-linear] adapts every linear layer but the output head
 
 
 @dataclass
@@ -37,7 +38,9 @@ class LoraArgs:
     alpha: int = 16
     # Dropout on the adapter's input (training only).
     dropout: float = 0.05
-    # Module names (suffixes) that get an adapter, e.g. the attention projections of Llama/Gemma.
+    # Module names (suffixes) that get an adapter, e.g. the attention projections of Llama/Gemma/Qwen
+    # (BLOOM's are query_key_value and dense); [all-linear]: every linear layer but the output head, for
+    # any architecture (peft's "all-linear").
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
     def __post_init__(self) -> None:
@@ -58,12 +61,14 @@ def apply_lora(model: Any, args: LoraArgs) -> Any:
     from peft import LoraConfig, get_peft_model
 
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = sorted(set(args.target_modules) - names)
+    all_linear = list(args.target_modules) == [ALL_LINEAR]
+    targets: list[str] | str = ALL_LINEAR if all_linear else list(args.target_modules)
+    missing = [] if all_linear else sorted(set(targets) - names)
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
         raise ValueError(f"lora.target_modules {missing} match no module of this model; its linear layers are {linear}")
     config = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
-                        target_modules=list(args.target_modules), bias="none", task_type="CAUSAL_LM")
+                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())

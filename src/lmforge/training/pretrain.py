@@ -1,8 +1,9 @@
 """Pretraining entry point, run on every rank: ``python -m lmforge.training.pretrain --config job.json``.
 
-Builds the preset model (single-device code), reads the packed token shards written by the
-tokenizer stage (memory-mapped; the tokenizer hash is checked at open) and runs the shared
-DeepSpeed loop. Launched by ``lmforge.training.launch``; not meant to be imported by Kedro code.
+Builds the preset model (single-device code), or loads ``init_from`` (continued pretraining of a
+local Hugging Face model, ``pretrain.base_model``), reads the packed token shards (the tokenizer
+stage's, or the base model's own: memory-mapped; the tokenizer hash is checked at open) and runs the
+shared DeepSpeed loop. Launched by ``lmforge.training.launch``; not meant to be imported by Kedro code.
 """
 
 from __future__ import annotations
@@ -29,8 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     shards = TokenShards.open(spec.data.token_shards, expected_tokenizer_sha256=spec.tokenizer_sha256)
     n_blocks = shards.n_blocks("train")
     m = spec.model
-    model = build_model(Preset.from_name(m.preset, **m.overrides), seed=spec.train.seed, vocab_size=m.vocab_size,
-                        bos_id=m.bos_id, eos_id=m.eos_id, pad_id=m.pad_id, attn_implementation=m.attn_implementation)
+    if spec.init_from:  # continued pretraining: the base model's own weights, in fp32 like a preset
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(spec.init_from, dtype=torch.float32, local_files_only=True,
+                                                     attn_implementation=m.attn_implementation,
+                                                     trust_remote_code=m.trust_remote_code)
+    else:
+        model = build_model(Preset.from_name(m.preset, **m.overrides), seed=spec.train.seed, vocab_size=m.vocab_size,
+                            bos_id=m.bos_id, eos_id=m.eos_id, pad_id=m.pad_id,
+                            attn_implementation=m.attn_implementation)
     # train.fault_injection.sample_log_dir (tests): the sample ids of every micro-batch, per rank
     log_dir = spec.train.fault_injection.sample_log_dir
     sample_log = os.path.join(log_dir, f"rank{rank}.jsonl") if log_dir else None

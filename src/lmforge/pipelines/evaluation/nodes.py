@@ -13,7 +13,7 @@ def _config(params: dict[str, Any]) -> EvaluationConfig:
 
 
 def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: str, token_shards: str,
-                    clean_documents: dict[str, Any], sft_validation_conversations: list[dict],
+                    pretrain_token_shards: str, clean_documents: dict[str, Any], sft_validation_conversations: list[dict],
                     template_audit_sft: dict[str, Any], params: dict[str, Any], sft_params: dict[str, Any],
                     shard_params: dict[str, Any]) -> tuple[dict, dict, dict]:
     """Base (``sft.base_model``, else the pretrain checkpoint) and SFT model, each in its own tokenizer's ids;
@@ -31,7 +31,8 @@ def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: st
     sft = build_dataclass(SftConfig, sft_params, path="sft")
     shards = build_dataclass(TokenShardArgs, shard_params, path="tokenizer.shards")
     sources = HeldoutSources(
-        stage_tokenizer=tokenizer, token_shards=token_shards, seq_len=shards.seq_len,
+        stage_tokenizer=tokenizer, token_shards=token_shards, other_shards=[pretrain_token_shards],
+        seq_len=shards.seq_len,
         validation_texts=lambda: iter_split_texts(iter_records(clean_documents), "validation",
                                                   shards.validation_fraction, shards.split_seed))
     return run({"base": sft.base_model or pretrain_checkpoint, "sft": sft_checkpoint}, sources,
