@@ -5,8 +5,8 @@
   of a dataset traceback halfway through a stage. An input that every node consuming it can do
   without, given a parameter (``OPTIONAL_INPUTS``: sft needs no ``pretrain_checkpoint`` when
   ``sft.base_model`` names a Hugging Face directory, pretrain no ``token_shards`` or ``tokenizer``
-  when ``pretrain.base_model`` does, evaluation none of the three when the models it compares bring
-  their own tokenizers), is not required.
+  when ``pretrain.base_model`` does, evaluation and packaging not the tokenizer stage's outputs when
+  the models they read bring their own tokenizers), is not required.
 - ``SystemMetricsHooks`` turns on MLflow's CPU/memory/disk/network (and GPU, with NVML) sampling.
 - ``DiskIOHooks`` logs the bytes read from and written to the machine's block devices during the
   stage (``io.disk_read_mb``, ``io.disk_write_mb``, ``io.disk_mb_per_s``): MLflow's system metrics
@@ -47,7 +47,10 @@ OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    ("evaluate_models", "pretrain_checkpoint"): "sft.base_model",
                    ("evaluate_models", "pretrain_token_shards"): "sft.base_model",
                    ("evaluate_models", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
-                   ("evaluate_models", "token_shards"): ("sft.base_model", "pretrain.base_model")}
+                   ("evaluate_models", "token_shards"): ("sft.base_model", "pretrain.base_model"),
+                   # packaging: the SFT checkpoint carries its tokenizer; the card then shows no tokenizer-stage data
+                   ("package_chat_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
+                   ("package_chat_model", "tokenizer_metrics"): ("sft.base_model", "pretrain.base_model")}
 
 
 class MissingInputError(SystemExit):
