@@ -100,3 +100,17 @@ def test_a_mismatched_serving_template_fails_packaging_naming_the_first_differin
     assert audit["prompt"]["input_ids"][:i] == audit["training"]["input_ids"][:i]  # the same up to token i
     assert int(found[3]) == audit["prompt"]["input_ids"][i] and found[2] == audit["prompt"]["tokens"][i]
     assert found[2] != found[4] and found[2].upper().startswith(found[4])  # the upper-cased user text, named
+
+
+@pytest.mark.parametrize(("hyperparameters", "base", "foreign"), [
+    ({"sft": {"base_model": "/models/qwen"}}, "/models/qwen", True),
+    ({"pretrain": {"base_model": "/models/qwen"}}, "/models/qwen (pretraining continued in this chain)", True),
+    ({"pretrain": {"base_model": None}, "sft": {"base_model": None}}, "lmforge pretrain checkpoint (this chain)", False),
+])
+def test_card_names_the_base_model_the_chain_started_from(hyperparameters, base, foreign):
+    from lmforge.packaging.config import PackagingConfig
+    from lmforge.packaging.model_card import DEFAULT_DESCRIPTION, build_model_card_info
+
+    info = build_model_card_info({}, PackagingConfig(), git_commit="x", hyperparameters=hyperparameters)
+    assert info.base_model == base
+    assert (info.description != DEFAULT_DESCRIPTION) is foreign and ("/models/qwen" in info.description) is foreign

@@ -195,13 +195,16 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
     if not counts and pretrain.get("model_params"):
         counts = {"total": int(pretrain["model_params"])}
     sft_params = (hyperparameters or {}).get("sft") or {}
-    base_model = sft_params.get("base_model") or "lmforge pretrain checkpoint (this chain)"
+    continued = _lookup((hyperparameters or {}).get("pretrain") or {}, "base_model")  # continued pretraining's base
+    foreign = sft_params.get("base_model") or continued
+    base_model = sft_params.get("base_model") or (f"{continued} (pretraining continued in this chain)" if continued
+                                                  else "lmforge pretrain checkpoint (this chain)")
     description = DEFAULT_DESCRIPTION
-    if sft_params.get("base_model"):
+    if foreign:
         config_file = Path(checkpoint_dir or "", "config.json")
         model_type = json.loads(config_file.read_text("utf-8")).get("model_type") if config_file.is_file() else ""
         description = (f"A causal language model{f' ({model_type})' if model_type else ''} supervised-fine-tuned "
-                       f"for chat by the lmforge pipeline from the base model {base_model}, with that model's "
+                       f"for chat by the lmforge pipeline from the base model {foreign}, with that model's "
                        "tokenizer and chat template.")
     training = {"pretrain.steps": pretrain.get("steps"), "pretrain.tokens": pretrain.get("tokens"),
                 "pretrain.final_loss": pretrain.get("final_loss"), "sft.steps": sft.get("steps"),
@@ -233,8 +236,7 @@ def describe_chat_format(chat: ChatTokenizer) -> dict[str, Any]:
     builtin = chat.template_name or next((n for n, t in BUILTIN_TEMPLATES.items() if t == chat.template), None)
     tokens = chat.tokenizer.convert_ids_to_tokens(chat.stop_ids)
     return {"chat template": f"{builtin} (built-in)" if builtin else "the tokenizer's own",
-            "chat template sha256": chat.template_sha256,
-            "end-of-turn token": f"{chat.end_of_turn} (id {chat.end_of_turn_id})",
+            "chat template sha256": chat.template_sha256, "end-of-turn token": f"{chat.end_of_turn} (id {chat.end_of_turn_id})",
             "stop ids": ", ".join(f"{t} ({i})" for t, i in zip(tokens, chat.stop_ids, strict=True)),
             "bos": f"{chat.tokenizer.bos_token} ({chat.bos_id})" if chat.bos_id is not None else "none",
             "pad id": chat.pad_id}

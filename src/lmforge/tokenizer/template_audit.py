@@ -107,7 +107,8 @@ def check_audits(reference: Mapping[str, Any], other: Mapping[str, Any]) -> None
         expected = (f"{reference['training']['tokens'][i]!r} (id {want[i]})" if i < len(want) else "the end")
         raise TemplateMismatchError(f"{stage} prompts the model differently from how sft trained it{template}: first "
                                     f"difference at token {i}: sft has {expected}, {stage} has "
-                                    f"{_describe(other, 'prompt', i)}")
+                                    f"{_describe(other, 'prompt', i)}; see the template audits in "
+                                    "data/08_reporting/template_audit/")
     if changed:
         raise TemplateMismatchError(f"{stage} uses a different chat template (sha256 {other['template_sha256'][:12]}) "
                                     f"than sft trained with ({reference['template_sha256'][:12]}), although this "
