@@ -329,6 +329,11 @@ def build_tiny_model(out_dir, seed=0, vocab_size=TINY_VOCAB_SIZE):
         intermediate_size=64,
         vocab_size=vocab_size,
         max_position_embeddings=128,
+        # the tiny tokenizer's <s>, </s>, <pad> (as lmforge.model.build sets them from the tokenizer), not
+        # Llama's defaults: generation stops on the model's EOS ids too, and 2 is the tiny tokenizer's <pad>
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(out_dir)

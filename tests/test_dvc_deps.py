@@ -101,11 +101,11 @@ def test_check_fails_on_a_stale_dep_unless_marked_kept(tmp_path, capsys):
 def test_check_fails_on_a_params_key_the_pipeline_reads(tmp_path, capsys):
     dvc_file = tmp_path / "dvc.yaml"
     original = (REPO / "dvc.yaml").read_text()
-    dvc_file.write_text(drop_line(drop_line(original, "evaluation", "          - sft.identity"),
+    dvc_file.write_text(drop_line(drop_line(original, "evaluation", "          - sft"),
                                   "evaluation", "      - conf/base/parameters_sft.yml:"))
     assert main(["--root", str(REPO), "--dvc-file", str(dvc_file)]) == 1
     out = capsys.readouterr().out
-    assert "stage evaluation" in out and "      - conf/base/parameters_sft.yml:\n          - sft.identity" in out
+    assert "stage evaluation" in out and "      - conf/base/parameters_sft.yml:\n          - sft" in out
 
 
 def test_what_every_kedro_run_executes_is_a_dep_of_every_stage():

@@ -39,10 +39,11 @@ def force_token_after(model, token_id, after_calls):
 def hf_generate(model, tokenizer, prompt, max_new_tokens):
     """transformers ``generate`` as the callers used it before lmforge.generation: one prompt, greedy."""
     ids = torch.tensor([encode_prompt(tokenizer, prompt, chat=True)])
-    stop_ids = resolve_stop_token_ids(tokenizer)
+    stop_ids = resolve_stop_token_ids(tokenizer, model.generation_config)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             eos_token_id=stop_ids, pad_token_id=resolve_pad_token_id(tokenizer), do_sample=False)
+                             eos_token_id=stop_ids, pad_token_id=resolve_pad_token_id(tokenizer, stop_ids),
+                             do_sample=False)
     return out[0, ids.shape[1]:].tolist()
 
 
@@ -133,6 +134,7 @@ def test_no_other_module_generates_or_renders_chat():
     """Only lmforge.generation calls ``model.generate(`` or renders chat prompts; the callers import it."""
     allowed = {
         "tokenizer/chat_template.py": "writes the one template (jinja's compiled.generate renders it)",
+        "tokenizer/chat_tokenizer.py": "renders training examples (the template audit holds its prompts equal to ours)",
         "packaging/model_card.py": "a usage snippet for the model card's readers, as text",
         "packaging/export.py": "checks the packaged tokenizer renders the template as the source one does",
     }
@@ -147,3 +149,58 @@ def test_no_other_module_generates_or_renders_chat():
     for caller in ("evaluation/suite.py", "evaluation/speed.py", "packaging/chat_model.py", "packaging/registry.py",
                    "../../bench/generation_speed.py"):
         assert "lmforge.generation import" in (SRC / caller).read_text(), caller
+
+
+def rig_chain(model, chain):
+    """Make greedy decoding follow ``chain`` (token a -> the next token; no token twice), whatever the position.
+
+    Every attention and MLP output projection is zeroed, so the final hidden state at a position is
+    a function of its token alone (embedding -> final norm); the output head is untied and its row
+    of token ``b`` set to the direction of ``h(a)`` for each pair ``a -> b`` (all other rows zero),
+    so ``b`` has the largest logit after ``a``.
+    """
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight", "o_proj.bias", "down_proj.bias")):
+                param.zero_()
+        hidden = model.model(input_ids=torch.tensor([chain[:-1]])).last_hidden_state[0]  # (n, d)
+        head = torch.nn.Linear(hidden.shape[1], model.get_output_embeddings().weight.shape[0], bias=False)
+        head.weight.zero_()
+        for h, b in zip(hidden, chain[1:], strict=True):
+            head.weight[b] = 10 * h / h.norm()
+    model.config.tie_word_embeddings = False
+    model.set_output_embeddings(head)
+    return model
+
+
+@pytest.mark.parametrize("family", ["gemma", "llama3"])
+@pytest.mark.parametrize("engine", ["batched", "transformers"])
+def test_generation_stops_on_the_models_own_end_of_turn(family, engine, tmp_path):
+    """A foreign model rigged to answer two words and then its family's end-of-turn token (Gemma's
+    ``<end_of_turn>``, Llama 3's ``<|eot_id|>``, neither its tokenizer's EOS) stops ON that token, and the
+    text leaves it out; the stop id comes from the model's generation_config."""
+    from foreign_models import END_OF_TURN, build_foreign_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = build_foreign_model(family, tmp_path / family)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    eot = tokenizer.convert_tokens_to_ids(END_OF_TURN[family])
+    assert eot != tokenizer.eos_token_id and END_OF_TURN[family] != "<|im_end|>"
+    assert eot in resolve_stop_token_ids(tokenizer, model.generation_config)
+    assert eot not in resolve_stop_token_ids(tokenizer)  # the tokenizer alone does not know it
+
+    messages = [{"role": "user", "content": "Say hello."}]
+    prompt = encode_prompt(tokenizer, messages, chat=True)
+    words = list(dict.fromkeys(i for i in tokenizer("Hello world, go on", add_special_tokens=False)["input_ids"]
+                               if i not in prompt))
+    answer, more = words[:2], words[2]
+    rig_chain(model, [prompt[-1], *answer, eot, more])  # after eot it would go on, were eot not a stop id
+    [completion] = generate(model, tokenizer, [messages], max_new_tokens=10, engine=engine)
+    assert completion.token_ids == [*answer, eot]
+    assert completion.stopped and completion.finish_reason == "stop"
+    assert completion.text == tokenizer.decode(answer) and END_OF_TURN[family] not in completion.text
+
+    model.generation_config.eos_token_id = tokenizer.eos_token_id  # without the model's stop ids: no stop
+    [runaway] = generate(model, tokenizer, [messages], max_new_tokens=6, engine=engine)
+    assert not runaway.stopped and runaway.token_ids[:4] == [*answer, eot, more]

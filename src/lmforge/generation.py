@@ -9,9 +9,11 @@ module, so a prompt is rendered, stopped and decoded the same way everywhere:
   rendered by the tokenizer's own ``chat_template`` (the project's one template, which also adds BOS)
   with the generation prompt and encoded with ``add_special_tokens=False``; ``chat=False`` encodes the
   raw text (HumanEval's code prompts).
-- **Stop rule**: generation ends at the tokenizer's EOS and at ``<|im_end|>`` when the vocabulary has
-  it (the end-of-turn token of ChatML-style templates). The stop token counts in ``new_tokens`` but is
-  never part of the text, which is decoded with ``skip_special_tokens=True``.
+- **Stop rule**: generation ends at the tokenizer's EOS, at ``<|im_end|>`` when the vocabulary has
+  it (the end-of-turn token of ChatML-style templates) and at every ``eos_token_id`` of the model's
+  ``generation_config`` (a model's own end-of-turn, e.g. Gemma's ``<end_of_turn>`` or Llama 3's
+  ``<|eot_id|>``: the SFT checkpoint and the package list every stop id there). The stop token counts
+  in ``new_tokens`` but is never part of the text, which is decoded with ``skip_special_tokens=True``.
 - **Pad id**: the tokenizer's pad id, else the first stop id.
 - **Engines**: ``"batched"``, our decode loop over left-padded batches with a preallocated KV cache
   (``generate_batched``; greedy outputs equal transformers ``generate`` token for token, tested, and
@@ -22,7 +24,7 @@ module, so a prompt is rendered, stopped and decoded the same way everywhere:
 - ``batch_size`` defaults to 1: each prompt alone, so a completion never depends on the other prompts
   (padding changes float rounding); a caller that wants throughput passes a larger batch.
 
-Long because (~530 lines) it is one module, not several: one concept, and the MLflow pyfunc model
+Long because (~550 lines) it is one module, not several: one concept, and the MLflow pyfunc model
 pickles it by value (cloudpickle) so that a registered model loads without lmforge installed; a
 module that imports no other lmforge module is what makes that work. Only the standard library is
 imported at module level (torch and transformers inside the functions).
@@ -86,10 +88,12 @@ class Completion:
 # --- loading, encoding, stop and pad ids -----------------------------------------------------------
 
 
-def load_model_and_tokenizer(model_dir: str | Path, tokenizer_dir: str | Path | None = None) -> tuple[Any, Any]:
+def load_model_and_tokenizer(model_dir: str | Path, tokenizer_dir: str | Path | None = None, *,
+                             trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load a ``save_pretrained`` model in fp32 (eval mode) and its tokenizer, from local files only.
 
-    ``tokenizer_dir`` defaults to ``model_dir`` (a packaged model holds both).
+    ``tokenizer_dir`` defaults to ``model_dir`` (a packaged model holds both); ``trust_remote_code`` runs
+    Python shipped in the directories (only when the user opted in).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,9 +103,10 @@ def load_model_and_tokenizer(model_dir: str | Path, tokenizer_dir: str | Path | 
     _require_file(model_dir, "config.json", "model")
     _require_dir(tokenizer_dir, "tokenizer")
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True,
+                                                 trust_remote_code=trust_remote_code)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True, trust_remote_code=trust_remote_code)
     logger.info("loaded model from %s and tokenizer from %s", model_dir, tokenizer_dir)
     return model, tokenizer
 
@@ -124,16 +129,19 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, *, chat: bool) -> list[int]:
     return encode_chat(tokenizer, messages)
 
 
-def resolve_stop_token_ids(tokenizer: Any) -> list[int]:
-    """Ids that end generation: the tokenizer's EOS, then ``<|im_end|>`` if the vocab has it."""
-    stop_ids = []
-    if tokenizer.eos_token_id is not None:
-        stop_ids.append(int(tokenizer.eos_token_id))
-    end_of_turn = tokenizer.get_vocab().get(END_OF_TURN_TOKEN)
-    if end_of_turn is not None and end_of_turn not in stop_ids:
-        stop_ids.append(int(end_of_turn))
+def resolve_stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """Ids that end generation: the tokenizer's EOS, ``<|im_end|>`` if the vocab has it, then every
+    ``eos_token_id`` (an int or a list) of ``generation_config`` (the model's; None: none).
+
+    The tokenizer's come first, so the pad fallback (the first stop id) stays the tokenizer's EOS.
+    """
+    candidates = [tokenizer.eos_token_id, tokenizer.get_vocab().get(END_OF_TURN_TOKEN)]
+    model_eos = getattr(generation_config, "eos_token_id", None)
+    candidates += model_eos if isinstance(model_eos, list | tuple) else [model_eos]
+    stop_ids = list(dict.fromkeys(int(i) for i in candidates if i is not None))
     if not stop_ids:
-        raise ValueError(f"tokenizer has neither an eos_token nor {END_OF_TURN_TOKEN}")
+        raise ValueError(f"neither the tokenizer (eos_token, {END_OF_TURN_TOKEN}) nor the model's generation_config "
+                         "(eos_token_id) names a stop token")
     return stop_ids
 
 
@@ -198,7 +206,7 @@ def generate_from_ids(
         engine = "transformers" if do_sample else "batched"
     if not prompt_ids:
         return []
-    stop_ids = resolve_stop_token_ids(tokenizer)
+    stop_ids = resolve_stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     pad_id = resolve_pad_token_id(tokenizer, stop_ids)
     run = generate_batched if engine == "batched" else generate_reference
     new_ids = run(model, prompt_ids, max_new_tokens=max_new_tokens, batch_size=batch_size, stop_ids=stop_ids,

@@ -5,7 +5,8 @@
   of a dataset traceback halfway through a stage. An input that every node consuming it can do
   without, given a parameter (``OPTIONAL_INPUTS``: sft needs no ``pretrain_checkpoint`` when
   ``sft.base_model`` names a Hugging Face directory, pretrain no ``token_shards`` or ``tokenizer``
-  when ``pretrain.base_model`` does), is not required.
+  when ``pretrain.base_model`` does, evaluation and packaging not the tokenizer stage's outputs when
+  the models they read bring their own tokenizers), is not required.
 - ``SystemMetricsHooks`` turns on MLflow's CPU/memory/disk/network (and GPU, with NVML) sampling.
 - ``DiskIOHooks`` logs the bytes read from and written to the machine's block devices during the
   stage (``io.disk_read_mb``, ``io.disk_write_mb``, ``io.disk_mb_per_s``): MLflow's system metrics
@@ -29,7 +30,8 @@ from lmforge import tracking
 
 logger = logging.getLogger(__name__)
 
-# (node name, input) -> the parameter that, when set, makes the node do without that input.
+# (node name, input) -> the parameter (or parameters: any one) that, when set, makes the node do without
+# that input.
 # sft.base_model: a Hugging Face directory replaces the pretrain checkpoint, and brings its own tokenizer
 # (one without is refused when the tokenizer stage's is missing too: ``training.sft.load_sft_tokenizer``).
 # pretrain.base_model: continued pretraining re-tokenizes the corpus with the base model's own tokenizer.
@@ -38,7 +40,17 @@ OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    ("finetune_model", "tokenizer"): "sft.base_model",
                    ("tokenize_conversations", "tokenizer"): "sft.base_model",
                    ("pretrain_model", "token_shards"): "pretrain.base_model",
-                   ("pretrain_model", "tokenizer"): "pretrain.base_model"}
+                   ("pretrain_model", "tokenizer"): "pretrain.base_model",
+                   # evaluation: the base model is sft.base_model when set; models that bring their own tokenizer
+                   # are scored on their own held-out blocks (``evaluation.heldout``), so either base_model frees it
+                   # from the tokenizer stage's outputs
+                   ("evaluate_models", "pretrain_checkpoint"): "sft.base_model",
+                   ("evaluate_models", "pretrain_token_shards"): "sft.base_model",
+                   ("evaluate_models", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
+                   ("evaluate_models", "token_shards"): ("sft.base_model", "pretrain.base_model"),
+                   # packaging: the SFT checkpoint carries its tokenizer; the card then shows no tokenizer-stage data
+                   ("package_chat_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
+                   ("package_chat_model", "tokenizer_metrics"): ("sft.base_model", "pretrain.base_model")}
 
 
 class MissingInputError(SystemExit):
@@ -70,11 +82,20 @@ def _param(catalog: Any, dotted: str) -> Any:
 
 
 def _optional(name: str, pipeline: Any, catalog: Any) -> str | None:
-    """The parameter that lets every node of ``pipeline`` consuming ``name`` do without it, if any."""
-    reasons = {OPTIONAL_INPUTS.get((node.name, name)) for node in pipeline.nodes if name in node.inputs}
-    if len(reasons) == 1 and (param := reasons.pop()) and _param(catalog, param):
-        return param
-    return None
+    """The parameter(s) that let every node of ``pipeline`` consuming ``name`` do without it, if any.
+
+    An ``OPTIONAL_INPUTS`` entry names one parameter or several (any of them set frees the node).
+    """
+    found = []
+    for node in pipeline.nodes:
+        if name not in node.inputs:
+            continue
+        params = OPTIONAL_INPUTS.get((node.name, name)) or ()
+        param = next((p for p in ((params,) if isinstance(params, str) else params) if _param(catalog, p)), None)
+        if param is None:
+            return None
+        found.append(param)
+    return " and ".join(dict.fromkeys(found)) or None
 
 
 class MissingInputHooks:

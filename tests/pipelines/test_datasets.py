@@ -144,3 +144,11 @@ def test_metrics_dataset_summary_is_what_mlflow_shows_beside_the_per_step_curves
     assert metric_mismatches(client, run.info.run_id, summary, "pretrain") == []
     assert len(client.get_metric_history(run.info.run_id, "pretrain.step.tokens_per_s")) == 3
     assert len(client.get_metric_history(run.info.run_id, "pretrain.loss")) == 3
+
+
+def test_metrics_of_a_skipped_stage_load_empty_only_when_allowed(tmp_path):
+    absent = str(tmp_path / "tokenizer.json")
+    optional = MetricsDataset(absent, prefix="tokenizer", missing_ok=True)
+    assert optional.load() == {} and not optional.exists()
+    with pytest.raises(DatasetError):
+        MetricsDataset(absent, prefix="tokenizer").load()

@@ -82,10 +82,10 @@ def finetune(examples, checkpoint, params):
     return examples
 
 
-def sft_like(extra_consumer: bool = False) -> Pipeline:
+def sft_like(extra_consumer: str | None = None) -> Pipeline:
     nodes = [Node(finetune, ["examples", "pretrain_checkpoint", "params:sft"], "sft_checkpoint", name="finetune_model")]
     if extra_consumer:
-        nodes.append(Node(identity, ["pretrain_checkpoint", "sft_checkpoint"], "report", name="evaluate_models"))
+        nodes.append(Node(identity, ["pretrain_checkpoint", "sft_checkpoint"], "report", name=extra_consumer))
     return Pipeline(nodes)
 
 
@@ -110,13 +110,24 @@ def test_sft_without_a_base_model_still_needs_the_pretrain_checkpoint(configured
 
 
 def test_base_model_exempts_sft_only_not_another_consumer(configured_project, tmp_path):
-    pipeline = sft_like(extra_consumer=True)  # e.g. `--pipelines sft,evaluation`: evaluation compares with pretrain
+    pipeline = sft_like(extra_consumer="compare_with_pretrain")  # a node that needs the pretrain checkpoint anyway
     catalog = sft_catalog(tmp_path, str(tmp_path / "hf_model"))
 
     with pytest.raises(MissingInputError, match="'pretrain_checkpoint'"):
-        run_hook(pipeline.only_nodes("evaluate_models"), catalog)
+        run_hook(pipeline.only_nodes("compare_with_pretrain"), catalog)
     with pytest.raises(MissingInputError, match="'pretrain_checkpoint'"):
         run_hook(pipeline, catalog)
+
+
+def test_base_model_exempts_evaluation_too(tmp_path):
+    """With sft.base_model set, evaluation compares the SFT model with that model, not the pretrain checkpoint."""
+    pipeline = sft_like(extra_consumer="evaluate_models")
+    catalog = sft_catalog(tmp_path, str(tmp_path / "hf_model"))
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "config.json").write_text("{}")
+    catalog["sft_checkpoint"] = ArtifactDirectory(str(tmp_path / "sft"))
+
+    assert run_hook(pipeline.only_nodes("evaluate_models"), catalog) is None
 
 
 def test_a_directory_without_missing_ok_still_refuses_to_load(tmp_path):
@@ -157,3 +168,20 @@ def test_disk_io_counters_see_a_synced_write(tmp_path):
         os.fsync(fh.fileno())
     after = disk_io_bytes()
     assert after[1] - before[1] >= 8 * 2**20 * 0.9  # the 8 MB reached the disk
+
+
+def test_an_input_several_parameters_exempt_is_free_when_any_is_set(configured_project, tmp_path):
+    """token_shards: pretrain does without it under pretrain.base_model, evaluation under either base_model."""
+    pipeline = Pipeline([Node(identity, ["token_shards", "params:pretrain"], "checkpoint", name="pretrain_model"),
+                         Node(finetune, ["token_shards", "checkpoint", "params:sft"], "report", name="evaluate_models")])
+
+    def catalog(pretrain_base, sft_base):
+        return DataCatalog({"token_shards": ArtifactDirectory(str(tmp_path / "tokens"), missing_ok=True),
+                            "checkpoint": MemoryDataset("ckpt"),
+                            "params:pretrain": MemoryDataset({"base_model": pretrain_base}),
+                            "params:sft": MemoryDataset({"base_model": sft_base})})
+
+    assert run_hook(pipeline, catalog("/models/gemma", None)) is None
+    assert run_hook(pipeline.only_nodes("evaluate_models"), catalog(None, "/models/gemma")) is None
+    with pytest.raises(MissingInputError, match="'token_shards'"):
+        run_hook(pipeline, catalog(None, "/models/gemma"))  # pretrain (no base model) still needs the shards

@@ -73,12 +73,17 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     from lmforge.pipelines.evaluation.nodes import evaluate_models
 
     seen = []
-    monkeypatch.setattr(suite, "evaluate_models", lambda *args, **kwargs: seen.append(args[4]) or ({}, {}))
+    monkeypatch.setattr(suite, "evaluate_models", lambda *args, **kwargs: seen.append((args, kwargs)) or ({}, {}, {}))
     params = _params(project_root)
+    sft = {"run_dir": "sft_run", "identity": {"name": "Forge", "developer": "x"}}
     with isolated_run(mlflow_tracking_uri) as run:
-        evaluate_models("base", "sft", "tok", "shards", [], params, {"name": "Forge", "developer": "x"})
+        evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {"stage": "sft"}, params, sft, {})
         logged = mlflow.get_run(run.info.run_id).data.params
-    [config] = seen
+    [(args, kwargs)] = seen
+    config = args[3]
+    assert args[0] == {"base": "base", "sft": "sft"} and args[1].token_shards == "shards"
+    assert list(args[1].other_shards) == ["pretrain_shards"]
+    assert args[4] == {"name": "Forge", "developer": "x"} and kwargs["template_audit"] == {"stage": "sft"}
     assert isinstance(config, EvaluationConfig) and config.speed.rounds == params["speed"]["rounds"]
     assert logged["evaluation.speed.rounds"] == str(params["speed"]["rounds"])
     assert logged["evaluation.max_example_tokens"] == "512"  # a default the YAML leaves out
@@ -86,12 +91,20 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     bad = copy.deepcopy(params)
     bad["speed"]["round"] = 3
     with pytest.raises(ValueError, match="evaluation.speed.round"):
-        evaluate_models("base", "sft", "tok", "shards", [], bad, {})
+        evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, bad, sft, {})
+    seen.clear()  # sft.base_model names the base model (the pretrain checkpoint is then not read)
+    evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, params,
+                    {**sft, "base_model": "/models/qwen"}, {})
+    assert seen[0][0][0] == {"base": "/models/qwen", "sft": "sft"}
 
 
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_tokenizer_dir, chain_token_shards,
-                             chain_conversations, mlflow_tracking_uri, monkeypatch, tmp_path):
+                             chain_conversations, chain_documents, chain_sft_params, chain_tokenizer_params,
+                             mlflow_tracking_uri, monkeypatch, tmp_path):
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+    from lmforge.tokenizer.template_audit import training_audit
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking_uri)
     params = _params(project_root)
     params.update(batch_size=4, max_heldout_blocks=6, max_sft_examples=5)
@@ -100,16 +113,19 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     params["generation"]["max_new_tokens"] = 6
     params["humaneval"].update(n_problems=3, max_new_tokens=8)
     params["identity_probe"]["max_new_tokens"] = 8
-    identity = {"name": "Forge", "developer": "the lmforge team"}
     prompts = params["generation"]["prompts"]
     catalog = DataCatalog({
         "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
         "sft_checkpoint": ArtifactDirectory(chain_sft[0]),
         "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
         "token_shards": ArtifactDirectory(chain_token_shards),
+        "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens"), missing_ok=True),
+        "clean_documents": MemoryDataset(chain_documents),
         "sft_validation_conversations": MemoryDataset(chain_conversations["validation"]),
+        "template_audit_sft": MemoryDataset(training_audit(ChatTokenizer.load(chain_tokenizer_dir))),
         "params:evaluation": MemoryDataset(params),
-        "params:sft.identity": MemoryDataset(identity),
+        "params:sft": MemoryDataset(chain_sft_params),
+        "params:tokenizer.shards": MemoryDataset(chain_tokenizer_params["shards"]),
         "pretrain_metrics": MemoryDataset(chain_pretrain[1]),
         "sft_metrics": MemoryDataset(chain_sft[1]),
         "pretrain_loss_curve": MemoryDataset(chain_pretrain[2]),

@@ -15,6 +15,14 @@ from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.packaging import create_pipeline
 
 
+def sft_audit(tokenizer_dir, model_dir=None):
+    """The template audit the sft stage writes for a checkpoint (what packaging checks its package against)."""
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+    from lmforge.tokenizer.template_audit import training_audit
+
+    return training_audit(ChatTokenizer.load(tokenizer_dir, model_dir=model_dir))
+
+
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, chain_tokenizer_dir):
     import torch
@@ -37,6 +45,7 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "sft_metrics": MemoryDataset(chain_sft[1]),
         "evaluation_metrics": MemoryDataset({"sft.heldout.perplexity": 90.5, "heldout.perplexity_ratio": 1.1,
                                              "sft.sft_pairs.perplexity": 80.0, "sft_pairs.perplexity_ratio": 0.8}),
+        "template_audit_sft": MemoryDataset(sft_audit(chain_sft[0])),
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
             "gate"]),
@@ -89,6 +98,7 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate):
         "pretrain_metrics": MemoryDataset({"preset": "debug", "model_params": 30_000}),
         "sft_metrics": MemoryDataset({"steps": 3}),
         "evaluation_metrics": MemoryDataset(EVALUATION),
+        "template_audit_sft": MemoryDataset(sft_audit(tokenizer_dir, model_dir)),
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(gate),
         "params:pretrain": MemoryDataset({"run_dir": "pretrain_run", "model": {"preset": "debug"}, "train": {"lr": 3e-3}}),

@@ -13,7 +13,7 @@ The seed has no default here: each caller's config owns it (the tokenizer stage'
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from lmforge.data.documents import Document
 
@@ -69,3 +69,13 @@ def split_record_texts(records: Iterable[Mapping], validation_fraction: float, s
     for record in records:
         splits[assign_split(record["id"], validation_fraction, seed)].append(record["text"])
     return splits
+
+
+def iter_split_texts(records: Iterable[Mapping], split: str, validation_fraction: float, seed: int) -> Iterator[str]:
+    """Texts of the records `split_record_texts` puts in ``split``, streamed (evaluation reads the validation
+    split of the cleaned documents without holding the corpus)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    for record in records:
+        if assign_split(record["id"], validation_fraction, seed) == split:
+            yield record["text"]

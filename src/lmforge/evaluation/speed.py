@@ -53,7 +53,7 @@ def measure_speed(
     and ``peak_memory_kind``, and the ``completions`` (new token ids per prompt).
     ``warmup`` runs the first batch once untimed (allocator, kernel selection).
     """
-    prompt_ids, stop_ids, pad_id = _encode(tokenizer, prompts, chat=chat)
+    prompt_ids, stop_ids, pad_id = _encode(model, tokenizer, prompts, chat=chat)
     return measure_speed_ids(model, prompt_ids, max_new_tokens, batch_size, stop_ids=stop_ids, pad_id=pad_id,
                              engine=engine, min_new_tokens=min_new_tokens, warmup=warmup)
 
@@ -130,7 +130,7 @@ def compare_generation_speed(
     "transformers": {...}, "tokens_per_s_ratio": ours / transformers, "outputs_equal": bool,
     "rows_equal": n}`` (the per-engine dicts without their completions).
     """
-    prompt_ids, stop_ids, pad_id = _encode(tokenizer, prompts, chat=chat)
+    prompt_ids, stop_ids, pad_id = _encode(model, tokenizer, prompts, chat=chat)
     return compare_generation_speed_ids(model, prompt_ids, stop_ids=stop_ids, pad_id=pad_id,
                                         max_new_tokens=max_new_tokens, batch_size=batch_size, rounds=rounds)
 
@@ -205,11 +205,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
 
 
-def _encode(tokenizer: Any, prompts: Sequence[str], *, chat: bool) -> tuple[list[list[int]], list[int], int]:
+def _encode(model: Any, tokenizer: Any, prompts: Sequence[str], *,
+            chat: bool) -> tuple[list[list[int]], list[int], int]:
     """Prompt ids, stop ids and pad id exactly as ``lmforge.generation.generate`` makes them."""
     from lmforge.generation import encode_prompt, resolve_pad_token_id, resolve_stop_token_ids
 
-    stop_ids = resolve_stop_token_ids(tokenizer)
+    stop_ids = resolve_stop_token_ids(tokenizer, getattr(model, "generation_config", None))
     prompt_ids = [encode_prompt(tokenizer, p, chat=chat) for p in prompts]
     return prompt_ids, stop_ids, resolve_pad_token_id(tokenizer, stop_ids)
 

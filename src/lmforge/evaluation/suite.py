@@ -1,73 +1,100 @@
-"""Evaluate the base (pretrained) and SFT models side by side on the same held-out data.
+"""Evaluate the base (pretrained or ``sft.base_model``) and SFT models side by side on the same held-out data.
 
-Held-out perplexity and bits per byte on the validation token shards, assistant-token perplexity
-and bits per byte on held-out instruction conversations (rendered with the tokenizer's one chat
-template), HumanEval pass@k (completions run in the sandbox), the identity probe (P/R/F1), exact
-match and token F1 of greedy answers to held-out instruction pairs (``exact_match``) and a handful
-of greedy generations. For the report's verdicts it also scores every held-out block and conversation
-on its own and writes the paired-bootstrap SE of each ``<split>.loss_delta`` (``<split>.loss_delta_se``,
+Each model in its own tokenizer's ids and chat template (``lmforge.evaluation.heldout``): held-out
+perplexity and bits per byte on validation token blocks, assistant-token perplexity and bits per byte
+on held-out instruction conversations (masked as training masks them), HumanEval pass@k (completions
+run in the sandbox), the identity probe (P/R/F1), exact match and token F1 of greedy answers to
+held-out instruction pairs (``exact_match``) and a handful of greedy generations. For the report's
+verdicts it also scores every held-out block and conversation on its own and writes the
+paired-bootstrap SE of each ``<split>.loss_delta`` (``<split>.loss_delta_se``,
 ``lmforge.evaluation.verdicts``). Metric names come from ``lmforge.evaluation.report`` and are stable:
 ``<model>.heldout.bits_per_byte``, ``<model>.humaneval.pass_at_1``, ``<model>.identity.f1``,
 ``<model>.heldout_pairs.exact_match``, ``<model>.heldout_pairs.token_f1``...
+
+Before scoring, the SFT model's prompt as generation encodes it is audited against the one sft trained
+on (``evaluation_audit``, ``lmforge.tokenizer.template_audit``): a template or stop-token mismatch fails
+the stage naming the first differing token.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lmforge.evaluation.config import (
     EvaluationConfig,
     HeldoutPairsConfig,
     SpeedConfig,
 )
+from lmforge.evaluation.heldout import HeldoutSources
 from lmforge.evaluation.humaneval import HumanEvalConfig
 
-__all__ = ["EvaluationConfig", "evaluate_models"]
+if TYPE_CHECKING:
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+__all__ = ["EvaluationConfig", "HeldoutSources", "evaluate_models"]
 
 logger = logging.getLogger(__name__)
 
 
-def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards: str,
-                    conversations: Sequence[Mapping[str, Any]], config: EvaluationConfig,
-                    identity: Mapping[str, Any] | None = None) -> tuple[dict, dict]:
-    """Score each ``{name: model_dir}``; returns (flat metrics, generations per model).
+def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversations: Sequence[Mapping[str, Any]],
+                    config: EvaluationConfig, identity: Mapping[str, Any] | None = None, *,
+                    chat_template: str | None = None, trust_remote_code: bool = False,
+                    template_audit: Mapping[str, Any] | None = None) -> tuple[dict, dict, dict]:
+    """Score each ``{name: model_dir}`` (``base`` and ``sft``); returns (flat metrics, generations per model,
+    the template audit of evaluation's prompts).
 
+    Each model is scored in its own tokenizer's ids (``lmforge.evaluation.heldout``); ``chat_template``
+    names the built-in template of a model without one (``sft.chat_template``). ``template_audit`` is
+    sft's (``lmforge.tokenizer.template_audit``): the SFT model's prompts as generation encodes them must
+    match it, checked before anything is scored (``TemplateMismatchError`` names the first differing token).
     ``identity`` is ``{"name", "developer"}`` the SFT data taught (``sft.identity``); the probe is
     skipped without it. The generations output also holds, per model, the identity answers and the
     HumanEval per-problem results (``<model>.identity_probe``, ``<model>.humaneval``).
     """
-    from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity, token_byte_lengths
+    from lmforge.evaluation.heldout import heldout_data, load_chat_tokenizer
+    from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.generation import generate_samples, load_model_and_tokenizer
-    from lmforge.tokenizer.artifact import load_tokenizer
-    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
-    from lmforge.tokenizer.shards import TokenShards
-    from lmforge.training.sft_data import build_sft_examples
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer, has_tokenizer
 
-    tok, _ = load_tokenizer(tokenizer_dir)
-    shards = TokenShards.open(token_shards, expected_tokenizer_sha256=tok.sha256)
-    n_blocks = min(shards.n_blocks("validation"), config.max_heldout_blocks)
-    blocks = [shards.block("validation", i) for i in range(n_blocks)]
-    sft_examples, _ = build_sft_examples(conversations[: config.max_sft_examples], ChatTokenizer.load(tokenizer_dir),
-                                         max_length=config.max_example_tokens)
-    examples = [(e["input_ids"], e["labels"]) for e in sft_examples]
-    if not blocks or not examples:
-        raise ValueError(f"nothing to evaluate: {len(blocks)} held-out blocks, {len(examples)} held-out conversations")
-    token_bytes = token_byte_lengths(tok)
+    chats = {name: load_chat_tokenizer(model_dir, sources.stage_tokenizer, chat_template=chat_template,
+                                       trust_remote_code=trust_remote_code) for name, model_dir in models.items()}
+    audit = evaluation_audit(models["sft"], chats["sft"], trust_remote_code=trust_remote_code)
+    if template_audit is not None:
+        from lmforge.tokenizer.template_audit import check_audits
+
+        check_audits(template_audit, audit)
+    # lmforge's own tokenizer, when the tokenizer stage ran (SFT from a foreign model may do without it)
+    stage_chat = ChatTokenizer.load(sources.stage_tokenizer) if has_tokenizer(sources.stage_tokenizer) else None
+    data: dict[str, Any] = {}  # per tokenizer (sha256): base and sft share one unless their tokenizers differ
     gen = config.generation
     results: dict[str, dict] = {}
     generations: dict[str, Any] = {}
     per_item: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for name, model_dir in models.items():
-        model, hf_tokenizer = load_model_and_tokenizer(model_dir, tokenizer_dir)
+        chat = chats[name]
+        model, _ = load_model_and_tokenizer(model_dir, chat.source, trust_remote_code=trust_remote_code)
+        hf_tokenizer = chat.tokenizer  # with the template (a built-in one for a model without its own)
+        if chat.sha256 not in data:
+            data[chat.sha256] = heldout_data(chat, sources, conversations, max_blocks=config.max_heldout_blocks,
+                                             max_examples=config.max_sft_examples,
+                                             max_example_tokens=config.max_example_tokens,
+                                             context=getattr(model.config, "max_position_embeddings", None),
+                                             stage_chat=stage_chat)
+        held = data[chat.sha256]
+        if not len(held.blocks) or not held.examples:
+            raise ValueError(f"nothing to evaluate for {name}: {len(held.blocks)} held-out blocks, "
+                             f"{len(held.examples)} held-out conversations")
         results[name] = {
-            "heldout": evaluate_lm_perplexity(model, blocks, batch_size=config.batch_size, token_bytes=token_bytes),
-            "sft_pairs": evaluate_masked_perplexity(model, examples, batch_size=config.batch_size, pad_id=tok.pad_id,
-                                                    token_bytes=token_bytes),
+            "heldout": evaluate_lm_perplexity(model, held.blocks, batch_size=config.batch_size,
+                                              token_bytes=held.token_bytes),
+            "sft_pairs": evaluate_masked_perplexity(model, held.examples, batch_size=config.batch_size,
+                                                    pad_id=chat.pad_id, token_bytes=held.token_bytes),
         }
-        per_item[name] = _per_item_nats(model, blocks, examples, pad_id=tok.pad_id)
+        per_item[name] = _per_item_nats(model, held.blocks, held.examples, pad_id=chat.pad_id)
         generations[name] = generate_samples(model, hf_tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens)
         if config.humaneval.enabled:
             humaneval = _run_humaneval(model, hf_tokenizer, config.humaneval)
@@ -87,10 +114,33 @@ def evaluate_models(models: Mapping[str, str], tokenizer_dir: str, token_shards:
                     results[name]["sft_pairs"]["perplexity"])
         del model
     metrics = summarize_evaluation(results["base"], results["sft"])
-    metrics.update(_loss_delta_noise(per_item["base"], per_item["sft"]))
-    metrics["heldout_blocks"] = float(n_blocks)
-    metrics["sft_examples"] = float(len(examples))
-    return metrics, generations
+    if chats["base"].sha256 == chats["sft"].sha256:  # paired noise needs the same items in the same ids
+        metrics.update(_loss_delta_noise(per_item["base"], per_item["sft"]))
+    held = data[chats["sft"].sha256]
+    metrics["heldout_blocks"] = float(len(held.blocks))
+    metrics["sft_examples"] = float(len(held.examples))
+    return metrics, generations, audit
+
+
+def evaluation_audit(model_dir: str, chat: ChatTokenizer, *, trust_remote_code: bool = False) -> dict[str, Any]:
+    """The template audit of evaluation: ``AUDIT_CONVERSATION[:-1]`` as ``lmforge.generation`` encodes the
+    prompt for ``model_dir`` (its tokenizer and template), with the stop ids generation would use."""
+    from lmforge.generation import encode_prompt, resolve_stop_token_ids
+    from lmforge.tokenizer.template_audit import AUDIT_CONVERSATION, prompt_audit
+
+    prompt_ids = encode_prompt(chat.tokenizer, list(AUDIT_CONVERSATION[:-1]), chat=True)
+    stop_ids = resolve_stop_token_ids(chat.tokenizer, load_generation_config(model_dir, trust_remote_code))
+    return prompt_audit("evaluation", chat.tokenizer, prompt_ids, stop_ids, source=chat.source)
+
+
+def load_generation_config(model_dir: str, trust_remote_code: bool = False) -> Any:
+    """The ``GenerationConfig`` a model loaded from ``model_dir`` gets (its generation_config.json, else config.json)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    if (Path(model_dir) / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(model_dir)
+    return GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir,
+                                                                         trust_remote_code=trust_remote_code))
 
 
 def _per_item_nats(model: Any, blocks: Sequence[Any], examples: Sequence[tuple[list[int], list[int]]], *,

@@ -6,7 +6,9 @@ registry version; ``ChatModel.load`` loads it (fp32, first GPU when there is one
 renders a conversation with the tokenizer's own ``chat_template`` (``lmforge.generation.encode_chat``),
 refuses what the model cannot answer as sent (``BadRequest``: special-token text, a final non-user turn,
 a prompt + ``max_tokens`` longer than the context) and generates with ``lmforge.generation`` (stop on
-EOS/``<|im_end|>``; greedy at temperature 0, else sampled with the request's seed). A lock lets one
+the package's stop ids: EOS, ``<|im_end|>`` and every ``eos_token_id`` of its generation_config, where
+packaging lists the template's end-of-turn; greedy at temperature 0, else sampled with the request's
+seed). ``serving_audit`` is the template audit of this path: packaging checks it against sft's. A lock lets one
 request generate at a time (a CPU model gains nothing from more). The model version recorded with each
 reply is the registry version when known, else ``<dir name>@<sha256 of the weights, 12 hex>``.
 """
@@ -71,13 +73,14 @@ class ChatModel:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"the tokenizer in {model_dir} has no chat_template: serve a package made by "
                              "`kedro run --pipelines packaging` (it writes the project's chat template)")
-        markers = {*tokenizer.all_special_tokens, END_OF_TURN_TOKEN, "<|im_start|>"}
+        added = [getattr(t, "content", str(t)) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+        markers = {*tokenizer.all_special_tokens, *added, END_OF_TURN_TOKEN, "<|im_start|>"}
         return cls(
             model=model,
             tokenizer=tokenizer,
             version=version or default_model_version(model_dir),
             max_context=int(getattr(model.config, "max_position_embeddings", 0) or 0),
-            stop_ids=resolve_stop_token_ids(tokenizer),
+            stop_ids=resolve_stop_token_ids(tokenizer, model.generation_config),
             forbidden_text=tuple(sorted(m for m in markers if m)),
         )
 
@@ -114,6 +117,16 @@ class ChatModel:
             "completion_tokens": completion.new_tokens,
             "finish_reason": completion.finish_reason,
         }
+
+
+def serving_audit(model_dir: str | Path) -> dict[str, Any]:
+    """The template audit of serving: ``AUDIT_CONVERSATION[:-1]`` as the server encodes it from the package in
+    ``model_dir`` (``ChatModel.encode``), with the server's stop ids (``lmforge.tokenizer.template_audit``)."""
+    from lmforge.tokenizer.template_audit import AUDIT_CONVERSATION, prompt_audit
+
+    chat_model = ChatModel.load(model_dir, device="cpu")
+    prompt_ids = chat_model.encode([dict(m) for m in AUDIT_CONVERSATION[:-1]])
+    return prompt_audit("packaging", chat_model.tokenizer, prompt_ids, chat_model.stop_ids, source=str(model_dir))
 
 
 def default_model_version(model_dir: str | Path) -> str:

@@ -4,11 +4,14 @@ The package is what leaves the project: ``AutoModelForCausalLM.from_pretrained(o
 ``AutoTokenizer.from_pretrained(out_dir)`` must work offline with nothing else at hand. So:
 
 - weights are re-saved in fp32 safetensors from the trained checkpoint;
-- ``generation_config.json`` (and the model config) take BOS/EOS/PAD ids from the tokenizer, with
-  ``<|im_end|>`` added to EOS so that ``generate`` stops at the end of a chat turn (a randomly
-  initialised config keeps Llama defaults that do not match our tokenizer);
-- the tokenizer is re-saved next to the weights, then reloaded and checked to encode exactly like
-  the source tokenizer;
+- ``generation_config.json`` (and the model config) take BOS/PAD ids from the tokenizer and, as
+  ``eos_token_id``, every stop id: the tokenizer's EOS, the checkpoint's generation-config EOS ids
+  (an SFT checkpoint lists its template's end-of-turn there: ``<|im_end|>``, ``<end_of_turn>``,
+  ``<|eot_id|>``...) and the ``stop_ids`` the caller names (the chat template's end-of-turn), so
+  ``generate`` stops at the end of a chat turn whatever the template (a randomly initialised config
+  keeps Llama defaults that do not match our tokenizer);
+- the tokenizer (the checkpoint's own: ``lmforge.model.base_model.tokenizer_dir_for``) is re-saved
+  next to the weights, then reloaded and checked to encode exactly like the source tokenizer;
 - ``README.md`` is the model card (`lmforge.packaging.model_card`);
 - a LoRA adapter directory (``adapter_config.json``, what ``sft.finetuning: lora`` keeps in
   ``<checkpoint>/adapter``) is first merged into its base model (``lmforge.training.lora``), so the
@@ -24,11 +27,11 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lmforge.generation import (
-    END_OF_TURN_TOKEN,
     generate_samples,
     load_model_and_tokenizer,
     resolve_stop_token_ids,
@@ -64,8 +67,12 @@ def package_model(
     *,
     card: ModelCardInfo,
     base_model_dir: str | Path | None = None,
+    stop_ids: Sequence[int] = (),
 ) -> Path:
     """Write model (fp32 safetensors) + generation config + tokenizer + README.md to ``out_dir``.
+
+    ``stop_ids`` are stop ids beyond the tokenizer's EOS and the checkpoint's generation-config EOS ids
+    (the chat template's end-of-turn: ``ChatTokenizer.stop_ids``); all of them go into ``eos_token_id``.
 
     ``model_dir`` may be a LoRA adapter: it is merged into ``base_model_dir`` (default: the base
     named in its ``adapter_config.json``) first. Replaces an existing ``out_dir`` only once the new
@@ -92,7 +99,7 @@ def package_model(
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
         _check_vocab_fits(model, tokenizer)
-        _align_special_token_ids(model, tokenizer)
+        _align_special_token_ids(model, tokenizer, stop_ids)
 
         model.save_pretrained(staging, safe_serialization=True)
         model.generation_config.save_pretrained(staging)
@@ -134,13 +141,15 @@ def verify_package(out_dir: str | Path, prompt: str = "def add(a, b):", max_new_
     return {"loads": True, "generated_tokens": sample["new_tokens"], "sample": sample["completion"]}
 
 
-def _align_special_token_ids(model: Any, tokenizer: Any) -> None:
-    """Make the model and generation configs use the tokenizer's BOS/EOS/PAD ids.
+def _align_special_token_ids(model: Any, tokenizer: Any, extra_stop_ids: Sequence[int] = ()) -> None:
+    """Make the model and generation configs use the tokenizer's BOS/PAD ids and every stop id as EOS.
 
-    EOS is a list ``[eos, <|im_end|>]`` when the vocab has the end-of-turn token;
-    PAD falls back to EOS when the tokenizer has no pad token.
+    EOS is the list ``resolve_stop_token_ids`` gives (the tokenizer's EOS, ``<|im_end|>`` when the vocab
+    has it, the checkpoint's generation-config EOS ids), then ``extra_stop_ids``; a single id stays an
+    int. PAD falls back to the first of them (the tokenizer's EOS) when the tokenizer has no pad token.
     """
-    stop_ids = resolve_stop_token_ids(tokenizer)
+    stop_ids = list(dict.fromkeys([*resolve_stop_token_ids(tokenizer, model.generation_config),
+                                   *(int(i) for i in extra_stop_ids)]))
     eos_id = stop_ids[0]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     bos_id = tokenizer.bos_token_id
@@ -152,14 +161,8 @@ def _align_special_token_ids(model: Any, tokenizer: Any) -> None:
         config.pad_token_id = pad_id
     # Ours, not derived from the model config: generate() must not rebuild it from config.json.
     model.generation_config._from_model_config = False
-    logger.info(
-        "special ids: bos=%s eos=%s pad=%s (%s in vocab: %s)",
-        bos_id,
-        stop_ids,
-        pad_id,
-        END_OF_TURN_TOKEN,
-        len(stop_ids) > 1,
-    )
+    logger.info("special ids: bos=%s eos=%s (%s) pad=%s", bos_id, stop_ids,
+                tokenizer.convert_ids_to_tokens(stop_ids), pad_id)
 
 
 def _check_vocab_fits(model: Any, tokenizer: Any) -> None:

@@ -25,6 +25,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lmforge.packaging.config import PackagingConfig
     from lmforge.packaging.gate import GateCheck
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+# What the card says the model is, for the chain's own pretrained model.
+DEFAULT_DESCRIPTION = ("A Llama-architecture causal language model for code, pretrained and then "
+                       "supervised-fine-tuned for chat by the lmforge pipeline.")
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 """A data-summary entry whose flattened key contains one of these is listed under Lineage."""
@@ -55,6 +60,11 @@ class ModelCardInfo:
     """Parameter counts, e.g. ``{"total": ..., "embedding": ..., "non_embedding": ...}``."""
     base_model: str = ""
     """What SFT started from: a pretraining run id, path or hub name."""
+    description: str = DEFAULT_DESCRIPTION
+    """One sentence under "Model": what the model is."""
+    chat: dict[str, Any] = field(default_factory=dict)
+    """The chat format the package serves with: template (name or origin) and sha256, end-of-turn token,
+    stop ids (the generation config's ``eos_token_id``), BOS and pad (`describe_chat_format`)."""
     training: dict[str, Any] = field(default_factory=dict)
     """Key hyperparameters (flat or nested), e.g. ``{"pretrain.steps": 1000, "sft.lr": 2e-5}``."""
     data: dict[str, Any] = field(default_factory=dict)
@@ -168,13 +178,14 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
                           host: str = "", checkpoint_dir: str | Path | None = None,
                           hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
                           dvc_hashes: Mapping[str, str] | None = None, evaluation_file: str = "",
-                          gate: list[GateCheck] | None = None) -> ModelCardInfo:
+                          gate: list[GateCheck] | None = None, chat: ChatTokenizer | None = None) -> ModelCardInfo:
     """The card of a chain's model: ``metrics`` is ``{stage: metrics dict}`` of every stage before packaging.
 
     ``config`` gives the name and license; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
     ``dvc_hashes`` is ``{name: "<path>:<md5>"}`` (`lookup_dvc_hashes`); ``host``
     describes the machine packaging runs on; ``evaluation_file`` is where the full evaluation metrics are; ``gate``
-    the quality gate's checks (shown with their values and bounds). Parameter counts come from ``checkpoint_dir`` when it holds
+    the quality gate's checks (shown with their values and bounds); ``chat`` the package's tokenizer with its
+    template (`describe_chat_format`). Parameter counts come from ``checkpoint_dir`` when it holds
     a full model, else from the pretrain metrics.
     """
     from lmforge.tracking import flatten
@@ -184,7 +195,17 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
     if not counts and pretrain.get("model_params"):
         counts = {"total": int(pretrain["model_params"])}
     sft_params = (hyperparameters or {}).get("sft") or {}
-    base_model = sft_params.get("base_model") or "lmforge pretrain checkpoint (this chain)"
+    continued = _lookup((hyperparameters or {}).get("pretrain") or {}, "base_model")  # continued pretraining's base
+    foreign = sft_params.get("base_model") or continued
+    base_model = sft_params.get("base_model") or (f"{continued} (pretraining continued in this chain)" if continued
+                                                  else "lmforge pretrain checkpoint (this chain)")
+    description = DEFAULT_DESCRIPTION
+    if foreign:
+        config_file = Path(checkpoint_dir or "", "config.json")
+        model_type = json.loads(config_file.read_text("utf-8")).get("model_type") if config_file.is_file() else ""
+        description = (f"A causal language model{f' ({model_type})' if model_type else ''} supervised-fine-tuned "
+                       f"for chat by the lmforge pipeline from the base model {foreign}, with that model's "
+                       "tokenizer and chat template.")
     training = {"pretrain.steps": pretrain.get("steps"), "pretrain.tokens": pretrain.get("tokens"),
                 "pretrain.final_loss": pretrain.get("final_loss"), "sft.steps": sft.get("steps"),
                 "sft.tokens": sft.get("tokens"), "sft.final_loss": sft.get("final_loss"),
@@ -195,6 +216,8 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
                    or ""),
         parameter_counts=counts,
         base_model=str(base_model),
+        description=description,
+        chat=describe_chat_format(chat) if chat is not None else {},
         training={key: value for key, value in training.items() if value is not None},
         data=summarize_training_data(metrics, dvc_hashes or {}),
         evaluation=dict(flatten(metrics.get("evaluation", {}) or {})),
@@ -204,6 +227,19 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         evaluation_file=evaluation_file,
         gate=list(gate or []),
     )
+
+
+def describe_chat_format(chat: ChatTokenizer) -> dict[str, Any]:
+    """The card's chat-format rows: template name or origin and sha256, end-of-turn, stop ids, BOS and pad."""
+    from lmforge.tokenizer.chat_tokenizer import BUILTIN_TEMPLATES
+
+    builtin = chat.template_name or next((n for n, t in BUILTIN_TEMPLATES.items() if t == chat.template), None)
+    tokens = chat.tokenizer.convert_ids_to_tokens(chat.stop_ids)
+    return {"chat template": f"{builtin} (built-in)" if builtin else "the tokenizer's own",
+            "chat template sha256": chat.template_sha256, "end-of-turn token": f"{chat.end_of_turn} (id {chat.end_of_turn_id})",
+            "stop ids": ", ".join(f"{t} ({i})" for t, i in zip(tokens, chat.stop_ids, strict=True)),
+            "bos": f"{chat.tokenizer.bos_token} ({chat.bos_id})" if chat.bos_id is not None else "none",
+            "pad id": chat.pad_id}
 
 
 def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
@@ -224,13 +260,13 @@ def render_model_card(info: ModelCardInfo) -> str:
         _render_front_matter(info),
         f"# {info.model_name}\n",
         "## Model\n\n"
-        + "A Llama-architecture causal language model for code, pretrained and then "
-        + "supervised-fine-tuned for chat by the lmforge pipeline.\n\n"
+        + info.description + "\n\n"
         + _render_table(
             {
                 "preset": info.preset,
                 "base model": info.base_model,
                 **{f"parameters.{k}": v for k, v in info.parameter_counts.items()},
+                **info.chat,
             }
         ),
         "## Training data\n\n" + _render_table(info.data),

@@ -3,13 +3,22 @@
 The card records the preset, parameter counts, data summary, key hyperparameters, evaluation
 results and lineage (git commit, tokenizer hash), so the package is traceable without the project.
 
-Two checks stand between a checkpoint and the model registry:
+The package carries the checkpoint's own tokenizer and chat template (an SFT checkpoint saves them;
+else the tokenizer stage's: ``lmforge.model.base_model.tokenizer_dir_for``) and every stop id in its
+generation config (``ChatTokenizer.stop_ids``: the template's end-of-turn, the tokenizer's and the
+checkpoint's EOS ids).
+
+Three checks stand between a checkpoint and the model registry:
 
 - the round trip (`compare_logits`): the packaged model must produce the checkpoint's logits on
   fixed inputs (within ``LOGITS_ATOL``), so re-saving, dtype or config alignment changed nothing;
 - the quality gate (`lmforge.packaging.gate`): ``{metric: GateBound}`` bounds on the flat keys of
   the evaluation metrics (``sft_pairs.perplexity_ratio``, ``sft.heldout.perplexity``...). A model
-  outside a bound is refused with the metric, its observed value and the bound.
+  outside a bound is refused with the metric, its observed value and the bound;
+- the template audit (``lmforge.tokenizer.template_audit``): the packaged model's prompt as its server
+  encodes it (``lmforge.packaging.chat_model.serving_audit``) must be the prompt sft trained it to
+  answer, with the same template and stop ids; else ``TemplateMismatchError`` names the first
+  differing token and nothing is registered.
 
 Everything is configured by one `PackagingConfig` (built once at the node) and the paths it is given:
 the DVC outputs whose hashes go on the card and the registered version are arguments, named by the
@@ -81,20 +90,26 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                   evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
                   gate: Sequence[GateCheck] = ()) -> tuple[str, dict]:
-    """Package ``sft_checkpoint`` + tokenizer into a staging dir; returns (dir, packaging metrics).
+    """Package ``sft_checkpoint`` + its tokenizer into a staging dir; returns (dir, packaging metrics).
+
+    The tokenizer is the checkpoint's own when it holds one, else ``tokenizer_dir`` (the tokenizer stage's).
 
     ``card_artifacts`` is ``{name: DVC output path}``: the outputs whose ``dvc.lock`` hashes the model
     card lists; ``evaluation_file`` (the evaluation metrics file) is named on the card. The package is verified by loading and generating, and (for a full checkpoint; a LoRA
     adapter is merged first, so there is no plain source to compare with) by the logits round trip.
     """
+    from lmforge.model.base_model import tokenizer_dir_for
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.training.lora import is_adapter_dir
 
+    tokenizer_dir = tokenizer_dir_for(sft_checkpoint, tokenizer_dir)
+    chat = ChatTokenizer.load(tokenizer_dir, model_dir=sft_checkpoint)
     card = build_model_card_info(metrics, config, git_commit=git_commit, host=describe_hardware(),
                                  checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
                                  dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
-                                 evaluation_file=evaluation_file, gate=list(gate))
+                                 evaluation_file=evaluation_file, gate=list(gate), chat=chat)
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
-    package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card)
+    package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card, stop_ids=chat.stop_ids)
     check = verify_package(out_dir, prompt=config.verify_prompt)
     result = {"loads": bool(check.get("loads")), "generated_tokens": check.get("generated_tokens", 0)}
     if is_adapter_dir(Path(sft_checkpoint)):
@@ -122,15 +137,18 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                   config: PackagingConfig, *, git_commit: str, stages: Sequence[str],
                   card_artifacts: Mapping[str, str], lineage_artifacts: Mapping[str, str],
                   evaluation_file: str = "", project_path: str | Path = ".",
-                  hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None) -> tuple[str, dict]:
-    """The packaging stage: quality gate, package (+ round trip), then the Model Registry.
+                  hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
+                  template_audit: Mapping[str, Any] | None = None) -> tuple[str, dict, dict]:
+    """The packaging stage: quality gate, package (+ round trip), template audit, then the Model Registry.
 
     The gate (``config.gate``) is checked first, so a refused model costs no packaging time; the
     registry step follows ``config.registry``. ``stages`` is the chain, upstream first (each stage's
     latest run id tags the registered version); ``card_artifacts`` / ``lineage_artifacts`` are
     ``{name: DVC output path}`` for the model card and the version's ``dvc.<name>`` tags;
-    ``evaluation_file`` is the evaluation metrics file the card points to.
-    Returns (package dir, packaging metrics incl. ``gate_passed`` and ``registered_version``).
+    ``evaluation_file`` is the evaluation metrics file the card points to; ``template_audit`` is sft's
+    (``template_audit_sft``): the package's serving prompt is checked against it before registering.
+    Returns (package dir, packaging metrics incl. ``gate_passed`` and ``registered_version``, the
+    template audit of the serving path).
     """
     checks = check_gate(metrics.get("evaluation", {}), config.gate)
     enforce_gate(checks)
@@ -138,6 +156,13 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                                         card_artifacts=card_artifacts, evaluation_file=evaluation_file,
                                         project_path=project_path,
                                         hyperparameters=hyperparameters, gate=checks)
+    from lmforge.packaging.chat_model import serving_audit
+
+    audit = serving_audit(package_dir)
+    if template_audit is not None:
+        from lmforge.tokenizer.template_audit import check_audits
+
+        check_audits(template_audit, audit)
     result = {**result, "gate_passed": True, "gate_bounds": len(checks), **gate_record(checks)}
     if config.registry.enabled:
         from lmforge.packaging.registry import dvc_lineage, register_package
@@ -148,4 +173,4 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                                       promote=config.registry.promote, max_new_tokens=config.registry.max_new_tokens)
         result.update(registered_model=registered["model_name"], registered_version=registered["version"],
                       registered_aliases=",".join(registered["aliases"]))
-    return package_dir, result
+    return package_dir, result, audit

@@ -108,14 +108,22 @@ class ArtifactDirectory(AbstractDataset[str, str]):
 
 
 class MetricsDataset(AbstractDataset[dict, dict]):
-    """Flat JSON metrics for DVC, mirrored into MLflow as ``<prefix>.<key>`` metrics."""
+    """Flat JSON metrics for DVC, mirrored into MLflow as ``<prefix>.<key>`` metrics.
 
-    def __init__(self, filepath: str, prefix: str, metadata: dict | None = None):
+    ``missing_ok``: ``load`` returns ``{}`` for an absent file (``exists()`` stays False), for the metrics of a
+    stage some runs skip (``tokenizer_metrics`` when a base model brings its own tokenizer); the
+    ``MissingInputHooks`` still stop a run that needs them.
+    """
+
+    def __init__(self, filepath: str, prefix: str, missing_ok: bool = False, metadata: dict | None = None):
         self._filepath = Path(filepath)
         self._prefix = prefix
+        self._missing_ok = missing_ok
         self.metadata = metadata
 
     def _load(self) -> dict:
+        if self._missing_ok and not self._filepath.is_file():
+            return {}
         with open(self._filepath, encoding="utf-8") as fh:
             return json.load(fh)
 

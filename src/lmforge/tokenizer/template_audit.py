@@ -90,19 +90,30 @@ def _describe(audit: Mapping[str, Any], key: str, i: int) -> str:
 
 
 def check_audits(reference: Mapping[str, Any], other: Mapping[str, Any]) -> None:
-    """Raise ``TemplateMismatchError`` when ``other`` (evaluation, packaging) disagrees with ``reference`` (sft)."""
+    """Raise ``TemplateMismatchError`` when ``other`` (evaluation, packaging) disagrees with ``reference`` (sft).
+
+    The prompt ids are compared first, so a changed template that changes the prompt is reported with
+    its first differing token (and the two template hashes); a template whose text changed but whose
+    prompt did not still fails, on the hash.
+    """
     stage = other["stage"]
-    if other["template_sha256"] != reference["template_sha256"]:
-        raise TemplateMismatchError(f"{stage} uses a different chat template (sha256 {other['template_sha256'][:12]}) "
-                                    f"than sft trained with ({reference['template_sha256'][:12]}): see the template "
-                                    "audits in data/08_reporting/template_audit/")
+    changed = other["template_sha256"] != reference["template_sha256"]
+    template = (f" (its chat template has sha256 {other['template_sha256'][:12]}, sft's "
+                f"{reference['template_sha256'][:12]})" if changed else "")
     want = reference["training"]["input_ids"][: len(reference["prompt"]["input_ids"])]
     got = other["prompt"]["input_ids"]
     i = _first_difference(want, got)
     if i is not None:
         expected = (f"{reference['training']['tokens'][i]!r} (id {want[i]})" if i < len(want) else "the end")
-        raise TemplateMismatchError(f"{stage} prompts the model differently from how sft trained it: first difference "
-                                    f"at token {i}: sft has {expected}, {stage} has {_describe(other, 'prompt', i)}")
+        raise TemplateMismatchError(f"{stage} prompts the model differently from how sft trained it{template}: first "
+                                    f"difference at token {i}: sft has {expected}, {stage} has "
+                                    f"{_describe(other, 'prompt', i)}; see the template audits in "
+                                    "data/08_reporting/template_audit/")
+    if changed:
+        raise TemplateMismatchError(f"{stage} uses a different chat template (sha256 {other['template_sha256'][:12]}) "
+                                    f"than sft trained with ({reference['template_sha256'][:12]}), although this "
+                                    "conversation's prompt is the same: see the template audits in "
+                                    "data/08_reporting/template_audit/")
     missing = sorted(set(reference["stop_ids"]) - set(other["stop_ids"]))
     if missing:
         raise TemplateMismatchError(f"{stage} does not stop on {missing} (sft's end-of-turn "

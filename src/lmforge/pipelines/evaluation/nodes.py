@@ -13,15 +13,32 @@ def _config(params: dict[str, Any]) -> EvaluationConfig:
 
 
 def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: str, token_shards: str,
-                    sft_validation_conversations: list[dict], params: dict[str, Any],
-                    identity: dict[str, Any]) -> tuple[dict, dict]:
+                    pretrain_token_shards: str, clean_documents: dict[str, Any], sft_validation_conversations: list[dict],
+                    template_audit_sft: dict[str, Any], params: dict[str, Any], sft_params: dict[str, Any],
+                    shard_params: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """Base (``sft.base_model``, else the pretrain checkpoint) and SFT model, each in its own tokenizer's ids;
+    also the template audit of evaluation's prompts, checked against sft's."""
+    from lmforge.data.documents import iter_records
+    from lmforge.data.splits import iter_split_texts
+    from lmforge.evaluation.suite import HeldoutSources
     from lmforge.evaluation.suite import evaluate_models as run
+    from lmforge.tokenizer.config import TokenShardArgs
     from lmforge.tracking import log_config
+    from lmforge.training.sft_config import SftConfig
 
     config = _config(params)
     log_config(config, "evaluation")
-    return run({"base": pretrain_checkpoint, "sft": sft_checkpoint}, tokenizer, token_shards,
-               sft_validation_conversations, config, identity=identity)
+    sft = build_dataclass(SftConfig, sft_params, path="sft")
+    shards = build_dataclass(TokenShardArgs, shard_params, path="tokenizer.shards")
+    sources = HeldoutSources(
+        stage_tokenizer=tokenizer, token_shards=token_shards, other_shards=[pretrain_token_shards],
+        seq_len=shards.seq_len,
+        validation_texts=lambda: iter_split_texts(iter_records(clean_documents), "validation",
+                                                  shards.validation_fraction, shards.split_seed))
+    return run({"base": sft.base_model or pretrain_checkpoint, "sft": sft_checkpoint}, sources,
+               sft_validation_conversations, config, {"name": sft.identity.name, "developer": sft.identity.developer},
+               chat_template=sft.chat_template, trust_remote_code=sft.trust_remote_code,
+               template_audit=template_audit_sft)
 
 
 def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, Any],

@@ -8,8 +8,9 @@ from .nodes import build_report, evaluate_models, gather_operations
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(evaluate_models, ["pretrain_checkpoint", "sft_checkpoint", "tokenizer", "token_shards",
-                               "sft_validation_conversations", "params:evaluation", "params:sft.identity"],
-             ["model_metrics", "generations"], name="evaluate_models"),
+                               "pretrain_token_shards", "clean_documents", "sft_validation_conversations",
+                               "template_audit_sft", "params:evaluation", "params:sft", "params:tokenizer.shards"],
+             ["model_metrics", "generations", "template_audit_evaluation"], name="evaluate_models"),
         Node(gather_operations, ["pretrain_metrics", "sft_metrics", "params:evaluation"], "operations",
              name="gather_operations"),
         Node(build_report, ["model_metrics", "generations", "operations", "pretrain_loss_curve", "sft_loss_curve",

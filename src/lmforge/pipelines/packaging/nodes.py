@@ -22,10 +22,11 @@ LINEAGE_ARTIFACTS = {"data": "clean_documents", "tokenizer": "tokenizer", "check
 
 def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metrics: dict, tokenizer_metrics: dict,
                        pretrain_metrics: dict, sft_metrics: dict, evaluation_metrics: dict,
-                       params: dict[str, Any], gate: dict[str, Any] | None, pretrain_params: dict[str, Any],
-                       sft_params: dict[str, Any]) -> tuple[str, dict]:
-    """A Hugging Face directory (weights, tokenizer, chat template, model card) that passed the quality gate,
-    verified by loading it and by the logits round trip, and registered in the MLflow Model Registry."""
+                       template_audit_sft: dict[str, Any], params: dict[str, Any], gate: dict[str, Any] | None,
+                       pretrain_params: dict[str, Any], sft_params: dict[str, Any]) -> tuple[str, dict, dict]:
+    """A Hugging Face directory (weights, the checkpoint's tokenizer and chat template, model card) that passed
+    the quality gate, verified by loading it, by the logits round trip and by the template audit (its serving
+    prompt against sft's), and registered in the MLflow Model Registry; also the serving path's template audit."""
     from lmforge.config import build_dataclass, config_to_dict
     from lmforge.packaging.config import build_packaging_config
     from lmforge.packaging.release import release_model
@@ -43,7 +44,7 @@ def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metr
                          stages=CHAIN,
                          card_artifacts={name: catalog_path(ds) for name, ds in CARD_ARTIFACTS.items()},
                          lineage_artifacts={name: catalog_path(ds) for name, ds in LINEAGE_ARTIFACTS.items()},
-                         evaluation_file=catalog_path("evaluation_metrics"),
+                         evaluation_file=catalog_path("evaluation_metrics"), template_audit=template_audit_sft,
                          # the training stages' own typed configs, resolved (defaults included) for the card
                          hyperparameters={
                              "pretrain": config_to_dict(build_dataclass(PretrainConfig, pretrain_params, path="pretrain")),

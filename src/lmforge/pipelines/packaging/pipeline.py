@@ -8,7 +8,7 @@ from .nodes import package_chat_model
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(package_chat_model, ["sft_checkpoint", "tokenizer", "data_processing_metrics", "tokenizer_metrics",
-                                  "pretrain_metrics", "sft_metrics", "evaluation_metrics",
+                                  "pretrain_metrics", "sft_metrics", "evaluation_metrics", "template_audit_sft",
                                   "params:packaging", "params:gate", "params:pretrain", "params:sft"],
-             ["packaged_model", "packaging_metrics"], name="package_chat_model"),
+             ["packaged_model", "packaging_metrics", "template_audit_packaging"], name="package_chat_model"),
     ])
