@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 # pretrain.base_model: continued pretraining re-tokenizes the corpus with the base model's own tokenizer.
 OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    ("tokenize_conversations", "pretrain_checkpoint"): "sft.base_model",
-                   ("finetune_model", "tokenizer"): "sft.base_model",
-                   ("tokenize_conversations", "tokenizer"): "sft.base_model",
+                   # the model directory, or the continued-pretraining checkpoint, brings its own tokenizer
+                   ("finetune_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
+                   ("tokenize_conversations", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
                    ("pretrain_model", "token_shards"): "pretrain.base_model",
                    ("pretrain_model", "tokenizer"): "pretrain.base_model",
                    # evaluation: the base model is sft.base_model when set; models that bring their own tokenizer
@@ -50,7 +51,11 @@ OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    ("evaluate_models", "token_shards"): ("sft.base_model", "pretrain.base_model"),
                    # packaging: the SFT checkpoint carries its tokenizer; the card then shows no tokenizer-stage data
                    ("package_chat_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
-                   ("package_chat_model", "tokenizer_metrics"): ("sft.base_model", "pretrain.base_model")}
+                   ("package_chat_model", "tokenizer_metrics"): ("sft.base_model", "pretrain.base_model"),
+                   # SFT straight from a Hugging Face model: no pretraining ran, so no pretrain metrics or curve
+                   ("gather_operations", "pretrain_metrics"): "sft.base_model",
+                   ("build_report", "pretrain_loss_curve"): "sft.base_model",
+                   ("package_chat_model", "pretrain_metrics"): "sft.base_model"}
 
 
 class MissingInputError(SystemExit):

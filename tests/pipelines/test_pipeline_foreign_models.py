@@ -1,6 +1,8 @@
 """Bring your own model: `kedro run` on foreign Hugging Face models (issue 14), through the real CLI.
 
-Each foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
+``test_walkthrough_fine_tune_your_own_model`` runs the README's walkthrough as written (continued
+pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model. Each other
+foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
 tokens and chat template are not lmforge's) is fine-tuned by ``kedro run --pipelines sft --params
 sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
 pretrain output: the model brings its own tokenizer and template. The run must train (loss down),
@@ -25,14 +27,23 @@ from lmforge.pipelines.datasets import JSONLinesDataset
 # Small enough for ~30 s per family on 2 cores; the identity data and a few corpus pairs.
 TINY_SFT = ("sft.data.max_pairs=40,sft.identity.repeat=1,sft.max_length=512,sft.train.max_steps=4,"
             "sft.train.warmup_steps=1,sft.train.checkpoint_every=0,sft.train.lr=0.003,sft.train.micro_batch_size=2")
+TINY_PRETRAIN = ("pretrain.train.max_steps=4,pretrain.train.micro_batch_size=2,pretrain.train.checkpoint_every=0,"
+                 "pretrain.continued.lr=0.003,tokenizer.shards.seq_len=128")
+TINY_EVALUATION = ("evaluation.max_heldout_blocks=4,evaluation.max_sft_examples=16,evaluation.generation.max_new_tokens=8,"
+                   "evaluation.humaneval.enabled=false,evaluation.identity_probe.max_new_tokens=8,"
+                   "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false")
 NAMED = {"bloom": "chatml"}  # BLOOM has no chat template of its own
 # Full fine-tuning or LoRA on the same launcher: the default targets (q/k/v/o_proj), or every linear layer
 # (BLOOM names its projections its own way). One-element lists: `--params` splits on commas.
-LORA = {"gemma": None, "bloom": "[all-linear]", "llama3": "[all-linear]"}
+LORA = {"qwen2": None, "bloom": "[all-linear]", "llama3": "[all-linear]"}
 
 
 def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]]) -> Path:
-    """The project's tracked files (no tests, no data outputs) plus cleaned documents, under ``root``."""
+    """The project's tracked files (no tests, no data outputs) plus cleaned documents, under ``root``.
+
+    The documents stand for a finished data_processing stage, so its metrics file is written too (the
+    model card reads it): every provided document kept.
+    """
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root, capture_output=True,
                            text=True, check=True).stdout.split()
     for rel in files:
@@ -41,6 +52,9 @@ def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]
             shutil.copy2(project_root / rel, root / rel)
     for shard, records in documents.items():
         JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
+    n = sum(len(records) for records in documents.values())
+    (root / "data/08_reporting").mkdir(parents=True, exist_ok=True)
+    (root / "data/08_reporting/data_processing.json").write_text(json.dumps({"records_in": n, "records_out": n}))
     return root
 
 
@@ -52,21 +66,77 @@ def kedro(root: Path, tmp_path: Path, *args: str, timeout: int = 300) -> subproc
     return subprocess.run([exe, "run", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def check_package(root: Path, family: str) -> None:
+    """The packaged model loads, carries the family's stop ids, and the three template audits agree."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    package = root / "data/07_model_output/lmforge-chat"
+    model = AutoModelForCausalLM.from_pretrained(str(package), dtype=torch.float32, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(package), local_files_only=True)
+    end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN[family])
+    assert end_of_turn_id in GenerationConfig.from_pretrained(str(package)).eos_token_id
+    assert model.config.vocab_size >= len(tokenizer)
+    audits = {stage: json.loads((root / f"data/08_reporting/template_audit/{stage}.json").read_text())
+              for stage in ("sft", "evaluation", "packaging")}
+    prompt = audits["sft"]["prompt"]["input_ids"]
+    assert audits["sft"]["training"]["input_ids"][: len(prompt)] == prompt
+    for stage in ("evaluation", "packaging"):
+        assert audits[stage]["prompt"]["input_ids"] == prompt, stage
+        assert audits[stage]["template_sha256"] == audits["sft"]["template_sha256"]
+    card = (package / "README.md").read_text()  # the model card names it (a Markdown table escapes "|")
+    assert f"| end-of-turn token | {END_OF_TURN[family].replace('|', chr(92) + '|')} (id {end_of_turn_id}) |" in card
+    evaluation = json.loads((root / "data/08_reporting/evaluation.json").read_text())
+    assert evaluation["sft_pairs.perplexity_ratio"] <= 1.0  # the gate passed: SFT fits held-out instructions better
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
+def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_documents):
+    """README "Fine-tune your own model", as written, on a Gemma-style model (own template, BOS trap)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    model_dir = build_foreign_model("gemma", tmp_path / "my-gemma")
+    # the walkthrough's step 1: the base model goes into the configuration, where every stage (and DVC) sees it
+    (root / "conf/local/parameters_pretrain.yml").write_text(f"pretrain:\n  base_model: {model_dir}\n")
+
+    for pipeline, params in (("pretrain", TINY_PRETRAIN), ("sft", TINY_SFT), ("evaluation", TINY_EVALUATION),
+                             ("packaging", "")):
+        ran = kedro(root, tmp_path, "--pipelines", pipeline, *(["--params", params] if params else []))
+        assert ran.returncode == 0, pipeline + ran.stdout[-2000:] + ran.stderr[-4000:]
+
+    pretrain = json.loads((root / "data/08_reporting/pretrain.json").read_text())
+    assert pretrain["continued"] is True and pretrain["base_model"] == str(model_dir)
+    assert pretrain["final_loss"] < pretrain["initial_loss"]
+    sft = json.loads((root / "data/08_reporting/sft.json").read_text())
+    assert sft["base_model"].endswith("data/06_models/pretrain")  # SFT of the continued checkpoint
+    assert sft["validation_loss"] < sft["validation_loss_initial"]
+    continued = AutoModelForCausalLM.from_pretrained(str(root / "data/06_models/pretrain"), dtype=torch.float32)
+    assert type(continued).__name__ == "GemmaForCausalLM"
+    assert not (root / "data/06_models/tokenizer").exists()  # the model's own tokenizer throughout
+    check_package(root, "gemma")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma"])  # gemma: the walkthrough above
 def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_documents):
+    """SFT straight from the model; for llama3 (no pad token, BOS trap) evaluation and packaging follow."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     root = copy_project(project_root, tmp_path / "project", chain_documents)
     model_dir = build_foreign_model(family, tmp_path / family)
+    pipelines = "sft,evaluation,packaging" if family == "llama3" else "sft"
     params = f"sft.base_model={model_dir},{TINY_SFT}"
+    if family == "llama3":
+        params += f",{TINY_EVALUATION}"
     if family in NAMED:
         params += f",sft.chat_template={NAMED[family]}"
     if family in LORA:
         params += ",sft.finetuning=lora" + (f",sft.lora.target_modules={LORA[family]}" if LORA[family] else "")
 
-    ran = kedro(root, tmp_path, "--pipelines", "sft", "--params", params)
+    ran = kedro(root, tmp_path, "--pipelines", pipelines, "--params", params)
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
@@ -100,6 +170,8 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
     assert audit["end_of_turn"] == END_OF_TURN[family]
     trained = [audit["training"]["tokens"][i] for i in audit["training"]["trained_positions"]]
     assert trained.count(END_OF_TURN[family]) == 2 and len(audit["template_sha256"]) == 64
+    if family == "llama3":
+        check_package(root, family)
 
 
 @pytest.mark.slow

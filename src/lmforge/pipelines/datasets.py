@@ -107,6 +107,36 @@ class ArtifactDirectory(AbstractDataset[str, str]):
         return {"filepath": str(self._filepath)}
 
 
+class LossCurveDataset(AbstractDataset[list, list]):
+    """A stage's loss curve (a JSON list of ``{"step", "loss", "lr"}``; DVC plots read it).
+
+    ``missing_ok``: ``load`` returns ``[]`` for an absent file, for the curve of a stage some runs skip
+    (``pretrain_loss_curve`` when ``sft.base_model`` starts SFT from a Hugging Face model).
+    """
+
+    def __init__(self, filepath: str, missing_ok: bool = False, metadata: dict | None = None):
+        self._filepath = Path(filepath)
+        self._missing_ok = missing_ok
+        self.metadata = metadata
+
+    def _load(self) -> list:
+        if self._missing_ok and not self._filepath.is_file():
+            return []
+        return json.loads(self._filepath.read_text(encoding="utf-8"))
+
+    def _save(self, data: list) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
 class MetricsDataset(AbstractDataset[dict, dict]):
     """Flat JSON metrics for DVC, mirrored into MLflow as ``<prefix>.<key>`` metrics.
 
