@@ -110,3 +110,13 @@ def test_default_config_offloads_nothing(deepspeed_templates):
 def test_impossible_offload_settings_are_refused_with_what_to_set(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DeepSpeedArgs(**kwargs)
+
+
+@pytest.mark.parametrize("stage, world_size, expected", [(0, 1, False), (0, 2, True), (1, 1, True), (2, 1, True),
+                                                          (3, 1, True), (2, 2, True)])
+def test_gradient_allreduce_is_skipped_only_for_one_process_without_zero(deepspeed_templates, stage, world_size,
+                                                                          expected):
+    from lmforge.training.deepspeed_config import needs_gradient_allreduce
+
+    config = build_deepspeed_config(deepspeed_templates, TrainArgs(), DeepSpeedArgs(zero_stage=stage))
+    assert needs_gradient_allreduce(config, world_size) is expected

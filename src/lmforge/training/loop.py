@@ -101,7 +101,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     import torch.distributed as dist
 
     from lmforge.tracking import StepLogger
-    from lmforge.training.deepspeed_config import offloads_optimizer
+    from lmforge.training.deepspeed_config import needs_gradient_allreduce, offloads_optimizer
     from lmforge.training.throughput import (
         GpuUtilization,
         Throughput,
@@ -125,8 +125,8 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     ds_config = spec.deepspeed
     if source and source["universal"]:
         ds_config = {**ds_config, "checkpoint": {**ds_config.get("checkpoint", {}), "load_universal": True}}
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule, config=ds_config)
+    engine.enable_backward_allreduce &= needs_gradient_allreduce(ds_config, world_size)  # one process, ZeRO-0: no-op
     logger.info("%s: %d process(es), ZeRO stage %d, optimizer %s%s", spec.metric_prefix, world_size,
                 ds_config.get("zero_optimization", {}).get("stage", 0), type(optimizer).__name__,
                 " (offloaded to the CPU)" if offloads_optimizer(ds_config) else "")
