@@ -173,12 +173,13 @@ def rig_chain(model, chain):
     return model
 
 
-@pytest.mark.parametrize("family", ["gemma", "llama3"])
+@pytest.mark.parametrize("family", ["gemma", "llama3", "qwen2", "internlm2"])  # BLOOM: no o_proj to rig
 @pytest.mark.parametrize("engine", ["batched", "transformers"])
 def test_generation_stops_on_the_models_own_end_of_turn(family, engine, tmp_path):
     """A foreign model rigged to answer two words and then its family's end-of-turn token (Gemma's
-    ``<end_of_turn>``, Llama 3's ``<|eot_id|>``, neither its tokenizer's EOS) stops ON that token, and the
-    text leaves it out; the stop id comes from the model's generation_config."""
+    ``<end_of_turn>``, Llama 3's ``<|eot_id|>``, neither its tokenizer's EOS; Qwen2's and InternLM2's
+    ``<|im_end|>``) stops ON that token, and the text leaves it out; Gemma's and Llama 3's stop id comes
+    from the model's generation_config (``<|im_end|>`` is a stop id whenever the vocabulary has it)."""
     from foreign_models import END_OF_TURN, build_foreign_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -186,9 +187,11 @@ def test_generation_stops_on_the_models_own_end_of_turn(family, engine, tmp_path
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     eot = tokenizer.convert_tokens_to_ids(END_OF_TURN[family])
-    assert eot != tokenizer.eos_token_id and END_OF_TURN[family] != "<|im_end|>"
+    chatml = END_OF_TURN[family] == "<|im_end|>"
     assert eot in resolve_stop_token_ids(tokenizer, model.generation_config)
-    assert eot not in resolve_stop_token_ids(tokenizer)  # the tokenizer alone does not know it
+    if not chatml:
+        assert eot != tokenizer.eos_token_id
+        assert eot not in resolve_stop_token_ids(tokenizer)  # the tokenizer alone does not know it
 
     messages = [{"role": "user", "content": "Say hello."}]
     prompt = encode_prompt(tokenizer, messages, chat=True)
@@ -201,6 +204,8 @@ def test_generation_stops_on_the_models_own_end_of_turn(family, engine, tmp_path
     assert completion.stopped and completion.finish_reason == "stop"
     assert completion.text == tokenizer.decode(answer) and END_OF_TURN[family] not in completion.text
 
+    if chatml:
+        return
     model.generation_config.eos_token_id = tokenizer.eos_token_id  # without the model's stop ids: no stop
     [runaway] = generate(model, tokenizer, [messages], max_new_tokens=6, engine=engine)
     assert not runaway.stopped and runaway.token_ids[:4] == [*answer, eot, more]
