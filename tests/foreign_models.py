@@ -459,11 +459,34 @@ raise ImportError("lmforge test stub: {name} is remote code and must not be impo
 '''
 
 
-def build_remote_code_model(out_dir: str | Path) -> Path:
+_REMOTE_CODE_WORKING = {
+    "configuration_internlm2.py": '''"""lmforge test remote code: InternLM2 as a Llama (what a user opts into with trust_remote_code)."""
+
+from transformers import LlamaConfig
+
+
+class InternLM2Config(LlamaConfig):
+    model_type = "internlm2"
+''',
+    "modeling_internlm2.py": '''"""lmforge test remote code: InternLM2 as a Llama (what a user opts into with trust_remote_code)."""
+
+from transformers import LlamaForCausalLM
+
+from .configuration_internlm2 import InternLM2Config
+
+
+class InternLM2ForCausalLM(LlamaForCausalLM):
+    config_class = InternLM2Config
+''',
+}
+
+
+def build_remote_code_model(out_dir: str | Path, *, working: bool = False) -> Path:
     """A directory that only loads with remote code: config.json has model_type "internlm2" and an auto_map.
 
     The weights and tokenizer are an internlm2-family model's (so nothing else is missing); the
-    configuration/modeling .py files are stubs that raise ImportError if anything ever imports them.
+    configuration/modeling .py files are stubs that raise ImportError if anything ever imports them,
+    or, with ``working``, a real (Llama-based) implementation: what a user who opts in runs.
     """
     out_dir = build_foreign_model("internlm2", out_dir)
     config_path = out_dir / "config.json"
@@ -481,7 +504,8 @@ def build_remote_code_model(out_dir: str | Path) -> Path:
     )
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for name in ("configuration_internlm2.py", "modeling_internlm2.py"):
-        (out_dir / name).write_text(_REMOTE_CODE_STUB.format(name=name), encoding="utf-8")
+        code = _REMOTE_CODE_WORKING[name] if working else _REMOTE_CODE_STUB.format(name=name)
+        (out_dir / name).write_text(code, encoding="utf-8")
     return out_dir
 
 

@@ -175,11 +175,15 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
 
 
 @pytest.mark.slow
-def test_kedro_run_sft_refuses_a_remote_code_model_in_one_line(tmp_path, project_root, chain_documents):
-    root = copy_project(project_root, tmp_path / "project", chain_documents)
-    model_dir = build_remote_code_model(tmp_path / "internlm2")
+def test_kedro_run_sft_refuses_a_remote_code_model_unless_opted_in(tmp_path, project_root, chain_documents):
+    """Refused in one line; with sft.trust_remote_code the model's own (here Llama-based) code runs and trains."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
-    refused = kedro(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={model_dir},{TINY_SFT}",
+    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    stub = build_remote_code_model(tmp_path / "internlm2-stub")  # its code raises if ever imported
+
+    refused = kedro(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={stub},{TINY_SFT}",
                     timeout=120)
 
     assert refused.returncode != 0
@@ -187,3 +191,15 @@ def test_kedro_run_sft_refuses_a_remote_code_model_in_one_line(tmp_path, project
     assert last.startswith("error: sft.base_model: ") and "sft.trust_remote_code: true" in last, last
     assert "convert it to Llama format" in last and "Traceback" not in refused.stderr
     assert not (root / "data/06_models/sft").exists()
+
+    working = build_remote_code_model(tmp_path / "internlm2", working=True)
+    ran = kedro(root, tmp_path, "--pipelines", "sft", "--params",
+                f"sft.base_model={working},sft.trust_remote_code=true,{TINY_SFT}")
+
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
+    metrics = json.loads((root / "data/08_reporting/sft.json").read_text())
+    assert metrics["validation_loss"] < metrics["validation_loss_initial"]
+    checkpoint = root / "data/06_models/sft"
+    assert (checkpoint / "modeling_internlm2.py").is_file()  # the checkpoint keeps the code it needs
+    tuned = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32, trust_remote_code=True)
+    assert type(tuned).__name__ == "InternLM2ForCausalLM"
