@@ -164,3 +164,44 @@ def test_lora_run_two_processes_and_exact_resume(tmp_path, chain_sft_examples, c
     assert resumed["real_tokens"] == metrics["real_tokens"]
     resumed_w = load_file(Path(resumed_checkpoint) / "model.safetensors")
     assert all(torch.equal(resumed_w[k], tuned[k]) for k in tuned)
+
+
+def _random_causal_lm(family, tmp_path):
+    """A foreign test model, or (qwen3, gemma2, gemma3_text) a tiny random model of that architecture."""
+    import torch
+    from foreign_models import FAMILIES, build_foreign_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if family in FAMILIES:
+        return AutoModelForCausalLM.from_pretrained(build_foreign_model(family, tmp_path / family), dtype=torch.float32)
+    config = AutoConfig.for_model(family, vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                  max_position_embeddings=512)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma", "llama3", "bloom", "qwen3", "gemma2", "gemma3_text"])
+def test_packing_is_checked_exact_per_architecture(family, tmp_path):
+    """A packed row trains like its examples alone where transformers masks by position ids (Llama, Qwen2/3,
+    Gemma 1-3 incl. Gemma 2's sliding window and soft-capping); BLOOM's ALiBi attends across the examples of
+    a row, so the worker's check finds it and SFT trains unpacked."""
+    import torch
+
+    from lmforge.training.sft import SftBatches, packing_mismatch
+
+    model = _random_causal_lm(family, tmp_path)
+    g = torch.Generator().manual_seed(0)
+    examples = []
+    for k, n in enumerate((9, 13, 6, 20)):
+        ids = torch.randint(10, 1000, (n,), generator=g).tolist()
+        examples.append((f"e{k}", ids, [-100] * 3 + ids[3:]))
+    batches = SftBatches(examples, pad_id=0, packing=True, seq_len=32, seed=0)
+    assert any(len(row) > 1 for row in batches.rows)
+    model.train()
+    mismatch = packing_mismatch(model, batches)
+    if family == "bloom":
+        assert mismatch is not None and mismatch > 1e-3
+    else:
+        assert mismatch is None
+    assert model.training  # the check leaves the model as it found it
