@@ -509,6 +509,18 @@ def build_remote_code_model(out_dir: str | Path, *, working: bool = False) -> Pa
     return out_dir
 
 
+def upper_case_user_turns(checkpoint: str | Path) -> None:
+    """Edit the ChatML-style chat template saved in ``checkpoint`` (``chat_template.jinja``) so that user turns
+    render upper-cased: still a valid, self-consistent template, so only a template audit can tell."""
+    path = Path(checkpoint) / "chat_template.jinja"
+    template = path.read_text(encoding="utf-8")
+    altered = template.replace("message.content + '<|im_end|>'",
+                               "(message.content | upper if message.role == 'user' else message.content) + '<|im_end|>'")
+    if altered == template:
+        raise ValueError(f"{path}: no ChatML user turn to alter")
+    path.write_text(altered, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python tests/foreign_models.py gemma /tmp/my-gemma``: a foreign model to try lmforge on, offline."""
     import argparse

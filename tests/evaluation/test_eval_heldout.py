@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from foreign_models import END_OF_TURN, build_foreign_model
+from foreign_models import END_OF_TURN, build_foreign_model, upper_case_user_turns
 
 from lmforge.evaluation.heldout import (
     HeldoutSources,
@@ -197,17 +197,6 @@ def test_evaluate_models_scores_a_foreign_base_and_its_sft_checkpoint(family, ch
     assert chat.end_of_turn_id in audit["stop_ids"]
 
 
-def alter_saved_template(checkpoint):
-    """Edit the chat template saved in a checkpoint after sft wrote its audit: user turns upper-cased (the template
-    stays self-consistent, so only the audit can tell)."""
-    path = checkpoint / "chat_template.jinja"
-    template = path.read_text(encoding="utf-8")
-    altered = template.replace("message.content + '<|im_end|>'",
-                               "(message.content | upper if message.role == 'user' else message.content) + '<|im_end|>'")
-    assert altered != template
-    path.write_text(altered, encoding="utf-8")
-
-
 def test_evaluation_fails_on_a_template_other_than_the_one_sft_trained_with(foreign_dir, tiny_tokenizer_dir,
                                                                            tmp_path):
     from lmforge.evaluation.suite import evaluate_models
@@ -216,7 +205,7 @@ def test_evaluation_fails_on_a_template_other_than_the_one_sft_trained_with(fore
     base = foreign_dir("qwen2")
     sft, chat = sft_like_checkpoint(base, tmp_path / "sft")
     reference = training_audit(chat)
-    alter_saved_template(sft)
+    upper_case_user_turns(sft)
     sources = HeldoutSources(stage_tokenizer=str(tiny_tokenizer_dir), token_shards="unused",
                              validation_texts=lambda: pytest.fail("the audit fails before anything is scored"))
     with pytest.raises(TemplateMismatchError, match=r"evaluation prompts the model differently from how sft trained "

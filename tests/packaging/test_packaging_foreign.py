@@ -8,7 +8,7 @@ import re
 import shutil
 
 import pytest
-from foreign_models import END_OF_TURN, build_foreign_model
+from foreign_models import END_OF_TURN, build_foreign_model, upper_case_user_turns
 
 EVALUATION = {"sft.heldout.perplexity": 209.6, "heldout.perplexity_ratio": 1.19, "sft.sft_pairs.perplexity": 186.7,
               "sft_pairs.perplexity_ratio": 0.70}
@@ -83,12 +83,7 @@ def test_a_mismatched_serving_template_fails_packaging_naming_the_first_differin
     from lmforge.tokenizer.template_audit import TemplateMismatchError
 
     base, checkpoint, chat, audit = sft_checkpoint("qwen2", tmp_path)
-    path = checkpoint / "chat_template.jinja"
-    template = path.read_text(encoding="utf-8")
-    altered = template.replace("message.content + '<|im_end|>'",
-                               "(message.content | upper if message.role == 'user' else message.content) + '<|im_end|>'")
-    assert altered != template
-    path.write_text(altered, encoding="utf-8")
+    upper_case_user_turns(checkpoint)
     with pytest.raises(TemplateMismatchError) as caught:
         release(checkpoint, base, tiny_tokenizer_dir, audit)
     message = one_line(caught.value)

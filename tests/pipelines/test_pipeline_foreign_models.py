@@ -13,16 +13,11 @@ A remote-code model is refused with one line unless opted in.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import copy_project, kedro_run
 from foreign_models import END_OF_TURN, FAMILIES, build_foreign_model, build_remote_code_model
-
-from lmforge.pipelines.datasets import JSONLinesDataset
 
 # Small enough for ~30 s per family on 2 cores; the identity data and a few corpus pairs.
 TINY_SFT = ("sft.data.max_pairs=40,sft.identity.repeat=1,sft.max_length=512,sft.train.max_steps=4,"
@@ -36,34 +31,6 @@ NAMED = {"bloom": "chatml"}  # BLOOM has no chat template of its own
 # Full fine-tuning or LoRA on the same launcher: the default targets (q/k/v/o_proj), or every linear layer
 # (BLOOM names its projections its own way). One-element lists: `--params` splits on commas.
 LORA = {"qwen2": None, "bloom": "[all-linear]", "llama3": "[all-linear]"}
-
-
-def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]]) -> Path:
-    """The project's tracked files (no tests, no data outputs) plus cleaned documents, under ``root``.
-
-    The documents stand for a finished data_processing stage, so its metrics file is written too (the
-    model card reads it): every provided document kept.
-    """
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        if (project_root / rel).is_file() and not rel.startswith("tests/"):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(project_root / rel, root / rel)
-    for shard, records in documents.items():
-        JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
-    n = sum(len(records) for records in documents.values())
-    (root / "data/08_reporting").mkdir(parents=True, exist_ok=True)
-    (root / "data/08_reporting/data_processing.json").write_text(json.dumps({"records_in": n, "records_out": n}))
-    return root
-
-
-def kedro(root: Path, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    exe = str(Path(sys.executable).parent / "kedro")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([exe, "run", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def check_package(root: Path, family: str) -> None:
@@ -96,14 +63,14 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
     import torch
     from transformers import AutoModelForCausalLM
 
-    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
     model_dir = build_foreign_model("gemma", tmp_path / "my-gemma")
     # the walkthrough's step 1: the base model goes into the configuration, where every stage (and DVC) sees it
     (root / "conf/local/parameters_pretrain.yml").write_text(f"pretrain:\n  base_model: {model_dir}\n")
 
     for pipeline, params in (("pretrain", TINY_PRETRAIN), ("sft", TINY_SFT), ("evaluation", TINY_EVALUATION),
                              ("packaging", "")):
-        ran = kedro(root, tmp_path, "--pipelines", pipeline, *(["--params", params] if params else []))
+        ran = kedro_run(root, tmp_path, "--pipelines", pipeline, *(["--params", params] if params else []))
         assert ran.returncode == 0, pipeline + ran.stdout[-2000:] + ran.stderr[-4000:]
 
     pretrain = json.loads((root / "data/08_reporting/pretrain.json").read_text())
@@ -125,7 +92,7 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
     model_dir = build_foreign_model(family, tmp_path / family)
     pipelines = "sft,evaluation,packaging" if family == "llama3" else "sft"
     params = f"sft.base_model={model_dir},{TINY_SFT}"
@@ -136,7 +103,7 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
     if family in LORA:
         params += ",sft.finetuning=lora" + (f",sft.lora.target_modules={LORA[family]}" if LORA[family] else "")
 
-    ran = kedro(root, tmp_path, "--pipelines", pipelines, "--params", params)
+    ran = kedro_run(root, tmp_path, "--pipelines", pipelines, "--params", params)
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
@@ -182,10 +149,10 @@ def test_kedro_run_sft_refuses_a_remote_code_model_unless_opted_in(tmp_path, pro
     import torch
     from transformers import AutoModelForCausalLM
 
-    root = copy_project(project_root, tmp_path / "project", chain_documents)
+    root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
     stub = build_remote_code_model(tmp_path / "internlm2-stub")  # its code raises if ever imported
 
-    refused = kedro(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={stub},{TINY_SFT}",
+    refused = kedro_run(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={stub},{TINY_SFT}",
                     timeout=120)
 
     assert refused.returncode != 0
@@ -195,7 +162,7 @@ def test_kedro_run_sft_refuses_a_remote_code_model_unless_opted_in(tmp_path, pro
     assert not (root / "data/06_models/sft").exists()
 
     working = build_remote_code_model(tmp_path / "internlm2", working=True)
-    ran = kedro(root, tmp_path, "--pipelines", "sft", "--params",
+    ran = kedro_run(root, tmp_path, "--pipelines", "sft", "--params",
                 f"sft.base_model={working},sft.trust_remote_code=true,{TINY_SFT}")
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]

@@ -6,20 +6,17 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import copy_project, kedro_run
 from foreign_models import build_foreign_model, build_remote_code_model
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from mlflow_helpers import isolated_run
 
-from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
+from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.pretrain import create_pipeline
 from lmforge.pipelines.pretrain.nodes import NOT_BUILT_FILE, build_pretrain_config, tokenize_for_base_model
 
@@ -150,35 +147,23 @@ def test_kedro_run_pretrain_continues_a_foreign_qwen2_model(tmp_path, project_ro
 
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
-    root = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        if (project_root / rel).is_file() and not rel.startswith("tests/"):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(project_root / rel, root / rel)
-    for shard, records in chain_documents.items():
-        JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
+    root = copy_project(project_root, tmp_path / "project", chain_documents)
     qwen2 = build_foreign_model("qwen2", tmp_path / "qwen2")
     remote = build_remote_code_model(tmp_path / "internlm2-remote")
-    kedro = str(Path(sys.executable).parent / "kedro")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     steps, micro, seed = 6, 2, 0
     tiny = (f"pretrain.train.max_steps={steps},pretrain.train.micro_batch_size={micro},pretrain.train.checkpoint_every=0,"
             "pretrain.continued.lr=0.002,pretrain.launch.timeout_s=300,tokenizer.shards.seq_len=64,"
             "tokenizer.shards.num_proc=1")
 
-    refused = subprocess.run([kedro, "run", "--pipeline", "pretrain", "--params",
-                              f"pretrain.base_model={remote},{tiny}"], cwd=root, env=env, capture_output=True,
-                             text=True, timeout=120)
+    refused = kedro_run(root, tmp_path, "--pipeline", "pretrain", "--params", f"pretrain.base_model={remote},{tiny}",
+                        timeout=120)
     assert refused.returncode != 0
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("error: pretrain.base_model: ") and "pretrain.trust_remote_code: true" in last, last
     assert "Traceback" not in refused.stderr
 
-    ran = subprocess.run([kedro, "run", "--pipeline", "pretrain", "--params", f"pretrain.base_model={qwen2},{tiny}"],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=400)
+    ran = kedro_run(root, tmp_path, "--pipeline", "pretrain", "--params", f"pretrain.base_model={qwen2},{tiny}",
+                    timeout=400)
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     metrics = json.loads((root / "data/08_reporting/pretrain.json").read_text())
     curve = json.loads((root / "data/08_reporting/pretrain_loss.json").read_text())

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import copy_project, kedro_run
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
@@ -169,32 +167,19 @@ def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, p
     ``--params``) the stage fine-tunes the HF directory and writes its checkpoint. About 90 s on 2 cores
     (two `kedro run`s; the sft one ~50 s, mostly starting 2 DeepSpeed processes).
     """
-    root = tmp_path / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=project_root, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        if (project_root / rel).is_file() and not rel.startswith("tests/"):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(project_root / rel, root / rel)
-    for shard, records in chain_documents.items():
-        JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
+    root = copy_project(project_root, tmp_path / "project", chain_documents)
     shutil.copytree(chain_tokenizer_dir, root / "data/06_models/tokenizer")
     hf_dir = save_tiny_llama(tmp_path / "hf_model", chain_tokenizer_dir)
-    kedro = str(Path(sys.executable).parent / "kedro")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     tiny = ("sft.data.max_pairs=60,sft.identity.repeat=1,sft.max_length=256,sft.train.max_steps=4,"
             "sft.train.warmup_steps=1,sft.train.checkpoint_every=0,sft.train.lr=0.003")
 
-    refused = subprocess.run([kedro, "run", "--pipeline", "sft", "--params", tiny], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=120)
+    refused = kedro_run(root, tmp_path, "--pipeline", "sft", "--params", tiny, timeout=120)
     assert refused.returncode != 0
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("lmforge: 'pretrain_checkpoint'") and "kedro run --pipelines pretrain" in last, last
     assert "Traceback" not in refused.stderr
 
-    ran = subprocess.run([kedro, "run", "--pipelines", "sft", "--params", f"sft.base_model={hf_dir},{tiny}"],
-                         cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    ran = kedro_run(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={hf_dir},{tiny}", timeout=240)
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     assert not (root / "data/06_models/pretrain").exists()
     import torch
