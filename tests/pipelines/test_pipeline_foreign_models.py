@@ -3,11 +3,12 @@
 ``test_walkthrough_fine_tune_your_own_model`` runs the README's walkthrough as written (continued
 pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model. Each other
 foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
-tokens and chat template are not lmforge's) is fine-tuned by ``kedro run --pipelines sft --params
-sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
-pretrain output: the model brings its own tokenizer and template. The run must train (loss down),
-write a checkpoint that carries the model's tokenizer, template and stop ids, and the template audit.
-A remote-code model is refused with one line unless opted in.
+tokens and chat template are not lmforge's) goes through ``kedro run --pipelines sft,evaluation,packaging
+--params sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
+pretrain output: the model brings its own tokenizer and template. The run must train (held-out loss
+down), write a checkpoint that carries the model's tokenizer, template and stop ids, pass the quality
+gate, and package a model whose three template audits (sft, evaluation, packaging) agree. A
+remote-code model is refused with one line unless opted in.
 """
 
 from __future__ import annotations
@@ -88,22 +89,19 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
 @pytest.mark.slow
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma"])  # gemma: the walkthrough above
 def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_documents):
-    """SFT straight from the model; for llama3 (no pad token, BOS trap) evaluation and packaging follow."""
+    """SFT straight from the model, then evaluation (against the model as it was) and packaging."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
     model_dir = build_foreign_model(family, tmp_path / family)
-    pipelines = "sft,evaluation,packaging" if family == "llama3" else "sft"
-    params = f"sft.base_model={model_dir},{TINY_SFT}"
-    if family == "llama3":
-        params += f",{TINY_EVALUATION}"
+    params = f"sft.base_model={model_dir},{TINY_SFT},{TINY_EVALUATION}"
     if family in NAMED:
         params += f",sft.chat_template={NAMED[family]}"
     if family in LORA:
         params += ",sft.finetuning=lora" + (f",sft.lora.target_modules={LORA[family]}" if LORA[family] else "")
 
-    ran = kedro_run(root, tmp_path, "--pipelines", pipelines, "--params", params)
+    ran = kedro_run(root, tmp_path, "--pipelines", "sft,evaluation,packaging", "--params", params)
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
@@ -139,8 +137,7 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
     assert audit["end_of_turn"] == END_OF_TURN[family]
     trained = [audit["training"]["tokens"][i] for i in audit["training"]["trained_positions"]]
     assert trained.count(END_OF_TURN[family]) == 2 and len(audit["template_sha256"]) == 64
-    if family == "llama3":
-        check_package(root, family)
+    check_package(root, family)
 
 
 @pytest.mark.slow
