@@ -14,7 +14,6 @@ from lmforge.evaluation.heldout import (
     encode_heldout_blocks,
     heldout_data,
     hf_token_byte_lengths,
-    load_chat_tokenizer,
 )
 
 TEXT = "def f(x):\n    return x ** 2  # héllo wörld\n你好，世界。こんにちは 🙂 The quick brown fox.\n"
@@ -91,7 +90,7 @@ def test_a_foreign_model_without_shards_is_scored_on_encoded_validation_document
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
     model_dir = foreign_dir("llama3")
-    chat = load_chat_tokenizer(str(model_dir), str(tiny_tokenizer_dir))
+    chat = ChatTokenizer.for_model(str(model_dir), str(tiny_tokenizer_dir))
     assert chat.source == str(model_dir)  # the model's own tokenizer, not the stage's
     sources = HeldoutSources(stage_tokenizer=str(tiny_tokenizer_dir), token_shards="unused",
                              validation_texts=lambda: iter(DOCUMENTS), seq_len=64)
@@ -113,6 +112,7 @@ def test_a_continued_pretraining_checkpoint_is_scored_on_the_pretrain_stage_shar
     from transformers import AutoTokenizer
 
     from lmforge.evaluation.heldout import find_shards
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.tokenizer.hf_encoder import build_model_token_shards_dir
 
     base = foreign_dir("gemma")
@@ -120,7 +120,7 @@ def test_a_continued_pretraining_checkpoint_is_scored_on_the_pretrain_stage_shar
     build_model_token_shards_dir({"train": DOCUMENTS, "validation": DOCUMENTS}, base, shards, seq_len=16,
                                  blocks_per_shard=100, num_proc=1)
     checkpoint, _ = sft_like_checkpoint(base, tmp_path / "checkpoint")
-    chat = load_chat_tokenizer(str(checkpoint), str(tiny_tokenizer_dir))
+    chat = ChatTokenizer.for_model(str(checkpoint), str(tiny_tokenizer_dir))
     assert find_shards([str(tmp_path / "absent"), str(shards)], chat.tokenizer) == str(shards)
     assert find_shards([str(shards)], AutoTokenizer.from_pretrained(foreign_dir("qwen2"))) is None  # other ids
     sources = HeldoutSources(stage_tokenizer=str(tiny_tokenizer_dir), token_shards="unused", other_shards=[str(shards)],

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lmforge.config import build_dataclass
-from lmforge.training.sft import SftBatches, check_vocab_fits, count_seen_tokens, resolve_sft_sources
+from lmforge.model.base_model import check_vocab_fits
+from lmforge.training.sft import SftBatches, count_seen_tokens, resolve_sft_sources
 from lmforge.training.sft_config import SftConfig
 
 
@@ -68,9 +69,9 @@ def test_base_model_and_tokenizer_rule(tmp_path):
         assert resolve_sft_sources(str(own), stage_tok, sft_config()) == (str(own), str(own))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         resolve_sft_sources(str(pretrain), stage_tok, sft_config(base_model=str(tmp_path)))
-    check_vocab_fits(str(pretrain), 400)
+    check_vocab_fits(str(pretrain), 400, where="sft.base_model")
     with pytest.raises(ValueError, match="embeds 400 tokens but the tokenizer has 512"):
-        check_vocab_fits(str(pretrain), 512)
+        check_vocab_fits(str(pretrain), 512, where="sft.base_model")
 
 
 def _examples():

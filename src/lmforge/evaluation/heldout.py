@@ -2,8 +2,8 @@
 
 Every model evaluation compares (lmforge's pretrain checkpoint, or a foreign model named by
 ``sft.base_model``, and the SFT checkpoint) is scored with its own tokenizer
-(``lmforge.model.base_model.tokenizer_dir_for``: the model directory's, else the tokenizer stage's) and
-its own chat template (``ChatTokenizer``). ``heldout_data`` gives, per tokenizer:
+(``ChatTokenizer.for_model``: the model directory's, else the tokenizer stage's) and its own chat
+template. ``heldout_data`` gives, per tokenizer:
 
 - **held-out blocks** (perplexity, bits per byte), from the first source that holds that tokenizer's ids:
 
@@ -73,16 +73,6 @@ class HeldoutSources:
     """Block length of blocks encoded from ``validation_texts`` (capped by the model's context)."""
 
 
-def load_chat_tokenizer(model_dir: str, stage_tokenizer: str, *, chat_template: str | None = None,
-                        trust_remote_code: bool = False) -> ChatTokenizer:
-    """The model's ``ChatTokenizer``: its directory's tokenizer (else the stage's), its stop ids."""
-    from lmforge.model.base_model import tokenizer_dir_for
-    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
-
-    return ChatTokenizer.load(tokenizer_dir_for(model_dir, stage_tokenizer), chat_template=chat_template,
-                              model_dir=model_dir, trust_remote_code=trust_remote_code)
-
-
 def heldout_data(chat: ChatTokenizer, sources: HeldoutSources, conversations: Sequence[Mapping[str, Any]], *,
                  max_blocks: int, max_examples: int, max_example_tokens: int, context: int | None,
                  stage_chat: ChatTokenizer | None = None) -> HeldoutData:
@@ -144,22 +134,23 @@ def find_shards(shard_dirs: Sequence[str], tokenizer: Any) -> str | None:
 def encode_heldout_blocks(texts: Iterable[str], tokenizer: Any, *, seq_len: int, max_blocks: int) -> list[list[int]]:
     """Documents as the token shards pack them: [BOS] ids EOS, concatenated, cut into ``seq_len`` blocks.
 
-    BOS leads a document when the tokenizer itself starts text with it; special-token text in a
-    document is not parsed (it cannot inject a control token). Stops once ``max_blocks`` are full; the
-    tail that does not fill a block is dropped.
+    Each document is encoded by the shards' own rule (``hf_encoder.encode_documents``): BOS first when the
+    tokenizer itself starts text with it, special-token text not parsed (it cannot inject a control
+    token). Stops once ``max_blocks`` are full; the tail that does not fill a block is dropped.
     """
+    from lmforge.tokenizer.hf_encoder import encode_documents, leading_bos
+
     if seq_len < 2 or max_blocks < 1:
         raise ValueError(f"seq_len must be >= 2 and max_blocks >= 1, got {seq_len}, {max_blocks}")
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token: held-out documents could not be separated")
-    bos = tokenizer.bos_token_id
-    probe = tokenizer("a")["input_ids"]
-    head = [int(bos)] if bos is not None and probe and probe[0] == bos else []
+    bos = leading_bos(tokenizer)
     stream: list[int] = []
     blocks: list[list[int]] = []
     for text in texts:
-        stream += head + list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        [ids] = encode_documents(tokenizer, [text], bos)  # as the token shards encode it (hf_encoder)
+        stream += ids
         stream.append(int(eos))
         while len(stream) >= seq_len and len(blocks) < max_blocks:
             blocks.append(stream[:seq_len])

@@ -54,14 +54,14 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     skipped without it. The generations output also holds, per model, the identity answers and the
     HumanEval per-problem results (``<model>.identity_probe``, ``<model>.humaneval``).
     """
-    from lmforge.evaluation.heldout import heldout_data, load_chat_tokenizer
+    from lmforge.evaluation.heldout import heldout_data
     from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.generation import generate_samples, load_model_and_tokenizer
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer, has_tokenizer
 
-    chats = {name: load_chat_tokenizer(model_dir, sources.stage_tokenizer, chat_template=chat_template,
-                                       trust_remote_code=trust_remote_code) for name, model_dir in models.items()}
+    chats = {name: ChatTokenizer.for_model(model_dir, sources.stage_tokenizer, chat_template=chat_template,
+                                           trust_remote_code=trust_remote_code) for name, model_dir in models.items()}
     audit = evaluation_audit(models["sft"], chats["sft"], trust_remote_code=trust_remote_code)
     if template_audit is not None:
         from lmforge.tokenizer.template_audit import check_audits

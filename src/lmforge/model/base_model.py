@@ -11,9 +11,8 @@ way out (an HF-native port where one exists) in one line.
 implements it and falls back to ``eager`` (with a warning) where it does not: BLOOM has no SDPA path,
 and a project-wide ``sdpa`` default must not make BLOOM unusable.
 
-``tokenizer_dir_for`` is the one rule for which tokenizer goes with a model: the model directory's
-own when it holds one (a foreign model, or a checkpoint lmforge saved with its tokenizer), else the
-tokenizer stage's.
+Which tokenizer goes with a model is ``lmforge.tokenizer.chat_tokenizer.tokenizer_dir_for`` (the model
+directory's own first), loaded by ``ChatTokenizer.for_model``.
 """
 
 from __future__ import annotations
@@ -48,6 +47,21 @@ def read_model_config(model_dir: str | Path, *, where: str) -> dict[str, Any]:
         raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}): repair or re-download the model") from None
 
 
+def config_value(config: dict[str, Any], key: str) -> Any:
+    """``config[key]``, or the text model's (multimodal configs such as Gemma 3 nest it under ``text_config``)."""
+    return config.get(key, (config.get("text_config") or {}).get(key))
+
+
+def check_vocab_fits(model_dir: str | Path, vocab_size: int, *, where: str) -> dict[str, Any]:
+    """Refuse a model whose embedding is smaller than the tokenizer's vocabulary; returns its ``config.json``."""
+    config = read_model_config(model_dir, where=where)
+    rows = config_value(config, "vocab_size")
+    if rows is not None and rows < vocab_size:
+        raise ValueError(f"{where}: {model_dir} embeds {rows} tokens but the tokenizer has {vocab_size}: use the "
+                         "model's own tokenizer, or a model trained with this one")
+    return config
+
+
 def check_base_model(model_dir: str | Path, *, trust_remote_code: bool, where: str) -> str:
     """The model's ``model_type``; raises when loading it would need code lmforge was not allowed to run."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
@@ -64,13 +78,6 @@ def check_base_model(model_dir: str | Path, *, trust_remote_code: bool, where: s
                               f"directory's Python unless you set {where.rsplit('.', 1)[0]}.trust_remote_code: true; "
                               f"or {hint}")
     return model_type
-
-
-def tokenizer_dir_for(model_dir: str | Path, stage_tokenizer_dir: str | Path) -> str:
-    """The model directory when it holds a tokenizer, else the tokenizer stage's directory."""
-    from lmforge.tokenizer.chat_tokenizer import has_tokenizer
-
-    return str(model_dir) if has_tokenizer(model_dir) else str(stage_tokenizer_dir)
 
 
 def resolve_attn_implementation(model_dir: str | Path, requested: str, *, where: str) -> str:

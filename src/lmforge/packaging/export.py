@@ -10,7 +10,7 @@ The package is what leaves the project: ``AutoModelForCausalLM.from_pretrained(o
   ``<|eot_id|>``...) and the ``stop_ids`` the caller names (the chat template's end-of-turn), so
   ``generate`` stops at the end of a chat turn whatever the template (a randomly initialised config
   keeps Llama defaults that do not match our tokenizer);
-- the tokenizer (the checkpoint's own: ``lmforge.model.base_model.tokenizer_dir_for``) is re-saved
+- the tokenizer (the checkpoint's own: ``ChatTokenizer.for_model``) is re-saved
   next to the weights, then reloaded and checked to encode exactly like the source tokenizer;
 - ``README.md`` is the model card (`lmforge.packaging.model_card`);
 - a LoRA adapter directory (``adapter_config.json``, what ``sft.finetuning: lora`` keeps in

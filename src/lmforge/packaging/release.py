@@ -4,7 +4,7 @@ The card records the preset, parameter counts, data summary, key hyperparameters
 results and lineage (git commit, tokenizer hash), so the package is traceable without the project.
 
 The package carries the checkpoint's own tokenizer and chat template (an SFT checkpoint saves them;
-else the tokenizer stage's: ``lmforge.model.base_model.tokenizer_dir_for``) and every stop id in its
+else the tokenizer stage's: ``ChatTokenizer.for_model``) and every stop id in its
 generation config (``ChatTokenizer.stop_ids``: the template's end-of-turn, the tokenizer's and the
 checkpoint's EOS ids).
 
@@ -98,18 +98,16 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     card lists; ``evaluation_file`` (the evaluation metrics file) is named on the card. The package is verified by loading and generating, and (for a full checkpoint; a LoRA
     adapter is merged first, so there is no plain source to compare with) by the logits round trip.
     """
-    from lmforge.model.base_model import tokenizer_dir_for
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.training.lora import is_adapter_dir
 
-    tokenizer_dir = tokenizer_dir_for(sft_checkpoint, tokenizer_dir)
-    chat = ChatTokenizer.load(tokenizer_dir, model_dir=sft_checkpoint)
+    chat = ChatTokenizer.for_model(sft_checkpoint, tokenizer_dir)
     card = build_model_card_info(metrics, config, git_commit=git_commit, host=describe_hardware(),
                                  checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
                                  dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
                                  evaluation_file=evaluation_file, gate=list(gate), chat=chat)
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
-    package_model(sft_checkpoint, tokenizer_dir, out_dir, card=card, stop_ids=chat.stop_ids)
+    package_model(sft_checkpoint, chat.source, out_dir, card=card, stop_ids=chat.stop_ids)
     check = verify_package(out_dir, prompt=config.verify_prompt)
     result = {"loads": bool(check.get("loads")), "generated_tokens": check.get("generated_tokens", 0)}
     if is_adapter_dir(Path(sft_checkpoint)):

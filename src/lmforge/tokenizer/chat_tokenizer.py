@@ -27,6 +27,7 @@ and on every ``eos_token_id`` of the model's ``generation_config.json``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -192,6 +193,21 @@ class ChatTokenizer:
         return cls(tokenizer=tokenizer, template=own, source=str(tokenizer_dir), template_name=name,
                    model_stop_ids=stops)
 
+    @classmethod
+    def for_model(cls, model_dir: str | Path, stage_tokenizer_dir: str | Path, *, chat_template: str | None = None,
+                  trust_remote_code: bool = False) -> ChatTokenizer:
+        """The tokenizer that goes with ``model_dir`` (``tokenizer_dir_for``), with its stop ids.
+
+        The one rule sft, evaluation and packaging load a model's tokenizer by; ``chat_template`` as in ``load``.
+        """
+        tokenizer_dir = tokenizer_dir_for(model_dir, stage_tokenizer_dir)
+        if not Path(tokenizer_dir, "tokenizer_config.json").is_file():
+            raise FileNotFoundError(f"{model_dir} holds no tokenizer and the tokenizer stage's {tokenizer_dir} does "
+                                    "not exist: use a model directory with its tokenizer, or run `kedro run "
+                                    "--pipelines tokenizer` first")
+        return cls.load(tokenizer_dir, chat_template=chat_template, model_dir=model_dir,
+                        trust_remote_code=trust_remote_code)
+
     # ------------------------------------------------------------------ ids and names
     @property
     def vocab_size(self) -> int:
@@ -220,20 +236,22 @@ class ChatTokenizer:
     def template_sha256(self) -> str:
         return _template_sha256(self.template)
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
-        """Fingerprint of the vocabulary, the special tokens and the template (what decides the ids)."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode("utf-8"))
-        digest.update(json.dumps(self.tokenizer.all_special_tokens).encode("utf-8"))
-        digest.update(self.template.encode("utf-8"))
-        return digest.hexdigest()
+        """Fingerprint of what decides the ids of chat: the plain-text fingerprint of the tokenizer
+        (``hf_encoder.hf_tokenizer_sha256``, the one token shards record) and the template."""
+        from lmforge.tokenizer.hf_encoder import hf_tokenizer_sha256
 
-    def special_token_texts(self) -> list[str]:
-        """Texts that encode as control tokens (special and added tokens): never allowed in message content."""
+        return hashlib.sha256(f"{hf_tokenizer_sha256(self.tokenizer)}\n{self.template}".encode()).hexdigest()
+
+    @functools.cached_property
+    def special_token_texts(self) -> tuple[str, ...]:
+        """Texts that encode as control tokens (special and added tokens): never allowed in message content.
+
+        Cached: every conversation is checked against them, and the tokenizer's special tokens never change."""
         added = [t.content if hasattr(t, "content") else str(t)
                  for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()]
-        return sorted({*self.tokenizer.all_special_tokens, *added} - {""})
+        return tuple(sorted({*self.tokenizer.all_special_tokens, *added} - {""}))
 
     # ------------------------------------------------------------------ rendering
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False) -> str:
@@ -270,7 +288,7 @@ class ChatTokenizer:
                                     "like training; fix the template (or name a built-in one)")
         answer = full[len(prompt):]
         after = answer[answer.find("pong") + len("pong"):] if "pong" in answer else answer
-        specials = sorted(self.special_token_texts(), key=len, reverse=True)
+        specials = sorted(self.special_token_texts, key=len, reverse=True)
         stripped = after.lstrip(" ")
         for token in specials:
             if stripped.startswith(token):
@@ -312,7 +330,7 @@ class ChatTokenizer:
         inside a token (``ChatTemplateError``, naming the place).
         """
         validate_messages(messages)
-        markers = self.special_token_texts()
+        markers = self.special_token_texts
         for k, message in enumerate(messages):
             found = [m for m in markers if m in message["content"]]
             if found:
@@ -346,6 +364,12 @@ class ChatTokenizer:
         """Write the tokenizer with its chat template into ``out_dir`` (next to a checkpoint)."""
         self.tokenizer.chat_template = self.template
         self.tokenizer.save_pretrained(str(out_dir))
+
+
+def tokenizer_dir_for(model_dir: str | Path, stage_tokenizer_dir: str | Path) -> str:
+    """The one rule for which tokenizer goes with a model: the model directory's own when it holds one (a
+    foreign model, or a checkpoint lmforge saved with its tokenizer), else the tokenizer stage's."""
+    return str(model_dir) if has_tokenizer(model_dir) else str(stage_tokenizer_dir)
 
 
 def has_tokenizer(model_dir: str | Path) -> bool:

@@ -44,6 +44,20 @@ def hf_tokenizer_sha256(tokenizer: Any) -> str:
     return digest.hexdigest()
 
 
+def leading_bos(tokenizer: Any) -> int | None:
+    """The BOS id when the tokenizer itself starts text with it (Llama 3, Gemma), else None (Qwen2, BLOOM)."""
+    bos = tokenizer.bos_token_id
+    first = tokenizer("a")["input_ids"]
+    return int(bos) if bos is not None and first and first[0] == bos else None
+
+
+def encode_documents(tokenizer: Any, texts: list[str], bos_id: int | None) -> list[list[int]]:
+    """Ids of each document (special-token text not parsed), after ``bos_id`` when given; no EOS."""
+    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    head = [bos_id] if bos_id is not None else []
+    return [head + list(ids) for ids in encoded]
+
+
 class HFTextEncoder:
     """The tokenizer of a Hugging Face model directory, as ``encode.TextTokenizer`` (pickles as its directory)."""
 
@@ -57,9 +71,7 @@ class HFTextEncoder:
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"the tokenizer of {self.source} has no EOS token: documents could not be separated "
                              "in the token shards; give it one (eos_token in tokenizer_config.json)")
-        bos = self.tokenizer.bos_token_id
-        first = self.tokenizer("a")["input_ids"]  # the tokenizer's own rule: does it start text with BOS?
-        self.bos_id: int | None = int(bos) if bos is not None and first and first[0] == bos else None
+        self.bos_id = leading_bos(self.tokenizer)  # the tokenizer's own rule: does it start text with BOS?
         self.sha256 = hf_tokenizer_sha256(self.tokenizer)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -79,9 +91,7 @@ class HFTextEncoder:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text (special-token text not parsed), after BOS where the tokenizer adds one; no EOS."""
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        head = [self.bos_id] if self.bos_id is not None else []
-        return [head + list(ids) for ids in encoded]
+        return encode_documents(self.tokenizer, texts, self.bos_id)
 
 
 def with_progress(texts: Iterable[str], split: str, total: int | None = None) -> Iterator[str]:

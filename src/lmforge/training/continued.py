@@ -13,7 +13,7 @@ process, never in the workers:
   one (``ChatTokenizer.save``; a tokenizer without one is saved as it is, SFT may name a built-in
   template later), and the base model's ``generation_config.json`` (its EOS list, pad and BOS), so SFT,
   evaluation and serving read the model's own conventions from the checkpoint
-  (``lmforge.model.base_model.tokenizer_dir_for``).
+  (``ChatTokenizer.for_model``).
 """
 
 from __future__ import annotations
@@ -31,19 +31,15 @@ WHERE = "pretrain.base_model"
 
 def check_continued_start(base_model: str, token_shards: str, *, trust_remote_code: bool) -> dict[str, Any]:
     """Refuse a base model lmforge may not or cannot train on these shards; return the shards' index."""
-    from lmforge.model.base_model import check_base_model, read_model_config
+    from lmforge.model.base_model import check_base_model, check_vocab_fits, config_value
     from lmforge.tokenizer.hf_encoder import HFTextEncoder
     from lmforge.tokenizer.shards import TokenShards
 
     check_base_model(base_model, trust_remote_code=trust_remote_code, where=WHERE)
     encoder = HFTextEncoder(base_model, trust_remote_code=trust_remote_code)
     shards = TokenShards.open(token_shards, expected_tokenizer_sha256=encoder.sha256)
-    config = read_model_config(base_model, where=WHERE)
-    n = config.get("vocab_size", config.get("text_config", {}).get("vocab_size"))
-    if n is not None and n < encoder.vocab_size:
-        raise ValueError(f"{WHERE}: {base_model} embeds {n} tokens but its tokenizer has {encoder.vocab_size}: "
-                         "the model and the tokenizer in its directory do not belong together")
-    positions = config.get("max_position_embeddings", config.get("text_config", {}).get("max_position_embeddings"))
+    config = check_vocab_fits(base_model, encoder.vocab_size, where=WHERE)
+    positions = config_value(config, "max_position_embeddings")
     if positions is not None and shards.seq_len > positions:
         raise ValueError(f"{WHERE}: {base_model} takes at most {positions} positions but the token shards hold "
                          f"{shards.seq_len}-token blocks: lower tokenizer.shards.seq_len")

@@ -23,6 +23,7 @@ from lmforge.training.deepspeed_config import build_deepspeed_config
 from lmforge.training.launch import launch_job, resolve_nproc
 
 if TYPE_CHECKING:  # annotations only: running pretraining never imports the SFT data modules
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.training.pretrain_config import PretrainConfig
     from lmforge.training.sft_config import SftConfig
 
@@ -138,17 +139,19 @@ def run_continued_pretraining(token_shards: str, templates: Mapping[str, Any],
 
 def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenizer_dir: str,
             templates: Mapping[str, Any], config: SftConfig,
-            validation_examples: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
+            validation_examples: Sequence[Mapping[str, Any]] | None = None,
+            chat: ChatTokenizer | None = None) -> tuple[str, dict[str, Any], list[dict]]:
     """Fine-tune the base model on tokenized examples; returns (checkpoint, metrics, loss curve).
 
     ``base_model_dir`` is the pretrain checkpoint, used unless ``sft.base_model`` names another HF
     directory; packing, full/LoRA fine-tuning and the tokenizer rule: ``lmforge.training.sft``.
-    ``validation_examples`` (tokenized held-out conversations) give the validation loss. The
+    ``validation_examples`` (tokenized held-out conversations) give the validation loss. ``chat`` is
+    the ``ChatTokenizer`` the examples were made with, when the caller has it (else loaded here). The
     checkpoint carries the tokenizer, its template and the stop ids (``finish_sft_checkpoint``).
     """
+    from lmforge.model.base_model import check_vocab_fits, resolve_attn_implementation
     from lmforge.training.sft import (
         MAX_VALIDATION_EXAMPLES,
-        check_vocab_fits,
         finish_sft_checkpoint,
         load_sft_tokenizer,
         resolve_sft_sources,
@@ -157,9 +160,9 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
 
     if not examples:
         raise ValueError("no SFT examples to train on: check sft.data and sft.max_length")
-    chat = load_sft_tokenizer(base_model_dir, tokenizer_dir, config)
+    chat = chat or load_sft_tokenizer(base_model_dir, tokenizer_dir, config)
     base_model_dir, _ = resolve_sft_sources(base_model_dir, tokenizer_dir, config)
-    check_vocab_fits(base_model_dir, chat.vocab_size)
+    check_vocab_fits(base_model_dir, chat.vocab_size, where="sft.base_model (null: the pretrain checkpoint)")
 
     def write_examples(run_dir: Path) -> dict[str, str]:
         out = {"examples": write_jsonl(run_dir / "train_examples.jsonl", examples)}
@@ -167,8 +170,6 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
             out["validation_examples"] = write_jsonl(run_dir / "validation_examples.jsonl",
                                                      validation_examples[:MAX_VALIDATION_EXAMPLES])
         return out
-
-    from lmforge.model.base_model import resolve_attn_implementation
 
     attn = resolve_attn_implementation(base_model_dir, config.model.attn_implementation, where="sft.base_model")
     model = JobModel(attn_implementation=attn, lora=config.lora if config.finetuning == "lora" else None,

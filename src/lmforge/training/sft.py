@@ -50,7 +50,8 @@ MAX_VALIDATION_EXAMPLES = 256
 
 def resolve_sft_sources(pretrain_checkpoint: str, tokenizer_dir: str, config: SftConfig) -> tuple[str, str]:
     """(base model directory, tokenizer directory) by the rule in the module docstring."""
-    from lmforge.model.base_model import check_base_model, tokenizer_dir_for
+    from lmforge.model.base_model import check_base_model
+    from lmforge.tokenizer.chat_tokenizer import tokenizer_dir_for
 
     if config.base_model:
         check_base_model(config.base_model, trust_remote_code=config.trust_remote_code, where="sft.base_model")
@@ -62,13 +63,9 @@ def load_sft_tokenizer(pretrain_checkpoint: str, tokenizer_dir: str, config: Sft
     """The ``ChatTokenizer`` SFT renders and masks with (the rule of ``resolve_sft_sources``)."""
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
-    base, tokenizer_dir = resolve_sft_sources(pretrain_checkpoint, tokenizer_dir, config)
-    if not Path(tokenizer_dir, "tokenizer_config.json").is_file():
-        raise FileNotFoundError(f"sft: {base} holds no tokenizer and the tokenizer stage's {tokenizer_dir} does not "
-                                "exist: use a model directory with its tokenizer, or run `kedro run --pipelines "
-                                "tokenizer` first")
-    return ChatTokenizer.load(tokenizer_dir, chat_template=config.chat_template, model_dir=base,
-                              trust_remote_code=config.trust_remote_code)
+    base, _ = resolve_sft_sources(pretrain_checkpoint, tokenizer_dir, config)
+    return ChatTokenizer.for_model(base, tokenizer_dir, chat_template=config.chat_template,
+                                   trust_remote_code=config.trust_remote_code)
 
 
 def tokenize_sft_conversations(conversations: Sequence[Mapping[str, Any]], chat: ChatTokenizer,
@@ -87,17 +84,6 @@ def tokenize_held_out(conversations: Sequence[Mapping[str, Any]], chat: ChatToke
                       config: SftConfig) -> list[dict]:
     """The first ``MAX_VALIDATION_EXAMPLES`` held-out conversations as examples, masked like training."""
     return tokenize_sft_conversations(list(conversations)[:MAX_VALIDATION_EXAMPLES], chat, config)[0]
-
-
-def check_vocab_fits(base_model_dir: str, vocab_size: int) -> None:
-    """Refuse a base model without a config.json, or whose embedding is smaller than the tokenizer's vocabulary."""
-    from lmforge.model.base_model import read_model_config
-
-    config = read_model_config(base_model_dir, where="sft.base_model (null: the pretrain checkpoint)")
-    n = config.get("vocab_size", config.get("text_config", {}).get("vocab_size"))
-    if n is not None and n < vocab_size:
-        raise ValueError(f"base model {base_model_dir} embeds {n} tokens but the tokenizer has {vocab_size}: "
-                         "use the model's own tokenizer or a model trained with this one")
 
 
 def finish_sft_checkpoint(checkpoint: str, chat: ChatTokenizer) -> None:

@@ -65,8 +65,8 @@ def finetune_model(examples: list[dict], validation_conversations: list[dict], p
     from lmforge.training.jobs import run_sft
     from lmforge.training.sft import load_sft_tokenizer, tokenize_held_out
 
-    validation = tokenize_held_out(validation_conversations,
-                                   load_sft_tokenizer(pretrain_checkpoint, tokenizer, config), config)
+    chat = load_sft_tokenizer(pretrain_checkpoint, tokenizer, config)
+    validation = tokenize_held_out(validation_conversations, chat, config)
     checkpoint, metrics, curve = run_sft(examples, pretrain_checkpoint, tokenizer, deepspeed_templates, config,
-                                         validation_examples=validation)
+                                         validation_examples=validation, chat=chat)
     return checkpoint, {**metrics, "data": data_stats}, curve
