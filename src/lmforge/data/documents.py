@@ -17,6 +17,9 @@ from typing import Any
 
 REQUIRED_FIELDS = ("id", "text", "source")
 
+CODE_GROUP = "code"
+"""The language group of source code, whatever the language of its comments."""
+
 ShardSource = Callable[[], list[dict]] | list[dict]
 """A shard of records: its records, or a callable that loads them (Kedro PartitionedDataset)."""
 
@@ -61,6 +64,21 @@ class Document:
         if not isinstance(metadata, Mapping):
             raise TypeError(f"document field 'metadata' must be a mapping, got {type(metadata).__name__}")
         return cls(id=d["id"], text=d["text"], source=d["source"], metadata=dict(metadata))
+
+
+def language_group(metadata: Mapping[str, Any]) -> str:
+    """The group a document is counted under in every per-language metric: en, zh, ja, ... or "code".
+
+    ``metadata["language_group"]`` when a reader declared it (the source's language, known before any
+    step runs, so that in = kept + dropped holds per group); else "code" for documents of kind code;
+    else the detected ``metadata["language"]``; else "unknown".
+    """
+    declared = metadata.get("language_group")
+    if declared:
+        return str(declared)
+    if metadata.get("kind") == CODE_GROUP:
+        return CODE_GROUP
+    return str(metadata.get("language") or "unknown")
 
 
 def load_shard(shard: ShardSource) -> list[dict]:
