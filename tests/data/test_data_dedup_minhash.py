@@ -7,8 +7,15 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from cjk_pages import JA_CHGRP, JA_CHOWN, ZH_CHGRP, ZH_CHOWN
 
-from lmforge.data.dedup_minhash import NearDedupConfig, near_dedup, near_duplicate_pairs, shingle_documents
+from lmforge.data.dedup_minhash import (
+    NearDedupConfig,
+    near_dedup,
+    near_duplicate_pairs,
+    shingle_documents,
+    uses_character_shingles,
+)
 from lmforge.data.documents import Document
 from lmforge.data.process import DataProcessingConfig, process_corpus
 
@@ -173,3 +180,59 @@ def test_process_corpus_counts_and_manifest():
 
     disabled = DataProcessingConfig.from_dict({"cleaning": {"min_chars": 20}, "near_dedup": {"enabled": False}})
     assert process_corpus(shards, disabled, shard_size=10).report["records_out"] == 4
+
+
+def test_chain_keeps_the_document_below_threshold_to_its_survivor():
+    """A~B and B~C at >= 0.8 but A-C < 0.8: B goes (named against A), C stays (B was not kept)."""
+    words = [f"w{i}" for i in range(240)]
+    a, b, c = (" ".join(words[shift : shift + 200]) for shift in (0, 15, 30))
+    ref = {name: reference_shingles(text) for name, text in (("a", a), ("b", b), ("c", c))}
+    assert jaccard(ref["a"], ref["b"]) >= 0.8 and jaccard(ref["b"], ref["c"]) >= 0.8
+    assert jaccard(ref["a"], ref["c"]) < 0.8
+    assert {(i, j) for i, j, _ in near_duplicate_pairs([a, b, c], NearDedupConfig())} == {(0, 1), (1, 2)}
+    result = near_dedup([doc("a", a), doc("b", b), doc("c", c)], NearDedupConfig())
+    assert [d.id for d in result.kept] == ["a", "c"]
+    assert [(r["id"], r["kept_id"]) for r in result.removed] == [("b", "a")]
+    assert result.removed[0]["similarity"] == pytest.approx(jaccard(ref["a"], ref["b"]), abs=1e-6)
+
+
+def test_large_bucket_of_copies_keeps_one():
+    """More copies than a bucket pairs fully: every copy still meets the kept first one."""
+    docs = [doc(f"c{i:03d}", BASE + ("" if i % 2 else " ")) for i in range(150)]
+    result = near_dedup(docs, NearDedupConfig())
+    assert [d.id for d in result.kept] == ["c000"]
+    assert {r["kept_id"] for r in result.removed} == {"c000"}
+
+
+def edit_zh(text: str) -> str:
+    """An edited copy of a Chinese page: a phrase reworded, a paragraph dropped, a sentence added."""
+    return (text.replace("修改每个文件的所属组为指定的组。", "将每个文件的所属组修改为给定的组。")
+            .replace("  -v, --verbose\n  对于每个文件的处理， 都会打印分析报告\n\n", "")
+            .replace("范例\n", "范例\n  以下是两个常见的用法。\n"))
+
+
+def edit_ja(text: str) -> str:
+    """An edited copy of a Japanese page: a sentence reworded, an option dropped, a note added."""
+    return (text.replace("各ファイルのグループを GROUP に変更します。", "指定した各ファイルのグループを GROUP へ変更する。")
+            .replace("  -f, --silent, --quiet\n  ほとんどのエラーメッセージの出力を抑制する\n\n", "")
+            .replace("例\n", "例\n  よく使われる例を示す。\n"))
+
+
+def test_cjk_pages_are_shingled_by_characters():
+    config = NearDedupConfig()
+    assert all(uses_character_shingles(t, config) for t in (ZH_CHGRP, JA_CHOWN))
+    assert not uses_character_shingles(BASE, config) and not uses_character_shingles(UNRELATED[0], config)
+    hashes, owners = shingle_documents(["用户命令，修改文件。", "a b c d e f"], NearDedupConfig(cjk_shingle_size=3))
+    assert owners.tolist() == [0] * 6 + [1] * 2  # 8 characters -> 6 trigrams; 6 words -> 2 word 5-grams
+
+
+def test_cjk_edited_copies_go_distinct_pages_on_one_topic_stay():
+    zh_edit, ja_edit = edit_zh(ZH_CHGRP), edit_ja(JA_CHGRP)
+    assert zh_edit.count("\n") < ZH_CHGRP.count("\n") and ja_edit.count("\n") < JA_CHGRP.count("\n")  # edits took
+    docs = [doc("zh-chgrp", ZH_CHGRP), doc("zh-chown", ZH_CHOWN), doc("ja-chgrp", JA_CHGRP),
+            doc("ja-chown", JA_CHOWN), doc("zh-chgrp-edited", zh_edit), doc("ja-chgrp-edited", ja_edit)]
+    result = near_dedup(docs, NearDedupConfig())
+    assert [d.id for d in result.kept] == ["zh-chgrp", "zh-chown", "ja-chgrp", "ja-chown"]
+    assert [(r["id"], r["kept_id"]) for r in result.removed] == [("zh-chgrp-edited", "zh-chgrp"),
+                                                                ("ja-chgrp-edited", "ja-chgrp")]
+    assert all(0.8 <= r["similarity"] < 1.0 for r in result.removed)
