@@ -1,5 +1,7 @@
 """Tests of normalisation, each cleaning filter and the counts of clean_documents."""
 
+from dataclasses import replace
+
 import pytest
 from data_samples import PROSE
 
@@ -241,8 +243,8 @@ LANG = CleaningConfig(min_chars=10, max_chars=10_000, language_min_letters=100)
 
 
 def test_new_reasons_run_last_in_order():
-    assert REASONS[-5:] == ("low_alphanumeric", "language_not_allowed", "gopher_quality", "gopher_repetition",
-                            "c4_quality")
+    assert REASONS[-6:] == ("low_alphanumeric", "language_not_allowed", "language_mismatch", "gopher_quality",
+                            "gopher_repetition", "c4_quality")
 
 
 def test_pii_is_redacted_before_filters_and_counted_on_kept_documents():
@@ -286,10 +288,14 @@ def test_language_allow_list_drops_other_languages_with_detail():
     french_code = '"""' + FRENCH_PROSE + '"""\n' + CODE
     docs = [doc(FRENCH_PROSE, "fr", path="a.txt"), doc(french_code, "fr-code", path="a.py"), doc(PROSE, "en", path="b.md")]
     result = clean_documents(docs, LANG)
-    assert [d.id for d in result.kept] == ["en"]
+    assert [d.id for d in result.kept] == ["fr-code", "en"]  # code is kept whatever its comments' language
+    assert result.kept[0].metadata["language"] == "fr"
     assert {q["id"]: (q["reason"], q["metadata"]["filter_detail"]) for q in result.quarantined} == {
+        "fr": ("language_not_allowed", "language=fr")}
+    strict = clean_documents(docs, replace(LANG, code_any_language=False))
+    assert {q["id"]: (q["reason"], q["metadata"]["filter_detail"]) for q in strict.quarantined} == {
         "fr": ("language_not_allowed", "language=fr"), "fr-code": ("language_not_allowed", "language=fr")}
-    assert result.counts["dropped"]["language_not_allowed"] == 2
+    assert strict.counts["dropped"]["language_not_allowed"] == 2
     everyone = clean_documents(docs, CleaningConfig(min_chars=10, max_chars=10_000, language_min_letters=100,
                                                     allowed_languages=None))
     assert len(everyone.kept) == 3
@@ -299,8 +305,9 @@ def test_language_allow_list_drops_other_languages_with_detail():
 
 
 def test_unknown_language_is_kept_unless_asked():
-    strict = CleaningConfig(min_chars=10, max_chars=100, keep_unknown_language=False)
+    strict = CleaningConfig(min_chars=10, max_chars=100, keep_unknown_language=False, code_any_language=False)
     assert clean_documents([doc()], strict).quarantined[0]["reason"] == "language_not_allowed"
+    assert clean_documents([doc()], replace(strict, code_any_language=True)).kept  # code stays code
     assert clean_documents([doc()], CONFIG).kept[0].metadata["language"] == "unknown"
 
 

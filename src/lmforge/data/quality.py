@@ -10,6 +10,16 @@ Words are whitespace-separated tokens; "non-symbol words" are those holding at l
 character that is not punctuation. Datatrove 0.10 implements the same rules, but its Gopher filters
 tokenize with spaCy/NLTK; these are standalone re-implementations with no model and no download.
 
+Per language: the fields of `QualityConfig` are the rules for English and other space-separated
+languages; `by_language` overrides any of them for one language (ISO 639-1 code), e.g. Chinese and
+Japanese, which have no spaces between words. There, as FineWeb-2 does per language, the rules count
+characters: with `unit: characters` every Han/kana character is a token of its own (other runs of
+non-space characters stay whole tokens), so "words" below means these tokens, word-count bounds
+become character-count bounds, and the repetition n-grams are character n-grams. Stop words are a
+per-language list (`stop_words`, a language with no list skips the rule). `QualityConfig.for_language`
+resolves the rules of one language; the cleaning filters pass the document's language (the source's
+declared `language_group` when it names one, else the detected language).
+
 Origins of the default thresholds:
 - Gopher quality and repetition: Rae et al. 2021, "Scaling Language Models: Methods, Analysis &
   Insights from Training Gopher", appendix A.1.1 and table A1 (the values datatrove's
@@ -31,17 +41,55 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 """Gopher's English stop words: a real English document holds at least two of them."""
+DEFAULT_STOP_WORDS = {
+    "en": list(STOP_WORDS),
+    # The most frequent function characters (particles, copulas, structural words): with unit
+    # "characters" each is a token, so these count occurrences of the characters.
+    "zh": ["的", "是", "在", "了", "和", "不", "有", "这", "为", "中"],
+    "ja": ["の", "に", "は", "を", "が", "で", "て", "た", "と", "し"],
+}
+"""Language -> stop words; documents of a language without a list skip the stop-word rule."""
+_CJK_RULES = {
+    "unit": "characters",
+    "min_words": 50,  # characters (with Latin words): 50 Han/kana carry about what 30 English words do
+    "min_mean_word_length": 1.0,  # a Han/kana token is 1 character, Latin words mixed in raise the mean:
+    "max_mean_word_length": 4.0,  # measured 1.0-3.8 (1st-99th percentile); mostly-Latin text goes above
+    "min_alpha_words_ratio": 0.7,  # CJK punctuation is its own non-letter token: zh help 1st percentile 0.69
+    # The zh/ja sources are documentation whose braces are C examples (synopses of manpages-ja-dev):
+    # the web rule dropped 66% of manpages-ja-dev and 20% of manpages-zh.
+    "c4_drop_curly_braces": False,
+}
+DEFAULT_BY_LANGUAGE: dict[str, dict] = {
+    # Gopher's word n-grams as character n-grams of about as many words, with Gopher's bounds: Chinese
+    # words average ~2 characters; Japanese ~3 (kana endings, katakana loanwords): at 2 characters
+    # per word, ja help pages lost 45% to repeated phrases such as "をクリックします" (en help: 22%),
+    # at 3, 23%; zh help 12.5% at 2 characters per word.
+    "zh": {**_CJK_RULES, "max_top_ngram_chars_ratio": {4: 0.2, 6: 0.18, 8: 0.16},
+           "max_duplicate_ngram_chars_ratio": {10: 0.15, 12: 0.14, 14: 0.13, 16: 0.12, 18: 0.11, 20: 0.10}},
+    "ja": {**_CJK_RULES, "max_top_ngram_chars_ratio": {6: 0.2, 9: 0.18, 12: 0.16},
+           "max_duplicate_ngram_chars_ratio": {15: 0.15, 18: 0.14, 21: 0.13, 24: 0.12, 27: 0.11, 30: 0.10}},
+}
+"""Language -> overrides of QualityConfig fields for that language (defaults of `by_language`).
+
+Chinese and Japanese count characters (see the module docstring). Measured on ~250 rendered pages
+each of manpages-zh, manpages-ja and the zh/ja LibreOffice help, against en help and SOTU speeches
+(percentiles and drop rates per reason: the commit that set them)."""
+UNITS = ("words", "characters")
+_CJK_CHAR_CLASS = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_CHARACTER_TOKENS = re.compile(f"[{_CJK_CHAR_CLASS}]|[^\\s{_CJK_CHAR_CLASS}]+")
 BULLETS = ("-", "*", "\u2022", "\u2023", "\u25cf", "\u25cb", "\u25aa", "\u2043", "\u2219")
 ELLIPSES = ("...", "\u2026")
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "\u201d", "'", "\u3002", "\uff01", "\uff1f")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 UNSPACED_SCRIPTS = ("Jpan", "Hani", "Thai")
 """Scripts written without spaces between words: word-based rules do not apply to them."""
-_PUNCTUATION = frozenset(string.punctuation + "\u2026\u201c\u201d\u2018\u2019\u2014\u2013\u00ab\u00bb")
+_PUNCTUATION = frozenset(string.punctuation + "\u2026\u201c\u201d\u2018\u2019\u2014\u2013\u00ab\u00bb"
+                         + "".join(map(chr, range(0x3000, 0x3040))) + "\u30fb\uff01\uff08\uff09\uff0c\uff0e"
+                         "\uff1a\uff1b\uff1f\uff3b\uff3d\uff5b\uff5d")
 
 
 @dataclass
@@ -96,6 +144,15 @@ class QualityConfig:
     c4_drop_curly_braces: bool = True
     """Drop documents holding "{" (C4: code and templates in web text)."""
 
+    unit: str = "words"
+    """What the word rules count: "words" (whitespace-separated) or "characters" (each Han/kana
+    character a token, other non-space runs whole: for languages written without spaces)."""
+    stop_words: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_STOP_WORDS.items()})
+    """Language -> stop words counted by the min_stop_words rule; a language without a list skips it."""
+    by_language: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_BY_LANGUAGE.items()})
+    """Language (ISO 639-1) -> overrides of the fields above for documents of that language
+    (e.g. zh: {unit: characters, min_words: 100}); unknown field names are rejected."""
+
     def __post_init__(self) -> None:
         for name in ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio",
                      "min_alpha_words_ratio", "max_duplicate_lines_ratio", "max_duplicate_paragraphs_ratio",
@@ -110,10 +167,38 @@ class QualityConfig:
         self.max_duplicate_ngram_chars_ratio = {
             int(n): float(r) for n, r in self.max_duplicate_ngram_chars_ratio.items()
         }
+        if self.unit not in UNITS:
+            raise ValueError(f"quality.unit must be one of {UNITS}, got {self.unit!r}")
+        self.by_language = {str(k).lower(): dict(v or {}) for k, v in (self.by_language or {}).items()}
+        self.stop_words = {str(k).lower(): [str(w) for w in v] for k, v in (self.stop_words or {}).items()}
+        allowed = {f.name for f in fields(self)} - {"by_language", "stop_words"}
+        for language, overrides in self.by_language.items():
+            unknown = sorted(set(overrides) - allowed)
+            if unknown:
+                raise ValueError(f"quality.by_language.{language}: unknown key(s) {unknown}; "
+                                 f"allowed: {sorted(allowed)}")
+        self._resolved: dict[str, QualityConfig] = {}
+        for language in self.by_language:
+            self.for_language(language)  # validate each language's rules now, not on the first document
+
+    def for_language(self, language: str | None) -> QualityConfig:
+        """The rules for documents of language (ISO 639-1): these fields with by_language[language] applied."""
+        overrides = self.by_language.get((language or "").lower())
+        if not overrides:
+            return self
+        key = language.lower()
+        if key not in self._resolved:
+            self._resolved[key] = replace(self, **overrides, by_language={})
+        return self._resolved[key]
 
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def quality_tokens(text: str, unit: str = "words") -> list[str]:
+    """The "words" of the rules: whitespace-separated, or (unit "characters") each Han/kana character alone."""
+    return text.split() if unit == "words" else _CHARACTER_TOKENS.findall(text)
 
 
 def gopher_quality_failure(
@@ -121,9 +206,11 @@ def gopher_quality_failure(
 ) -> str | None:
     """Return which Gopher quality rule text fails, or None.
 
-    Word-based rules are skipped for scripts written without spaces (UNSPACED_SCRIPTS), and the
-    stop-word rule is checked only when language is "en".
+    The rules are config.for_language(language); with unit "words", word-based rules are skipped for
+    scripts written without spaces (UNSPACED_SCRIPTS: a language without its own character rules);
+    the stop-word rule runs when config.stop_words has a list for language.
     """
+    config = config.for_language(language)
     lines = _lines(text)
     if lines:
         bullets = sum(line.startswith(BULLETS) for line in lines) / len(lines)
@@ -132,13 +219,13 @@ def gopher_quality_failure(
         ellipses = sum(line.endswith(ELLIPSES) for line in lines) / len(lines)
         if ellipses > config.max_ellipsis_lines_ratio:
             return f"ellipsis_lines_ratio={ellipses:.2f} > {config.max_ellipsis_lines_ratio}"
-    if script in UNSPACED_SCRIPTS:
+    if config.unit == "words" and script in UNSPACED_SCRIPTS:
         return None
-    words = text.split()
+    words = quality_tokens(text, config.unit)
     non_symbol = [word for word in words if any(ch not in _PUNCTUATION for ch in word)]
     n = len(non_symbol)
     if not config.min_words <= n <= config.max_words:
-        return f"words={n} not in [{config.min_words}, {config.max_words}]"
+        return f"{config.unit}={n} not in [{config.min_words}, {config.max_words}]"
     mean_length = sum(len(word) for word in non_symbol) / n
     if not config.min_mean_word_length <= mean_length <= config.max_mean_word_length:
         return (f"mean_word_length={mean_length:.2f} not in "
@@ -149,8 +236,10 @@ def gopher_quality_failure(
     alpha = sum(any(ch.isalpha() for ch in word) for word in words) / len(words)
     if alpha < config.min_alpha_words_ratio:
         return f"alpha_words_ratio={alpha:.2f} < {config.min_alpha_words_ratio}"
-    if language == "en":
-        stop_words = sum(word.lower().strip(string.punctuation) in STOP_WORDS for word in words)
+    stop_list = config.stop_words.get((language or "").lower())
+    if stop_list and config.min_stop_words > 0:
+        stop_set = frozenset(stop_list)
+        stop_words = sum(word.lower().strip(string.punctuation) in stop_set for word in words)
         if stop_words < config.min_stop_words:
             return f"stop_words={stop_words} < {config.min_stop_words}"
     return None
@@ -239,8 +328,9 @@ def duplicate_ngram_chars_ratio(words: list[str], n: int) -> float:
     return _WordNgrams(words).duplicate_chars_ratio(n)
 
 
-def gopher_repetition_failure(text: str, config: QualityConfig) -> str | None:
-    """Return which Gopher repetition rule text fails, or None."""
+def gopher_repetition_failure(text: str, config: QualityConfig, *, language: str | None = None) -> str | None:
+    """Return which Gopher repetition rule text fails, or None (rules of config.for_language(language))."""
+    config = config.for_language(language)
     total_chars = len(text) or 1
     paragraphs = [p.strip() for p in re.split(r"\n{2,}", text) if p.strip()]
     if paragraphs:
@@ -257,7 +347,7 @@ def gopher_repetition_failure(text: str, config: QualityConfig) -> str | None:
             return f"duplicate_lines_ratio={count / len(lines):.2f} > {config.max_duplicate_lines_ratio}"
         if chars / total_chars > config.max_duplicate_line_chars_ratio:
             return f"duplicate_line_chars_ratio={chars / total_chars:.2f} > {config.max_duplicate_line_chars_ratio}"
-    ngrams = _WordNgrams([word.lower() for word in text.split()])
+    ngrams = _WordNgrams([word.lower() for word in quality_tokens(text, config.unit)])
     for n, limit in sorted(config.max_top_ngram_chars_ratio.items()):
         ratio = ngrams.top_chars_ratio(n)
         if ratio > limit:
@@ -269,8 +359,9 @@ def gopher_repetition_failure(text: str, config: QualityConfig) -> str | None:
     return None
 
 
-def c4_failure(text: str, config: QualityConfig) -> str | None:
-    """Return which C4 rule text fails, or None."""
+def c4_failure(text: str, config: QualityConfig, *, language: str | None = None) -> str | None:
+    """Return which C4 rule text fails, or None (rules of config.for_language(language))."""
+    config = config.for_language(language)
     lowered = text.lower()
     if config.c4_drop_lorem_ipsum and "lorem ipsum" in lowered:
         return "lorem_ipsum"
