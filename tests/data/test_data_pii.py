@@ -99,3 +99,56 @@ def test_shannon_entropy():
     assert shannon_entropy("") == 0.0
     assert shannon_entropy("aaaa") == 0.0
     assert shannon_entropy("abcd") == pytest.approx(2.0)
+
+
+# --- Chinese and Japanese phone numbers, Chinese resident ID numbers ----------------------------
+
+# GB 11643-1999's own example (a Beijing ID: region 110105, born 1949-12-31, check character X).
+CN_ID = "11010519491231002X"
+
+
+def test_cn_id_check_character_is_iso_7064_mod_11_2():
+    from lmforge.data.pii import id_check_character, is_cn_resident_id
+
+    assert id_check_character(CN_ID[:17]) == "X"
+    assert is_cn_resident_id(CN_ID) and is_cn_resident_id(CN_ID.lower())
+    assert not is_cn_resident_id(CN_ID[:17] + "0")  # wrong check character
+    assert not is_cn_resident_id("110105" + "19490231" + "0021")  # 31 February
+
+
+@pytest.mark.parametrize("text, found", [
+    ("联系电话：13812345678。\n", "13812345678"),
+    ("手机 +86 138 1234 5678 欢迎来电\n", "+86 138 1234 5678"),
+    ("客服 0086-13912345678\n", "0086-13912345678"),
+    ("办公室电话 010-62345678，传真 0755-2345678\n", "010-62345678"),
+    ("+86 10 62345678\n", "+86 10 62345678"),
+    ("お問い合わせは 090-1234-5678 まで。\n", "090-1234-5678"),
+    ("代表 03-1234-5678（平日）\n", "03-1234-5678"),
+    ("海外から +81 90-1234-5678\n", "+81 90-1234-5678"),
+    ("Tel. +81-3-1234-5678.\n", "+81-3-1234-5678"),
+    (f"身份证号：{CN_ID}\n", CN_ID),
+])
+def test_cjk_phones_and_ids_are_found_and_redacted(text, found):
+    from lmforge.data.pii import find_pii_spans
+
+    spans = find_pii_spans(text)
+    assert [text[a:b] for a, b, _ in spans][0] == found
+    kind = "id_number" if found == CN_ID else "phone"
+    redacted, n = redact_pii(text)
+    assert n[kind] >= 1 and f"<{'ID_NUMBER' if kind == 'id_number' else 'PHONE'}>" in redacted
+    assert found not in redacted and find_pii(redacted) == counts()
+
+
+@pytest.mark.parametrize("text", [
+    "x = 13812345678901  # 14 digits: a counter, not a phone\n",
+    "SIZE = 4294967296\n",
+    "addr = 0x13812345678\n",
+    "version 1.13812345678\n",
+    "ts = 1669852800123\n",  # 13-digit millisecond timestamp
+    "build 2020-1234-5678\n",  # does not start with 0: a date-like id
+    "id = 110105194912310021\n",  # 18 digits with a wrong check character
+    "big = 123456789012345678\n",
+    "a_13812345678 = 1\n",
+])
+def test_numbers_in_code_are_not_phones_or_ids(text):
+    assert redact_pii(text)[0] == text
