@@ -29,6 +29,7 @@ from lmforge.data.cleaning import (
     repair_document,
 )
 from lmforge.data.documents import Document
+from lmforge.data.pii import PII_KINDS
 
 CODE = "def add(a, b):\n    return a + b\n"
 
@@ -253,11 +254,11 @@ def test_pii_is_redacted_before_filters_and_counted_on_kept_documents():
     kept = result.kept[0]
     assert kept.text == "# Maintainer: <EMAIL>, host <IP_ADDRESS>\n" + CODE
     assert kept.metadata["pii_redacted"] == {"email": 1, "ipv4": 1}
-    assert result.counts["pii_redacted"] == {"email": 1, "ipv4": 1, "ipv6": 0, "secret": 0}  # kept only
+    assert result.counts["pii_redacted"] == {"email": 1, "ipv4": 1, "ipv6": 0, "secret": 0, "phone": 0, "id_number": 0}  # kept only
     assert result.quarantined[0]["text"] == "<EMAIL>\n"  # quarantine holds no PII either
     off = clean_documents([doc(text, "p")], CleaningConfig(min_chars=10, max_chars=100, redact_pii=False))
     assert off.kept[0].text == text and "pii_redacted" not in off.kept[0].metadata
-    assert off.counts["pii_redacted"] == {"email": 0, "ipv4": 0, "ipv6": 0, "secret": 0}
+    assert off.counts["pii_redacted"] == dict.fromkeys(PII_KINDS, 0)
 
 
 def test_document_kind_precedence():

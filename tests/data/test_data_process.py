@@ -123,3 +123,40 @@ def test_quarantine_and_shards_are_read_from_the_spool(raw_shards):
     assert set(result.clean_shards.lazy()) == set(result.clean_shards)
     with pytest.raises(KeyError):
         result.clean_shards["shard-00099"]
+
+
+def test_counts_per_language_reconcile_through_cleaning_dedup_and_decontamination():
+    """Real zh/ja pages, English prose and code: per group, documents_in = kept + dropped per reason."""
+    from cjk_pages import JA_CHGRP, JA_CHOWN, ZH_CHGRP, ZH_CHOWN
+    from data_samples import PROSE
+
+    def record(doc_id, text, group, kind="text"):
+        return {"id": doc_id, "text": text, "source": f"src-{group}",
+                "metadata": {"language_group": group, "kind": kind, "license": "GPL-3.0-or-later"}}
+
+    code = "\n".join(FUNC.format(name=f"f{i}") for i in range(4))
+    shards = {
+        "s0": [record("zh1", ZH_CHGRP, "zh"), record("zh2", ZH_CHOWN, "zh"), record("ja1", JA_CHGRP, "ja"),
+               record("en1", PROSE, "en"), record("code1", code, "code", kind="code")],
+        "s1": [record("zh-edit", ZH_CHGRP.replace("修改每个文件的所属组为指定的组。", "将每个文件的所属组修改为给定的组。"), "zh"),
+               record("ja2", JA_CHOWN, "ja"), record("ja-short", "短いページです。" * 5, "ja"),
+               record("ja-english", PROSE, "ja"),  # declared ja, written in English
+               record("en-copy", PROSE, "en"), record("code-copy", code, "code", kind="code"),
+               {"id": 3, "text": None, "source": "bad", "metadata": {"language_group": "zh"}}],
+    }
+    config = DataProcessingConfig.from_dict({"executor": {"kind": "sequential"}, "decontamination": {"enabled": False},
+                                             "cleaning": {"language_candidates": ["en", "zh", "ja", "fr"]}})
+    report = process_corpus(shards, config, shard_size=10).report
+    by = report["by_language"]
+    assert sorted(by) == ["code", "en", "ja", "zh"]
+    assert {g: (c["documents_in"], c["kept"], c["dropped"]) for g, c in by.items()} == {
+        "code": (2, 1, {"exact_duplicate": 1}),
+        "en": (2, 1, {"exact_duplicate": 1}),
+        "ja": (4, 2, {"language_mismatch": 1, "too_short": 1}),
+        "zh": (4, 2, {"malformed_record": 1, "near_duplicate": 1}),
+    }
+    assert sum(c["documents_in"] for c in by.values()) == report["records_in"] == 12
+    assert sum(c["kept"] for c in by.values()) == report["records_out"]
+    assert sum(c["bytes_kept"] for c in by.values()) == report["bytes_out"]
+    assert by["zh"]["bytes_kept"] == len(ZH_CHGRP.encode()) + len(ZH_CHOWN.encode())
+    assert by["ja"]["mb_in"] == round(by["ja"]["bytes_in"] / 1e6, 3)

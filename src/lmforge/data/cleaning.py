@@ -49,7 +49,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from lmforge.data.documents import Document
+from lmforge.data.documents import Document, language_group
 from lmforge.data.langid import detect_script, identify_language
 from lmforge.data.pii import PII_KINDS, redact_pii
 from lmforge.data.quality import QualityConfig, c4_failure, gopher_quality_failure, gopher_repetition_failure
@@ -167,7 +167,28 @@ class CleaningResult:
     """Dropped documents as dicts (`Document.to_dict()`) plus a "reason" key."""
     counts: dict
     """{"records_in", "bytes_in", "records_kept", "bytes_kept", "dropped": {reason: n},
-    "pii_redacted": {kind: n} (over kept documents)}."""
+    "pii_redacted": {kind: n} (over kept documents), "by_language": {group: `group_counts`}}."""
+    kept_groups: list[str] = field(default_factory=list)
+    """The language group (`input_group`) of each kept document, in the order of `kept`."""
+
+
+def input_group(doc: Document, config: CleaningConfig) -> str:
+    """The group a document is counted under from input to output: `documents.language_group` of its
+    metadata as read, with its kind (so undeclared code is "code"); undeclared text is its reader's
+    metadata["language"] or "unknown" (detection comes later and cannot decide the input's group)."""
+    return language_group({**doc.metadata, "kind": document_kind(doc, config)})
+
+
+def empty_group_counts() -> dict:
+    """{"documents_in", "bytes_in", "kept", "bytes_kept", "dropped": {reason: n}} of one language group."""
+    return {"documents_in": 0, "bytes_in": 0, "kept": 0, "bytes_kept": 0, "dropped": {}}
+
+
+def check_group_counts(by_language: dict, stage: str) -> None:
+    """Raise AssertionError naming the group when documents_in != kept + sum(dropped) for any group."""
+    for group, counts in by_language.items():
+        if counts["documents_in"] != counts["kept"] + sum(counts["dropped"].values()):
+            raise AssertionError(f"{stage} counts of language group {group!r} do not reconcile: {counts}")
 
 
 def normalize_document(doc: Document) -> Document:
@@ -522,17 +543,29 @@ def clean_documents(docs: Iterable[Document], config: CleaningConfig) -> Cleanin
     dropped = dict.fromkeys(REASONS, 0)
     pii_redacted = dict.fromkeys(PII_KINDS, 0)
     records_in = bytes_in = bytes_kept = 0
+    by_language: dict[str, dict] = {}
+    kept_groups: list[str] = []
     for doc in docs:
         records_in += 1
-        bytes_in += count_bytes(doc.text)
+        size = count_bytes(doc.text)
+        bytes_in += size
+        group = input_group(doc, config)
+        group_counts = by_language.setdefault(group, empty_group_counts())
+        group_counts["documents_in"] += 1
+        group_counts["bytes_in"] += size
         checked, reason = check_document(doc, config)
         if reason is None:
             kept.append(checked)
-            bytes_kept += count_bytes(checked.text)
+            kept_groups.append(group)
+            size = count_bytes(checked.text)
+            bytes_kept += size
+            group_counts["kept"] += 1
+            group_counts["bytes_kept"] += size
             for kind, n in checked.metadata.get("pii_redacted", {}).items():
                 pii_redacted[kind] += n
         else:
             dropped[reason] += 1
+            group_counts["dropped"][reason] = group_counts["dropped"].get(reason, 0) + 1
             quarantined.append({**checked.to_dict(), "reason": reason})
     counts = {
         "records_in": records_in,
@@ -541,8 +574,10 @@ def clean_documents(docs: Iterable[Document], config: CleaningConfig) -> Cleanin
         "bytes_kept": bytes_kept,
         "dropped": dropped,
         "pii_redacted": pii_redacted,
+        "by_language": by_language,
     }
     if records_in != len(kept) + sum(dropped.values()):
         raise AssertionError(f"cleaning counts do not reconcile: {counts}")
+    check_group_counts(by_language, "cleaning")
     logger.debug("Cleaning counts: %s", counts)
-    return CleaningResult(kept=kept, quarantined=quarantined, counts=counts)
+    return CleaningResult(kept=kept, quarantined=quarantined, counts=counts, kept_groups=kept_groups)

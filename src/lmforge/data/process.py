@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from lmforge.config import build_dataclass
-from lmforge.data.cleaning import REASONS, CleaningConfig, clean_documents, count_bytes
+from lmforge.data.cleaning import (
+    REASONS,
+    CleaningConfig,
+    check_group_counts,
+    clean_documents,
+    count_bytes,
+    empty_group_counts,
+)
 from lmforge.data.decontamination import (
     ContaminationIndex,
     DecontaminationConfig,
@@ -47,7 +54,7 @@ from lmforge.data.decontamination import (
 )
 from lmforge.data.dedup import fingerprint_text
 from lmforge.data.dedup_minhash import NearDedupConfig, cluster_near_duplicates, minhash_signatures
-from lmforge.data.documents import Document, ShardSource, load_shard
+from lmforge.data.documents import Document, ShardSource, language_group, load_shard
 from lmforge.data.documents import iter_records as iter_records  # re-exported: pipelines read shards with it
 from lmforge.data.executor import ExecutorConfig, map_in_order, sendable_shard
 from lmforge.data.ingest import SourceConfig, python_stdlib_source
@@ -146,6 +153,10 @@ class ShardSummary:
     """UTF-8 bytes of each kept document."""
     signatures: np.ndarray | None
     has_shingles: np.ndarray | None
+    by_language: dict[str, dict] = field(default_factory=dict)
+    """Cleaning counts per language group (`lmforge.data.cleaning.empty_group_counts`), malformed records included."""
+    groups: list[str] = field(default_factory=list)
+    """Language group of each kept document (what dedup and decontamination removals are counted under)."""
     contaminated: dict[int, dict] = field(default_factory=dict)
     """{kept document index in this shard: decontamination removal} (applied to survivors only)."""
 
@@ -179,7 +190,16 @@ def clean_shard(task: ShardTask) -> ShardSummary:
     contaminated = {} if task.decontamination is None else contaminated_documents(cleaned.kept, *task.decontamination)
     counts = cleaned.counts
     extra = {key: dict(value) for key, value in counts.items()
-             if key != "dropped" and isinstance(value, Mapping)}
+             if key not in ("dropped", "by_language") and isinstance(value, Mapping)}
+    by_language = counts["by_language"]
+    for entry in malformed:
+        metadata = entry.get("metadata")
+        group = language_group(metadata) if isinstance(metadata, Mapping) else "unknown"
+        group_counts = by_language.setdefault(group, empty_group_counts())
+        group_counts["documents_in"] += 1
+        text = entry.get("text")
+        group_counts["bytes_in"] += count_bytes(text) if isinstance(text, str) else 0
+        group_counts["dropped"]["malformed_record"] = group_counts["dropped"].get("malformed_record", 0) + 1
     return ShardSummary(
         index=task.index,
         records_in=records_in,
@@ -191,6 +211,8 @@ def clean_shard(task: ShardTask) -> ShardSummary:
         sizes=[count_bytes(text) for text in texts],
         signatures=signatures,
         has_shingles=has_shingles,
+        by_language=by_language,
+        groups=cleaned.kept_groups,
         contaminated=contaminated,
     )
 
@@ -243,6 +265,35 @@ def near_dedup_spooled(
     return removals
 
 
+def language_counts(summaries: list[ShardSummary], stages: list[dict[int, dict]], sizes: list[int]) -> dict:
+    """Per language group: {"documents_in", "bytes_in", "mb_in", "kept", "bytes_kept", "mb_kept", "dropped"}.
+
+    Cleaning's counts per group, then each dedup/decontamination removal moved from kept to dropped
+    under its reason; groups sorted by name, reasons with no document left out.
+    """
+    by_language: dict[str, dict] = {}
+    groups: list[str] = []
+    for summary in summaries:
+        groups += summary.groups
+        for group, counts in summary.by_language.items():
+            total = by_language.setdefault(group, empty_group_counts())
+            for key in ("documents_in", "bytes_in", "kept", "bytes_kept"):
+                total[key] += counts[key]
+            for reason, n in counts["dropped"].items():
+                total["dropped"][reason] = total["dropped"].get(reason, 0) + n
+    for stage in stages:
+        for g, removal in stage.items():
+            counts = by_language[groups[g]]
+            counts["kept"] -= 1
+            counts["bytes_kept"] -= sizes[g]
+            counts["dropped"][removal["reason"]] = counts["dropped"].get(removal["reason"], 0) + 1
+    for counts in by_language.values():
+        counts["mb_in"] = round(counts["bytes_in"] / 1e6, 3)
+        counts["mb_kept"] = round(counts["bytes_kept"] / 1e6, 3)
+        counts["dropped"] = dict(sorted(counts["dropped"].items()))
+    return dict(sorted(by_language.items()))
+
+
 @dataclass
 class ProcessResult:
     """What `process_corpus` returns."""
@@ -255,8 +306,10 @@ class ProcessResult:
     dedup_removed: list[dict]
     """One {"id", "kept_id", "similarity", "reason"} per record removed by a stage (exact, near, contaminated)."""
     report: dict
-    """{"records_in", "bytes_in", "records_out", "bytes_out", "dropped", "duplicates_removed", "shards_in"}
-    plus summed cleaning counts such as "pii_redacted" when cleaning gives them."""
+    """{"records_in", "bytes_in", "records_out", "bytes_out", "dropped", "duplicates_removed", "shards_in",
+    "by_language": {group: {"documents_in", "bytes_in", "mb_in", "kept", "bytes_kept", "mb_kept", "dropped"}}}
+    plus summed cleaning counts such as "pii_redacted" when cleaning gives them; every group reconciles
+    (documents_in == kept + sum(dropped)) or the run fails."""
 
     def dedup_manifest(self) -> list[dict]:
         """One {"id", "kept_id", "similarity"} per removed duplicate: the audit trail of dedup."""
@@ -319,6 +372,7 @@ def process_corpus(
     removed = [removal for stage in stages for removal in stage.values()]
     for removal in removed:
         dropped[removal["reason"]] += 1
+    by_language = language_counts(summaries, stages, corpus.sizes)
 
     report = {
         "records_in": records_in,
@@ -329,9 +383,13 @@ def process_corpus(
         "duplicates_removed": sum(r["reason"] != "contaminated" for r in removed),
         "shards_in": len(names),
         **extra,
+        "by_language": by_language,
     }
     if report["records_in"] != report["records_out"] + sum(dropped.values()):
         raise AssertionError(f"data processing counts do not reconcile: {report}")
+    check_group_counts(by_language, "data processing")
+    if sum(c["documents_in"] for c in by_language.values()) != records_in:
+        raise AssertionError(f"per-language documents_in do not add up to records_in {records_in}: {by_language}")
     logger.info(
         "Processed %d shard(s) on %d %s worker(s): %d records in (%d bytes) -> %d out (%d bytes); dropped %s",
         len(names),
