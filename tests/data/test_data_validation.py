@@ -147,3 +147,33 @@ def test_validate_suites_writes_docs_then_names_every_failed_suite(passing_repor
     assert "raw_documents" in (tmp_path / "docs" / "index.html").read_text()
     reports = validate_suites(GOOD, CONFIG, ["cleaned", "final"])
     assert [r.success for r in reports] == [True, True]
+
+
+def grouped(doc_id: str, group: str, n_chars: int) -> dict:
+    return {"id": doc_id, "text": "字" * n_chars, "source": "test", "metadata": {"language_group": group}}
+
+
+def test_cleaned_suite_bounds_each_language_groups_share_of_documents_and_characters(context):
+    # 6 documents: en 3 (300 characters), zh 2 (600), code 1 (100): shares 0.5 / 0.33 / 0.17 of documents,
+    # 0.3 / 0.6 / 0.1 of characters; ja has none.
+    docs = [grouped("e1", "en", 100), grouped("e2", "en", 100), grouped("e3", "en", 100),
+            grouped("z1", "zh", 300), grouped("z2", "zh", 300), grouped("c1", "code", 100)]
+    ok = suite_config(min_chars=1, max_chars=1000, language_share_bounds={"en": [0.4, 0.6], "zh": [0.3, 0.4]},
+                      language_char_share_bounds={"zh": [0.55, 0.65], "code": [0.05, 0.15]})
+    assert validate_documents(docs, ok, suite="cleaned", context=context).success
+    bad = suite_config(min_chars=1, max_chars=1000, language_share_bounds={"en": [0.0, 0.4], "ja": [0.1, 1.0]},
+                       language_char_share_bounds={"zh": [0.0, 0.5]})
+    report = validate_documents(docs, bad, suite="cleaned", context=context)
+    assert not report.success
+    failed = " | ".join(report.failures)
+    assert len(report.failures) == 3, failed
+    assert "expect_column_values_to_not_be_in_set column='language_group'" in failed  # en above 0.4
+    assert "expect_column_values_to_be_in_set column='language_group'" in failed  # ja below 0.1
+    assert "char_share_term__zh" in failed and "observed_value=0.6" in failed
+
+
+def test_share_bounds_are_checked():
+    with pytest.raises(ValueError, match="language_share_bounds.zh"):
+        ValidationSuiteConfig(language_share_bounds={"zh": [0.5, 0.2]})
+    with pytest.raises(ValueError, match="language_char_share_bounds.ja"):
+        ValidationSuiteConfig(language_char_share_bounds={"ja": [0.1]})

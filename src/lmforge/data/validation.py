@@ -8,7 +8,9 @@ Three suites, each checking what the next step relies on:
   quarantine), so a raw failure is a reader or source-configuration fault.
 - ``cleaned`` (what cleaning kept): content quality. Every text within [min_chars, max_chars],
   the median length within optional bounds, a share of documents >= `min_language_share` whose
-  `metadata["language"]` is in `allowed_languages` (a missing language counts as not allowed), and
+  `metadata["language"]` is in `allowed_languages` (a missing language counts as not allowed), the
+  share of each language group (`documents.language_group`: en, zh, ja, code) of the documents and
+  of the characters within `language_share_bounds` / `language_char_share_bounds`, and
   no personal data left: `lmforge.data.pii.find_pii` finds at most `max_pii_per_document` matches
   (default 0) in any text.
 - ``final`` (the published shards, after exact/near dedup and decontamination): dataset-level
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.data.dedup import fingerprint_text
+from lmforge.data.documents import language_group
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +60,25 @@ class ValidationSuiteConfig:
 
     min_records: int = 50
     """raw and final: fail when there are fewer records than this."""
-    min_chars: int = 200
-    """cleaned: fail when a text is shorter than this (characters)."""
+    min_chars: int = 100
+    """cleaned: fail when a text is shorter than this (characters): the smallest length cleaning keeps
+    (cleaning.min_chars 200, min_chars_by_language zh/ja 100)."""
     max_chars: int = 200_000
     """cleaned: fail when a text is longer than this (characters)."""
     min_median_chars: int | None = 1000
     """cleaned: fail when the median text length is below this (None: no bound)."""
     max_median_chars: int | None = 100_000
     """cleaned: fail when the median text length is above this (None: no bound)."""
-    allowed_languages: list[str] = field(default_factory=lambda: ["en"])
+    allowed_languages: list[str] = field(default_factory=lambda: ["en", "zh", "ja"])
     """cleaned: ISO 639-1 codes (metadata["language"], set by cleaning) that count as in-language."""
     min_language_share: float = 0.6
     """cleaned: fail when fewer than this share of documents have an allowed language (0: no check); the
     default stdlib corpus measures 74% en, 26% "unknown" (code with too little prose to tell)."""
+    language_share_bounds: dict[str, list[float]] = field(default_factory=dict)
+    """cleaned: language group (`documents.language_group`: en, zh, ja, code...) -> [min, max] share of the
+    documents; {} checks nothing (a corpus of code alone has no en/zh/ja to bound)."""
+    language_char_share_bounds: dict[str, list[float]] = field(default_factory=dict)
+    """cleaned: language group -> [min, max] share of the characters of all texts."""
     max_pii_per_document: int = 0
     """cleaned: fail when `find_pii` finds more than this many matches in any text (PII left after redaction)."""
     max_duplicate_fraction: float = 0.0
@@ -82,6 +91,13 @@ class ValidationSuiteConfig:
             raise ValueError(f"min_language_share must be in [0, 1], got {self.min_language_share}")
         if self.min_chars > self.max_chars:
             raise ValueError(f"min_chars {self.min_chars} > max_chars {self.max_chars}")
+        for name in ("language_share_bounds", "language_char_share_bounds"):
+            bounds = {str(group): [float(v) for v in pair] for group, pair in (getattr(self, name) or {}).items()}
+            for group, pair in bounds.items():
+                if len(pair) != 2 or not 0.0 <= pair[0] <= pair[1] <= 1.0:
+                    raise ValueError(f"validation.{name}.{group} must be [min, max] with 0 <= min <= max <= 1, "
+                                     f"got {pair}")
+            setattr(self, name, bounds)
 
 
 @dataclass
@@ -161,6 +177,7 @@ def _row(record: Any, suites: Sequence[str]) -> dict:
         row["n_chars"] = len(text) if isinstance(text, str) else None
         row["pii_found"] = sum(find_pii(text).values()) if isinstance(text, str) else 0
         row["language"] = (metadata.get("language") if isinstance(metadata, dict) else None) or MISSING_LANGUAGE
+        row["language_group"] = language_group(metadata) if isinstance(metadata, dict) else "unknown"
     if "final" in suites and "text" in record:
         row["text_hash"] = fingerprint_text(text) if isinstance(text, str) else None
     return row
@@ -182,7 +199,28 @@ def build_frame(records: Iterable[dict], suite: str | Sequence[str]) -> Any:
         if name not in SUITES:
             raise ValueError(f"unknown validation suite {name!r}; expected one of {', '.join(SUITES)}")
     rows = [_row(record, suites) for record in records]
-    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    if "cleaned" in suites and "language_group" in frame.columns:
+        add_char_share_terms(frame)
+    return frame
+
+
+CHAR_SHARE_PREFIX = "char_share_term__"
+
+
+def add_char_share_terms(frame: Any, groups: Iterable[str] = ()) -> None:
+    """Add a column CHAR_SHARE_PREFIX + group per group whose MEAN is the group's share of all characters.
+
+    The term of a document is n_chars * N / total_chars when it is in the group, else 0: GX's column
+    mean then measures the character share (GX weighs every row alike). groups: also add these
+    (all zeros when absent from the frame), so a configured group with no document is checked too.
+    """
+    n_chars = frame["n_chars"].fillna(0)
+    total = float(n_chars.sum()) or 1.0
+    for group in {*frame["language_group"].unique(), *groups}:
+        column = CHAR_SHARE_PREFIX + str(group)
+        if column not in frame.columns:
+            frame[column] = n_chars.where(frame["language_group"] == group, 0) * (len(frame) / total)
 
 
 def build_expectations(config: ValidationSuiteConfig, suite: str) -> list[Any]:
@@ -212,6 +250,18 @@ def build_expectations(config: ValidationSuiteConfig, suite: str) -> list[Any]:
         if config.min_language_share > 0:
             expectations.append(gxe.ExpectColumnValuesToBeInSet(
                 column="language", value_set=list(config.allowed_languages), mostly=config.min_language_share))
+        # Share of documents of a group: in the group for at least `min` of the rows (mostly), and
+        # outside it for at least 1 - `max`.
+        for group, (low, high) in sorted(config.language_share_bounds.items()):
+            if low > 0:
+                expectations.append(gxe.ExpectColumnValuesToBeInSet(column="language_group", value_set=[group],
+                                                                    mostly=low))
+            if high < 1:
+                expectations.append(gxe.ExpectColumnValuesToNotBeInSet(column="language_group", value_set=[group],
+                                                                        mostly=round(1.0 - high, 12)))
+        for group, (low, high) in sorted(config.language_char_share_bounds.items()):
+            expectations.append(gxe.ExpectColumnMeanToBeBetween(column=CHAR_SHARE_PREFIX + group, min_value=low,
+                                                                max_value=high))
         return expectations
     if suite == "final":
         return [
@@ -294,6 +344,8 @@ def validate_frame(frame: Any, config: ValidationSuiteConfig, *, suite: str, con
     import great_expectations as gx
 
     context = context if context is not None else make_context()
+    if suite == "cleaned" and config.language_char_share_bounds and "n_chars" in frame.columns:
+        add_char_share_terms(frame, config.language_char_share_bounds)
     suite_name = f"{suite}_documents"
     n_records = len(frame)
     expectations = build_expectations(config, suite)
