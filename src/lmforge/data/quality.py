@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -222,24 +223,27 @@ def gopher_quality_failure(
     if config.unit == "words" and script in UNSPACED_SCRIPTS:
         return None
     words = quality_tokens(text, config.unit)
-    non_symbol = [word for word in words if any(ch not in _PUNCTUATION for ch in word)]
-    n = len(non_symbol)
+    # Each rule looks at a token alone: judge each distinct token once and weigh it by its count
+    # (CJK text has a few thousand distinct characters in 100,000 tokens).
+    counts = Counter(words)
+    non_symbol = {word: c for word, c in counts.items() if any(ch not in _PUNCTUATION for ch in word)}
+    n = sum(non_symbol.values())
     if not config.min_words <= n <= config.max_words:
         return f"{config.unit}={n} not in [{config.min_words}, {config.max_words}]"
-    mean_length = sum(len(word) for word in non_symbol) / n
+    mean_length = sum(len(word) * c for word, c in non_symbol.items()) / n
     if not config.min_mean_word_length <= mean_length <= config.max_mean_word_length:
         return (f"mean_word_length={mean_length:.2f} not in "
                 f"[{config.min_mean_word_length}, {config.max_mean_word_length}]")
     symbols = (text.count("#") + text.count("...") + text.count("\u2026")) / len(words)
     if symbols > config.max_symbol_word_ratio:
         return f"symbol_word_ratio={symbols:.2f} > {config.max_symbol_word_ratio}"
-    alpha = sum(any(ch.isalpha() for ch in word) for word in words) / len(words)
+    alpha = sum(c for word, c in counts.items() if any(ch.isalpha() for ch in word)) / len(words)
     if alpha < config.min_alpha_words_ratio:
         return f"alpha_words_ratio={alpha:.2f} < {config.min_alpha_words_ratio}"
     stop_list = config.stop_words.get((language or "").lower())
     if stop_list and config.min_stop_words > 0:
         stop_set = frozenset(stop_list)
-        stop_words = sum(word.lower().strip(string.punctuation) in stop_set for word in words)
+        stop_words = sum(c for word, c in counts.items() if word.lower().strip(string.punctuation) in stop_set)
         if stop_words < config.min_stop_words:
             return f"stop_words={stop_words} < {config.min_stop_words}"
     return None
@@ -271,9 +275,9 @@ class _WordNgrams:
         import numpy as np
 
         self.np = np
-        vocabulary: dict[str, int] = {}
-        self.ids = np.array([vocabulary.setdefault(word, len(vocabulary) + 1) for word in words], dtype=np.uint64)
-        self.lengths = np.array([len(word) for word in words], dtype=np.int64)
+        vocabulary = {word: i for i, word in enumerate(dict.fromkeys(words), 1)}  # first-seen order: deterministic
+        self.ids = np.fromiter(map(vocabulary.__getitem__, words), dtype=np.uint64, count=len(words))
+        self.lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         self.total = int(self.lengths.sum())
 
     def hashes(self, n: int):
