@@ -350,3 +350,46 @@ def test_cleaning_config_builds_from_nested_params():
     assert cfg.quality.min_words == 10 and cfg.quality.max_words == 100_000
     with pytest.raises(ValueError, match="cleaning.quality.min_word"):
         build_dataclass(CleaningConfig, {"quality": {"min_word": 10}}, path="cleaning")
+
+
+# --- Chinese and Japanese --------------------------------------------------------------------
+
+
+def cjk_doc(text: str, doc_id: str, group: str, kind: str = "text") -> Document:
+    return Document(id=doc_id, text=text, source=f"src-{group}", metadata={"language_group": group, "kind": kind})
+
+
+def test_chinese_and_japanese_pages_are_kept_and_mismatches_dropped_or_marked():
+    from cjk_pages import JA_CHGRP, ZH_CHOWN
+
+    docs = [cjk_doc(ZH_CHOWN, "zh", "zh"), cjk_doc(JA_CHGRP, "ja", "ja"),
+            cjk_doc(ZH_CHOWN, "zh-as-ja", "ja"),  # a Chinese page its source calls Japanese
+            cjk_doc(PROSE, "en-as-zh", "zh")]
+    result = clean_documents(docs, CleaningConfig())
+    assert [(d.id, d.metadata["language"], d.metadata["script"]) for d in result.kept] == [
+        ("zh", "zh", "Hani"), ("ja", "ja", "Jpan")]
+    assert {q["id"]: (q["reason"], q["metadata"]["filter_detail"]) for q in result.quarantined} == {
+        "zh-as-ja": ("language_mismatch", "declared=ja detected=zh"),
+        "en-as-zh": ("language_mismatch", "declared=zh detected=en")}
+    assert result.counts["by_language"] == {
+        "zh": {"documents_in": 2, "bytes_in": len(ZH_CHOWN.encode()) + len(PROSE), "kept": 1,
+               "bytes_kept": len(ZH_CHOWN.encode()), "dropped": {"language_mismatch": 1}},
+        "ja": {"documents_in": 2, "bytes_in": len(JA_CHGRP.encode()) + len(ZH_CHOWN.encode()), "kept": 1,
+               "bytes_kept": len(JA_CHGRP.encode()), "dropped": {"language_mismatch": 1}}}
+    kept = clean_documents(docs, CleaningConfig(language_mismatch="keep"))
+    assert [(d.id, d.metadata.get("language_mismatch")) for d in kept.kept] == [
+        ("zh", None), ("ja", None), ("zh-as-ja", "zh"), ("en-as-zh", "en")]
+
+
+def test_min_chars_by_language_and_whitespace_do_not_count_against_cjk_text():
+    short_zh = "这是一份简短但完整的中文说明文档，" * 8  # 136 characters: kept for zh (100), too short for en (200)
+    docs = [cjk_doc(short_zh, "zh", "zh"), Document(id="undeclared", text=short_zh, source="s", metadata={"kind": "text"}),
+            cjk_doc(PROSE[:150], "en", "en")]
+    cfg = CleaningConfig(quality={"gopher_quality": False, "gopher_repetition": False, "c4_quality": False})
+    result = clean_documents(docs, cfg)
+    assert [d.id for d in result.kept] == ["zh", "undeclared"]  # undeclared: zh by its Han script
+    assert [q["id"] for q in result.quarantined] == ["en"]
+    # A rendered man page pads its header with spaces: text's alphanumeric share ignores whitespace.
+    padded = cjk_doc("CHGRP(1)" + " " * 2000 + "用户命令\n\n" + short_zh * 2, "padded", "zh")
+    assert filter_low_alphanumeric(padded, cfg) is True
+    assert filter_low_alphanumeric(replace(padded, metadata={"kind": "code"}), cfg) == (False, "low_alphanumeric")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from lmforge.data.langid import UNKNOWN, detect_script, extract_code_prose, identify_language
+from lmforge.data.langid import UNKNOWN, LanguageGuess, detect_script, extract_code_prose, identify_language
 
 ENGLISH = (
     "The committee met on Tuesday to discuss the budget for the coming year. Most members agreed that "
@@ -103,3 +103,16 @@ def test_identify_language_bounds_and_errors():
 def test_candidates_restrict_the_choice():
     guess = identify_language(FRENCH, kind="text", min_letters=100, candidates=["en", "de"])
     assert guess.language in ("en", "de")
+
+
+def test_real_chinese_and_japanese_pages_are_told_apart_despite_their_latin():
+    """Rendered man pages are ~40% Latin option names: their CJK words decide (kana -> ja, Han alone -> zh)."""
+    from cjk_pages import JA_CHGRP, JA_CHOWN, ZH_CHGRP, ZH_CHOWN
+
+    for text, language, script in ((ZH_CHGRP, "zh", "Hani"), (ZH_CHOWN, "zh", "Hani"),
+                                   (JA_CHGRP, "ja", "Jpan"), (JA_CHOWN, "ja", "Jpan")):
+        assert identify_language(text) == LanguageGuess(language, script, "lingua")
+    # A synopsis first (the manpages-ja-dev layout): the Latin-word sample alone said "en".
+    synopsis = "名前\n  open - open a file\n書式\n  #include <fcntl.h>\n" + "int open(const char *pathname, int flags);\n" * 8
+    assert identify_language(synopsis + JA_CHGRP[300:]).language == "ja"
+    assert identify_language("Copyright notice only, in English, with a few words: 名前 書式.\n" * 10).language == "en"

@@ -85,3 +85,43 @@ def test_rules_can_be_relaxed_and_config_is_checked():
     with pytest.raises(ValueError, match="max_bullet_lines_ratio"):
         QualityConfig(max_bullet_lines_ratio=1.5)
     assert QualityConfig(max_top_ngram_chars_ratio={"2": "0.5"}).max_top_ngram_chars_ratio == {2: 0.5}
+
+
+# --- Chinese and Japanese: character rules ------------------------------------------------------
+
+
+def test_real_chinese_and_japanese_pages_pass_their_language_rules():
+    from cjk_pages import JA_CHGRP, JA_CHOWN, ZH_CHGRP, ZH_CHOWN
+
+    for text, language in ((ZH_CHGRP, "zh"), (ZH_CHOWN, "zh"), (JA_CHGRP, "ja"), (JA_CHOWN, "ja")):
+        assert gopher_quality_failure(text, CONFIG, language=language) is None
+        assert gopher_repetition_failure(text, CONFIG, language=language) is None
+        assert c4_failure(text, CONFIG, language=language) is None
+
+
+def test_character_rules_fire_on_chinese_and_japanese():
+    from cjk_pages import JA_CHGRP, ZH_CHGRP
+
+    assert gopher_quality_failure("这是一个很短的文档。\n", CONFIG, language="zh") == "characters=9 not in [50, 100000]"
+    no_stop = "春夏秋冬东南西北山川河海日月星辰风雨雷电金木水火土" * 3 + "\n"
+    assert gopher_quality_failure(no_stop, CONFIG, language="zh") == "stop_words=0 < 2"
+    spam = ZH_CHGRP[:400] + "立即购买优惠商品" * 40 + "\n"
+    assert gopher_repetition_failure(spam, CONFIG, language="zh").startswith("top_4gram_chars_ratio=")
+    repeated = JA_CHGRP[:600] + "ファイルのグループを変更する。" * 12 + "\n"
+    assert gopher_repetition_failure(repeated, CONFIG, language="ja").startswith(("top_", "duplicate_"))
+    # Curly braces are C examples in zh/ja documentation: not a C4 failure there, still one in English.
+    assert c4_failure(ZH_CHGRP + "struct stat { int st_mode; };\n", CONFIG, language="zh") is None
+    assert c4_failure(GOOD + "struct stat { int st_mode; };\n", CONFIG, language="en") == "curly_brace"
+
+
+def test_per_language_rules_resolve_and_reject_typos():
+    zh = CONFIG.for_language("zh")
+    assert zh.unit == "characters" and zh.min_words == 50 and zh.c4_drop_curly_braces is False
+    assert CONFIG.for_language("en") is CONFIG and CONFIG.for_language("unknown") is CONFIG
+    assert sorted(CONFIG.for_language("ja").max_top_ngram_chars_ratio) == [6, 9, 12]
+    custom = QualityConfig(by_language={"ko": {"unit": "characters", "min_words": 20}})
+    assert custom.for_language("KO").min_words == 20 and custom.for_language("zh") is custom
+    with pytest.raises(ValueError, match=r"by_language\.zh: unknown key\(s\) \['min_chars'\]"):
+        QualityConfig(by_language={"zh": {"min_chars": 10}})
+    with pytest.raises(ValueError, match="quality.unit"):
+        QualityConfig(by_language={"zh": {"unit": "bytes"}})

@@ -397,7 +397,10 @@ def declared_language(doc: Document) -> str | None:
 
 
 def quality_language(doc: Document) -> str:
-    """The language whose quality rules apply: the declared one, else the detected metadata["language"]."""
+    """The language whose quality rules apply: the declared one, else (or when a kept mismatch says
+    the text is in another language) the detected metadata["language"]."""
+    if doc.metadata.get("language_mismatch"):
+        return str(doc.metadata["language_mismatch"])
     return declared_language(doc) or str(doc.metadata.get("language") or "unknown")
 
 
