@@ -207,7 +207,9 @@ def load_eval_set(spec: str | EvalSetSpec | Mapping[str, Any]) -> list[EvalItem]
 
 
 def _ngram_hashes(texts: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    return shingle_documents(list(texts), NearDedupConfig(shingle_size=ngram, seed=HASH_SEED))
+    # Word n-grams for every document (cjk_min_share > 1: never CJK characters), so a HumanEval
+    # snippet quoted inside a Chinese or Japanese page still matches the eval index's word n-grams.
+    return shingle_documents(list(texts), NearDedupConfig(shingle_size=ngram, seed=HASH_SEED, cjk_min_share=2.0))
 
 
 def build_index(items: Sequence[EvalItem], ngram: int = 13) -> ContaminationIndex:
