@@ -138,10 +138,13 @@ def test_removed_pairs_match_brute_force_jaccard(stdlib_sample):
     docs = [doc(f"d{i:03d}", t) for i, t in enumerate(texts)]
     result = near_dedup(docs, config)
     index = {d.id: i for i, d in enumerate(docs)}
+    kept_ids = {d.id for d in result.kept}
     for removal in result.removed:
         i, k = index[removal["id"]], index[removal["kept_id"]]
         assert k < i  # the kept document comes first
+        assert removal["kept_id"] in kept_ids  # named against a document that stays
         assert removal["similarity"] == pytest.approx(jaccard(ref[i], ref[k]), abs=1e-6)
+        assert jaccard(ref[i], ref[k]) >= config.threshold  # never below the threshold to its survivor
     assert {index[r["id"]] for r in result.removed} >= {j for (_, j) in truth if (_, j) in found}
     assert len(result.kept) + len(result.removed) == len(docs)
 

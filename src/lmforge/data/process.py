@@ -24,7 +24,9 @@ or Ray) and the spool files and views are `lmforge.data.spool`, as datatrove kee
 apart from its steps. The result is the same for any executor and any number of workers: shards
 are reduced in name order.
 Every dropped record is in the quarantine with a reason, and the report reconciles:
-records_in == records_out + sum(dropped.values()).
+records_in == records_out + sum(dropped.values()), and so does each language group of
+report["by_language"] (`documents.language_group` of the record as read; dedup and decontamination
+removals counted under the removed document's group).
 """
 
 from __future__ import annotations
