@@ -107,6 +107,9 @@ def test_data_processing_pipeline(tmp_path):
     assert metrics["records_in"] == metrics["records_out"] + sum(metrics["dropped"].values())
     assert {k: v for k, v in metrics["dropped"].items() if v} == {"too_short": 1, "exact_duplicate": 1}
     assert metrics["dropped"]["contaminated"] == 0
+    # A code folder is one language group, "code", whatever its comments' language.
+    assert {g: (c["documents_in"], c["kept"], c["dropped"]) for g, c in metrics["by_language"].items()} == {
+        "code": (5, 3, {"exact_duplicate": 1, "too_short": 1})}
     validation = metrics["validation"]
     assert validation["success"] is True
     assert [validation[s]["suite_name"] for s in ("raw", "cleaned", "final")] == [
