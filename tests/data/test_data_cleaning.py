@@ -393,3 +393,11 @@ def test_min_chars_by_language_and_whitespace_do_not_count_against_cjk_text():
     padded = cjk_doc("CHGRP(1)" + " " * 2000 + "用户命令\n\n" + short_zh * 2, "padded", "zh")
     assert filter_low_alphanumeric(padded, cfg) is True
     assert filter_low_alphanumeric(replace(padded, metadata={"kind": "code"}), cfg) == (False, "low_alphanumeric")
+
+
+def test_candidates_must_cover_the_allowed_languages():
+    with pytest.raises(ValueError, match=r"missing \['ja'\]"):
+        CleaningConfig(language_candidates=["en", "zh", "fr"])
+    assert CleaningConfig(language_candidates=["EN", "zh", "ja", "ko"]).language_candidates
+    with pytest.raises(ValueError, match="language_mismatch"):
+        CleaningConfig(language_mismatch="warn")

@@ -155,6 +155,11 @@ class CleaningConfig:
                              "(check cleaning.default_kind and cleaning.source_kinds)")
         if self.allowed_languages is not None:
             self.allowed_languages = [str(code).lower() for code in self.allowed_languages]
+        if self.language_candidates is not None and self.allowed_languages is not None:
+            missing = sorted(set(self.allowed_languages) - {str(c).lower() for c in self.language_candidates})
+            if missing:
+                raise ValueError(f"language_candidates must include every allowed language; missing {missing} "
+                                 "(lingua can only answer a candidate: those documents would all be dropped)")
         if self.language_mismatch not in ("drop", "keep"):
             raise ValueError(f"language_mismatch must be 'drop' or 'keep', got {self.language_mismatch!r}")
         self.min_chars_by_language = {str(k).lower(): int(v) for k, v in self.min_chars_by_language.items()}
