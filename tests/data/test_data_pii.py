@@ -123,6 +123,8 @@ def test_cn_id_check_character_is_iso_7064_mod_11_2():
     ("办公室电话 010-62345678，传真 0755-2345678\n", "010-62345678"),
     ("+86 10 62345678\n", "+86 10 62345678"),
     ("お問い合わせは 090-1234-5678 まで。\n", "090-1234-5678"),
+    ("携帯 080-2345-6789\n", "080-2345-6789"),
+    ("+81 (0)90-1234-5678\n", "+81 (0)90-1234-5678"),
     ("代表 03-1234-5678（平日）\n", "03-1234-5678"),
     ("海外から +81 90-1234-5678\n", "+81 90-1234-5678"),
     ("Tel. +81-3-1234-5678.\n", "+81-3-1234-5678"),
@@ -149,6 +151,10 @@ def test_cjk_phones_and_ids_are_found_and_redacted(text, found):
     "id = 110105194912310021\n",  # 18 digits with a wrong check character
     "big = 123456789012345678\n",
     "a_13812345678 = 1\n",
+    "\t\t\t// * 17179869184\n",  # 2**34, a bare 11-digit number without phone context (Go's decimal.go)
+    "{Unix(-19012425939, 649), UTC}\n",
+    " 0  Stored        0   0% 08-05-2021 18:31\n",  # a date (Go's archive/zip reader_test.go)
+    "010: 0000 0001 0000 0001 0803 0000 0028 cb34\n",  # a hex dump
 ])
 def test_numbers_in_code_are_not_phones_or_ids(text):
     assert redact_pii(text)[0] == text
