@@ -1,4 +1,4 @@
-"""sft pipeline on an in-memory catalog: corpus + identity -> conversations -> examples -> fine-tuned checkpoint."""
+"""sft pipeline on an in-memory catalog: chat sources + corpus + identity -> conversations -> examples -> fine-tuned checkpoint."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from kedro.runner import SequentialRunner
 
 from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
 from lmforge.pipelines.sft import create_pipeline
+from tests.data.chat_samples import write_chat_cache
 
 # After the 20-step test run the identity conversations' loss must be below this share of the base
 # model's (measured: 4.57 vs 5.59 nats per assistant token, 0.82).
@@ -63,9 +64,11 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
     validation = catalog["sft_validation_conversations"].load()
     n_identity = len(build_identity_conversations(IdentityConfig(**sft_params["identity"])))
     assert sum(c["category"] == "identity" for c in train) == n_identity * sft_params["identity"]["repeat"]
-    assert any(c["category"] == "code_completion" for c in train)
-    assert validation and all(c["category"] == "code_completion" for c in validation)
-    assert not {c["source_id"] for c in train} & {c["source_id"] for c in validation}  # split by document
+    assert {c["category"] for c in train} == {"code", "identity", "translation", "dialogue", "faq"}
+    assert validation and {c["category"] for c in validation} <= {"code", "translation", "dialogue", "faq"}
+    assert any(c["category"] == "code" for c in validation)
+    code_ids = {c["source_id"] for c in train if c["category"] == "code"}
+    assert not code_ids & {c["source_id"] for c in validation if c["category"] == "code"}  # split by document
 
     examples = catalog["sft_train_examples"].load()
     assert examples and all(len(e["input_ids"]) == len(e["labels"]) <= sft_params["max_length"] for e in examples)
@@ -168,6 +171,7 @@ def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, p
     (two `kedro run`s; the sft one ~50 s, mostly starting 2 DeepSpeed processes).
     """
     root = copy_project(project_root, tmp_path / "project", chain_documents)
+    write_chat_cache(root / "data/00_sources")  # the fetched packages, as `make corpus` leaves them (tiny)
     shutil.copytree(chain_tokenizer_dir, root / "data/06_models/tokenizer")
     hf_dir = save_tiny_llama(tmp_path / "hf_model", chain_tokenizer_dir)
     tiny = ("sft.data.max_pairs=60,sft.identity.repeat=1,sft.max_length=256,sft.train.max_steps=4,"
