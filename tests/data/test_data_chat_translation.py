@@ -9,6 +9,7 @@ from lmforge.data.parallel import (
     align_pages,
     build_translation_conversations,
     help_tree,
+    sample_pages,
     translation_conversation,
 )
 
@@ -108,3 +109,14 @@ def test_build_counts_pairs_pages_and_directions_per_language(tmp_path):
     convs, stats = build_translation_conversations(root, ["zh", "ja"])
     assert len(convs) == 2 and stats["zh"]["pairs"] == 2 and stats["zh"]["pages"] == 2
     assert sum(stats["zh"]["directions"].values()) == 2 and stats["ja"]["pairs"] == 0
+
+
+def test_a_page_sample_is_stable_and_only_grows_with_max_pages(tmp_path):
+    pages = [f"text/p{i}.html" for i in range(50)]
+    ten, twenty = sample_pages(pages, 10, seed=0), sample_pages(pages, 20, seed=0)
+    assert len(ten) == 10 and set(ten) < set(twenty) and ten == sorted(ten)
+    assert sample_pages(pages, 10, seed=1) != ten and sample_pages(pages, None, seed=0) == sorted(pages)
+
+    root = make_cache(tmp_path)
+    convs, stats = build_translation_conversations(root, ["zh"], max_pages=1)
+    assert stats["zh"]["pages_read"] == 1 and stats["zh"]["pages_in_package"] == 3

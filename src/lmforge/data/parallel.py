@@ -90,7 +90,8 @@ def pair_drop_reason(english: str, other: str, *, min_english_chars: int, max_by
 
 def align_pages(en_root: str | Path, other_root: str | Path, lang: str, *, min_english_chars: int = 20,
                 max_bytes: int = 450, drops: Counter | None = None,
-                english_cache: dict[str, list[tuple[str, str]]] | None = None) -> Iterator[dict[str, Any]]:
+                english_cache: dict[str, list[tuple[str, str]]] | None = None,
+                pages: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
     """Aligned pairs ``{"pair_id", "page", "par_id", "en", lang: text}`` of two help trees, in page order.
 
     Pages are matched by relative path and paragraphs (``libreoffice_help.iter_paragraphs``: ``p`` and
@@ -98,15 +99,15 @@ def align_pages(en_root: str | Path, other_root: str | Path, lang: str, *, min_e
     counterpart counts as ``not_in_<lang>``. A pair whose (English, translation) texts were already
     yielded from an earlier page counts as ``duplicate`` (help pages repeat boilerplate). ``drops``
     counts every paragraph not yielded, by reason. ``english_cache`` (page -> paragraphs) spares parsing
-    the English tree again for the next language.
+    the English tree again for the next language. ``pages`` (relative paths): only these English pages.
     """
     from lmforge.data.libreoffice_help import iter_paragraphs
 
     en_root, other_root = Path(en_root), Path(other_root)
     drops = drops if drops is not None else Counter()
     seen: set[tuple[str, str]] = set()
-    for en_page in sorted(en_root.rglob("*.html")):
-        rel = en_page.relative_to(en_root).as_posix()
+    for rel in sorted(pages) if pages is not None else list_pages(en_root):
+        en_page = en_root / rel
         other_page = other_root / rel
         try:
             if english_cache is None or rel not in english_cache:
@@ -145,6 +146,20 @@ def align_pages(en_root: str | Path, other_root: str | Path, lang: str, *, min_e
                    lang: text}
 
 
+def list_pages(root: str | Path) -> list[str]:
+    """Relative paths of every help page under ``root``, sorted."""
+    root = Path(root)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.html"))
+
+
+def sample_pages(pages: Sequence[str], max_pages: int | None, seed: int) -> list[str]:
+    """At most ``max_pages`` of ``pages``, the ones with the smallest hash of (seed, page): a stable sample
+    (raising ``max_pages`` only adds pages), sorted. None: all of them."""
+    if max_pages is None or len(pages) <= max_pages:
+        return sorted(pages)
+    return sorted(sorted(pages, key=lambda page: _hash(f"{seed}:{page}"))[:max_pages])
+
+
 def translation_conversation(pair: Mapping[str, Any], lang: str) -> dict[str, Any]:
     """One aligned pair -> one translation conversation (direction and phrasing chosen by hash of its id)."""
     h = _hash(pair["pair_id"])
@@ -160,13 +175,17 @@ def translation_conversation(pair: Mapping[str, Any], lang: str) -> dict[str, An
 
 
 def build_translation_conversations(cache_root: str | Path, languages: Sequence[str] = ("zh", "ja"), *,
-                                    min_english_chars: int = 20,
-                                    max_bytes: int = 450) -> tuple[list[dict], dict[str, Any]]:
+                                    min_english_chars: int = 20, max_bytes: int = 450, max_pages: int | None = None,
+                                    seed: int = 0) -> tuple[list[dict], dict[str, Any]]:
     """Translation conversations of every language in ``languages`` against English, and counts.
 
-    Stats: per language, pairs kept, paragraphs dropped by reason and conversations per direction.
+    ``max_pages``: align only that many help pages (``sample_pages``; parsing all 3 x 2,561 pages takes
+    ~18 s of CPU, and a few hundred pages already give thousands of pairs). Stats: per language, pairs
+    kept, pages, paragraphs dropped by reason and conversations per direction.
     """
     en_root = help_tree(cache_root, "en")
+    all_pages = list_pages(en_root)
+    pages = sample_pages(all_pages, max_pages, seed)
     conversations: list[dict] = []
     stats: dict[str, Any] = {}
     english_cache: dict[str, list[tuple[str, str]]] = {}
@@ -176,10 +195,11 @@ def build_translation_conversations(cache_root: str | Path, languages: Sequence[
                              f"have {sorted(set(PACKAGES) - {'en'})}")
         drops: Counter = Counter()
         pairs = list(align_pages(en_root, help_tree(cache_root, lang), lang, min_english_chars=min_english_chars,
-                                 max_bytes=max_bytes, drops=drops, english_cache=english_cache))
+                                 max_bytes=max_bytes, drops=drops, english_cache=english_cache, pages=pages))
         convs = [translation_conversation(p, lang) for p in pairs]
         directions = Counter(f"{c['metadata']['src_lang']}_{c['metadata']['tgt_lang']}" for c in convs)
-        stats[lang] = {"pairs": len(pairs), "pages": len({p["page"] for p in pairs}),
+        stats[lang] = {"pairs": len(pairs), "pages_read": len(pages), "pages_in_package": len(all_pages),
+                       "pages": len({p["page"] for p in pairs}),
                        "dropped": dict(sorted(drops.items())), "directions": dict(sorted(directions.items()))}
         logger.info("libreoffice translation en-%s: %d pairs from %d pages; dropped %s", lang, len(pairs),
                     stats[lang]["pages"], dict(drops))

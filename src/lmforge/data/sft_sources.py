@@ -103,7 +103,8 @@ def build_chat_sources(names: Iterable[str], config: ChatSourcesConfig) -> tuple
         if name == "libreoffice_translation":
             convs, read = build_translation_conversations(root, config.translation_languages,
                                                           min_english_chars=config.min_english_chars,
-                                                          max_bytes=config.max_pair_bytes)
+                                                          max_bytes=config.max_pair_bytes,
+                                                          max_pages=config.max_translation_pages, seed=config.seed)
         elif name == "chatterbot_dialogue":
             convs, read = build_dialogues(root, config.dialogue_languages, quarantine=quarantine)
         else:
