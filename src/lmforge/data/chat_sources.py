@@ -96,7 +96,7 @@ def parse_chatterbot_file(path: Path, name: str, lang: str, *, drops: Counter, q
         if not all(isinstance(t, str | int | float) and not isinstance(t, bool) and str(t).strip() for t in turns):
             quarantine.append(_quarantined("dialogue", where, "bad_turn", "every turn must be non-empty text"))
             continue
-        turns = [str(t).strip() for t in turns][: len(turns) // 2 * 2]
+        turns = [" ".join(str(t).split()) for t in turns][: len(turns) // 2 * 2]  # one-line turns
         if any(IDENTITY_CONFLICT.search(t) for t in turns):
             drops["identity_conflict"] += 1
             continue

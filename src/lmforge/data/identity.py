@@ -43,7 +43,7 @@ NEGATIVE = [
     ("zh", "你是谷歌开发的吗？", "不是，我是由{developer}开发的{name}。"),
 ]
 
-LICENSE = "lmforge"  # written for this project, not taken from a corpus
+LICENSE = "LicenseRef-lmforge"  # written for this project (SPDX "LicenseRef-" form), not taken from a corpus
 
 SYSTEM_PREFIX = {
     "zh": "你是由{developer}开发的{name}，被设计来生成有用、准确的回答。",
