@@ -232,8 +232,8 @@ def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
 @pytest.fixture(scope="session")
 def chain_sft_params(tmp_path_factory) -> dict:
     """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings); the chat sources
-    read a tiny literal source cache (tests/data/chat_samples.py) with a quarter of its pages held out."""
-    from tests.data.chat_samples import write_chat_cache
+    read a tiny literal source cache (tests/chat_samples.py) with a quarter of its pages held out."""
+    from chat_samples import write_chat_cache
 
     cache = write_chat_cache(tmp_path_factory.mktemp("chat_cache"), pages=12)
     return {

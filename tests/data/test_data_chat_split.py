@@ -65,7 +65,7 @@ def test_a_missing_cache_is_one_line_naming_make_corpus(tmp_path):
 
 
 def test_build_chat_sources_splits_each_source_and_tags_the_held_out_side(tmp_path):
-    from tests.data.test_data_chat_sources import FAQ_PAGE
+    from test_data_chat_sources import FAQ_PAGE
 
     for package, rel in (("debian-faq", "a.en.html"), ("debian-faq-ja", "ja/a.ja.html")):
         path = tmp_path / package / "usr/share/doc/debian/FAQ" / rel

@@ -15,7 +15,6 @@ from kedro.runner import SequentialRunner
 
 from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
 from lmforge.pipelines.sft import create_pipeline
-from tests.data.chat_samples import write_chat_cache
 
 # After the 20-step test run the identity conversations' loss must be below this share of the base
 # model's (measured: 4.57 vs 5.59 nats per assistant token, 0.82).
@@ -171,7 +170,6 @@ def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, p
     (two `kedro run`s; the sft one ~50 s, mostly starting 2 DeepSpeed processes).
     """
     root = copy_project(project_root, tmp_path / "project", chain_documents)
-    write_chat_cache(root / "data/00_sources")  # the fetched packages, as `make corpus` leaves them (tiny)
     shutil.copytree(chain_tokenizer_dir, root / "data/06_models/tokenizer")
     hf_dir = save_tiny_llama(tmp_path / "hf_model", chain_tokenizer_dir)
     tiny = ("sft.data.max_pairs=60,sft.identity.repeat=1,sft.max_length=256,sft.train.max_steps=4,"

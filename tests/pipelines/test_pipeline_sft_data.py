@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 import yaml
+from chat_samples import write_chat_cache
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from lmforge.pipelines.sft import create_pipeline
-from tests.data.chat_samples import write_chat_cache
 
 CODE = '''def add(a, b):
     """Return the sum of a and b."""
