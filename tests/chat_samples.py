@@ -51,7 +51,7 @@ def write_chat_cache(root: Path, pages: int = 4) -> Path:
             path.write_text(_help_page([f"{t} ({k})" if lang == "en-US" or i == 3 else f"{t}（{k}）"
                                         for i, t in enumerate(HELP_PAGES[lang])]), encoding="utf-8")
     for folder, text in CHATTERBOT.items():
-        path = root / "chatterbot_corpus" / "chatterbot_corpus" / "data" / folder / "greetings.yml"
+        path = root / "chatterbot-corpus" / "chatterbot_corpus" / "data" / folder / "greetings.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     for (package, rel), sections in FAQ_PAGES.items():

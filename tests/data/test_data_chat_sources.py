@@ -31,7 +31,7 @@ NO_CONVERSATIONS = "categories:\n- x\n"
 
 
 def chatterbot_cache(tmp_path):
-    folder = tmp_path / "chatterbot_corpus" / "chatterbot_corpus" / "data" / "chinese"
+    folder = tmp_path / "chatterbot-corpus" / "chatterbot_corpus" / "data" / "chinese"
     folder.mkdir(parents=True)
     (folder / "greetings.yml").write_text(GOOD_ZH, encoding="utf-8")
     (folder / "broken.yml").write_text(BAD_YAML, encoding="utf-8")
@@ -52,10 +52,10 @@ def test_chatterbot_dialogues_are_multi_turn_and_bad_input_is_quarantined_with_f
     assert convs[0]["metadata"]["language_group"] == "zh" and convs[0]["metadata"]["license"] == "BSD-3-Clause"
     assert convs[0]["metadata"]["unit"].startswith("dialogue:zh:")
     assert {(q["location"], q["reason"]) for q in quarantine} == {
-        ("chatterbot_corpus/chinese/broken.yml", "unparsable_yaml"),
-        ("chatterbot_corpus/chinese/empty.yml", "no_conversations"),
-        ("chatterbot_corpus/chinese/greetings.yml:conversations[4]", "too_few_turns"),
-        ("chatterbot_corpus/chinese/greetings.yml:conversations[5]", "bad_turn"),
+        ("chatterbot-corpus/chatterbot_corpus/data/chinese/broken.yml", "unparsable_yaml"),
+        ("chatterbot-corpus/chatterbot_corpus/data/chinese/empty.yml", "no_conversations"),
+        ("chatterbot-corpus/chatterbot_corpus/data/chinese/greetings.yml:conversations[4]", "too_few_turns"),
+        ("chatterbot-corpus/chatterbot_corpus/data/chinese/greetings.yml:conversations[5]", "bad_turn"),
     }
     # the repeated dialogue and the bot's own identity ("你是谁") are dropped, counted
     assert stats["zh"] == {"files": 3, "dialogues": 2, "dropped": {"duplicate": 1, "identity_conflict": 1},

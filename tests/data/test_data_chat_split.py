@@ -57,7 +57,7 @@ def test_a_missing_cache_is_one_line_naming_make_corpus(tmp_path):
         check_cache(tmp_path / "nowhere", ["debian-faq"])
     assert "\n" not in str(err.value)
     (tmp_path / "debian-faq").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"lacks chatterbot_corpus; run `make corpus`"):
+    with pytest.raises(FileNotFoundError, match=r"lacks chatterbot-corpus; run `make corpus`"):
         build_chat_sources(["chatterbot_dialogue", "debian_faq"],
                            ChatSourcesConfig(source_cache=str(tmp_path), faq_languages=["en"]))
     # no chat source in the mix: the cache is not needed

@@ -31,7 +31,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-CHATTERBOT_PACKAGE = "chatterbot_corpus"
+CHATTERBOT_PACKAGE = "chatterbot-corpus"
+# The cache folder is the PyPI name; pip treats "-" and "_" alike, and an unpacked wheel may be named either way.
+CHATTERBOT_FOLDERS = (CHATTERBOT_PACKAGE, "chatterbot_corpus")
 CHATTERBOT_DIRS = {"en": "english", "zh": "chinese", "ja": "japanese"}
 CHATTERBOT_LICENSE = "BSD-3-Clause"
 FAQ_PACKAGES = {"en": ("debian-faq", "*.en.html"), "zh": ("debian-faq-zh-cn", "*.zh-cn.html"),
@@ -112,10 +114,15 @@ def parse_chatterbot_file(path: Path, name: str, lang: str, *, drops: Counter, q
     return out
 
 
+def chatterbot_folder(cache_root: str | Path) -> str:
+    """The cache folder of chatterbot-corpus (``CHATTERBOT_FOLDERS``: the first that exists, else the PyPI name)."""
+    return next((f for f in CHATTERBOT_FOLDERS if (Path(cache_root) / f).is_dir()), CHATTERBOT_PACKAGE)
+
+
 def build_dialogues(cache_root: str | Path, languages: Sequence[str], *,
                     quarantine: list[dict]) -> tuple[list[dict], dict[str, Any]]:
     """Dialogues of every language in ``languages`` (en, zh, ja) and their counts."""
-    base = Path(cache_root) / CHATTERBOT_PACKAGE / "chatterbot_corpus" / "data"
+    base = Path(cache_root) / chatterbot_folder(cache_root) / "chatterbot_corpus" / "data"
     conversations: list[dict] = []
     stats: dict[str, Any] = {}
     for lang in languages:
@@ -130,7 +137,7 @@ def build_dialogues(cache_root: str | Path, languages: Sequence[str], *,
         before = len(quarantine)
         convs = []
         for path in files:
-            convs += parse_chatterbot_file(path, f"{CHATTERBOT_PACKAGE}/{CHATTERBOT_DIRS[lang]}/{path.name}", lang,
+            convs += parse_chatterbot_file(path, path.relative_to(cache_root).as_posix(), lang,
                                            drops=drops, quarantine=quarantine, seen=seen)
         stats[lang] = {"files": len(files), "dialogues": len(convs), "dropped": dict(drops),
                        "quarantined": len(quarantine) - before}

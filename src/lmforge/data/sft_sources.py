@@ -83,7 +83,7 @@ def build_chat_sources(names: Iterable[str], config: ChatSourcesConfig) -> tuple
     built-in chat sources in ``names`` (the others are ignored)."""
     import time
 
-    from lmforge.data.chat_sources import CHATTERBOT_PACKAGE, FAQ_PACKAGES, build_dialogues, build_faq
+    from lmforge.data.chat_sources import FAQ_PACKAGES, build_dialogues, build_faq, chatterbot_folder
     from lmforge.data.parallel import PACKAGES, build_translation_conversations
 
     names = [n for n in names if n in CHAT_SOURCES]
@@ -91,7 +91,7 @@ def build_chat_sources(names: Iterable[str], config: ChatSourcesConfig) -> tuple
         return {}, [], [], {}
     needed = {"libreoffice_translation": ["libreoffice-help-en-us"] + [PACKAGES[lang] for lang in
                                                                        config.translation_languages if lang in PACKAGES],
-              "chatterbot_dialogue": [CHATTERBOT_PACKAGE],
+              "chatterbot_dialogue": [chatterbot_folder(config.source_cache)],
               "debian_faq": [FAQ_PACKAGES[lang][0] for lang in config.faq_languages if lang in FAQ_PACKAGES]}
     root = check_cache(config.source_cache, sorted({p for n in names for p in needed[n]}))
     quarantine: list[dict] = []
