@@ -22,7 +22,8 @@ def assert_one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]] | None = None, *,
                  data_processing_metrics: bool = False) -> Path:
-    """The project's tracked files (no tests, no data outputs) under ``root``, plus cleaned ``documents``.
+    """The project's tracked files (no tests, no data outputs) under ``root``, plus cleaned ``documents`` and a
+    tiny source cache (``data/00_sources``, tests/chat_samples.py).
 
     ``data_processing_metrics``: the documents stand for a finished data_processing stage, so its
     metrics file is written too (the model card reads it): every provided document kept.
@@ -35,6 +36,9 @@ def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]
         if (project_root / rel).is_file() and not rel.startswith("tests/"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(project_root / rel, root / rel)
+    from chat_samples import write_chat_cache
+
+    write_chat_cache(root / "data/00_sources")  # a tiny literal copy of the fetched packages sft's chat sources read
     for shard, records in (documents or {}).items():
         JSONLinesDataset(str(root / "data/03_primary/documents" / f"{shard}.jsonl")).save(records)
     if data_processing_metrics:

@@ -231,8 +231,13 @@ def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
 
 @pytest.fixture(scope="session")
 def chain_sft_params(tmp_path_factory) -> dict:
-    """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings)."""
+    """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings); the chat sources
+    read a tiny literal source cache (tests/chat_samples.py) with a quarter of its pages held out."""
+    from chat_samples import write_chat_cache
+
+    cache = write_chat_cache(tmp_path_factory.mktemp("chat_cache"), pages=12)
     return {
+        "chat": {"source_cache": str(cache), "validation_fraction": 0.25},
         "data": {"max_pairs": 200, "min_body_lines": 2, "max_prompt_chars": 600, "max_response_chars": 600,
                  "validation_fraction": 0.2, "seed": 0},
         "identity": {"name": "Forge", "developer": "the lmforge team", "repeat": 2},

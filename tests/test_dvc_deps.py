@@ -191,6 +191,18 @@ def fake_outputs(root: Path, stage: str | None, content: str) -> None:
                 (path / "placeholder.txt").write_text(content)
 
 
+def fake_external_inputs(root: Path) -> None:
+    """Placeholders for the data deps no stage produces (the fetched source cache's manifest)."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o
+            for body in stages.values() for key in ("outs", "metrics", "plots") for o in body.get(key, [])}
+    for body in stages.values():
+        for dep in body.get("deps", []):
+            if dep.startswith("data/") and not any(dep == o or dep.startswith(o + "/") for o in outs):
+                (root / dep).parent.mkdir(parents=True, exist_ok=True)
+                (root / dep).write_text("{}")
+
+
 def change_a_function(path: Path) -> None:
     """Add a statement at the end of the first function of ``path`` (still valid Python)."""
     text = path.read_text()
@@ -220,6 +232,7 @@ def test_dvc_status_reports_the_tokenizer_stage_after_a_tokenizer_only_change(tm
 
     # Every stage up to date without running one: placeholder outputs, committed to dvc.lock.
     fake_outputs(root, None, "first run")
+    fake_external_inputs(root)
     dvc(["init", "-q", "--no-scm"], root)
     dvc(["commit", "-f", "-q"], root)
     assert json.loads(dvc(["status", "--json"], root)) == {}

@@ -46,3 +46,11 @@ def test_optional_system_prefix_in_the_conversation_language():
 def test_bad_identity_config_is_rejected(kwargs):
     with pytest.raises(ValueError, match="sft.identity"):
         IdentityConfig(**kwargs)
+
+
+def test_every_identity_conversation_declares_its_language_group_for_the_mix_counts():
+    from lmforge.data.documents import language_group
+
+    convs = build_identity_conversations(IdentityConfig())
+    assert [language_group(c["metadata"]) for c in convs] == [c["language"] for c in convs]
+    assert {language_group(c["metadata"]) for c in convs} == {"en", "zh"}

@@ -67,3 +67,15 @@ def test_identity_data_has_18_positive_and_10_negative_in_two_languages():
     with_system = build_identity_conversations(cfg, with_system=True)
     assert with_system[0]["messages"][0] == {"role": "system", "content": system_prefix(cfg, "en")}
     assert system_prefix(cfg, "zh") == "你是由ACME开发的Orca，被设计来生成有用、准确的回答。"
+
+
+def test_prose_documents_of_a_multilingual_corpus_are_skipped_and_pairs_are_category_code():
+    docs = [Document("zh-doc", "def f():\n    '''文档。'''\n    a = 1\n    return a\n", "t",
+                     metadata={"language_group": "zh"}),
+            Document("code-doc", SOURCE, "t", metadata={"language_group": "code", "license": "PSF-2.0"})]
+    splits, stats = build_instruction_pairs(docs, InstructionConfig(validation_fraction=0.0))
+    assert stats["skipped"]["not_code"] == 1
+    convs = splits["train"]
+    assert convs and {c["source_id"] for c in convs} == {"code-doc"}
+    assert all(c["category"] == "code" and c["metadata"] == {"language_group": "code", "license": "PSF-2.0"}
+               for c in convs)

@@ -66,19 +66,43 @@ def test_sampling_is_reproducible_by_seed_and_independent_per_source():
     assert ids(renamed) != ids(first)  # each source draws from its own stream
 
 
-def test_default_mix_is_corpus_plus_identity_times_repeat(tmp_path):
+def lang_convs(n, lang, category, prefix):
+    return [{"id": f"{prefix}{i}", "category": category, "metadata": {"language_group": lang},
+             "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(n)]
+
+
+def test_default_mix_caps_each_category_balances_languages_and_repeats_identity():
     specs = parse_sources(None)
-    corpus, identity = convs(30), convs(4, prefix="id-")
+    assert [s.name for s in specs] == ["libreoffice_translation", "chatterbot_dialogue", "debian_faq",
+                                       "corpus_instructions", "identity"]
+    builtin = {"libreoffice_translation": lang_convs(900, "zh", "translation", "tz") + lang_convs(40, "ja", "translation", "tj"),
+               "chatterbot_dialogue": lang_convs(700, "en", "dialogue", "de") + lang_convs(100, "zh", "dialogue", "dz"),
+               "debian_faq": lang_convs(10, "ja", "faq", "fj"),
+               "corpus_instructions": lang_convs(800, "code", "code", "c"),
+               "identity": lang_convs(4, "zh", "identity", "id-")}
 
-    mixed, quarantine, realised = build_mix(specs, {"corpus_instructions": corpus, "identity": identity}, seed=0,
-                                            default_weights={"identity": 8})
+    mixed, quarantine, realised = build_mix(specs, builtin, seed=0, default_weights={"identity": 8})
 
-    assert ids(mixed) == ids(corpus) + ids(identity) * 8
-    assert {c["source"] for c in mixed} == {"corpus_instructions", "identity"}
-    assert quarantine == [] and realised["conversations"] == 62
-    assert realised["sources"]["identity"]["selected"] == 32
-    assert realised["sources"]["corpus_instructions"]["share"] == pytest.approx(30 / 62)
-    assert sum(s["share"] for s in realised["sources"].values()) == pytest.approx(1.0)
+    by_source = realised["sources"]
+    # translation: zh capped at 250 per language, ja keeps its 40; the category cap (500) not reached
+    assert by_source["libreoffice_translation"]["languages"] == {"ja": 40, "zh": 250}
+    assert by_source["chatterbot_dialogue"]["languages"] == {"en": 160, "zh": 100}
+    assert by_source["corpus_instructions"]["selected"] == 500  # the seed recipe's 500 per category
+    assert by_source["identity"]["selected"] == 32
+    assert realised["by_category"] == {"code": 500, "dialogue": 260, "faq": 10, "identity": 32, "translation": 290}
+    assert realised["by_language"] == {"code": 500, "en": 160, "ja": 50, "zh": 382}
+    assert realised["conversations"] == len(mixed) == 1092 and quarantine == []
+    assert by_source["identity"]["share"] == pytest.approx(32 / 1092)
+    assert Counter(c["source"] for c in mixed)["debian_faq"] == 10
+
+
+def test_per_language_cap_applies_before_the_category_cap():
+    pool = lang_convs(300, "en", "dialogue", "e") + lang_convs(300, "ja", "dialogue", "j")
+    selected, info = sample_source(pool, SourceSpec("chatterbot_dialogue", per_language_cap=200, per_category_cap=300),
+                                   seed=0)
+    assert info["after_category_cap"] == 300 and len(selected) == 300
+    assert sum(info["languages"].values()) == 300 and max(info["languages"].values()) <= 200
 
 
 def test_user_sources_are_read_sampled_and_their_bad_records_counted(tmp_path):
@@ -122,6 +146,7 @@ def test_the_realised_mix_flattens_to_valid_mlflow_metric_names():
     ([{"name": "identity", "path": "a.jsonl"}], "is built in"),
     ([{"name": "x", "path": "a.jsonl", "weight": 1, "max_samples": 3}], "not both"),
     ([{"name": "x", "path": "a.jsonl", "weight": -1}], "weight must be"),
+    ([{"name": "debian_faq", "per_language_cap": -1}], "per_language_cap must be"),
     ([{"name": "x", "path": "a.jsonl", "per_category_cap": 5}], "needs category_field"),
     ([{"name": "x", "path": "a.jsonl", "format": "vicuna"}], "format must be one of"),
     ([{"name": "x", "path": "a.jsonl", "wieght": 1}], r"sft.sources\[0\].wieght"),
@@ -137,6 +162,7 @@ def test_the_base_config_declares_the_default_mix(project_root):
     import yaml
 
     params = yaml.safe_load((project_root / "conf/base/parameters_sft.yml").read_text(encoding="utf-8"))["sft"]
-    assert [s.name for s in parse_sources(params["sources"])] == [s.name for s in parse_sources(None)] == [
-        "corpus_instructions", "identity"]
+    assert parse_sources(params["sources"]) == parse_sources(None)
+    assert [s.name for s in parse_sources(None)] == ["libreoffice_translation", "chatterbot_dialogue", "debian_faq",
+                                                     "corpus_instructions", "identity"]
     assert isinstance(params["mix_seed"], int)

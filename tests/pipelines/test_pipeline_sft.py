@@ -1,4 +1,4 @@
-"""sft pipeline on an in-memory catalog: corpus + identity -> conversations -> examples -> fine-tuned checkpoint."""
+"""sft pipeline on an in-memory catalog: chat sources + corpus + identity -> conversations -> examples -> fine-tuned checkpoint."""
 
 from __future__ import annotations
 
@@ -63,9 +63,11 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
     validation = catalog["sft_validation_conversations"].load()
     n_identity = len(build_identity_conversations(IdentityConfig(**sft_params["identity"])))
     assert sum(c["category"] == "identity" for c in train) == n_identity * sft_params["identity"]["repeat"]
-    assert any(c["category"] == "code_completion" for c in train)
-    assert validation and all(c["category"] == "code_completion" for c in validation)
-    assert not {c["source_id"] for c in train} & {c["source_id"] for c in validation}  # split by document
+    assert {c["category"] for c in train} == {"code", "identity", "translation", "dialogue", "faq"}
+    assert validation and {c["category"] for c in validation} <= {"code", "translation", "dialogue", "faq"}
+    assert any(c["category"] == "code" for c in validation)
+    code_ids = {c["source_id"] for c in train if c["category"] == "code"}
+    assert not code_ids & {c["source_id"] for c in validation if c["category"] == "code"}  # split by document
 
     examples = catalog["sft_train_examples"].load()
     assert examples and all(len(e["input_ids"]) == len(e["labels"]) <= sft_params["max_length"] for e in examples)

@@ -43,6 +43,8 @@ NEGATIVE = [
     ("zh", "你是谷歌开发的吗？", "不是，我是由{developer}开发的{name}。"),
 ]
 
+LICENSE = "LicenseRef-lmforge"  # written for this project (SPDX "LicenseRef-" form), not taken from a corpus
+
 SYSTEM_PREFIX = {
     "zh": "你是由{developer}开发的{name}，被设计来生成有用、准确的回答。",
     "en": "You are {name}, developed by {developer}, designed to give helpful and accurate answers.",
@@ -73,7 +75,8 @@ class IdentityConfig:
 
 
 def build_identity_conversations(config: IdentityConfig, *, with_system: bool | None = None) -> list[dict]:
-    """The 28 identity conversations (18 positive, 10 negative), each with its language and polarity.
+    """The 28 identity conversations (18 positive, 10 negative), each with its language and polarity
+    (``metadata["language_group"]`` is the language: en or zh).
 
     ``with_system`` (default: ``config.with_system``) starts each one with the system prefix.
     """
@@ -87,7 +90,8 @@ def build_identity_conversations(config: IdentityConfig, *, with_system: bool | 
             messages += [{"role": "user", "content": question},
                          {"role": "assistant", "content": answer.format(name=config.name, developer=config.developer)}]
             out.append({"id": f"identity-{polarity}-{lang}-{i}", "source_id": "identity", "category": "identity",
-                        "language": lang, "polarity": polarity, "messages": messages})
+                        "language": lang, "polarity": polarity, "messages": messages,
+                        "metadata": {"language_group": lang, "license": LICENSE}})
     return out
 
 

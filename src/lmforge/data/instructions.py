@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lmforge.data.documents import Document
+from lmforge.data.documents import CODE_GROUP, Document
 from lmforge.data.splits import assign_split
 
 logger = logging.getLogger(__name__)
@@ -73,13 +73,17 @@ def extract_function_pairs(doc: Document, config: InstructionConfig) -> tuple[li
 
 
 def build_instruction_pairs(docs: Iterable[Document], config: InstructionConfig) -> tuple[dict[str, list[dict]], dict]:
-    """Conversations ``{"id", "messages", "source_id", "category"}`` split into train/validation."""
+    """Conversations ``{"id", "messages", "source_id", "category": "code", "metadata"}`` split into
+    train/validation (``metadata["language_group"]`` is ``code``)."""
     splits: dict[str, list[dict]] = {"train": [], "validation": []}
     skipped: Counter = Counter()
     n = 0
     for doc in docs:
         if n >= config.max_pairs:
             break
+        if doc.metadata.get("language_group") not in (None, "", CODE_GROUP):  # prose declared by its reader
+            skipped["not_code"] += 1
+            continue
         pairs, doc_skipped = extract_function_pairs(doc, config)
         skipped.update(doc_skipped)
         split = assign_split(doc.id, config.validation_fraction, config.seed)
@@ -87,7 +91,8 @@ def build_instruction_pairs(docs: Iterable[Document], config: InstructionConfig)
             splits[split].append({
                 "id": f"{doc.id}-{i}",
                 "source_id": doc.id,
-                "category": "code_completion",
+                "category": "code",
+                "metadata": {"language_group": "code", "license": doc.metadata.get("license") or "unknown"},
                 "messages": [{"role": "user", "content": pair["prompt"]},
                              {"role": "assistant", "content": pair["response"]}],
             })

@@ -1,15 +1,20 @@
 """The SFT data mix: named sources, each with a weight or a cap, sampled reproducibly by seed.
 
-A mix is a list of sources (``sft.sources`` in parameters_sft.yml). Two are built in and need no
-``path``: ``corpus_instructions`` (signature+docstring -> body pairs from the corpus, train split) and
-``identity`` (the identity conversations, default weight ``identity.repeat``). Any other source reads
+A mix is a list of sources (``sft.sources`` in parameters_sft.yml). Five are built in and need no
+``path``: ``corpus_instructions`` (signature+docstring -> body pairs from the corpus, train split,
+category ``code``), ``identity`` (the identity conversations, default weight ``identity.repeat``) and
+the real chat sources of ``lmforge.data.sft_sources`` read from the source cache:
+``libreoffice_translation``, ``chatterbot_dialogue`` and ``debian_faq``. Any other source reads
 Alpaca / ShareGPT / OpenAI-messages files (``lmforge.data.sft_formats``).
 
 How one source is sampled, in this order:
 
-1. ``per_category_cap``: at most that many conversations of each category (the record field named by
-   ``category_field``; the built-in sources carry their own ``category``), chosen at random;
-2. then either ``weight`` (a multiplier of what is left: 0.25 keeps a random quarter, 1 keeps all,
+1. ``per_language_cap``: at most that many conversations of each language group
+   (``documents.language_group`` of the conversation's metadata), chosen at random;
+2. ``per_category_cap``: at most that many conversations of each category (the record field named by
+   ``category_field``; the built-in sources carry their own ``category``), chosen at random — the
+   seed recipe's "500 per category";
+3. then either ``weight`` (a multiplier of what is left: 0.25 keeps a random quarter, 1 keeps all,
    2.5 repeats everything twice and adds a random half) or ``max_samples`` (at most that many, chosen
    at random; fewer available means all of them, never repeats); neither means weight 1.
 
@@ -19,8 +24,9 @@ machine, and adding a source does not change what another source draws. Sources 
 config order (the training sampler shuffles).
 
 ``build_mix`` returns the realised mix: per source how many were read, valid, quarantined (by
-reason), left after the category cap, selected, their share of the mix and per-category counts
-(category names made safe as metric keys by ``metric_key``).
+reason), left after the language and category caps, selected, their share of the mix and per-category
+and per-language counts (names made safe as metric keys by ``metric_key``); over the whole mix, the
+counts per category and per language (``by_category``, ``by_language``).
 """
 
 from __future__ import annotations
@@ -39,8 +45,16 @@ from lmforge.data.sft_formats import FORMATS, ReadStats, read_conversations
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_SOURCES = ("corpus_instructions", "identity")
-DEFAULT_SOURCES = [{"name": "corpus_instructions"}, {"name": "identity"}]
+BUILTIN_SOURCES = ("corpus_instructions", "identity", "libreoffice_translation", "chatterbot_dialogue", "debian_faq")
+# The default mix (parameters_sft.yml repeats it): every category capped at 500 (the seed recipe), the
+# multilingual sources balanced per language first, identity repeated (its weight: identity.repeat).
+DEFAULT_SOURCES = [
+    {"name": "libreoffice_translation", "per_language_cap": 250, "per_category_cap": 500},
+    {"name": "chatterbot_dialogue", "per_language_cap": 160, "per_category_cap": 500},
+    {"name": "debian_faq", "per_language_cap": 120, "per_category_cap": 500},
+    {"name": "corpus_instructions", "per_category_cap": 500},
+    {"name": "identity"},
+]
 
 
 @dataclass
@@ -61,6 +75,8 @@ class SourceSpec:
     category_field: str | None = None
     # At most this many conversations per category, before weight / max_samples.
     per_category_cap: int | None = None
+    # At most this many conversations per language group (metadata language_group), before the category cap.
+    per_language_cap: int | None = None
 
     def __post_init__(self) -> None:
         where = f"sft.sources[{self.name!r}]"
@@ -80,7 +96,7 @@ class SourceSpec:
         if self.weight is not None and (isinstance(self.weight, bool) or not isinstance(self.weight, int | float)
                                         or not 0 <= self.weight < math.inf):
             raise ValueError(f"{where}.weight must be a number >= 0, got {self.weight!r}")
-        for key in ("max_samples", "per_category_cap"):
+        for key in ("max_samples", "per_category_cap", "per_language_cap"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{where}.{key} must be an integer >= 0, got {value!r}")
@@ -89,7 +105,7 @@ class SourceSpec:
 
 
 def parse_sources(raw: Sequence[Mapping[str, Any]] | None, *, path: str = "sft.sources") -> list[SourceSpec]:
-    """Typed sources from ``params['sources']`` (None: the default mix, corpus_instructions + identity)."""
+    """Typed sources from ``params['sources']`` (None: the default mix, ``DEFAULT_SOURCES``)."""
     raw = DEFAULT_SOURCES if raw is None else raw
     if isinstance(raw, Mapping | str) or not isinstance(raw, Sequence):
         raise TypeError(f"{path} must be a list of sources ({{name, path, format, weight | max_samples, ...}})")
@@ -118,22 +134,40 @@ def _sample_indices(n: int, k: int, rng: random.Random) -> list[int]:
     return sorted(rng.sample(range(n), k)) if k < n else list(range(n))
 
 
-def cap_categories(conversations: Sequence[dict], cap: int, *, seed: int, source: str) -> list[dict]:
-    """At most ``cap`` conversations of each category, drawn at random (input order kept)."""
-    by_category: dict[str, list[int]] = {}
+def language_of(conversation: Mapping[str, Any]) -> str:
+    """The conversation's language group (``documents.language_group`` of its metadata)."""
+    from lmforge.data.documents import language_group
+
+    return language_group(conversation.get("metadata") or {})
+
+
+def _cap_by(conversations: Sequence[dict], cap: int, key: Any, *, seed: int, source: str, what: str) -> list[dict]:
+    groups: dict[str, list[int]] = {}
     for i, conv in enumerate(conversations):
-        by_category.setdefault(category_of(conv), []).append(i)
+        groups.setdefault(key(conv), []).append(i)
     keep: list[int] = []
-    for category, indices in by_category.items():
-        rng = random.Random(f"{seed}:{source}:category:{category}")
+    for name, indices in groups.items():
+        rng = random.Random(f"{seed}:{source}:{what}:{name}")
         keep += [indices[j] for j in _sample_indices(len(indices), cap, rng)]
     return [conversations[i] for i in sorted(keep)]
+
+
+def cap_categories(conversations: Sequence[dict], cap: int, *, seed: int, source: str) -> list[dict]:
+    """At most ``cap`` conversations of each category, drawn at random (input order kept)."""
+    return _cap_by(conversations, cap, category_of, seed=seed, source=source, what="category")
+
+
+def cap_languages(conversations: Sequence[dict], cap: int, *, seed: int, source: str) -> list[dict]:
+    """At most ``cap`` conversations of each language group, drawn at random (input order kept)."""
+    return _cap_by(conversations, cap, language_of, seed=seed, source=source, what="language")
 
 
 def sample_source(conversations: Sequence[dict], spec: SourceSpec, *, seed: int,
                   default_weight: float = 1.0) -> tuple[list[dict], dict[str, Any]]:
     """The conversations this source contributes, and how many there were at each step."""
     pool = list(conversations)
+    if spec.per_language_cap is not None:
+        pool = cap_languages(pool, spec.per_language_cap, seed=seed, source=spec.name)
     if spec.per_category_cap is not None:
         pool = cap_categories(pool, spec.per_category_cap, seed=seed, source=spec.name)
     rng = random.Random(f"{seed}:{spec.name}")
@@ -147,9 +181,11 @@ def sample_source(conversations: Sequence[dict], spec: SourceSpec, *, seed: int,
         extra = round((weight - whole) * n)
         selected = pool * whole + [pool[i] for i in _sample_indices(n, extra, rng)]
     categories = Counter(metric_key(category_of(c)) for c in selected)
+    languages = Counter(metric_key(language_of(c)) for c in selected)
     info = {"available": len(conversations), "after_category_cap": n, "selected": len(selected),
             "weight": weight, "max_samples": spec.max_samples, "per_category_cap": spec.per_category_cap,
-            "categories": dict(sorted(categories.items()))}
+            "per_language_cap": spec.per_language_cap, "categories": dict(sorted(categories.items())),
+            "languages": dict(sorted(languages.items()))}
     return selected, info
 
 
@@ -185,7 +221,10 @@ def build_mix(specs: Sequence[SourceSpec], builtin: Mapping[str, Sequence[dict]]
     total = len(mixed)
     for info in sources.values():
         info["share"] = info["selected"] / total if total else 0.0
-    realised = {"seed": seed, "conversations": total, "quarantined": len(quarantine), "sources": sources}
+    by_category = Counter(metric_key(category_of(c)) for c in mixed)
+    by_language = Counter(metric_key(language_of(c)) for c in mixed)
+    realised = {"seed": seed, "conversations": total, "quarantined": len(quarantine), "sources": sources,
+                "by_category": dict(sorted(by_category.items())), "by_language": dict(sorted(by_language.items()))}
     logger.info("sft mix (seed %d): %d conversations: %s", seed, total,
                 ", ".join(f"{name} {info['selected']} ({info['share']:.1%})" for name, info in sources.items()))
     return mixed, quarantine, realised

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lmforge.data.chat_config import ChatSourcesConfig
 from lmforge.data.identity import IdentityConfig
 from lmforge.data.instructions import InstructionConfig
 from lmforge.data.sft_mix import SourceSpec, parse_sources
@@ -60,8 +61,11 @@ class SftConfig:
     data: InstructionConfig = field(default_factory=InstructionConfig)
     # Who the assistant says it is: the ``identity`` source (its default weight is ``identity.repeat``).
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    # The real chat sources (translation, dialogue, faq) read from the source cache (``lmforge.data.sft_sources``).
+    chat: ChatSourcesConfig = field(default_factory=ChatSourcesConfig)
     # The training mix, concatenated in this order (``lmforge.data.sft_mix``): the built-in sources
-    # and your own files, each with a weight or a cap. Default: corpus_instructions + identity.
+    # and your own files, each with a weight or a cap. Default: ``sft_mix.DEFAULT_SOURCES`` (translation,
+    # dialogue, faq, code capped at 500 per category, balanced per language, plus identity).
     sources: list[SourceSpec] = field(default_factory=lambda: parse_sources(None))
     # Seed of every random choice of the mix.
     mix_seed: int = 0

@@ -21,23 +21,31 @@ def build_sft_config(params: dict[str, Any]) -> SftConfig:
 
 
 def build_conversations(clean_documents: dict[str, Any], config: SftConfig) -> tuple[list, list, list, dict]:
-    """The training mix (``sft.sources``), the held-out corpus pairs, quarantined records and stats.
+    """The training mix (``sft.sources``), the held-out conversations of every category, quarantined
+    records and stats.
 
-    The default mix: instruction pairs from the corpus (train split, by document) plus the identity
-    conversations; the realised mix is in ``stats["mix"]``.
+    The default mix: real translation, dialogue and FAQ conversations from the source cache
+    (``sft.chat.source_cache``), instruction pairs from the corpus (train split, by document) and the
+    identity conversations; the realised mix is in ``stats["mix"]``.
     """
     from lmforge.data.documents import Document, iter_records
     from lmforge.data.identity import build_identity_conversations
     from lmforge.data.instructions import build_instruction_pairs
     from lmforge.data.sft_mix import build_mix
+    from lmforge.data.sft_sources import build_chat_sources
 
+    names = [spec.name for spec in config.sources]
+    chat_train, chat_validation, quarantine, chat_stats = build_chat_sources(names, config.chat)
     docs = (Document.from_dict(r) for r in iter_records(clean_documents))
     splits, stats = build_instruction_pairs(docs, config.data)
     identity = build_identity_conversations(config.identity)
-    train, quarantine, mix = build_mix(config.sources, {"corpus_instructions": splits["train"], "identity": identity},
-                                       seed=config.mix_seed, default_weights={"identity": config.identity.repeat})
-    return train, splits["validation"], quarantine, {**stats, "identity_conversations": len(identity),
-                                                     "train_conversations": len(train), "mix": mix}
+    train, mix_quarantine, mix = build_mix(config.sources, {"corpus_instructions": splits["train"],
+                                                            "identity": identity, **chat_train},
+                                           seed=config.mix_seed, default_weights={"identity": config.identity.repeat})
+    validation = [{**c, "source": "corpus_instructions"} for c in splits["validation"]] + chat_validation
+    return train, validation, quarantine + mix_quarantine, {
+        **stats, "identity_conversations": len(identity), "train_conversations": len(train),
+        "validation_conversations": len(validation), "chat_sources": chat_stats, "mix": mix}
 
 
 def tokenize_conversations(conversations: list[dict], pretrain_checkpoint: str, tokenizer: str, stats: dict,
