@@ -127,6 +127,16 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     bad["speed"]["round"] = 3
     with pytest.raises(ValueError, match="evaluation.speed.round"):
         evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, bad, sft, {})
+    seen.clear()  # the per-language scores read the tokenizer stage's validation documents, metadata and all
+    from lmforge.data.splits import assign_split
+
+    docs = [{"id": f"d{i}", "text": f"text {i}", "metadata": {"language_group": ("zh", "code")[i % 2]}} for i in range(60)]
+    shard_params = {"validation_fraction": 0.2, "split_seed": 7}
+    evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {"s0": docs[:30], "s1": docs[30:]}, [], {},
+                    params, sft, shard_params)
+    held_out = list(seen[0][0][1].validation_documents())
+    assert held_out == [d for d in docs if assign_split(d["id"], 0.2, 7) == "validation"] and 0 < len(held_out) < 60
+    assert list(seen[0][0][1].validation_texts()) == [d["text"] for d in held_out]  # the same split as the blocks'
     seen.clear()  # sft.base_model names the base model (the pretrain checkpoint is then not read)
     evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, params,
                     {**sft, "base_model": "/models/qwen"}, {})

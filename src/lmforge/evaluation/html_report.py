@@ -165,11 +165,9 @@ def per_language_html(metrics: Mapping[str, float], translations: Mapping[str, S
     """Bits per byte per language group, translation chrF/BLEU per direction, the identity probe per language."""
     from lmforge.evaluation.translation import bleu_tokenize
 
-    def keys(pattern_prefix: str, suffix: str) -> list[str]:
-        found = {k.split(".")[-2] for k in metrics
-                 if k.startswith(("base." + pattern_prefix, "sft." + pattern_prefix)) and k.endswith("." + suffix)
-                 and k.count(".") == pattern_prefix.count(".") + 2}
-        return sorted(found)
+    def keys(prefix: str, suffix: str) -> list[str]:  # the <group> of base/sft.<prefix><group>.<suffix>
+        return sorted({k.split(".")[-2] for k in metrics if k.startswith(("base." + prefix, "sft." + prefix))
+                       and k.endswith("." + suffix) and k.count(".") == prefix.count(".") + 2})
 
     parts = []
     groups = keys("heldout.by_language.", "bits_per_byte")
