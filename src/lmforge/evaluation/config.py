@@ -63,7 +63,7 @@ class ByLanguageConfig:
     """Score the groups at all."""
     languages: list[str] = field(default_factory=lambda: ["en", "zh", "ja", "code"])
     """Groups scored (``lmforge.data.documents.language_group`` of each document's metadata); others are left out."""
-    max_chars: int = 2000
+    max_chars: int = 1500
     """Characters of validation text per group (the same text for every model; more: less noise, more time)."""
     seq_len: int = 256
     """Longest piece a document is cut into (capped by the model's context)."""
@@ -77,8 +77,8 @@ class TranslationConfig:
     """Translate at all (needs records of category ``translation`` in sft_validation_conversations)."""
     max_pairs_per_direction: int = 8
     """Pairs translated per direction (en_zh, en_ja, zh_en, ja_en), the first in input order."""
-    max_new_tokens: int = 64
-    """Tokens generated per translation."""
+    max_new_tokens: int = 48
+    """Tokens generated per translation (a longer reference is scored against a cut hypothesis, for both models)."""
     batch_size: int = 8
     """Prompts generated together (faster; padding can change float rounding, so 1 = each prompt alone)."""
 
