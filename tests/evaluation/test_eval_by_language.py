@@ -90,3 +90,6 @@ def test_a_random_model_scores_each_group_apart(tiny_model, tiny_tokenizer):
         assert math.isfinite(metrics["bits_per_byte"])
         assert metrics["bits_per_byte"] == pytest.approx(metrics["bits_per_token"] * metrics["tokens"] / metrics["bytes"])
     assert scores["code"]["documents"] == 3 and scores["zh"]["chars"] == len(ZH)
+    # a group with no text to score (one token: nothing after the context) is left out, not a failed stage
+    assert score_by_language(tiny_model, tiny_tokenizer, {"en": ["a"], "zh": [ZH]}, token_bytes=token_bytes, seq_len=64,
+                             pad_id=tiny_tokenizer.pad_token_id).keys() == {"zh"}

@@ -93,8 +93,9 @@ def score_by_language(model: Any, tokenizer: Any, texts: Mapping[str, Sequence[s
     results: dict[str, dict[str, float]] = {}
     for group, group_texts in texts.items():
         pieces = encode_pieces(group_texts, tokenizer, seq_len=seq_len)
-        if not pieces:
-            logger.warning("per-language held-out: %s gives no piece of 2 tokens; left out", group)
+        if not sum(int(token_bytes[p[1:]].sum()) for p in map(np.asarray, pieces)):
+            logger.warning("per-language held-out: %s has no scored text (no byte after the first token); left out",
+                           group)
             continue
         metrics = evaluate_masked_perplexity(model, [(p, p) for p in pieces], batch_size=batch_size, pad_id=pad_id,
                                              token_bytes=token_bytes)
