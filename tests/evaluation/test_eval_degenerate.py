@@ -175,7 +175,7 @@ def test_token_f1_clips_repeated_tokens_to_their_count_in_the_reference():
 def test_identity_probe_of_degenerate_answers_is_zero(degenerate_answers, kind):
     metrics, records = run_identity_probe(degenerate_answers[kind], NAME, DEV)
     assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (0.0, 0.0, 0.0), records
-    assert metrics["recall_en"] == metrics["recall_zh"] == 0.0
+    assert metrics["by_language.en.recall"] == metrics["by_language.zh.recall"] == 0.0
 
 
 @pytest.mark.parametrize("answer", [

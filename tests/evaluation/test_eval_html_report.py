@@ -179,3 +179,31 @@ def test_report_shows_verdicts_samples_and_the_gate(tmp_path):
 def test_report_without_generations_says_so():
     _, _, page = build_evaluation_report(model_metrics(), OPERATIONS, CURVES)
     assert "No sample generations" in page and "<h2>Verdicts: SFT against base</h2>" in page
+
+
+def test_report_shows_the_per_language_scores_and_every_translation():
+    model = model_metrics()
+    for name, (bpb, chrf, recall) in {"base": (3.1, 12.0, 0.0), "sft": (2.4, 31.5, 0.8)}.items():
+        model.update({f"{name}.heldout.by_language.zh.bits_per_byte": bpb, f"{name}.heldout.by_language.zh.bytes": 900.0,
+                      f"{name}.heldout.by_language.zh.documents": 3.0,
+                      f"{name}.heldout.by_language.code.bits_per_byte": 1.5,
+                      f"{name}.translation.en_zh.chrf": chrf, f"{name}.translation.en_zh.bleu": chrf / 2,
+                      f"{name}.translation.en_zh.pairs": 1.0, f"{name}.translation.ja_en.chrf": chrf / 3,
+                      f"{name}.identity.by_language.zh.recall": recall, f"{name}.identity.by_language.en.recall": 0.5})
+    record = {"direction": "en_zh", "pair_id": "p1", "prompt": "Translate: <Save>", "reference": "保存",
+              "chrf": 100.0}
+    generations = {"base.translation": [{**record, "hypothesis": "Save <b>", "chrf": 3.0}],
+                   "sft.translation": [{**record, "hypothesis": "保存"}]}
+    metrics, _, page = build_evaluation_report(model, OPERATIONS, CURVES, generations=generations)
+    section = page.split("<h2>Per language</h2>")[1].split("<h2>")[0]
+    assert "<tr><td>zh</td><td class='num'>3.1</td><td class='num'>2.4</td><td class='num'>-0.7</td>" in section
+    assert "<tr><td>code</td>" in section
+    assert "<td>en &rarr; zh</td><td class='num'>12.0</td><td class='num'>31.5</td><td class='num'>+19.5</td>" in section
+    assert "<td>ja &rarr; en</td>" in section and "<td>zh</td></tr>" in section  # en->zh BLEU on the zh tokenizer
+    identity = section.split("Identity probe per language")[1]
+    assert "<tr><td>zh</td>" + "<td class='num'>&mdash;</td>" * 3 + ("<td class='num'>0.00</td><td class='num'>0.80"
+                                                                      "</td><td class='num'>+0.80</td>") in identity
+    assert "1 translated pairs" in section and "Save &lt;b&gt;" in section and "Translate: &lt;Save&gt;" in section
+    assert metrics["sft.translation.en_zh.chrf"] == 31.5  # the flat keys reach evaluation.json (and MLflow)
+    _, _, bare = build_evaluation_report(model_metrics(), OPERATIONS, CURVES)
+    assert "No per-language held-out scores" in bare and "No translation scores" in bare

@@ -80,6 +80,34 @@ def test_precision_recall_f1_by_hand():
     assert score_identity([r("direct", False), r("control", False)])["f1"] == 0.0
 
 
+def test_scores_per_language_are_computed_on_that_language_alone():
+    """A model that names itself in English only: English P/R/F1 1.0, Chinese recall 0, overall in between."""
+    def r(lang, kind, claims):
+        return IdentityProbeResult(lang, kind, "q", "a", claims)
+
+    results = [r("en", "direct", True), r("en", "foreign", True), r("en", "control", False),
+               r("zh", "direct", False), r("zh", "foreign", False), r("zh", "direct", True), r("zh", "control", True)]
+    m = score_identity(results)
+    assert (m["by_language.en.precision"], m["by_language.en.recall"], m["by_language.en.f1"]) == (1.0, 1.0, 1.0)
+    assert (m["by_language.zh.tp"], m["by_language.zh.fp"], m["by_language.zh.fn"], m["by_language.zh.tn"]) == (1, 1, 2, 0)
+    assert m["by_language.zh.precision"] == pytest.approx(1 / 2)
+    assert m["by_language.zh.recall"] == pytest.approx(1 / 3)
+    assert m["by_language.zh.f1"] == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
+    assert m["recall"] == pytest.approx(3 / 5) and m["tp"] == m["by_language.en.tp"] + m["by_language.zh.tp"]
+
+
+def test_the_probe_reports_english_and_chinese_separately():
+    def english_only(questions):
+        zh = {q for lang, _, q in QUESTIONS if lang == "zh"}
+        control = {q for _, kind, q in QUESTIONS if kind == "control"}
+        return ["..." if q in zh or q in control else "I am Forge." for q in questions]
+
+    metrics, _ = run_identity_probe(english_only, NAME, DEV)
+    assert metrics["by_language.en.recall"] == metrics["by_language.en.precision"] == 1.0
+    assert metrics["by_language.zh.recall"] == metrics["by_language.zh.f1"] == 0.0
+    assert metrics["by_language.en.tp"] == sum(lang == "en" and kind != "control" for lang, kind, _ in QUESTIONS)
+
+
 def test_run_identity_probe_with_a_model_that_always_claims_the_identity():
     metrics, records = run_identity_probe(lambda qs: ["I am Forge."] * len(qs), NAME, DEV)
     n_identity = sum(kind != "control" for _, kind, _ in QUESTIONS)
@@ -178,7 +206,7 @@ def test_gibberish_model_scores_zero_and_a_perfect_model_scores_one():
 
     metrics, _ = run_identity_probe(perfect, NAME, DEV)
     assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (1.0, 1.0, 1.0)
-    assert metrics["recall_en"] == metrics["recall_zh"] == 1.0
+    assert metrics["by_language.en.recall"] == metrics["by_language.zh.recall"] == 1.0
 
 
 def test_saved_generations_can_be_rescored():

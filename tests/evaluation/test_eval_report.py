@@ -56,3 +56,23 @@ def test_flatten_converts_scalars_and_drops_non_numbers():
         prefix="sft",
     )
     assert flat == {"sft.a.b": 1.5, "sft.a.c": 2.0}
+
+
+def test_per_language_results_get_flat_keys_and_sft_minus_base_deltas():
+    def model(zh_bpb, chrf, recall_zh):
+        heldout = {**metrics(2.0, 100), "by_language": {"zh": {"bits_per_byte": zh_bpb, "bytes": 900.0},
+                                                         "code": {"bits_per_byte": 1.5, "bytes": 400.0}}}
+        return {"heldout": heldout,
+                "translation": {"pairs": 2.0, "skipped_long_prompt": 0.0,
+                                "en_zh": {"chrf": chrf, "bleu": chrf / 2, "pairs": 2.0}},
+                "identity": {"recall": 0.5, "by_language.zh.recall": recall_zh}}
+
+    summary = summarize_evaluation(model(3.0, 10.0, 0.0), model(2.5, 30.0, 0.75))
+    assert summary["sft.heldout.by_language.zh.bits_per_byte"] == 2.5
+    assert summary["base.translation.en_zh.chrf"] == 10.0 and summary["sft.translation.en_zh.bleu"] == 15.0
+    assert summary["sft.identity.by_language.zh.recall"] == 0.75
+    assert summary["heldout.by_language.zh.bits_per_byte_delta"] == pytest.approx(-0.5)
+    assert summary["heldout.by_language.code.bits_per_byte_delta"] == 0.0
+    assert summary["translation.en_zh.chrf_delta"] == 20.0 and summary["translation.en_zh.bleu_delta"] == 10.0
+    assert summary["heldout.perplexity_ratio"] == 1.0  # the existing comparisons are unchanged
+    assert not any(k.startswith("translation.pairs") for k in summary)  # counts are no group

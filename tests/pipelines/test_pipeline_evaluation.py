@@ -20,6 +20,41 @@ SEED_NAMES = ("training speed (time per epoch)", "inference speed (requests per 
               "restart count", "error rate", "response time (ms)", "user satisfaction")
 
 
+ZH_TEXTS = ("单击保存按钮以保存当前文档。打开文件菜单，然后选择打印。", "这个函数返回列表中所有数字的和。")
+
+
+def _translation(src, tgt, text, reference, pair_id):
+    return {"messages": [{"role": "user", "content": f"Translate into {tgt}: {text}"},
+                         {"role": "assistant", "content": reference}],
+            "source": "libreoffice-help", "category": "translation",
+            "metadata": {"src_lang": src, "tgt_lang": tgt, "pair_id": pair_id}}
+
+
+TRANSLATION_PAIRS = [_translation("en", "zh", "Click Save.", "单击保存。", "p1"),
+                     _translation("zh", "en", "单击保存。", "Click Save.", "p1"),
+                     _translation("en", "ja", "Click Save.", "保存をクリックします。", "p1"),
+                     _translation("ja", "en", "保存をクリックします。", "Click Save.", "p1"),
+                     _translation("en", "zh", "Open the file.", "打开文件。", "p2"),
+                     _translation("en", "zh", "Close the file.", "关闭文件。", "p3")]  # over the cap of 2
+"""Held-out translation records as the SFT data writes them (the sft_validation_conversations contract)."""
+
+
+def _with_language_groups(documents, shard_params):
+    """The chain's code documents declared as code, plus Chinese documents in the validation split."""
+    from lmforge.data.splits import assign_split
+
+    shards = {name: [{**r, "metadata": {**r.get("metadata", {}), "language_group": "code"}} for r in records]
+              for name, records in documents.items()}
+    split = {f"zh-{i}": assign_split(f"zh-{i}", shard_params["validation_fraction"], shard_params["split_seed"])
+             for i in range(200)}
+    held_out = [doc_id for doc_id, name in split.items() if name == "validation"][: len(ZH_TEXTS)]
+    train = next(doc_id for doc_id, name in split.items() if name == "train")
+    shards["shard-zh"] = [{"id": doc_id, "text": text, "source": "manpages-zh",
+                           "metadata": {"language_group": "zh", "license": "GPL-2.0"}}
+                          for doc_id, text in [*zip(held_out, ZH_TEXTS, strict=True), (train, "训练文档不参与评估。")]]
+    return shards, held_out
+
+
 def _params(project_root):
     return copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())[
         "evaluation"])
@@ -92,6 +127,16 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     bad["speed"]["round"] = 3
     with pytest.raises(ValueError, match="evaluation.speed.round"):
         evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, bad, sft, {})
+    seen.clear()  # the per-language scores read the tokenizer stage's validation documents, metadata and all
+    from lmforge.data.splits import assign_split
+
+    docs = [{"id": f"d{i}", "text": f"text {i}", "metadata": {"language_group": ("zh", "code")[i % 2]}} for i in range(60)]
+    shard_params = {"validation_fraction": 0.2, "split_seed": 7}
+    evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {"s0": docs[:30], "s1": docs[30:]}, [], {},
+                    params, sft, shard_params)
+    held_out = list(seen[0][0][1].validation_documents())
+    assert held_out == [d for d in docs if assign_split(d["id"], 0.2, 7) == "validation"] and 0 < len(held_out) < 60
+    assert list(seen[0][0][1].validation_texts()) == [d["text"] for d in held_out]  # the same split as the blocks'
     seen.clear()  # sft.base_model names the base model (the pretrain checkpoint is then not read)
     evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, params,
                     {**sft, "base_model": "/models/qwen"}, {})
@@ -113,15 +158,19 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     params["generation"]["max_new_tokens"] = 6
     params["humaneval"].update(n_problems=3, max_new_tokens=8)
     params["identity_probe"]["max_new_tokens"] = 8
+    params["by_language"].update(max_chars=600, seq_len=64)
+    params["translation"].update(max_pairs_per_direction=2, max_new_tokens=8)
     prompts = params["generation"]["prompts"]
+    documents, zh_ids = _with_language_groups(chain_documents, chain_tokenizer_params["shards"])
+    conversations = chain_conversations["validation"] + TRANSLATION_PAIRS
     catalog = DataCatalog({
         "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
         "sft_checkpoint": ArtifactDirectory(chain_sft[0]),
         "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
         "token_shards": ArtifactDirectory(chain_token_shards),
         "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens"), missing_ok=True),
-        "clean_documents": MemoryDataset(chain_documents),
-        "sft_validation_conversations": MemoryDataset(chain_conversations["validation"]),
+        "clean_documents": MemoryDataset(documents),
+        "sft_validation_conversations": MemoryDataset(conversations),
         "template_audit_sft": MemoryDataset(training_audit(ChatTokenizer.load(chain_tokenizer_dir))),
         "params:evaluation": MemoryDataset(params),
         "params:sft": MemoryDataset(chain_sft_params),
@@ -169,8 +218,29 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     assert math.isclose(metrics["sft_pairs.loss_delta"],
                         metrics["sft.sft_pairs.loss"] - metrics["base.sft_pairs.loss"], rel_tol=1e-9)
 
+    # per language: the validation documents by language_group (code, and Chinese ones added to the corpus)
+    for model in ("base", "sft"):
+        for group in ("code", "zh"):
+            assert math.isfinite(metrics[f"{model}.heldout.by_language.{group}.bits_per_byte"])
+        assert metrics[f"{model}.heldout.by_language.zh.documents"] == len(zh_ids)
+        assert not any(k.startswith((f"{model}.heldout.by_language.en.", f"{model}.heldout.by_language.ja."))
+                       for k in metrics)  # no validation document of those groups here: absent, not 0
+        for direction in ("en_zh", "zh_en", "en_ja", "ja_en"):
+            assert 0.0 <= metrics[f"{model}.translation.{direction}.chrf"] <= 100.0
+            assert metrics[f"{model}.translation.{direction}.pairs"] == (2.0 if direction == "en_zh" else 1.0)
+        for lang in ("en", "zh"):
+            for name in ("precision", "recall", "f1"):
+                assert 0.0 <= metrics[f"{model}.identity.by_language.{lang}.{name}"] <= 1.0
+        assert len(generations[f"{model}.translation"]) == 5
+    # the same text for both models: the bytes agree, and the SFT - base differences are written
+    assert metrics["base.heldout.by_language.zh.bytes"] == metrics["sft.heldout.by_language.zh.bytes"] > 0
+    assert "heldout.by_language.code.bits_per_byte_delta" in metrics and "translation.en_zh.chrf_delta" in metrics
+    section = page.split("<h2>Per language</h2>")[1].split("<h2>")[0]
+    assert "<tr><td>zh</td>" in section and "<td>en &rarr; zh</td>" in section and "translated pairs" in section
+
     assert set(generations) == {"base", "sft", "base.humaneval", "sft.humaneval", "base.identity_probe",
-                                "sft.identity_probe", "base.heldout_pairs", "sft.heldout_pairs"}
+                                "sft.identity_probe", "base.heldout_pairs", "sft.heldout_pairs",
+                                "base.translation", "sft.translation"}
     assert len(generations["sft.identity_probe"]) == metrics["sft.identity.tp"] + metrics["sft.identity.fp"] + \
         metrics["sft.identity.fn"] + metrics["sft.identity.tn"]
     for samples in (generations["base"], generations["sft"]):

@@ -56,6 +56,34 @@ class HeldoutPairsConfig:
 
 
 @dataclass
+class ByLanguageConfig:
+    """Perplexity and bits per byte per language group on the validation documents (lmforge.evaluation.by_language)."""
+
+    enabled: bool = True
+    """Score the groups at all."""
+    languages: list[str] = field(default_factory=lambda: ["en", "zh", "ja", "code"])
+    """Groups scored (``lmforge.data.documents.language_group`` of each document's metadata); others are left out."""
+    max_chars: int = 1500
+    """Characters of validation text per group (the same text for every model; more: less noise, more time)."""
+    seq_len: int = 256
+    """Longest piece a document is cut into (capped by the model's context)."""
+
+
+@dataclass
+class TranslationConfig:
+    """chrF and BLEU (sacrebleu) of greedy translations of held-out pairs, per direction (lmforge.evaluation.translation)."""
+
+    enabled: bool = True
+    """Translate at all (needs records of category ``translation`` in sft_validation_conversations)."""
+    max_pairs_per_direction: int = 8
+    """Pairs translated per direction (en_zh, en_ja, zh_en, ja_en), the first in input order."""
+    max_new_tokens: int = 48
+    """Tokens generated per translation (a longer reference is scored against a cut hypothesis, for both models)."""
+    batch_size: int = 8
+    """Prompts generated together (faster; padding can change float rounding, so 1 = each prompt alone)."""
+
+
+@dataclass
 class SpeedConfig:
     """Generation speed of the SFT model on held-out prompts (lmforge.evaluation.speed: both engines)."""
 
@@ -111,6 +139,10 @@ class EvaluationConfig:
     """The identity probe."""
     heldout_pairs: HeldoutPairsConfig = field(default_factory=HeldoutPairsConfig)
     """Exact match / token F1 on held-out instruction pairs."""
+    by_language: ByLanguageConfig = field(default_factory=ByLanguageConfig)
+    """Bits per byte per language group (en, zh, ja, code)."""
+    translation: TranslationConfig = field(default_factory=TranslationConfig)
+    """Translation chrF / BLEU per direction."""
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     """Generation speed of the SFT model."""
     operations: OperationsConfig = field(default_factory=OperationsConfig)

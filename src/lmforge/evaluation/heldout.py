@@ -69,6 +69,8 @@ class HeldoutSources:
     """Shard folders of other tokenizers (the pretrain stage's after continued pretraining)."""
     validation_texts: Callable[[], Iterable[str]] | None = None
     """The held-out validation documents' texts, for a tokenizer no shards were made with."""
+    validation_documents: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+    """The held-out validation documents as records (``text`` and ``metadata``), for the per-language scores."""
     seq_len: int = 256
     """Block length of blocks encoded from ``validation_texts`` (capped by the model's context)."""
 

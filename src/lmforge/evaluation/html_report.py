@@ -1,7 +1,9 @@
 """The evaluation report: one self-contained HTML file (no CDN, no script), plots as inline PNG.
 
 Sections: the verdicts of SFT against base (better / worse / within noise, the noise estimate and how
-it was made: ``lmforge.evaluation.verdicts``; regressions red, improvements green, noise grey), where
+it was made: ``lmforge.evaluation.verdicts``; regressions red, improvements green, noise grey), the
+per-language scores (bits per byte per group, translation chrF/BLEU per direction with every translated
+pair, identity P/R/F1 in English and Chinese), where
 the quality gate's decision is made and recorded, sample generations of every model side by side
 (``{model: records}``: an aligned model is one more column) and the identity probe's answers, all
 model text HTML-escaped; training loss curves (``data/08_reporting/<stage>_loss.json``), base vs SFT metric bars,
@@ -59,15 +61,18 @@ def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping
                       not_measured: Mapping[str, str], loss_curves: Mapping[str, Sequence[Mapping[str, Any]]],
                       *, title: str = "lmforge evaluation", verdicts: Sequence[Verdict] = (),
                       samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                      identity_answers: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> str:
+                      identity_answers: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                      translations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> str:
     """The report as one HTML string (see the module docstring).
 
     ``samples`` is ``{model: [{"prompt", "completion", "new_tokens"}]}`` (generations.json's per-model
-    lists, same prompts in the same order), ``identity_answers`` ``{model: identity probe records}``.
+    lists, same prompts in the same order), ``identity_answers`` ``{model: identity probe records}``,
+    ``translations`` ``{model: translation records}`` (``lmforge.evaluation.translation``).
     """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>"]
     parts.append("<h2>Verdicts: SFT against base</h2>" + verdicts_html(verdicts))
+    parts.append("<h2>Per language</h2>" + per_language_html(metrics, translations or {}))
     parts.append("<h2>Quality gate</h2>" + GATE_NOTE)
     parts.append("<h2>Sample generations</h2>" + samples_html(samples or {}))
     if identity_answers:
@@ -146,6 +151,81 @@ def verdicts_html(verdicts: Sequence[Verdict]) -> str:
             f"the resample, take the spread of the difference. Within noise: |difference| &le; {NOISE_Z:g} SE (about a "
             "95% interval). Perplexity is judged on the loss difference (perplexity = exp(loss)), bits per byte on the "
             f"same difference in its unit.</small></p><ul><small>{methods}</small></ul>")
+
+
+def _model_cells(metrics: Mapping[str, float], key: str, *, digits: str = ".4g") -> str:
+    """Base, SFT and SFT - base of ``<model>.<key>`` as table cells (a dash where absent)."""
+    base, sft = metrics.get(f"base.{key}"), metrics.get(f"sft.{key}")
+    cells = [f"{v:{digits}}" if v is not None else "&mdash;" for v in (base, sft)]
+    cells.append(f"{sft - base:+{digits}}" if base is not None and sft is not None else "&mdash;")
+    return "".join(f"<td class='num'>{c}</td>" for c in cells)
+
+
+def per_language_html(metrics: Mapping[str, float], translations: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Bits per byte per language group, translation chrF/BLEU per direction, the identity probe per language."""
+    from lmforge.evaluation.translation import bleu_tokenize
+
+    def keys(prefix: str, suffix: str) -> list[str]:  # the <group> of base/sft.<prefix><group>.<suffix>
+        return sorted({k.split(".")[-2] for k in metrics if k.startswith(("base." + prefix, "sft." + prefix))
+                       and k.endswith("." + suffix) and k.count(".") == prefix.count(".") + 2})
+
+    parts = []
+    groups = keys("heldout.by_language.", "bits_per_byte")
+    if groups:
+        rows = "".join(f"<tr><td>{_e(g)}</td>{_model_cells(metrics, f'heldout.by_language.{g}.bits_per_byte')}"
+                       f"<td class='num'>{_fmt(metrics.get(f'sft.heldout.by_language.{g}.bytes', 0.0))}</td>"
+                       f"<td class='num'>{_fmt(metrics.get(f'sft.heldout.by_language.{g}.documents', 0.0))}</td></tr>"
+                       for g in groups)
+        parts.append("<h3>Held-out bits per byte, lower is better</h3><table><tr><th>group</th><th>base</th><th>SFT</th>"
+                     "<th>SFT &minus; base</th><th>bytes</th><th>documents</th></tr>" + rows + "</table><p><small>The "
+                     "tokenizer stage's validation documents grouped by <code>language_group</code> of their metadata, "
+                     "the same text for both models (<code>evaluation.by_language</code>); bits per byte does not depend "
+                     "on the tokenizer.</small></p>")
+    else:
+        parts.append("<p>No per-language held-out scores (evaluation.by_language off, or no validation document of "
+                     "the groups asked for).</p>")
+    directions = keys("translation.", "chrf")
+    if directions:
+        rows = "".join(f"<tr><td>{' &rarr; '.join(_e(x) for x in d.split('_', 1))}</td>{_model_cells(metrics, f'translation.{d}.chrf', digits='.1f')}"
+                       f"{_model_cells(metrics, f'translation.{d}.bleu', digits='.1f')}"
+                       f"<td class='num'>{_fmt(metrics.get(f'sft.translation.{d}.pairs', 0.0))}</td>"
+                       f"<td>{_e(bleu_tokenize(d.split('_', 1)[1]))}</td></tr>" for d in directions)
+        parts.append("<h3>Translation (held-out pairs), higher is better</h3><table><tr><th>direction</th>"
+                     "<th>chrF base</th><th>chrF SFT</th><th>&Delta;</th><th>BLEU base</th><th>BLEU SFT</th><th>&Delta;</th>"
+                     "<th>pairs</th><th>BLEU tokenizer</th></tr>" + rows + "</table>"
+                     "<p><small>sacrebleu, corpus level, greedy translations through the chat template "
+                     "(<code>evaluation.translation</code>). Japanese BLEU counts characters (<code>char</code>): "
+                     "compare it only with itself.</small></p>")
+        parts.append(translations_html(translations))
+    else:
+        parts.append("<p>No translation scores (evaluation.translation off, or no held-out record of category "
+                     "translation).</p>")
+    langs = keys("identity.by_language.", "recall")
+    if langs:
+        rows = "".join(f"<tr><td>{_e(lang)}</td>" + "".join(_model_cells(metrics, f"identity.by_language.{lang}.{m}",
+                                                                          digits=".2f")
+                                                         for m in ("precision", "recall", "f1")) + "</tr>"
+                       for lang in langs)
+        parts.append("<h3>Identity probe per language</h3><table><tr><th>language</th>"
+                     + "".join(f"<th>{m} base</th><th>{m} SFT</th><th>&Delta;</th>" for m in ("precision", "recall", "F1"))
+                     + "</tr>" + rows + "</table>")
+    return "".join(parts)
+
+
+def translations_html(translations: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Every translated pair with each model's translation and its sentence chrF, folded."""
+    models = [m for m, records in translations.items() if records]
+    if not models:
+        return ""
+    head = "".join(f"<th>{_e(m)}</th>" for m in models)
+    rows = []
+    for i, record in enumerate(translations[models[0]]):
+        cells = "".join(f"<td>{_text(r.get('hypothesis', ''))}<small>chrF {float(r.get('chrf', 0.0)):.1f}</small></td>"
+                        for r in (translations[m][i] if i < len(translations[m]) else {} for m in models))
+        rows.append(f"<tr><td>{_e(record.get('direction', ''))}</td><td><pre>{_e(record.get('prompt', ''))}</pre></td>"
+                    f"<td><pre>{_e(record.get('reference', ''))}</pre></td>{cells}</tr>")
+    return (f"<details><summary>{len(rows)} translated pairs</summary><table><tr><th>direction</th><th>prompt</th>"
+            f"<th>reference</th>{head}</tr>" + "".join(rows) + "</table></details>")
 
 
 def samples_html(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:

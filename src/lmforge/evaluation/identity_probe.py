@@ -29,6 +29,10 @@ identity", with the **positive class = the questions where claiming it is correc
   accepting the foreign identity);
 - precision = TP / (TP + FP), recall = TP / (TP + FN), F1 = their harmonic mean (0 when both are 0).
 
+The same scores per question language (``by_language.en.*``, ``by_language.zh.*``: 12 identity and 6 control
+questions in English, 10 and 4 in Chinese), so that a model that names itself in one
+language only is seen (the flat metric keys become ``<model>.identity.by_language.zh.recall``).
+
 The per-question records (``<model>.identity_probe`` in data/08_reporting/generations.json) keep the
 question, the answer and the decision with its reason, so a saved run can be re-scored with a changed
 rule without generating again: :func:`rescore_generations`.
@@ -111,7 +115,17 @@ class IdentityProbeResult:
 
 
 def score_identity(results: Sequence[IdentityProbeResult]) -> dict[str, float]:
-    """Precision, recall, F1 and the confusion counts (positive class: ``direct`` + ``foreign``)."""
+    """Precision, recall, F1 and the confusion counts (positive class: ``direct`` + ``foreign``), over all
+    questions and per question language: ``by_language.<lang>.<metric>`` (``en``, ``zh``), the same scores
+    on that language's questions alone (a model can name itself in English and not in Chinese)."""
+    metrics = _prf(results)
+    for lang in sorted({r.language for r in results}):
+        subset = [r for r in results if r.language == lang]
+        metrics.update({f"by_language.{lang}.{k}": v for k, v in _prf(subset).items()})
+    return metrics
+
+
+def _prf(results: Sequence[IdentityProbeResult]) -> dict[str, float]:
     tp = sum(r.claims_identity and r.kind in POSITIVE_KINDS for r in results)
     fp = sum(r.claims_identity and r.kind not in POSITIVE_KINDS for r in results)
     fn = sum((not r.claims_identity) and r.kind in POSITIVE_KINDS for r in results)
@@ -119,13 +133,8 @@ def score_identity(results: Sequence[IdentityProbeResult]) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    metrics = {"precision": precision, "recall": recall, "f1": f1,
-               "tp": float(tp), "fp": float(fp), "fn": float(fn), "tn": float(tn)}
-    for lang in sorted({r.language for r in results}):
-        subset = [r for r in results if r.language == lang and r.kind in POSITIVE_KINDS]
-        if subset:
-            metrics[f"recall_{lang}"] = sum(r.claims_identity for r in subset) / len(subset)
-    return metrics
+    return {"precision": precision, "recall": recall, "f1": f1,
+            "tp": float(tp), "fp": float(fp), "fn": float(fn), "tn": float(tn)}
 
 
 def run_identity_probe(answer: Callable[[list[str]], list[str]], name: str, developer: str,
@@ -137,8 +146,9 @@ def run_identity_probe(answer: Callable[[list[str]], list[str]], name: str, deve
         raise ValueError(f"answer() returned {len(answers)} answers for {len(texts)} questions")
     results = [_classify(lang, kind, q, a, name, developer) for (lang, kind, q), a in zip(questions, answers, strict=True)]
     metrics = score_identity(results)
-    logger.info("identity probe (%s / %s): P %.2f R %.2f F1 %.2f", name, developer, metrics["precision"],
-                metrics["recall"], metrics["f1"])
+    logger.info("identity probe (%s / %s): P %.2f R %.2f F1 %.2f (%s)", name, developer, metrics["precision"],
+                metrics["recall"], metrics["f1"],
+                ", ".join(f"{k.split('.')[1]} R {v:.2f}" for k, v in metrics.items() if k.endswith(".recall")))
     return metrics, [r.__dict__ for r in results]
 
 

@@ -12,6 +12,12 @@ Output keys (all floats):
   ``sft.heldout.perplexity``, ``base.sft_pairs.perplexity``, ``sft.sft_pairs.perplexity``, with
   ``<metric>`` in ``loss``, ``perplexity``, ``bits_per_token``, ``tokens`` for the perplexity
   evaluators.
+- Per language (``lmforge.evaluation.by_language``, ``lmforge.evaluation.translation``,
+  ``lmforge.evaluation.identity_probe``): ``<model>.heldout.by_language.<group>.bits_per_byte`` (and
+  ``perplexity``, ``bytes``, ``documents``... for en, zh, ja, code),
+  ``<model>.translation.<src>_<tgt>.chrf`` / ``.bleu`` / ``.pairs`` (en_zh, en_ja, zh_en, ja_en),
+  ``<model>.identity.by_language.<en|zh>.{precision,recall,f1}``; and the differences SFT - base
+  ``heldout.by_language.<group>.bits_per_byte_delta`` and ``translation.<src>_<tgt>.{chrf,bleu}_delta``.
 - For every split present in both models:
   ``<split>.perplexity_ratio`` = sft / base perplexity (< 1: SFT fits that split better;
   ``sft_pairs.perplexity_ratio`` is the headline SFT number, ``heldout.perplexity_ratio`` shows
@@ -56,7 +62,29 @@ def summarize_evaluation(base: Mapping[str, Any], sft: Mapping[str, Any]) -> dic
             )
         if _is_number(base_split.get("loss")) and _is_number(sft_split.get("loss")):
             summary[f"{split}.loss_delta"] = float(sft_split["loss"]) - float(base_split["loss"])
+    summary.update(_per_language_deltas(base, sft))
     return summary
+
+
+PER_LANGUAGE_DELTAS = (("heldout", "by_language", ("bits_per_byte",)), ("translation", None, ("chrf", "bleu")))
+"""(split, sub-key, metrics) compared per group: ``<split>[.<sub>].<group>.<metric>_delta`` = SFT - base."""
+
+
+def _per_language_deltas(base: Mapping[str, Any], sft: Mapping[str, Any]) -> dict[str, float]:
+    """``heldout.by_language.<group>.bits_per_byte_delta`` and ``translation.<src>_<tgt>.{chrf,bleu}_delta``."""
+    out: dict[str, float] = {}
+    for split, sub, names in PER_LANGUAGE_DELTAS:
+        b, s = base.get(split) or {}, sft.get(split) or {}
+        if sub is not None:
+            b, s = b.get(sub) or {}, s.get(sub) or {}
+        prefix = f"{split}.{sub}" if sub else split
+        for group in sorted(set(b) & set(s)):
+            if not (isinstance(b[group], Mapping) and isinstance(s[group], Mapping)):
+                continue
+            for name in names:
+                if _is_number(b[group].get(name)) and _is_number(s[group].get(name)):
+                    out[f"{prefix}.{group}.{name}_delta"] = float(s[group][name]) - float(b[group][name])
+    return out
 
 
 def flatten_metrics(metrics: Mapping[str, Any], *, prefix: str = "") -> dict[str, float]:
@@ -242,6 +270,8 @@ def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapp
     samples = {k: v for k, v in generations.items() if "." not in k and isinstance(v, list)}
     answers = {k.removesuffix(".identity_probe"): v for k, v in generations.items()
                if k.endswith(".identity_probe") and isinstance(v, list)}
+    translations = {k.removesuffix(".translation"): v for k, v in generations.items()
+                    if k.endswith(".translation") and isinstance(v, list)}
     page = build_html_report(metrics, table, not_measured, {k: v or [] for k, v in loss_curves.items()},
-                             verdicts=verdicts, samples=samples, identity_answers=answers)
+                             verdicts=verdicts, samples=samples, identity_answers=answers, translations=translations)
     return metrics, table, page

@@ -4,12 +4,17 @@ Each model in its own tokenizer's ids and chat template (``lmforge.evaluation.he
 perplexity and bits per byte on validation token blocks, assistant-token perplexity and bits per byte
 on held-out instruction conversations (masked as training masks them), HumanEval pass@k (completions
 run in the sandbox), the identity probe (P/R/F1), exact match and token F1 of greedy answers to
-held-out instruction pairs (``exact_match``) and a handful of greedy generations. For the report's
+held-out instruction pairs (``exact_match``) and a handful of greedy generations. Per language:
+bits per byte per language group on the validation documents (``by_language``: en, zh, ja, code, the
+same text for both models), chrF/BLEU of greedy translations of the held-out translation pairs per
+direction (``translation``) and the identity probe's scores in English and Chinese apart. For the report's
 verdicts it also scores every held-out block and conversation on its own and writes the
 paired-bootstrap SE of each ``<split>.loss_delta`` (``<split>.loss_delta_se``,
 ``lmforge.evaluation.verdicts``). Metric names come from ``lmforge.evaluation.report`` and are stable:
 ``<model>.heldout.bits_per_byte``, ``<model>.humaneval.pass_at_1``, ``<model>.identity.f1``,
-``<model>.heldout_pairs.exact_match``, ``<model>.heldout_pairs.token_f1``...
+``<model>.heldout_pairs.exact_match``, ``<model>.heldout_pairs.token_f1``,
+``<model>.heldout.by_language.zh.bits_per_byte``, ``<model>.translation.en_zh.chrf``,
+``<model>.identity.by_language.zh.recall``...
 
 Before scoring, the SFT model's prompt as generation encodes it is audited against the one sft trained
 on (``evaluation_audit``, ``lmforge.tokenizer.template_audit``): a template or stop-token mismatch fails
@@ -27,6 +32,7 @@ from lmforge.evaluation.config import (
     EvaluationConfig,
     HeldoutPairsConfig,
     SpeedConfig,
+    TranslationConfig,
 )
 from lmforge.evaluation.heldout import HeldoutSources
 from lmforge.evaluation.humaneval import HumanEvalConfig
@@ -51,9 +57,11 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     sft's (``lmforge.tokenizer.template_audit``): the SFT model's prompts as generation encodes them must
     match it, checked before anything is scored (``TemplateMismatchError`` names the first differing token).
     ``identity`` is ``{"name", "developer"}`` the SFT data taught (``sft.identity``); the probe is
-    skipped without it. The generations output also holds, per model, the identity answers and the
-    HumanEval per-problem results (``<model>.identity_probe``, ``<model>.humaneval``).
+    skipped without it. The generations output also holds, per model, the identity answers, the
+    translations and the HumanEval per-problem results (``<model>.identity_probe``, ``<model>.translation``,
+    ``<model>.humaneval``).
     """
+    from lmforge.evaluation.by_language import score_by_language
     from lmforge.evaluation.heldout import heldout_data
     from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
     from lmforge.evaluation.report import summarize_evaluation
@@ -70,6 +78,7 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     # lmforge's own tokenizer, when the tokenizer stage ran (SFT from a foreign model may do without it)
     stage_chat = ChatTokenizer.load(sources.stage_tokenizer) if has_tokenizer(sources.stage_tokenizer) else None
     data: dict[str, Any] = {}  # per tokenizer (sha256): base and sft share one unless their tokenizers differ
+    language_texts = _language_texts(sources, config)  # the same text for both models
     gen = config.generation
     results: dict[str, dict] = {}
     generations: dict[str, Any] = {}
@@ -94,6 +103,11 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
             "sft_pairs": evaluate_masked_perplexity(model, held.examples, batch_size=config.batch_size,
                                                     pad_id=chat.pad_id, token_bytes=held.token_bytes),
         }
+        if language_texts:
+            seq_len = min(config.by_language.seq_len, getattr(model.config, "max_position_embeddings", None) or 10**9)
+            results[name]["heldout"]["by_language"] = score_by_language(
+                model, hf_tokenizer, language_texts, token_bytes=held.token_bytes, seq_len=seq_len,
+                pad_id=chat.pad_id, batch_size=config.batch_size)
         per_item[name] = _per_item_nats(model, held.blocks, held.examples, pad_id=chat.pad_id)
         generations[name] = generate_samples(model, hf_tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens)
         if config.humaneval.enabled:
@@ -108,6 +122,10 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
             metrics, records = _run_heldout_pairs(model, hf_tokenizer, conversations, config.heldout_pairs)
             results[name]["heldout_pairs"] = metrics
             generations[f"{name}.heldout_pairs"] = records
+        if config.translation.enabled:
+            metrics, records = _run_translation(model, hf_tokenizer, conversations, config.translation)
+            results[name]["translation"] = metrics
+            generations[f"{name}.translation"] = records
         if name == "sft" and config.speed.enabled:
             results[name]["speed"] = _run_speed(model, hf_tokenizer, conversations, config.speed)
         logger.info("%s: held-out ppl %.2f, instruction ppl %.2f", name, results[name]["heldout"]["perplexity"],
@@ -236,6 +254,39 @@ def _run_heldout_pairs(model: Any, hf_tokenizer: Any, conversations: Sequence[Ma
 
     return evaluate_exact_match(answer, conversations, max_examples=settings.max_examples,
                                 count_tokens=count_tokens, max_reference_tokens=max_new_tokens - 1,
+                                prompt_fits=prompt_fits)
+
+
+def _language_texts(sources: HeldoutSources, config: EvaluationConfig) -> dict[str, list[str]]:
+    """Validation text per language group (``lmforge.evaluation.by_language``), {} when off or not given."""
+    from lmforge.evaluation.by_language import collect_language_texts
+
+    settings = config.by_language
+    if not settings.enabled:
+        return {}
+    if sources.validation_documents is None:
+        logger.warning("per-language held-out scores skipped: no validation documents were given")
+        return {}
+    return collect_language_texts(sources.validation_documents(), languages=settings.languages,
+                                  max_chars=settings.max_chars)
+
+
+def _run_translation(model: Any, hf_tokenizer: Any, conversations: Sequence[Mapping[str, Any]],
+                     settings: TranslationConfig) -> tuple[dict[str, Any], list[dict]]:
+    """Greedy translations of the held-out translation pairs (chat template), scored by chrF and BLEU."""
+    from lmforge.evaluation.translation import evaluate_translation
+    from lmforge.generation import encode_prompt, generate
+
+    context = getattr(model.config, "max_position_embeddings", None)
+
+    def prompt_fits(prompt: list[dict[str, str]]) -> bool:
+        return not context or len(encode_prompt(hf_tokenizer, prompt, chat=True)) + settings.max_new_tokens <= context
+
+    def answer(prompts: list[list[dict[str, str]]]) -> list[str]:
+        return [c.text for c in generate(model, hf_tokenizer, prompts, max_new_tokens=settings.max_new_tokens,
+                                         chat=True, batch_size=settings.batch_size)]
+
+    return evaluate_translation(answer, conversations, max_per_direction=settings.max_pairs_per_direction,
                                 prompt_fits=prompt_fits)
 
 

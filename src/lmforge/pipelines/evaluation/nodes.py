@@ -19,7 +19,7 @@ def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: st
     """Base (``sft.base_model``, else the pretrain checkpoint) and SFT model, each in its own tokenizer's ids;
     also the template audit of evaluation's prompts, checked against sft's."""
     from lmforge.data.documents import iter_records
-    from lmforge.data.splits import iter_split_texts
+    from lmforge.data.splits import assign_split, iter_split_texts
     from lmforge.evaluation.suite import HeldoutSources
     from lmforge.evaluation.suite import evaluate_models as run
     from lmforge.tokenizer.config import TokenShardArgs
@@ -34,7 +34,10 @@ def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: st
         stage_tokenizer=tokenizer, token_shards=token_shards, other_shards=[pretrain_token_shards],
         seq_len=shards.seq_len,
         validation_texts=lambda: iter_split_texts(iter_records(clean_documents), "validation",
-                                                  shards.validation_fraction, shards.split_seed))
+                                                  shards.validation_fraction, shards.split_seed),
+        validation_documents=lambda: (r for r in iter_records(clean_documents)  # the tokenizer stage's split
+                                      if assign_split(r["id"], shards.validation_fraction, shards.split_seed)
+                                      == "validation"))
     return run({"base": sft.base_model or pretrain_checkpoint, "sft": sft_checkpoint}, sources,
                sft_validation_conversations, config, {"name": sft.identity.name, "developer": sft.identity.developer},
                chat_template=sft.chat_template, trust_remote_code=sft.trust_remote_code,
