@@ -464,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample these raw JSONL shards (data/01_raw/corpus, the project's readers) instead of the bench loader")
     parser.add_argument("--mb-per-group", type=float, default=1.5, help="MB of text per language group (default 1.5; 0 with --raw-dir: all)")
     parser.add_argument("--workers", type=int, default=None, help="default: every core")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; the best (least CPU) kept")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternating rounds (default 2); each contender's least-CPU round is reported, all in `rounds`")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--quick", action="store_true", help="0.2 MB per group, nothing saved")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.quick:
-        args.mb_per_group = 0.2
+        args.mb_per_group, args.rounds = 0.2, 1
     workers = args.workers or os.cpu_count() or 1
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-ml-input-") as tmp:
@@ -494,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                     {g: s["documents"] for g, s in stats.items()}, workers, log_path)
         common = ["--input", str(input_dir), "--workers", str(workers)]
         best: dict[str, dict] = {}
+        rounds: list[dict] = []
         contenders = ["ours"] if args.skip_peer else ["ours", "datatrove"]
         for _ in range(args.rounds):
             for name in contenders:
@@ -506,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
                 logger.info("%s: %.2f MB in %.1f s (%.1f CPU s) = %.3f MB/s, %.3f MB/s per core, peak RSS %.0f MB; "
                             "kept %s", name, row["mb_in"], row["seconds"], row["cpu_seconds"], row["mb_per_s"],
                             row["mb_per_s_per_core"], row["peak_rss_tree_mb"], row["kept_by_language"])
+                rounds.append({key: row[key] for key in ("contender", "seconds", "cpu_seconds", "mb_per_s",
+                                                         "mb_per_s_per_core", "peak_rss_tree_mb")})
+                rounds[-1]["load_average_1min"] = round(os.getloadavg()[0], 2)
                 if name not in best or row["cpu_seconds"] < best[name]["cpu_seconds"]:
                     best[name] = row
     ours, peer = best["ours"], best.get("datatrove")
@@ -532,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             "ours_vs_datatrove_mb_per_cpu_s": round(ours["mb_per_s_per_core"] / peer["mb_per_s_per_core"], 2),
             "ours_peak_rss_vs_datatrove": round(ours["peak_rss_tree_mb"] / peer["peak_rss_tree_mb"], 2),
         },
+        "rounds": rounds,
         "differences": differences(),
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "load_average_end":
                     [round(x, 2) for x in os.getloadavg()],
