@@ -485,9 +485,11 @@ def main(argv: list[str] | None = None) -> int:
             origin = f"raw shards of the project's ingest node in {args.raw_dir}, {args.mb_per_group or 'all'} MB per group"
             sample_raw(args.raw_dir, args.mb_per_group, shard_size, input_dir)
         else:
-            origin = (f"bench loader over {args.source_cache}, {args.mb_per_group} MB per group (LibreOffice help read "
+            cache = args.source_cache.resolve()
+            cache_name = cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache
+            origin = (f"bench loader over {cache_name}, {args.mb_per_group} MB per group (LibreOffice help read "
                       f"by {help_reader()})")
-            build_input(args.source_cache.resolve(), args.mb_per_group, shard_size, input_dir)
+            build_input(cache, args.mb_per_group, shard_size, input_dir)
         stats = input_stats(input_dir)
         mb_in = sum(s["bytes"] for s in stats.values()) / MB
         log_path = Path(tempfile.mkstemp(prefix="bench-data-stage-vs-datatrove-", suffix=".log")[1])
