@@ -485,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             origin = f"raw shards of the project's ingest node in {args.raw_dir}, {args.mb_per_group or 'all'} MB per group"
             sample_raw(args.raw_dir, args.mb_per_group, shard_size, input_dir)
         else:
-            cache = args.source_cache.resolve()
-            cache_name = cache.relative_to(ROOT) if cache.is_relative_to(ROOT) else cache
+            cache, named = args.source_cache.resolve(), Path(os.path.abspath(args.source_cache))  # named: unresolved
+            cache_name = named.relative_to(ROOT) if named.is_relative_to(ROOT) else named
             origin = (f"bench loader over {cache_name}, {args.mb_per_group} MB per group (LibreOffice help read "
                       f"by {help_reader()})")
             build_input(cache, args.mb_per_group, shard_size, input_dir)
