@@ -197,13 +197,13 @@ def _open_any(path: Path):
         yield from fh
 
 
-def measure_child(argv: list[str], log_path: Path) -> dict:
-    """Run this script as a child; return its JSON result plus the peak RSS sum of its process tree."""
+def measure_child(argv: list[str], log_path: Path, script: Path | None = None) -> dict:
+    """Run script (default: this one) as a child; return its JSON result plus the peak RSS sum of its process tree."""
     import psutil
 
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv], stdout=subprocess.PIPE,
-                                stderr=log)
+        proc = subprocess.Popen([sys.executable, str((script or Path(__file__)).resolve()), *argv],
+                                stdout=subprocess.PIPE, stderr=log)
         ps = psutil.Process(proc.pid)
         peak = 0
         cpu: dict[int, float] = {}  # pid -> last seen user + system seconds
