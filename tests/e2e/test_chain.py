@@ -47,7 +47,9 @@ TINY = {
     # every source capped (file formats by max_files, record formats by max_records): ~40 documents each
     "data_processing": {"sources": [{"max_files": 40, "max_records": 40}], "shard_size": 50,
                         "validation": {"min_records": 20}},
-    "tokenizer": {"train": {"vocab_size": 512}, "model_max_length": 256,
+    # character_coverage < 1: the CJK sources bring ~550 distinct characters, more than a 512-piece vocab holds;
+    # the rare ones go to byte fallback
+    "tokenizer": {"train": {"vocab_size": 512, "character_coverage": 0.9995}, "model_max_length": 256,
                   "shards": {"seq_len": 64, "validation_fraction": 0.1}},
     "pretrain": {"model": {"preset": "debug"}, "train": {"max_steps": 30, "warmup_steps": 3, "lr": 1.0e-2}},
     "sft": {"data": {"max_pairs": 400}, "identity": {"repeat": 2}, "max_length": 256,
