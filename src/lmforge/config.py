@@ -102,7 +102,8 @@ def default_mismatches(cls: type, mapping: Mapping[str, Any], *, path: str) -> l
     """Leaves of ``mapping`` (a YAML section) whose value differs from ``cls``'s default, as readable lines.
 
     A key the dataclass does not know is reported too; a field without a default is skipped (the
-    YAML must give it). Nested dataclass fields are compared leaf by leaf.
+    YAML must give it). Nested dataclass fields are compared leaf by leaf; a list of dataclasses entry by
+    entry, each YAML mapping built into the default entry's class (so it may omit fields at their default).
     """
     problems: list[str] = []
     known = {f.name: f for f in fields(cls)}
@@ -126,6 +127,12 @@ def default_mismatches(cls: type, mapping: Mapping[str, Any], *, path: str) -> l
             elif default is None:
                 problems.append(f"{where}: YAML sets {value!r}, dataclass default is None")
             continue
+        if (isinstance(default, list) and default and all(is_dataclass(d) for d in default)
+                and isinstance(value, list) and all(isinstance(v, Mapping) for v in value)):
+            # a list of dataclasses: the YAML's entries may leave fields at their default
+            built = [build_dataclass(type(d), v, path=f"{where}[{i}]")
+                     for i, (d, v) in enumerate(zip(default, value, strict=False))]
+            value = built + value[len(default):]
         if config_to_dict(default) != config_to_dict(value):
             problems.append(f"{where}: YAML says {value!r}, {cls.__name__}.{key} defaults to {default!r}")
     return problems

@@ -42,3 +42,19 @@ def test_typos_are_named_by_their_path():
         DataProcessingConfig.from_dict({"cleaning": {"min_char": 1}})
     with pytest.raises(ValueError, match="shard_size must be >= 1"):
         DataProcessingConfig(shard_size=0)
+
+
+def test_the_stdlib_env_replaces_the_sources_and_keeps_the_rest():
+    """`kedro run --env stdlib`: the stdlib-only corpus (no package to fetch), every other key from conf/base."""
+    from kedro.config import OmegaConfigLoader
+
+    from lmforge.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(PARAMS.parents[1]), env="stdlib", **{
+        k: v for k, v in CONFIG_LOADER_ARGS.items() if k in ("base_env", "merge_strategy", "config_patterns")})
+    params = loader["parameters"]["data_processing"]
+    config = build_dataclass(DataProcessingConfig, params, path="data_processing")
+
+    assert [(s.name, s.package, s.max_bytes) for s in config.sources] == [("python-stdlib", None, None)]
+    assert config.fetch.extra_packages == [] and config.cleaning.allowed_languages == ["en"]
+    assert config.near_dedup == DataProcessingConfig().near_dedup and config.shard_size == yaml_params()["shard_size"]

