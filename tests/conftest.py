@@ -230,14 +230,19 @@ def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
 
 
 @pytest.fixture(scope="session")
-def chain_sft_params(tmp_path_factory) -> dict:
-    """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings); the chat sources
-    read a tiny literal source cache (tests/chat_samples.py) with a quarter of its pages held out."""
+def chain_source_cache(tmp_path_factory) -> str:
+    """``params:data_processing.source_cache`` of the chain: a tiny literal source cache (tests/chat_samples.py)."""
     from chat_samples import write_chat_cache
 
-    cache = write_chat_cache(tmp_path_factory.mktemp("chat_cache"), pages=12)
+    return str(write_chat_cache(tmp_path_factory.mktemp("chat_cache"), pages=12))
+
+
+@pytest.fixture(scope="session")
+def chain_sft_params(tmp_path_factory) -> dict:
+    """``params:sft`` minus ``train``/``launch`` (data extraction and rendering settings); the chat sources
+    (read from ``chain_source_cache``) hold out a quarter of their pages."""
     return {
-        "chat": {"source_cache": str(cache), "validation_fraction": 0.25},
+        "chat": {"validation_fraction": 0.25},
         "data": {"max_pairs": 200, "min_body_lines": 2, "max_prompt_chars": 600, "max_response_chars": 600,
                  "validation_fraction": 0.2, "seed": 0},
         "identity": {"name": "Forge", "developer": "the lmforge team", "repeat": 2},
@@ -248,11 +253,11 @@ def chain_sft_params(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def chain_conversations(chain_documents, chain_sft_params) -> dict[str, list[dict]]:
+def chain_conversations(chain_documents, chain_source_cache, chain_sft_params) -> dict[str, list[dict]]:
     """Instruction conversations from the corpus (+ identity in train), built by the sft pipeline's node."""
     from lmforge.pipelines.sft.nodes import build_conversations
 
-    train, validation, _, _ = build_conversations(chain_documents, sft_config(chain_sft_params))
+    train, validation, _, _ = build_conversations(chain_documents, chain_source_cache, sft_config(chain_sft_params))
     assert validation, "the tiny corpus must give held-out conversations"
     return {"train": train, "validation": validation}
 

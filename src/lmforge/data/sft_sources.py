@@ -77,10 +77,10 @@ def split_held_out(conversations: Sequence[dict], *, fraction: float, seed: int,
     return kept, validation, counts
 
 
-def build_chat_sources(names: Iterable[str], config: ChatSourcesConfig) -> tuple[dict[str, list[dict]], list[dict],
+def build_chat_sources(names: Iterable[str], config: ChatSourcesConfig, source_cache: str | Path) -> tuple[dict[str, list[dict]], list[dict],
                                                                                  list[dict], dict[str, Any]]:
     """(train conversations by source name, held-out conversations, quarantined records, stats) for the
-    built-in chat sources in ``names`` (the others are ignored)."""
+    built-in chat sources in ``names`` (the others are ignored), read from the packages under ``source_cache``."""
     import time
 
     from lmforge.data.chat_sources import FAQ_PACKAGES, build_dialogues, build_faq, chatterbot_folder
@@ -91,9 +91,9 @@ def build_chat_sources(names: Iterable[str], config: ChatSourcesConfig) -> tuple
         return {}, [], [], {}
     needed = {"libreoffice_translation": ["libreoffice-help-en-us"] + [PACKAGES[lang] for lang in
                                                                        config.translation_languages if lang in PACKAGES],
-              "chatterbot_dialogue": [chatterbot_folder(config.source_cache)],
+              "chatterbot_dialogue": [chatterbot_folder(source_cache)],
               "debian_faq": [FAQ_PACKAGES[lang][0] for lang in config.faq_languages if lang in FAQ_PACKAGES]}
-    root = check_cache(config.source_cache, sorted({p for n in names for p in needed[n]}))
+    root = check_cache(source_cache, sorted({p for n in names for p in needed[n]}))
     quarantine: list[dict] = []
     train: dict[str, list[dict]] = {}
     validation: list[dict] = []

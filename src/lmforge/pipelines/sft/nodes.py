@@ -20,12 +20,12 @@ def build_sft_config(params: dict[str, Any]) -> SftConfig:
     return build_dataclass(SftConfig, params, path="sft")
 
 
-def build_conversations(clean_documents: dict[str, Any], config: SftConfig) -> tuple[list, list, list, dict]:
+def build_conversations(clean_documents: dict[str, Any], source_cache: str, config: SftConfig) -> tuple[list, list, list, dict]:
     """The training mix (``sft.sources``), the held-out conversations of every category, quarantined
     records and stats.
 
     The default mix: real translation, dialogue and FAQ conversations from the source cache
-    (``sft.chat.source_cache``), instruction pairs from the corpus (train split, by document) and the
+    (``data_processing.source_cache``, where ``make corpus`` put them), instruction pairs from the corpus (train split, by document) and the
     identity conversations; the realised mix is in ``stats["mix"]``.
     """
     from lmforge.data.documents import Document, iter_records
@@ -35,7 +35,7 @@ def build_conversations(clean_documents: dict[str, Any], config: SftConfig) -> t
     from lmforge.data.sft_sources import build_chat_sources
 
     names = [spec.name for spec in config.sources]
-    chat_train, chat_validation, quarantine, chat_stats = build_chat_sources(names, config.chat)
+    chat_train, chat_validation, quarantine, chat_stats = build_chat_sources(names, config.chat, source_cache)
     docs = (Document.from_dict(r) for r in iter_records(clean_documents))
     splits, stats = build_instruction_pairs(docs, config.data)
     identity = build_identity_conversations(config.identity)

@@ -8,7 +8,7 @@ from .nodes import build_conversations, build_sft_config, finetune_model, tokeni
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(build_sft_config, "params:sft", "sft_config", name="build_sft_config"),
-        Node(build_conversations, ["clean_documents", "sft_config"],
+        Node(build_conversations, ["clean_documents", "params:data_processing.source_cache", "sft_config"],
              ["sft_train_conversations", "sft_validation_conversations", "sft_quarantine",
               "sft_conversation_stats"], name="build_conversations"),
         Node(tokenize_conversations, ["sft_train_conversations", "pretrain_checkpoint", "tokenizer",
