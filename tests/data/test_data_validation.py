@@ -16,7 +16,8 @@ def suite_config(**bounds) -> ValidationSuiteConfig:
     """A suite config whose unset bounds are off (min 1 record, no median or language bound), as these
     tests were written against; the stage's own defaults are the YAML's (tests/data/test_data_stage_config.py)."""
     return ValidationSuiteConfig(**{"min_records": 1, "min_median_chars": None, "max_median_chars": None,
-                                    "min_language_share": 0.0, **bounds})
+                                    "min_language_share": 0.0, "language_share_bounds": None,
+                                    "language_char_share_bounds": None, **bounds})
 
 
 CONFIG = suite_config(min_records=2, min_chars=5, max_chars=100, min_language_share=0.8)

@@ -18,7 +18,8 @@ from lmforge.data.validation import ValidationSuiteConfig, build_data_docs, make
 from lmforge.data.validation_report import describe_expectation, describe_observed
 
 CONFIG = ValidationSuiteConfig(min_records=2, min_chars=5, max_chars=100, min_median_chars=None,
-                               max_median_chars=None, min_language_share=0.5)
+                               max_median_chars=None, min_language_share=0.5,
+                               language_share_bounds=None, language_char_share_bounds=None)
 
 
 def record(doc_id: str, text: str, language: str | None = "en") -> dict:

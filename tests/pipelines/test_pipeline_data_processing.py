@@ -59,7 +59,8 @@ def make_params(source, **validation) -> dict:
         "decontamination": {"enabled": True, "ngram": 13, "min_matches": 1, "eval_sets": ["humaneval"]},
         "validation": {"min_records": 2, "min_chars": 100, "max_chars": 100_000, "max_duplicate_fraction": 0.0,
                        "max_pii_per_document": 0, "min_median_chars": None, "max_median_chars": None,
-                       "min_language_share": 0.0, **validation},
+                       "min_language_share": 0.0, "language_share_bounds": None,
+                       "language_char_share_bounds": None, **validation},
     }
 
 

@@ -74,11 +74,15 @@ class ValidationSuiteConfig:
     min_language_share: float = 0.6
     """cleaned: fail when fewer than this share of documents have an allowed language (0: no check); the
     default stdlib corpus measures 74% en, 26% "unknown" (code with too little prose to tell)."""
-    language_share_bounds: dict[str, list[float]] = field(default_factory=dict)
+    language_share_bounds: dict[str, list[float]] | None = field(
+        default_factory=lambda: {group: [0.05, 0.6] for group in ("en", "zh", "ja", "code")})
     """cleaned: language group (`documents.language_group`: en, zh, ja, code...) -> [min, max] share of the
-    documents; {} checks nothing (a corpus of code alone has no en/zh/ja to bound)."""
-    language_char_share_bounds: dict[str, list[float]] = field(default_factory=dict)
-    """cleaned: language group -> [min, max] share of the characters of all texts."""
+    documents (the default corpus measures en .15, zh .37, ja .34, code .14); null or {} checks nothing (a
+    corpus of code alone has no en/zh/ja to bound: conf/stdlib sets null)."""
+    language_char_share_bounds: dict[str, list[float]] | None = field(
+        default_factory=lambda: {group: [0.03, 0.7] for group in ("en", "zh", "ja", "code")})
+    """cleaned: language group -> [min, max] share of the characters of all texts (measured: en .38, zh .10,
+    ja .13, code .37); null or {} checks nothing."""
     max_pii_per_document: int = 0
     """cleaned: fail when `find_pii` finds more than this many matches in any text (PII left after redaction)."""
     max_duplicate_fraction: float = 0.0
