@@ -69,6 +69,9 @@ class ModelCardInfo:
     """Key hyperparameters (flat or nested), e.g. ``{"pretrain.steps": 1000, "sft.lr": 2e-5}``."""
     data: dict[str, Any] = field(default_factory=dict)
     """Data summary: records, tokens and data hashes (keys containing "hash"/"sha"/"md5")."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """One row per training source: ``{"source", "license", "documents", "tokens", "token_share"}`` (the tokenizer
+    stage's ``by_source`` counts of the pretraining tokens, `list_training_sources`), largest share first."""
     evaluation: dict[str, float] = field(default_factory=dict)
     """Evaluation metrics, e.g. the flat dict of ``lmforge.evaluation.report.summarize_evaluation``."""
     git_commit: str = "unknown"
@@ -160,6 +163,18 @@ def summarize_training_data(metrics: Mapping[str, Mapping[str, Any]], dvc_hashes
     return summary
 
 
+def list_training_sources(metrics: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The card's source table: each pretraining source with its licence, documents, tokens and share of the
+    tokens, from the tokenizer stage's ``by_source`` metrics (largest share first; empty when absent, e.g. a
+    base model's tokenizer)."""
+    by_source = (metrics.get("tokenizer", {}) or {}).get("by_source") or {}
+    rows = [{"source": entry.get("source", key), "license": entry.get("license", "unknown"),
+             "documents": entry.get("documents"), "tokens": entry.get("tokens"),
+             "token_share": entry.get("token_share")}
+            for key, entry in by_source.items() if isinstance(entry, Mapping)]
+    return sorted(rows, key=lambda row: (-(row["tokens"] or 0), row["source"]))
+
+
 def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: str = "") -> str:
     """E.g. ``"pretrain: 2 process(es) on cpu, ZeRO-2; sft: ...; packaged on 2 CPU cores (x86_64)"``."""
     parts = []
@@ -220,6 +235,7 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         chat=describe_chat_format(chat) if chat is not None else {},
         training={key: value for key, value in training.items() if value is not None},
         data=summarize_training_data(metrics, dvc_hashes or {}),
+        sources=list_training_sources(metrics),
         evaluation=dict(flatten(metrics.get("evaluation", {}) or {})),
         git_commit=git_commit,
         hardware=describe_training_hardware(metrics, host),
@@ -269,7 +285,7 @@ def render_model_card(info: ModelCardInfo) -> str:
                 **info.chat,
             }
         ),
-        "## Training data\n\n" + _render_table(info.data),
+        "## Training data\n\n" + _render_table(info.data) + _render_sources(info.sources),
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
         "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
@@ -283,6 +299,24 @@ def render_model_card(info: ModelCardInfo) -> str:
     if info.extra:
         sections.append("## Additional information\n\n" + _render_table(info.extra))
     return "\n".join(sections)
+
+
+def _render_sources(sources: list[dict[str, Any]]) -> str:
+    """The sources table under "Training data": source, licence, documents, tokens, share of the tokens."""
+    if not sources:
+        return ""
+
+    def cell(value: Any) -> str:
+        return "" if value is None else _escape(str(value))
+
+    def share(value: Any) -> str:
+        return "" if value is None else f"{100 * float(value):.1f}%"
+
+    rows = "".join(f"| {cell(r['source'])} | {cell(r['license'])} | {cell(r['documents'])} | {cell(r['tokens'])} | "
+                   f"{share(r['token_share'])} |\n" for r in sources)
+    return ("\n### Sources and licences\n\nEach source of the pretraining data with its licence and its share of the "
+            "training tokens.\n\n| source | licence | documents | tokens | share of tokens |\n"
+            "| --- | --- | --- | --- | --- |\n" + rows)
 
 
 def _render_gate(checks: list[GateCheck]) -> str:
