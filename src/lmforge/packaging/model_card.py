@@ -307,10 +307,10 @@ def _render_sources(sources: list[dict[str, Any]]) -> str:
         return ""
 
     def cell(value: Any) -> str:
-        return "" if value is None else _escape(str(value))
+        return _escape(_format_value(value))
 
     def share(value: Any) -> str:
-        return "" if value is None else f"{100 * float(value):.1f}%"
+        return "n/a" if value is None else f"{100 * float(value):.1f}%"
 
     rows = "".join(f"| {cell(r['source'])} | {cell(r['license'])} | {cell(r['documents'])} | {cell(r['tokens'])} | "
                    f"{share(r['token_share'])} |\n" for r in sources)
