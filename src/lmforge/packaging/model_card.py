@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
 # What the card says the model is, for the chain's own pretrained model.
-DEFAULT_DESCRIPTION = ("A Llama-architecture causal language model for code, pretrained and then "
-                       "supervised-fine-tuned for chat by the lmforge pipeline.")
+DEFAULT_DESCRIPTION = ("A Llama-architecture causal language model, pretrained and then supervised-fine-tuned "
+                       "for chat by the lmforge pipeline; its training sources, their licences and shares of the "
+                       "tokens are listed under Training data.")
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 """A data-summary entry whose flattened key contains one of these is listed under Lineage."""
