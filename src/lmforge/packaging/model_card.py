@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.packaging.card_sections import list_training_sources, render_gate, render_sources_table
+
 if TYPE_CHECKING:
     from lmforge.packaging.config import PackagingConfig
     from lmforge.packaging.gate import GateCheck
@@ -29,8 +31,7 @@ if TYPE_CHECKING:
 
 # What the card says the model is, for the chain's own pretrained model.
 DEFAULT_DESCRIPTION = ("A Llama-architecture causal language model, pretrained and then supervised-fine-tuned "
-                       "for chat by the lmforge pipeline; its training sources, their licences and shares of the "
-                       "tokens are listed under Training data.")
+                       "for chat by the lmforge pipeline on the sources listed under Training data.")
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 """A data-summary entry whose flattened key contains one of these is listed under Lineage."""
@@ -71,8 +72,7 @@ class ModelCardInfo:
     data: dict[str, Any] = field(default_factory=dict)
     """Data summary: records, tokens and data hashes (keys containing "hash"/"sha"/"md5")."""
     sources: list[dict[str, Any]] = field(default_factory=list)
-    """One row per training source: ``{"source", "license", "documents", "tokens", "token_share"}`` (the tokenizer
-    stage's ``by_source`` counts of the pretraining tokens, `list_training_sources`), largest share first."""
+    """Each pretraining source with its licence, documents, tokens and share (`card_sections.list_training_sources`)."""
     evaluation: dict[str, float] = field(default_factory=dict)
     """Evaluation metrics, e.g. the flat dict of ``lmforge.evaluation.report.summarize_evaluation``."""
     git_commit: str = "unknown"
@@ -162,18 +162,6 @@ def summarize_training_data(metrics: Mapping[str, Mapping[str, Any]], dvc_hashes
     summary = {key: value for key, value in summary.items() if value is not None}
     summary.update({f"{name}.dvc_md5": value for name, value in dvc_hashes.items()})
     return summary
-
-
-def list_training_sources(metrics: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The card's source table: each pretraining source with its licence, documents, tokens and share of the
-    tokens, from the tokenizer stage's ``by_source`` metrics (largest share first; empty when absent, e.g. a
-    base model's tokenizer)."""
-    by_source = (metrics.get("tokenizer", {}) or {}).get("by_source") or {}
-    rows = [{"source": entry.get("source", key), "license": entry.get("license", "unknown"),
-             "documents": entry.get("documents"), "tokens": entry.get("tokens"),
-             "token_share": entry.get("token_share")}
-            for key, entry in by_source.items() if isinstance(entry, Mapping)]
-    return sorted(rows, key=lambda row: (-(row["tokens"] or 0), row["source"]))
 
 
 def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: str = "") -> str:
@@ -286,13 +274,13 @@ def render_model_card(info: ModelCardInfo) -> str:
                 **info.chat,
             }
         ),
-        "## Training data\n\n" + _render_table(info.data) + _render_sources(info.sources),
+        "## Training data\n\n" + _render_table(info.data) + render_sources_table(info.sources, _format_value),
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
         "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
            + (f"`{info.evaluation_file}` and the evaluation's MLflow run.\n" if info.evaluation_file
               else "the evaluation's metrics file and MLflow run.\n") if n_ops else ""),
-        "## Quality gate\n\n" + _render_gate(info.gate),
+        "## Quality gate\n\n" + render_gate(info.gate),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,
@@ -300,36 +288,6 @@ def render_model_card(info: ModelCardInfo) -> str:
     if info.extra:
         sections.append("## Additional information\n\n" + _render_table(info.extra))
     return "\n".join(sections)
-
-
-def _render_sources(sources: list[dict[str, Any]]) -> str:
-    """The sources table under "Training data": source, licence, documents, tokens, share of the tokens."""
-    if not sources:
-        return ""
-
-    def cell(value: Any) -> str:
-        return _escape(_format_value(value))
-
-    def share(value: Any) -> str:
-        return "n/a" if value is None else f"{100 * float(value):.1f}%"
-
-    rows = "".join(f"| {cell(r['source'])} | {cell(r['license'])} | {cell(r['documents'])} | {cell(r['tokens'])} | "
-                   f"{share(r['token_share'])} |\n" for r in sources)
-    return ("\n### Sources and licences\n\nEach source of the pretraining data with its licence and its share of the "
-            "training tokens.\n\n| source | licence | documents | tokens | share of tokens |\n"
-            "| --- | --- | --- | --- | --- |\n" + rows)
-
-
-def _render_gate(checks: list[GateCheck]) -> str:
-    """The gate's decision and its reasons: one row per bound (a refused model is never packaged)."""
-    if not checks:
-        return "No quality gate was configured (`gate:` in conf/base/parameters_evaluation.yml is empty).\n"
-    verdict = "passed" if all(c.passed for c in checks) else "refused"
-    rows = "".join(f"| {c.metric} | {'>=' if c.bound == 'min' else '<='} {c.limit:g} | {c.observed:.6g} | "
-                   f"{'pass' if c.passed else 'FAIL'} |\n" for c in checks)
-    return (f"Decision: **{verdict}**: every bound of `gate:` (conf/base/parameters_evaluation.yml) checked against "
-            "the evaluation metrics before this model was packaged and registered.\n\n"
-            "| metric | required | value | result |\n|---|---|---|---|\n" + rows)
 
 
 CARD_OPERATIONS = ("ops.chain.", "ops.pretrain.tokens_per_s", "ops.pretrain.time_per_epoch_s", "ops.sft.tokens_per_s",
