@@ -41,9 +41,6 @@ BUCKETS = ("code", "latin", "cjk", "japanese", "korean", "other")
 NEWLINE_PIECE = "<0x0A>"
 """The byte piece every newline encodes to (never a fallback: see the module docstring)."""
 
-LABELS = ("language", "source", "license")
-"""What each document's tokens are counted by (`document_labels`)."""
-
 UNKNOWN_LICENSE = "unknown"
 """The licence of a document whose reader recorded none (shown as such on the model card)."""
 
@@ -206,8 +203,9 @@ def summarize_token_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[
     out: dict[str, dict[str, dict[str, Any]]] = {"by_language": {}, "by_source": {}, "by_license": {}}
     for row in rows:
         for table, label in (("by_language", "language"), ("by_source", "source"), ("by_license", "license")):
-            entry = out[table].setdefault(metric_key(row[label]) if label != "language" else row[label],
-                                          {} if label == "language" else {label: row[label]})
+            # language groups are plain keys; source and licence names keep their spelling in a field
+            entry = (out[table].setdefault(row[label], {}) if label == "language"
+                     else out[table].setdefault(metric_key(row[label]), {label: row[label]}))
             entry["documents"] = entry.get("documents", 0) + int(row["documents"])
             entry["tokens"] = entry.get("tokens", 0) + int(row["tokens"])
             if label == "source":
