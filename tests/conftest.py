@@ -1,9 +1,10 @@
 """Shared fixtures: an offline environment and the expensive artifacts of the chain, built once per session.
 
-The chain fixtures run the same library functions the pipelines call, on a tiny real corpus (about
-150 KB of the interpreter's own standard library): documents -> tokenizer (sentencepiece, vocab 400)
--> packed token shards (64 tokens) -> pretrained ``debug`` checkpoint (2 processes, DeepSpeed) ->
-SFT checkpoint. Each pipeline test reuses the upstream artifacts it needs and runs its own pipeline.
+The chain fixtures run the same library functions the pipelines call, on a tiny real corpus in the
+default's four language groups (about 70 KB of the interpreter's own standard library and the same 8
+LibreOffice help pages in English, Chinese and Japanese, ``tests/chain_corpus.json``, 165 KB in all):
+documents -> tokenizer (sentencepiece, vocab 1024) -> packed token shards (64 tokens) -> pretrained
+``debug`` checkpoint (2 processes, DeepSpeed) -> SFT checkpoint. Each pipeline test reuses the upstream artifacts it needs and runs its own pipeline.
 Heavy libraries are imported inside the fixtures, so collecting unrelated tests stays fast.
 """
 
@@ -17,7 +18,9 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHAIN_SOURCE = "python-stdlib"
-CHAIN_VOCAB_SIZE = 400
+CHAIN_PROSE = PROJECT_ROOT / "tests" / "chain_corpus.json"
+CHAIN_VOCAB_SIZE = 1024
+CHAIN_CHARACTER_COVERAGE = 0.995  # ~900 distinct CJK characters in 25 KB: the rarest are byte fallback
 CHAIN_SEQ_LEN = 64
 CHAIN_VALIDATION_FRACTION = 0.2
 CHAIN_STEPS = 20
@@ -87,7 +90,8 @@ def chat_template() -> str:
 
 @pytest.fixture(scope="session")
 def chain_documents() -> dict[str, list[dict]]:
-    """Clean-document shards (what data_processing writes): ~150 KB of top-level stdlib modules."""
+    """Clean-document shards (what data_processing writes) in all four language groups: ~70 KB of top-level
+    stdlib modules (code) and 8 LibreOffice help pages in en, zh and ja (``tests/chain_corpus.json``)."""
     from lmforge.data.documents import Document
     from lmforge.data.sources import make_document_id
 
@@ -98,19 +102,25 @@ def chain_documents() -> dict[str, list[dict]]:
         if not 500 <= len(text) <= 20_000 or "<s>" in text or "<|im_" in text:
             continue
         doc = Document(id=make_document_id(CHAIN_SOURCE, path.name), text=text, source=CHAIN_SOURCE,
-                       metadata={"path": path.name})
+                       metadata={"path": path.name, "kind": "code", "language_group": "code", "license": "PSF-2.0"})
         records.append(doc.to_dict())
         size += len(text)
-        if size > 150_000:
+        if size > 70_000:
             break
+    for prose in json.loads(CHAIN_PROSE.read_text("utf-8"))["documents"]:
+        doc = Document(id=make_document_id(prose["source"], prose["path"]), text=prose["text"], source=prose["source"],
+                       metadata={"path": prose["path"], "language_group": prose["language_group"],
+                                 "license": prose["license"]})
+        records.append(doc.to_dict())
     return {"shard-00000": records[: len(records) // 2], "shard-00001": records[len(records) // 2:]}
 
 
 @pytest.fixture(scope="session")
 def chain_tokenizer_params(chat_template) -> dict:
-    """``params:tokenizer`` for the tiny chain (vocab 400, 64-token blocks)."""
+    """``params:tokenizer`` for the tiny chain (vocab 1024, 64-token blocks)."""
     return {
-        "train": {"model_type": "bpe", "vocab_size": CHAIN_VOCAB_SIZE, "num_threads": 2, "seed": 42},
+        "train": {"model_type": "bpe", "vocab_size": CHAIN_VOCAB_SIZE, "character_coverage": CHAIN_CHARACTER_COVERAGE,
+                  "num_threads": 2, "seed": 42},
         "chat_template": chat_template,
         "model_max_length": 512,
         "shards": {"seq_len": CHAIN_SEQ_LEN, "validation_fraction": CHAIN_VALIDATION_FRACTION, "split_seed": 0,
@@ -138,6 +148,17 @@ def chain_split_texts(chain_documents, chain_tokenizer_config) -> dict[str, list
 
 
 @pytest.fixture(scope="session")
+def chain_split_labels(chain_documents, chain_tokenizer_config) -> dict[str, list[dict[str, str]]]:
+    """Each split document's language group, source and licence, in ``chain_split_texts`` order (the node's split)."""
+    from lmforge.pipelines.tokenizer.nodes import split_texts_and_labels
+
+    labels = split_texts_and_labels(chain_documents, chain_tokenizer_config)[1]
+    for split, docs in labels.items():
+        assert {doc["language"] for doc in docs} == {"en", "zh", "ja", "code"}, f"{split} lacks a language group"
+    return labels
+
+
+@pytest.fixture(scope="session")
 def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_config, tmp_path_factory) -> str:
     """A trained and exported tokenizer directory (sentencepiece + HF files + chat template), built by the
     library function the train_tokenizer node calls."""
@@ -149,13 +170,15 @@ def chain_tokenizer_dir(chain_split_texts, chain_tokenizer_config, tmp_path_fact
 
 
 @pytest.fixture(scope="session")
-def chain_token_shards(chain_split_texts, chain_tokenizer_dir, chain_tokenizer_config, tmp_path_factory) -> str:
+def chain_token_shards(chain_split_texts, chain_split_labels, chain_tokenizer_dir, chain_tokenizer_config,
+                       tmp_path_factory) -> str:
     """Packed train/validation token shards of CHAIN_SEQ_LEN tokens, made with the chain tokenizer (the library
-    function the build_token_shards node calls)."""
+    function the build_token_shards node calls), with token counts per language, source and licence."""
     from lmforge.tokenizer.artifact import build_token_shards_dir
 
     out = tmp_path_factory.mktemp("chain") / "tokens"
-    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, chain_tokenizer_config.shards)
+    build_token_shards_dir(chain_split_texts, chain_tokenizer_dir, out, chain_tokenizer_config.shards,
+                           split_labels=chain_split_labels)
     return str(out)
 
 

@@ -230,3 +230,42 @@ def test_card_without_a_gate_says_so():
 
     assert section.lstrip().startswith("No quality gate was configured")
 
+
+
+# --- sources and licences ------------------------------------------------------------------------------------
+
+TOKENIZER_SOURCES = {  # the tokenizer stage's by_source metrics (lmforge.tokenizer.metrics.summarize_token_counts)
+    "python-stdlib": {"source": "python-stdlib", "license": "PSF-2.0", "documents": 800, "tokens": 1_200_000,
+                      "token_share": 0.3},
+    "manpages-zh": {"source": "manpages-zh", "license": "GFDL-1.2+ / GPL-2.0+", "documents": 700,
+                    "tokens": 2_000_000, "token_share": 0.5},
+    "libreoffice-help-ja": {"source": "libreoffice-help-ja", "license": "MPL-2.0", "documents": 2561,
+                            "tokens": 800_000, "token_share": 0.2},
+}
+
+
+def test_card_lists_each_source_with_its_licence_and_share_of_tokens():
+    import json
+
+    from lmforge.packaging.model_card import build_model_card_info
+
+    # through JSON, as the packaging node loads data/08_reporting/tokenizer.json from the catalog
+    tokenizer = json.loads(json.dumps({**CHAIN_METRICS["tokenizer"], "by_source": TOKENIZER_SOURCES}))
+    info = build_model_card_info({**CHAIN_METRICS, "tokenizer": tokenizer}, PackagingConfig(), git_commit="abc")
+    assert [row["source"] for row in info.sources] == ["manpages-zh", "python-stdlib", "libreoffice-help-ja"]
+    card = render_model_card(info)
+    data = card.split("## Training data")[1].split("## Training\n")[0]
+    table = data.split("### Sources and licences")[1]
+    assert "| source | licence | documents | tokens | share of tokens |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["| manpages-zh | GFDL-1.2+ / GPL-2.0+ | 700 | 2,000,000 | 50.0% |",
+                    "| python-stdlib | PSF-2.0 | 800 | 1,200,000 | 30.0% |",
+                    "| libreoffice-help-ja | MPL-2.0 | 2,561 | 800,000 | 20.0% |"]
+
+
+def test_card_without_source_counts_has_no_sources_table():
+    from lmforge.packaging.model_card import build_model_card_info
+
+    info = build_model_card_info(CHAIN_METRICS, PackagingConfig(), git_commit="abc")
+    assert info.sources == []
+    assert "### Sources and licences" not in render_model_card(info)

@@ -24,11 +24,13 @@ def sft_audit(tokenizer_dir, model_dir=None):
 
 
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
-def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, chain_tokenizer_dir):
+def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, chain_tokenizer_dir, chain_token_shards):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lmforge.tokenizer.metrics import summarize_token_counts
     from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
+    from lmforge.tokenizer.shards import read_token_counts
 
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_packaging.yml").read_text())[
         "packaging"])
@@ -40,7 +42,9 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "sft_checkpoint": ArtifactDirectory(chain_sft[0]),
         "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
         "data_processing_metrics": MemoryDataset({"records_in": 30, "records_out": 28}),
-        "tokenizer_metrics": MemoryDataset({"vocab_size": 400, "sha256": sha256}),
+        # what the tokenizer stage reports: here its training tokens by source and licence from the chain's shards
+        "tokenizer_metrics": MemoryDataset({"vocab_size": 1024, "sha256": sha256,
+                                            **summarize_token_counts(read_token_counts(chain_token_shards))}),
         "pretrain_metrics": MemoryDataset(chain_pretrain[1]),
         "sft_metrics": MemoryDataset(chain_sft[1]),
         "evaluation_metrics": MemoryDataset({"sft.heldout.perplexity": 90.5, "heldout.perplexity_ratio": 1.1,
@@ -70,6 +74,10 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
     assert "| pretrain.train.lr | 0.003 |" in card  # key hyperparameters, from params:pretrain
     assert "| parameters.non_embedding |" in card  # counted from the checkpoint's safetensors
     assert "Decision: **passed**" in card and "| sft_pairs.perplexity_ratio | <= 1 |" in card  # the gate, bound by bound
+    sources = card.split("### Sources and licences")[1].split("## Training")[0]  # each source, licence and share
+    for source, licence in (("python-stdlib", "PSF-2.0"), ("libreoffice-help-zh-cn", "MPL-2.0"),
+                            ("libreoffice-help-ja", "MPL-2.0"), ("libreoffice-help-en-us", "MPL-2.0")):
+        assert f"| {source} | {licence} |" in sources, source
 
     model = AutoModelForCausalLM.from_pretrained(str(package_dir), dtype=torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(str(package_dir), local_files_only=True)

@@ -13,9 +13,10 @@ from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.tokenizer import create_pipeline
 
 
-def test_tokenizer_pipeline(tmp_path, chain_documents, chain_tokenizer_params, chain_split_texts):
+def test_tokenizer_pipeline(tmp_path, chain_documents, chain_tokenizer_params, chain_split_texts, chain_split_labels):
     from transformers import AutoTokenizer
 
+    from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
     from lmforge.tokenizer.shards import TokenShards
 
     tokenizer_dir, shards_dir = tmp_path / "data/06_models/tokenizer", tmp_path / "data/05_model_input/tokens"
@@ -47,6 +48,36 @@ def test_tokenizer_pipeline(tmp_path, chain_documents, chain_tokenizer_params, c
     assert metrics["vocab_size"] == chain_tokenizer_params["train"]["vocab_size"]
     assert metrics["unknown_tokens"] == 0
     assert 1.0 < metrics["bytes_per_token"] < 10.0
+
+    # Per language group (the readers' declared group): held-out figures and training tokens, all four groups.
+    by_language = metrics["by_language"]
+    assert set(by_language) == {"en", "zh", "ja", "code"}
+    validation_docs = [label["language"] for label in chain_split_labels["validation"]]
+    for group, entry in by_language.items():
+        held_out = entry["validation"]
+        assert held_out["documents"] == validation_docs.count(group)
+        assert held_out["bytes_per_token"] == held_out["bytes"] / held_out["tokens"]
+        assert held_out["unknown_tokens"] == 0
+        assert 0 <= held_out["byte_fallback_rate"] < 1
+        assert entry["train"]["documents"] == [label["language"] for label in chain_split_labels["train"]].count(group)
+    sp = SentencePieceTokenizer.from_file(tokenizer_dir / "tokenizer.model")
+    assert sum(e["validation"]["tokens"] for e in by_language.values()) == sum(
+        len(sp.encode(text, parse_special=False)) for text in chain_split_texts["validation"])
+    assert sum(e["validation"]["bytes"] for e in by_language.values()) == metrics["validation_bytes"]
+    # the chain's tiny vocabulary covers only common CJK characters: the rest is byte fallback; code has none
+    assert by_language["zh"]["validation"]["byte_fallback_tokens"] > 0
+    assert by_language["code"]["validation"]["byte_fallback_rate"] < by_language["zh"]["validation"]["byte_fallback_rate"]
+    # Training tokens by source (with licence) and licence reconcile with the packed blocks: each document's
+    # tokens plus its EOS, less the tail that did not fill a block.
+    by_source, by_license = metrics["by_source"], metrics["by_license"]
+    assert {e["source"]: e["license"] for e in by_source.values()} == {
+        "python-stdlib": "PSF-2.0", "libreoffice-help-en-us": "MPL-2.0", "libreoffice-help-zh-cn": "MPL-2.0",
+        "libreoffice-help-ja": "MPL-2.0"}
+    doc_tokens = sum(e["tokens"] for e in by_source.values())
+    assert doc_tokens == sum(e["tokens"] for e in by_license.values()) == sum(
+        e["train"]["tokens"] for e in by_language.values())
+    assert 0 <= doc_tokens + len(chain_split_texts["train"]) - metrics["train_tokens"] < 64
+    assert abs(sum(e["token_share"] for e in by_source.values()) - 1.0) < 1e-9
 
     hf = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     sample = chain_split_texts["validation"][0][:2000]

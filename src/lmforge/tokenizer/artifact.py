@@ -57,19 +57,28 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[SentencePieceTokenizer, s
 
 
 def build_token_shards_dir(split_texts: dict[str, Iterable[str]], tokenizer_dir: str | Path, out_dir: str | Path,
-                           shards: TokenShardArgs) -> dict[str, Any]:
+                           shards: TokenShardArgs,
+                           split_labels: dict[str, Iterable[dict[str, str]]] | None = None) -> dict[str, Any]:
     """Encode each split's documents with ``shards.num_proc`` processes into ``shards.seq_len`` blocks, as shards.
 
     Streams: documents are encoded in batches and written shard by shard (see ``stream_token_shards``).
+    With ``split_labels`` (`lmforge.tokenizer.metrics.document_labels` of each document) the result adds the
+    TRAIN split's documents, tokens and token share by language, by source (with licence) and by licence
+    (`lmforge.tokenizer.metrics.summarize_token_counts`).
     """
+    from lmforge.tokenizer.metrics import summarize_token_counts
     from lmforge.tokenizer.shards import stream_token_shards
 
     tok, _ = load_tokenizer(tokenizer_dir)
     index = stream_token_shards(out_dir, split_texts, tok, seq_len=shards.seq_len,
-                                blocks_per_shard=shards.blocks_per_shard, num_proc=shards.num_proc)
+                                blocks_per_shard=shards.blocks_per_shard, num_proc=shards.num_proc,
+                                split_labels=split_labels)
     for name, info in index["splits"].items():
         if info["n_blocks"] == 0:
             raise ValueError(f"split {name!r} has no full {shards.seq_len}-token block: lower tokenizer.shards.seq_len "
                              f"or add data")
-    return {f"{name}_blocks": info["n_blocks"] for name, info in index["splits"].items()} | {
+    counts = {f"{name}_blocks": info["n_blocks"] for name, info in index["splits"].items()} | {
         f"{name}_tokens": info["n_tokens"] for name, info in index["splits"].items()}
+    if split_labels is not None:
+        counts |= summarize_token_counts(index["token_counts"].get("train", []))
+    return counts

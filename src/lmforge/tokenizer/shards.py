@@ -12,7 +12,11 @@ Layout of a shard folder::
 Packing: each document's ids are followed by EOS, documents are concatenated and cut into full
 blocks of ``seq_len``; the tail that does not fill a block is dropped (and counted in the log).
 ``index.json`` records the tokenizer's SHA-256 so a model is never trained on tokens from another
-tokenizer: ``TokenShards.open(..., expected_tokenizer_sha256=...)`` refuses a mismatch.
+tokenizer: ``TokenShards.open(..., expected_tokenizer_sha256=...)`` refuses a mismatch. Given each
+document's labels (language group, source, licence), it also records ``token_counts``: per split, one
+row ``{language, source, license, documents, tokens}`` per label combination (tokens of the documents
+themselves, EOS not counted, before the tail of the last block is dropped), which the tokenizer and
+pretrain stages report per language and the model card per source and licence.
 
 The writer is ``stream_token_shards``: documents are encoded by several processes (``encode``) and
 written shard by shard, so memory holds one shard and a few batches, never the whole corpus. (The
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,13 +101,15 @@ def stream_token_shards(
     blocks_per_shard: int = 4096,
     num_proc: int = 1,
     extra_metadata: dict | None = None,
+    split_labels: dict[str, Iterable[Mapping[str, str]]] | None = None,
 ) -> dict:
     """Encode each split's documents (EOS after each) with ``num_proc`` processes and write its shards.
 
     Each document's ids (special-token text NOT parsed, so a document cannot inject an EOS) are followed
     by EOS, concatenated and cut into ``[n_blocks, seq_len]`` blocks; the incomplete last block is
     dropped. Memory is bounded by one shard per split plus the batches in flight.
-    ``index["documents"]`` counts documents.
+    ``index["documents"]`` counts documents. ``split_labels`` (one label dict per document of each split,
+    in order, e.g. `lmforge.tokenizer.metrics.document_labels`) adds ``index["token_counts"]``.
     """
     from lmforge.tokenizer.encode import encode_documents
 
@@ -112,17 +118,67 @@ def stream_token_shards(
     dtype = choose_token_dtype(tokenizer.vocab_size)
     splits: dict[str, Any] = {}
     documents: dict[str, int] = {}
+    token_counts: dict[str, list[dict[str, Any]]] = {}
     for name, texts in split_texts.items():
         writer = ShardWriter(out, name, seq_len=seq_len, blocks_per_shard=blocks_per_shard, dtype=dtype)
+        counter = LabelTokenCounter(split_labels[name], tokenizer.eos_id) if split_labels is not None else None
         documents[name] = 0
         for n_docs, ids in encode_documents(texts, tokenizer, num_proc=num_proc):
             documents[name] += n_docs
             writer.write(ids)
+            if counter is not None:
+                counter.add(n_docs, ids)
         splits[name] = writer.close()
+        if counter is not None:
+            token_counts[name] = counter.rows()
     index: dict[str, Any] = {**(extra_metadata or {}), "documents": documents, "seq_len": seq_len, "dtype": dtype,
                              "tokenizer_sha256": tokenizer.sha256, "splits": splits}
+    if split_labels is not None:
+        index["token_counts"] = token_counts
     (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", "utf-8")
     return index
+
+
+class LabelTokenCounter:
+    """Documents and tokens per label combination of one split, from the EOS-terminated batches it is fed.
+
+    A document's tokens are the ids before its EOS (documents are encoded with special-token text not
+    parsed, so EOS occurs only at document ends); the labels are consumed in document order.
+    """
+
+    def __init__(self, labels: Iterable[Mapping[str, str]], eos_id: int):
+        self._labels = iter(labels)
+        self._eos_id = eos_id
+        self._counts: dict[tuple[tuple[str, str], ...], list[int]] = {}
+
+    def add(self, n_docs: int, ids: np.ndarray) -> None:
+        import numpy as np
+
+        ends = np.flatnonzero(ids == self._eos_id)
+        if len(ends) != n_docs:
+            raise ValueError(f"a batch of {n_docs} documents holds {len(ends)} EOS tokens: cannot count tokens per "
+                             "document (does the tokenizer emit EOS inside documents?)")
+        lengths = np.diff(ends, prepend=-1) - 1
+        for length in lengths.tolist():
+            labels = next(self._labels, None)
+            if labels is None:
+                raise ValueError("more documents than labels: give one label dict per document of the split")
+            count = self._counts.setdefault(tuple(sorted(labels.items())), [0, 0])
+            count[0] += 1
+            count[1] += length
+
+    def rows(self) -> list[dict[str, Any]]:
+        """``[{<label>: value, ..., "documents": n, "tokens": n}]``, sorted by label values."""
+        if next(self._labels, None) is not None:
+            raise ValueError("fewer documents than labels: give one label dict per document of the split")
+        return [{**dict(key), "documents": docs, "tokens": tokens}
+                for key, (docs, tokens) in sorted(self._counts.items())]
+
+
+def read_token_counts(directory: str | Path, split: str = "train") -> list[dict[str, Any]]:
+    """The ``token_counts`` rows of one split recorded in a shard folder's index (empty if none were)."""
+    index = json.loads((Path(directory) / INDEX_FILE).read_text("utf-8"))
+    return list((index.get("token_counts") or {}).get(split, []))
 
 
 class TokenShards:

@@ -70,4 +70,15 @@ def pretrain_model(token_shards: str, pretrain_token_shards: str, tokenizer: str
     if config.base_model:
         checkpoint, metrics, curve = run_pretraining(pretrain_token_shards, None, deepspeed_templates, config)
         return checkpoint, {**metrics, **token_counts}, curve
-    return run_pretraining(token_shards, tokenizer, deepspeed_templates, config)
+    checkpoint, metrics, curve = run_pretraining(token_shards, tokenizer, deepspeed_templates, config)
+    return checkpoint, {**metrics, **training_tokens_by_language(token_shards)}, curve
+
+
+def training_tokens_by_language(token_shards: str) -> dict[str, Any]:
+    """``{"by_language": {group: {documents, tokens, token_share}}}`` of the shards' train split, as the
+    tokenizer stage recorded them in the shard index (empty for shards written without labels)."""
+    from lmforge.tokenizer.metrics import summarize_token_counts
+    from lmforge.tokenizer.shards import read_token_counts
+
+    rows = read_token_counts(token_shards, "train")
+    return {"by_language": summarize_token_counts(rows)["by_language"]} if rows else {}
