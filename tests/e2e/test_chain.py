@@ -55,7 +55,9 @@ TINY = {
     "sft": {"data": {"max_pairs": 400}, "identity": {"repeat": 2}, "max_length": 256,
             "train": {"max_steps": 30, "warmup_steps": 3, "lr": 3.0e-3}},
     "evaluation": {"max_heldout_blocks": 16, "max_sft_examples": 48, "max_example_tokens": 256,
-                   "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]}},
+                   "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
+                   "translation": {"max_pairs_per_direction": 2, "max_new_tokens": 8},
+                   "by_language": {"max_chars": 600}},
 }
 
 

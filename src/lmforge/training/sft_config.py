@@ -31,16 +31,18 @@ FINETUNING = ("full", "lora")
 class SftTrainArgs(TrainArgs):
     """``sft.train``: ``TrainArgs`` with the sft stage's own defaults (the fields restated here).
 
-    The CPU default fine-tunes a tiny model pretrained for minutes: fewer steps than pretraining, a
-    shorter warmup, no weight decay and an earlier first checkpoint. conf/gpu/parameters_sft.yml holds
+    The CPU default fine-tunes a tiny model pretrained for minutes: a short warmup, no weight decay, lr
+    1e-3 and 200 steps (~2.8 passes over the default mix): measured on the en/zh/ja/code chain, 60 steps
+    left the identity probe at recall 0 in both languages, 200 steps gave 0.83 (en) / 1.0 (zh); lr 4e-4
+    at 200 steps gave 0.08 / 0. conf/gpu/parameters_sft.yml holds
     the GPU values.
     """
 
-    max_steps: int = 60
+    max_steps: int = 200
     lr: float = 1e-3
     warmup_steps: int = 5
     weight_decay: float = 0.0
-    checkpoint_every: int = 20
+    checkpoint_every: int = 50
 
 
 @dataclass
