@@ -66,9 +66,9 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     assert metrics["zero_stage"] == pretrain_params["deepspeed"]["zero_stage"]
     assert metrics["preset"] == "debug"
     # tokens per language of the training shards, as the tokenizer stage recorded them in the shard index
-    assert set(metrics["by_language"]) == {"en", "zh", "ja", "code"}
-    assert all(entry["tokens"] > 0 for entry in metrics["by_language"].values())
-    assert sum(entry["token_share"] for entry in metrics["by_language"].values()) == pytest.approx(1.0)
+    assert set(metrics["shards"]["by_language"]) == {"en", "zh", "ja", "code"}
+    assert all(entry["tokens"] > 0 for entry in metrics["shards"]["by_language"].values())
+    assert sum(entry["token_share"] for entry in metrics["shards"]["by_language"].values()) == pytest.approx(1.0)
     assert len(curve) == metrics["steps"] == 20
     assert all(math.isfinite(point["loss"]) for point in curve)
 

@@ -75,10 +75,13 @@ def pretrain_model(token_shards: str, pretrain_token_shards: str, tokenizer: str
 
 
 def training_tokens_by_language(token_shards: str) -> dict[str, Any]:
-    """``{"by_language": {group: {documents, tokens, token_share}}}`` of the shards' train split, as the
-    tokenizer stage recorded them in the shard index (empty for shards written without labels)."""
+    """``{"shards": {"by_language": {group: {documents, tokens, token_share}}}}`` of the shards' train split,
+    as the tokenizer stage recorded them in the shard index (empty for shards written without labels).
+
+    Under ``shards`` (MLflow ``pretrain.shards.by_language...``): the MLflow compare view lists a run's
+    metrics sorted and renders only the first rows, where the loss keys must stay."""
     from lmforge.tokenizer.metrics import summarize_token_counts
     from lmforge.tokenizer.shards import read_token_counts
 
     rows = read_token_counts(token_shards, "train")
-    return {"by_language": summarize_token_counts(rows)["by_language"]} if rows else {}
+    return {"shards": {"by_language": summarize_token_counts(rows)["by_language"]}} if rows else {}
