@@ -182,14 +182,16 @@ def write_shards(docs_by_source: dict[str, list[dict]], shard_size: int, out: Pa
 
 def sample_raw(raw_dir: Path, mb_per_group: float, shard_size: int, out: Path) -> None:
     """Up to mb_per_group MB of text per language group (0: all) of existing raw shards, records in
-    sha256-of-id order, written again as raw shards per source."""
+    sha256-of-id order, written again as raw shards per source. Records with blank text (the ingest
+    node keeps them; our cleaning drops them as ``empty``) are left out: datatrove's reader skips them
+    without a trace, so neither side would reconcile in = kept + dropped on the same input."""
     from lmforge.data.documents import language_group
 
     files = sorted(raw_dir.glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(f"{raw_dir}: no *.jsonl raw shards; run `kedro run --pipelines data_processing "
                                 "--to-nodes ingest_corpus` first, or leave out --raw-dir")
-    records = [r for f in files for r in load_jsonl(str(f))]
+    records = [r for f in files for r in load_jsonl(str(f)) if str(r.get("text") or "").strip()]
     records.sort(key=lambda r: hashlib.sha256(str(r["id"]).encode()).hexdigest())
     size: dict[str, int] = {}
     taken: dict[str, list[dict]] = {}
