@@ -126,7 +126,7 @@ def test_sft_training_defaults_complete_a_partial_mapping_with_sfts_own():
     config = build_dataclass(SftConfig, {"run_dir": "r", "train": {"lr": 1e-4}}, path="sft")
 
     assert isinstance(config.train, SftTrainArgs)
-    assert (config.train.lr, config.train.max_steps, config.train.weight_decay) == (1e-4, 60, 0.0)
+    assert (config.train.lr, config.train.max_steps, config.train.weight_decay) == (1e-4, 200, 0.0)
     assert PretrainConfig(run_dir="r").train.max_steps == 120 != TrainArgs().max_steps
 
 

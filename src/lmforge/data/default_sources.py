@@ -7,13 +7,19 @@ per group in the README's data section); ``python_stdlib_source`` alone is the s
 (``kedro run --env stdlib``), which needs no package.
 
 ``DEFAULT_EXTRA_PACKAGES`` are fetched too but read by no data_processing source: the SFT data
-(LibreOffice help en-US for the translation pairs, chatterbot-corpus dialogues, the Debian FAQ).
+(LibreOffice help en-US for the translation pairs, chatterbot-corpus dialogues, the Debian FAQ);
+``FetchConfig`` (``data_processing.fetch``) holds them, here beside the other defaults (in
+`lmforge.data.packages` it would close an import circle through the readers).
 
 These are the dataclass defaults; ``conf/base/parameters_data_processing.yml`` repeats them (a test
 checks they agree).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from lmforge.data.ingest import SourceConfig, python_stdlib_source
 from lmforge.data.packages import PackageConfig
@@ -81,3 +87,25 @@ def default_extra_packages() -> list[PackageConfig]:
         PackageConfig(client="apt", name="debian-faq-zh-cn", license="GPL-2.0-or-later", language_group="zh"),
         PackageConfig(client="apt", name="debian-faq-ja", license="GPL-2.0-or-later", language_group="ja"),
     ]
+
+
+@dataclass
+class FetchConfig:
+    """``data_processing.fetch``: packages fetched into the source cache besides those the sources read."""
+
+    extra_packages: list[PackageConfig] = field(default_factory=lambda: default_extra_packages())
+    """Packages no data_processing source reads (the SFT data: LibreOffice help en-US, chatterbot-corpus,
+    the Debian FAQ...): ``{client, name, version, license, language_group}`` each."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FetchConfig:
+        from lmforge.config import build_dataclass
+
+        return build_dataclass(cls, d, path="data_processing.fetch")
+
+    def __post_init__(self) -> None:
+        self.extra_packages = [
+            p if isinstance(p, PackageConfig)
+            else PackageConfig.from_dict(p, path=f"data_processing.fetch.extra_packages[{p.get('name', '?')}]")
+            for p in self.extra_packages
+        ]

@@ -45,10 +45,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.default_sources import FetchConfig
 from lmforge.data.packages import (
     DEFAULT_SOURCE_CACHE,
     DOWNLOADS_DIR,
-    FetchConfig,
     PackageConfig,
     missing_reason,
     package_dir,

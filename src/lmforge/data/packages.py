@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,34 +93,6 @@ class PackageConfig:
         from lmforge.config import build_dataclass
 
         return build_dataclass(cls, d, path=path)
-
-
-@dataclass
-class FetchConfig:
-    """``data_processing.fetch``: packages fetched into the source cache besides those the sources read."""
-
-    extra_packages: list[PackageConfig] = field(default_factory=lambda: _default_extra_packages())
-    """Packages no data_processing source reads (the SFT data: LibreOffice help en-US, chatterbot-corpus,
-    the Debian FAQ...): ``{client, name, version, license, language_group}`` each."""
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> FetchConfig:
-        from lmforge.config import build_dataclass
-
-        return build_dataclass(cls, d, path="data_processing.fetch")
-
-    def __post_init__(self) -> None:
-        self.extra_packages = [
-            p if isinstance(p, PackageConfig)
-            else PackageConfig.from_dict(p, path=f"data_processing.fetch.extra_packages[{p.get('name', '?')}]")
-            for p in self.extra_packages
-        ]
-
-
-def _default_extra_packages() -> list[PackageConfig]:
-    from lmforge.data.default_sources import default_extra_packages  # the default lists live together
-
-    return default_extra_packages()
 
 
 def manifest_path(cache: str | Path) -> Path:

@@ -27,6 +27,10 @@ Every dropped record is in the quarantine with a reason, and the report reconcil
 records_in == records_out + sum(dropped.values()), and so does each language group of
 report["by_language"] (`documents.language_group` of the record as read; dedup and decontamination
 removals counted under the removed document's group).
+
+Long because the one pass keeps its whole bookkeeping in one place: the per-shard cleaning task, the
+spooled exact and near dedup, decontamination and the report whose counts (global and per language)
+must reconcile; split, each piece would have to re-derive what the others counted.
 """
 
 from __future__ import annotations
@@ -56,12 +60,12 @@ from lmforge.data.decontamination import (
 )
 from lmforge.data.dedup import fingerprint_text
 from lmforge.data.dedup_minhash import NearDedupConfig, cluster_near_duplicates, minhash_signatures
-from lmforge.data.default_sources import default_sources
+from lmforge.data.default_sources import FetchConfig, default_sources
 from lmforge.data.documents import Document, ShardSource, language_group, load_shard
 from lmforge.data.documents import iter_records as iter_records  # re-exported: pipelines read shards with it
 from lmforge.data.executor import ExecutorConfig, map_in_order, sendable_shard
 from lmforge.data.ingest import SourceConfig
-from lmforge.data.packages import DEFAULT_SOURCE_CACHE, FetchConfig
+from lmforge.data.packages import DEFAULT_SOURCE_CACHE
 from lmforge.data.spool import Spool, SpooledCorpus, SpooledQuarantine, SpooledShards, spool_file, write_jsonl
 from lmforge.data.validation import ValidationSuiteConfig
 

@@ -31,6 +31,9 @@ Great Expectations costs 6-15 s to import: it is imported inside the functions, 
 (ephemeral) context serves every suite of a node (pass `context=`), so nothing is written to disk
 or fetched from the network except the Data Docs folder asked for. The Data Docs are our own static
 pages (`lmforge.data.validation_report`): GX's load their list of validations from a CDN.
+
+Long because the three suites share one frame builder, one GX context and one report format; the
+per-language share terms (documents and characters) belong with the cleaned suite they extend.
 """
 
 from __future__ import annotations
