@@ -203,11 +203,6 @@ def list_source_files(source: SourceConfig, source_cache: str | Path = DEFAULT_S
     return root, paths
 
 
-def list_code_files(source: SourceConfig, source_cache: str | Path = DEFAULT_SOURCE_CACHE) -> tuple[str, list[str]]:
-    """`list_source_files` under its older name (code_folder sources)."""
-    return list_source_files(source, source_cache)
-
-
 def sample_files(name: str, root: str, paths: Sequence[str], max_files: int | None,
                  max_bytes: int | None) -> list[str]:
     """The files a source reads: all; the first max_files; or, with max_bytes, a deterministic sample.
