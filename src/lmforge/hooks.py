@@ -40,6 +40,7 @@ OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    # the model directory, or the continued-pretraining checkpoint, brings its own tokenizer
                    ("finetune_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
                    ("tokenize_conversations", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
+                   ("align_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
                    ("pretrain_model", "token_shards"): "pretrain.base_model",
                    ("pretrain_model", "tokenizer"): "pretrain.base_model",
                    # evaluation: the base model is sft.base_model when set; models that bring their own tokenizer

@@ -1,4 +1,4 @@
-"""Project pipelines: the six stages of the chain, by name, and ``__default__`` = the whole chain.
+"""Project pipelines: the seven stages of the chain, by name, and ``__default__`` = the whole chain.
 
 ``CHAIN`` is the one list of the chain's stages. Library code never imports it (it is Kedro-aware
 code); the nodes that need the list pass it down (`stages_before` for "the stages whose runs are done").
@@ -15,11 +15,11 @@ import importlib
 from kedro.pipeline import Pipeline
 
 # The chain, upstream first. Each stage's inputs are outputs of the stages before it.
-CHAIN = ("data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging")
+CHAIN = ("data_processing", "tokenizer", "pretrain", "sft", "align", "evaluation", "packaging")
 
 
 def stages_before(stage: str) -> tuple[str, ...]:
-    """The stages upstream of ``stage``, in chain order (``stages_before("evaluation")``: the four before it)."""
+    """The stages upstream of ``stage``, in chain order (``stages_before("evaluation")``: the five before it)."""
     return CHAIN[:CHAIN.index(stage)]
 
 

@@ -123,6 +123,8 @@ def fingerprint_job(spec: Any) -> str:
         "deepspeed": {k: v for k, v in spec.deepspeed.items() if k not in BATCH_SPLIT_DEEPSPEED_KEYS},
         "tokenizer_sha256": spec.tokenizer_sha256,
     }
+    if getattr(spec, "preference", None) is not None:  # align jobs only: earlier jobs' fingerprints stay as they were
+        payload["preference"] = config_to_dict(spec.preference)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.align.losses import LossArgs
 from lmforge.config import build_dataclass, config_to_dict
 from lmforge.model.presets import PresetOverrides
 from lmforge.training.lora import LoraArgs
@@ -188,9 +189,11 @@ class JobData:
 
     # Token-shard directory (pretrain): the tokenizer stage's, or the base model's own (pretrain_token_shards).
     token_shards: str | None = None
-    # JSONL of tokenized training examples {"id", "input_ids", "labels"} (sft).
+    # JSONL of tokenized training examples {"id", "input_ids", "labels"} (sft), or of tokenized preference
+    # pairs {"id", "chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"} (align).
     examples: str | None = None
-    # JSONL of held-out examples scored for the validation loss before and after training (sft).
+    # JSONL of held-out examples scored before and after training: the validation loss (sft), the held-out
+    # preference accuracy (align).
     validation_examples: str | None = None
     # Padding token id of the tokenizer (sft batches are padded with it).
     pad_id: int | None = None
@@ -203,7 +206,7 @@ class JobData:
 class JobSpec:
     """Everything a training process needs, serialised as JSON for the launched ranks."""
 
-    # "pretrain" or "sft".
+    # "pretrain", "sft" or "align" (the worker module ``lmforge.training.<kind>``).
     kind: str
     # The model to build or load (see ``JobModel``).
     model: JobModel
@@ -226,6 +229,11 @@ class JobSpec:
     # Hash of everything that determines the trained weights (``checkpoints.fingerprint_job``);
     # a checkpoint is resumed only by a job with the same fingerprint.
     fingerprint: str | None = None
+    # The preference loss of an align job (method, beta...); None for pretrain and sft.
+    preference: LossArgs | None = None
+    # Added to the step number of every per-step metric logged to MLflow (an align round after the first
+    # continues the curve of the rounds before it). Not part of the fingerprint.
+    log_step_offset: int = 0
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(config_to_dict(self), indent=2))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmforge import tracking
+from lmforge.align.losses import LossArgs
 from lmforge.training.checkpoints import fingerprint_job, global_batch, rebatch, saved_global_batch
 from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, LaunchArgs
 from lmforge.training.deepspeed_config import build_deepspeed_config
@@ -24,6 +25,7 @@ from lmforge.training.launch import launch_job, resolve_nproc
 
 if TYPE_CHECKING:  # annotations only: running pretraining never imports the SFT data modules
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+    from lmforge.align.config import AlignConfig
     from lmforge.training.pretrain_config import PretrainConfig
     from lmforge.training.sft_config import SftConfig
 
@@ -43,10 +45,15 @@ def _tokenizer_info(tokenizer_dir: str) -> dict[str, Any]:
             "sha256": tok.sha256}
 
 
-def _run(kind: str, config: PretrainConfig | SftConfig, templates: Mapping[str, Any], *, model: JobModel,
+def _run(kind: str, config: PretrainConfig | SftConfig | AlignConfig, templates: Mapping[str, Any], *, model: JobModel,
          init_from: str | None, data: JobData, tokenizer_sha256: str | None,
-         write_data: Callable[[Path], dict[str, str]] | None = None) -> tuple[str, dict[str, Any], list[dict]]:
-    """Resolve the DeepSpeed config, write the job into ``config.run_dir`` and launch it."""
+         write_data: Callable[[Path], dict[str, str]] | None = None, preference: LossArgs | None = None,
+         log_step_offset: int = 0) -> tuple[str, dict[str, Any], list[dict]]:
+    """Resolve the DeepSpeed config, write the job into ``config.run_dir`` and launch it.
+
+    A run directory whose job finished with the same fingerprint and whose export is still there (an align
+    round before the last, when the stage is rerun after a kill) is reused: its result is returned as is.
+    """
     train = config.train
     ds_config = build_deepspeed_config(resolve_templates(templates), train, config.deepspeed)
     if train.nan_policy == "skip" and ds_config["zero_optimization"].get("stage", 0) == 3:
@@ -54,22 +61,43 @@ def _run(kind: str, config: PretrainConfig | SftConfig, templates: Mapping[str, 
                          "parameters the skipped step backpropagates zeros through); use 'stop'")
     run_dir = Path(config.run_dir).resolve()
     output_dir = run_dir / "export"
-    shutil.rmtree(output_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if write_data:
         data = replace(data, **write_data(run_dir))
     spec = JobSpec(kind=kind, model=model, init_from=init_from, data=data, train=train, deepspeed=ds_config,
                    output_dir=str(output_dir), run_dir=str(run_dir), metric_prefix=kind,
-                   tokenizer_sha256=tokenizer_sha256)
+                   tokenizer_sha256=tokenizer_sha256, preference=preference, log_step_offset=log_step_offset)
     spec.fingerprint = fingerprint_job(spec)
-    keep_checkpoint_batch(spec, config.launch, templates, config.deepspeed)
     tracking.log_config(config, kind)
-    tracking.log_dict(spec.deepspeed, f"deepspeed/{kind}.json")
-    result = launch_job(spec, config.launch, env=tracking.child_env())
+    result = completed_result(spec)
+    if result is not None:
+        logger.info("%s: %s already holds this job's finished output (same fingerprint): reused, not retrained",
+                    kind, output_dir)
+    else:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        keep_checkpoint_batch(spec, config.launch, templates, config.deepspeed)
+        tracking.log_dict(spec.deepspeed, f"deepspeed/{kind}.json")
+        result = launch_job(spec, config.launch, env=tracking.child_env())
     curve = result.pop("history")
     metrics = {k: v for k, v in result.items() if k != "checkpoint"}
     metrics["loss_decreased"] = result["final_loss"] < result["initial_loss"]
     return result["checkpoint"], metrics, curve
+
+
+def completed_result(spec: JobSpec) -> dict[str, Any] | None:
+    """The result of a finished job of ``spec``'s fingerprint in its run directory, None when there is none."""
+    import json
+
+    from lmforge.training.launch import COMPLETE_MARKER
+
+    run_dir = Path(spec.run_dir)
+    job, result = run_dir / "job.json", run_dir / "result.json"
+    if not ((run_dir / COMPLETE_MARKER).is_file() and result.is_file() and job.is_file()
+            and Path(spec.output_dir, "config.json").is_file()):
+        return None
+    if json.loads(job.read_text()).get("fingerprint") != spec.fingerprint:
+        return None
+    return json.loads(result.read_text())
 
 
 def keep_checkpoint_batch(spec: JobSpec, launch: LaunchArgs, templates: Mapping[str, Any],
@@ -180,3 +208,42 @@ def run_sft(examples: Sequence[Mapping[str, Any]], base_model_dir: str, tokenize
     finish_sft_checkpoint(checkpoint, chat)
     return checkpoint, {**metrics, "base_model": base_model_dir, "chat_template_sha256": chat.template_sha256,
                         "end_of_turn": chat.end_of_turn}, curve
+
+
+def run_align(examples: Sequence[Mapping[str, Any]], heldout: Sequence[Mapping[str, Any]], init_from: str,
+              chat: ChatTokenizer, templates: Mapping[str, Any], config: AlignConfig, *,
+              log_step_offset: int = 0, trust_remote_code: bool = False) -> tuple[str, dict[str, Any], list[dict]]:
+    """Train ``init_from`` on tokenized preference pairs (one round); returns (checkpoint, metrics, curve).
+
+    ``examples`` and ``heldout`` are ``lmforge.align.data.tokenize_pairs`` examples; the job runs in
+    ``config.run_dir`` (``lmforge.training.align``). The checkpoint carries the tokenizer, its template and
+    the stop ids, like SFT's (``finish_sft_checkpoint``).
+    """
+    import json
+
+    from lmforge.model.base_model import resolve_attn_implementation
+    from lmforge.training.sft import finish_sft_checkpoint
+
+    if not examples:
+        raise ValueError("no preference pairs to train on: check align.sources, align.identity_pairs and "
+                         "align.on_policy (and the quarantine: data/04_feature/align_quarantine.jsonl)")
+
+    def write_pairs(run_dir: Path) -> dict[str, str]:
+        out = {}
+        for name, rows, field in (("train_pairs.jsonl", examples, "examples"),
+                                  ("heldout_pairs.jsonl", heldout, "validation_examples")):
+            if rows:
+                with open(run_dir / name, "w", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps(dict(row)) + "\n" for row in rows)
+                out[field] = str(run_dir / name)
+        return out
+
+    attn = resolve_attn_implementation(init_from, config.model.attn_implementation, where="align")
+    model = JobModel(attn_implementation=attn, lora=config.lora if config.finetuning == "lora" else None,
+                     trust_remote_code=trust_remote_code)
+    checkpoint, metrics, curve = _run("align", config, templates, model=model, init_from=init_from,
+                                      data=JobData(pad_id=chat.pad_id), tokenizer_sha256=chat.sha256,
+                                      write_data=write_pairs, preference=config.loss,
+                                      log_step_offset=log_step_offset)
+    finish_sft_checkpoint(checkpoint, chat)
+    return checkpoint, metrics, curve

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.training.config import FaultInjection, JobSpec
+from lmforge.training.step_sync import agree_finite, mean_over_ranks
+from lmforge.training.throughput import MODEL_STEP_METRICS
 
 logger = logging.getLogger("lmforge.training")
 
@@ -155,10 +157,13 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
         torch.manual_seed(args.seed * 1_000_003 + step * 1009 + rank)  # any dropout: a function of the step
         t0 = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)  # (sum of micro-batch losses, tokens, model FLOPs)
+        extra_sums: dict[str, Any] = {}  # the model's own per-step metrics (align: rewards, margin, accuracy)
         skip = False
         for micro in range(args.gradient_accumulation_steps):
             batch = next_batch(step, micro)
             out = engine(**batch)
+            for name, value in (getattr(out, "metrics", None) or {}).items():
+                extra_sums[name] = extra_sums.get(name, 0.0) + value.detach().double().cpu()
             loss = fault_injected_loss(out.loss, step, args.fault_injection)
             if args.nan_policy == "skip" and not agree_finite(loss):
                 # Every rank backpropagates zeros (the collectives stay matched) and the update is dropped.
@@ -175,6 +180,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
             sums[2] += tokens * (flops_fixed + flops_per_position * batch["input_ids"].shape[1])
         dist.all_reduce(sums)
         loss = float(sums[0]) / (args.gradient_accumulation_steps * world_size)
+        extras = mean_over_ranks(extra_sums, args.gradient_accumulation_steps * world_size)
         tokens, flops = int(sums[1]), float(sums[2])
         if skip:
             state["skipped_steps"] += 1
@@ -191,11 +197,11 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
             memory_name, memory = peak_memory_mb()
             record = {"step": step, "loss": loss, "lr": schedule.get_last_lr()[0],
                       "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                      **meter.step_metrics(tokens, flops, dt), memory_name: memory, **gpu.sample()}
+                      **extras, **meter.step_metrics(tokens, flops, dt), memory_name: memory, **gpu.sample()}
             history.append(record)
             if rank == 0 and step % args.log_every == 0:
                 if step_logger:
-                    step_logger.log(step_metrics_for_mlflow(record, prefix), step)
+                    step_logger.log(step_metrics_for_mlflow(record, prefix), step + spec.log_step_offset)
                 if step % max(1, args.max_steps // 20) == 0 or step == args.max_steps - 1:
                     logger.info("%s step %d/%d loss %.4f lr %.2e %.0f tok/s %s %.3f", prefix, step + 1,
                                 args.max_steps, loss, record["lr"], record["tokens_per_s"], meter.mfu_name,
@@ -252,7 +258,8 @@ def summarize(spec: JobSpec, history: list[dict], state: dict, *, elapsed: float
         memory_name: max(r[memory_name] for r in history),
         "restart_count": restart_count,
         "skipped_steps": state["skipped_steps"],
-        "history": [{"step": r["step"], "loss": r["loss"], "lr": r["lr"]} for r in history],
+        "history": [{"step": r["step"], "loss": r["loss"], "lr": r["lr"], **{k: r[k] for k in MODEL_STEP_METRICS if k in r}}
+                    for r in history],
     }
     if meter.peak:
         result[meter.mfu_name] = state["flops"] / elapsed / (meter.peak * world_size)
@@ -267,16 +274,6 @@ def fault_injected_loss(loss: Any, step: int, faults: FaultInjection) -> Any:
     if step in faults.nan_at_steps:
         return loss * float("nan")
     return loss
-
-
-def agree_finite(loss: Any) -> bool:
-    """True when the loss is finite on every rank (one tiny all-reduce)."""
-    import torch
-    import torch.distributed as dist
-
-    bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0])
-    dist.all_reduce(bad)
-    return float(bad) == 0.0
 
 
 def find_resume_source(spec: JobSpec, ckpt_root: Path, *, rank: int, world_size: int) -> dict[str, Any] | None:

@@ -117,7 +117,12 @@ class Throughput:
         return out
 
 
-STEP_CURVES = ("loss", "lr", "grad_norm")
+MODEL_STEP_METRICS = ("rewards_chosen", "rewards_rejected", "margin", "accuracy", "logratio_chosen",
+                      "logratio_rejected")
+"""A model's own per-step metrics (``out.metrics`` of its forward: the align stage's ``PreferenceModel``),
+averaged over micro-batches and ranks, logged and kept in the loss curve beside loss and lr."""
+
+STEP_CURVES = ("loss", "lr", "grad_norm", *MODEL_STEP_METRICS)
 """Per-step metrics logged under their own short names (``pretrain.loss``): no summary key is one of them."""
 
 

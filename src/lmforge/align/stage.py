@@ -1,0 +1,129 @@
+"""The align stage end to end: offline pairs, on-policy rounds, one DeepSpeed job per round, and the win rate.
+
+What the Kedro nodes call (``pipelines/align/nodes.py``), with the stage's typed ``AlignConfig``:
+
+- ``build_offline_pairs``: the preference files of ``align.sources`` (``lmforge.data.preferences``) and the
+  built-in identity pairs (chosen: the ``sft.identity`` answer; rejected: a claim to be another assistant),
+  with the quarantined records and the counts per source.
+- ``align_model``: the offline pairs are split by prompt into training and held-out pairs
+  (``align.validation_fraction``). Then ``align.on_policy.rounds`` rounds, each: sample ``k`` answers from the
+  current policy (round 1: the SFT model) for held-in prompts of the SFT training conversations, score them
+  with a verifiable reward and pair best vs worst (``lmforge.align.on_policy``); train on the offline and
+  that round's pairs (``lmforge.training.jobs.run_align``: the round's own run directory, its checkpoints and
+  exact resume; a round finished before a kill is reused, not retrained); the round's output is the next
+  round's policy and reference. After the last round: the win rate of the aligned model over the SFT model
+  on held-out prompts (the SFT validation conversations) under the same rewards.
+
+Every pair trained on is returned with its origin and scores (``align_pairs``), every sampled candidate with
+its reward (``align_samples``: what was preferred and why). ``pairs_sha256`` (the content hash of the pairs
+of every round) goes into the metrics, the model card and the registered version's tags.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmforge.align.config import DISABLED_MARKER, AlignConfig
+
+if TYPE_CHECKING:
+    from lmforge.data.identity import IdentityConfig
+
+logger = logging.getLogger(__name__)
+
+
+def build_offline_pairs(config: AlignConfig, identity: IdentityConfig) -> tuple[list[dict], list[dict], dict]:
+    """(pairs, quarantined records, stats): the preference files, then the built-in identity pairs."""
+    from lmforge.data.preferences import build_identity_pairs, read_preference_sources
+
+    if not config.enabled:
+        return [], [], {"enabled": False}
+    pairs, quarantine, stats = read_preference_sources(config.sources)
+    if config.identity_pairs:
+        identity_pairs = build_identity_pairs(identity, languages=tuple(config.identity_languages))
+        pairs += identity_pairs
+        stats = {**stats, "identity": {"read": len(identity_pairs), "kept": len(identity_pairs), "quarantined": 0}}
+    return pairs, quarantine, {"offline_pairs": len(pairs), "quarantined": len(quarantine), "sources": stats}
+
+
+def write_disabled(directory: Path) -> str:
+    """The checkpoint directory of a disabled stage: only the marker that says so."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    (directory / DISABLED_MARKER).write_text(
+        "# align disabled\n\n`align.enabled` was false when this stage ran: evaluation, the quality gate and\n"
+        "packaging use the SFT model (`lmforge.align.config.resolve_chat_model`).\n", encoding="utf-8")
+    return str(directory)
+
+
+def align_model(offline_pairs: Sequence[Mapping[str, Any]], train_conversations: Sequence[Mapping[str, Any]],
+                heldout_conversations: Sequence[Mapping[str, Any]], sft_checkpoint: str, tokenizer_dir: str,
+                templates: Mapping[str, Any], config: AlignConfig, *, identity: IdentityConfig,
+                chat_template: str | None = None,
+                trust_remote_code: bool = False) -> tuple[str, dict[str, Any], list[dict], list[dict], list[dict]]:
+    """Run the rounds; returns (checkpoint, metrics, loss curve, pairs trained on, sampled candidates)."""
+    from lmforge.align.data import pairs_sha256, split_pairs, tokenize_pairs
+    from lmforge.align.on_policy import prompts_from_conversations, sample_round, win_rate
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+    from lmforge.training.jobs import run_align
+
+    run_root = Path(config.run_dir).resolve()
+    if not config.enabled:
+        logger.info("align: disabled (align.enabled: false): evaluation and packaging take the SFT model")
+        return write_disabled(run_root / "disabled"), {"enabled": False}, [], [], []
+    chat = ChatTokenizer.for_model(sft_checkpoint, tokenizer_dir, chat_template=chat_template,
+                                   trust_remote_code=trust_remote_code)
+    tokenize = {"max_length": config.max_length, "max_prompt_length": config.max_prompt_length}
+    train_pairs, heldout_pairs = split_pairs(list(offline_pairs), config.validation_fraction, config.split_seed)
+    heldout_examples, heldout_quarantine, _ = tokenize_pairs(heldout_pairs, chat, **tokenize)
+    args = config.on_policy
+    items = prompts_from_conversations(train_conversations, args.categories, args.prompts_per_category, args.seed)
+    policy, step_offset = sft_checkpoint, 0
+    trained: list[dict] = []
+    samples: list[dict] = []
+    curve: list[dict] = []
+    rounds: list[dict[str, Any]] = []
+    quarantined = len(heldout_quarantine)
+    for index in range(1, max(1, args.rounds) + 1):
+        on_policy: list[dict] = []
+        sample_stats: dict[str, Any] = {}
+        if args.rounds > 0 and items:
+            on_policy, records, sample_stats = sample_round(policy, items, args, identity, index,
+                                                            tokenizer_dir=tokenizer_dir)
+            samples += [{**r, "round": index} for r in records]
+        round_pairs = [*train_pairs, *on_policy]
+        examples, quarantine, token_stats = tokenize_pairs(round_pairs, chat, **tokenize)
+        quarantined += len(quarantine)
+        round_config = replace(config, run_dir=str(run_root / f"round_{index}"))
+        checkpoint, metrics, round_curve = run_align(examples, heldout_examples, policy, chat, templates,
+                                                     round_config, log_step_offset=step_offset,
+                                                     trust_remote_code=trust_remote_code)
+        curve += [{**row, "step": row["step"] + step_offset, "round": index} for row in round_curve]
+        step_offset += config.train.max_steps
+        trained += [{**p, "round": index} for p in round_pairs]
+        rounds.append({"round": index, "pairs": len(examples), "on_policy_pairs": len(on_policy),
+                       "sampling": sample_stats, "tokenization": token_stats,
+                       **{k: metrics.get(k) for k in ("initial_loss", "final_loss", "heldout", "heldout_initial",
+                                                      "train_time_s")}})
+        policy = checkpoint
+    heldout_items = prompts_from_conversations(heldout_conversations, args.categories, args.heldout_prompts_per_category,
+                                               args.seed)
+    wins = win_rate(policy, sft_checkpoint, heldout_items, identity, args) if heldout_items else {}
+    last = rounds[-1]
+    result = {
+        **{k: v for k, v in metrics.items() if k not in ("heldout", "heldout_initial")},
+        "enabled": True, "method": config.loss.method, "beta": config.loss.beta, "rounds": len(rounds),
+        "offline_pairs": len(offline_pairs), "train_pairs": len(train_pairs), "heldout_pairs": len(heldout_examples),
+        "pairs_trained": len(trained), "quarantined": quarantined, "pairs_sha256": pairs_sha256(trained),
+        "heldout": last.get("heldout") or {}, "heldout_initial": rounds[0].get("heldout_initial") or {},
+        "win_rate": {"vs_sft": wins.get("win_rate"), **{k: v for k, v in wins.items() if k not in ("win_rate", "rows")}},
+        "by_round": rounds,
+    }
+    samples += [{"kind": "win_rate", **row} for row in wins.get("rows", [])]
+    logger.info("align: %d round(s), %d pairs, held-out preference accuracy %s, win rate vs SFT %s",
+                len(rounds), len(trained), result["heldout"].get("preference_accuracy"), result["win_rate"]["vs_sft"])
+    return policy, result, curve, trained, samples
