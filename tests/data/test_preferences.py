@@ -63,6 +63,19 @@ def test_pairs_format_prompt_as_text_or_messages_and_ultrafeedback_conversations
     assert len({p["id"] for p in pairs}) == 4
 
 
+def test_raw_hh_rlhf_transcripts(tmp_path):
+    shared = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How do I boil an egg?"
+    path = write_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": shared + "\n\nAssistant: Boil it for 8 minutes.", "rejected": shared + "\n\nAssistant: Why?"},
+        {"chosen": shared + "\n\nAssistant: Boil it.", "rejected": "\n\nHuman: Other\n\nAssistant: Why?"}])
+
+    pairs, quarantine, _ = read_preference_source(PreferenceSource("hh", str(path), language=None))
+
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ([user("Hi there"), assistant("Hello!"), user("How do I boil an egg?")], "Boil it for 8 minutes.", "Why?")]
+    assert [q["reason"] for q in quarantine] == ["prompt_mismatch"]
+
+
 def test_messages_format_openai_and_sharegpt_from_json_array_and_parquet(tmp_path):
     import pandas as pd
 

@@ -75,7 +75,7 @@ def fit_prompt(prompt: Sequence[Mapping[str, str]], chat: ChatTokenizer,
     return best
 
 
-def response_ids(chat: ChatTokenizer, prompt: Sequence[Mapping[str, str]], prompt_ids: Sequence[int],
+def encode_response(chat: ChatTokenizer, prompt: Sequence[Mapping[str, str]], prompt_ids: Sequence[int],
                  answer: str) -> list[int]:
     """The ids SFT labels for ``answer`` as the assistant's turn after ``prompt`` (content + end-of-turn)."""
     from lmforge.tokenizer.chat_tokenizer import IGNORE_INDEX, ChatTemplateError
@@ -126,8 +126,8 @@ def tokenize_pairs(pairs: Iterable[Mapping[str, Any]], chat: ChatTokenizer, *, m
                                               f"max_prompt_length {max_prompt_length} tokens")
                 continue
             prompt_ids, prompt, dropped_turns = fitted
-            chosen = response_ids(chat, prompt, prompt_ids, pair["chosen"])
-            rejected = response_ids(chat, prompt, prompt_ids, pair["rejected"])
+            chosen = encode_response(chat, prompt, prompt_ids, pair["chosen"])
+            rejected = encode_response(chat, prompt, prompt_ids, pair["rejected"])
         except ChatTemplateError as err:
             unmaskable_reason = unmaskable_reason or str(err)
             drop(pair, "unmaskable", str(err))
@@ -166,7 +166,7 @@ def tokenize_pairs(pairs: Iterable[Mapping[str, Any]], chat: ChatTokenizer, *, m
     return examples, quarantine, stats
 
 
-def prompt_key(prompt: Sequence[Mapping[str, str]]) -> str:
+def hash_prompt(prompt: Sequence[Mapping[str, str]]) -> str:
     """sha256 of the prompt messages as canonical JSON: pairs with one prompt share it."""
     payload = json.dumps([dict(m) for m in prompt], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -182,7 +182,7 @@ def split_pairs(pairs: Sequence[Mapping[str, Any]], validation_fraction: float,
     """
     if not 0.0 <= validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-    keys = [prompt_key(p["prompt"]) for p in pairs]
+    keys = [hash_prompt(p["prompt"]) for p in pairs]
     position = {key: hash_unit_interval(key, seed) for key in keys}
     held = {key for key, h in position.items() if h < validation_fraction}
     if validation_fraction > 0 and len(position) >= 2:

@@ -16,7 +16,8 @@ messages, else ``chosen`` -> pairs):
   (one user turn) or a messages list. ``chosen``/``rejected`` are text, one assistant message, or a message
   list whose last turn is the assistant's answer (UltraFeedback: the whole conversation): the answer is that
   last turn and the turns before it are the prompt (which must then agree with ``prompt`` when both are given,
-  and between chosen and rejected: else ``prompt_mismatch``).
+  and between chosen and rejected: else ``prompt_mismatch``). Anthropic's raw HH-RLHF transcripts
+  (``"\n\nHuman: ...\n\nAssistant: ..."`` with no ``prompt``) are read as such a conversation.
 - ``messages`` (OpenAI ``messages`` with role/content, or ShareGPT ``conversations`` with from/value): the
   conversation so far, ending with the user's turn, plus ``chosen``/``rejected`` final assistant turns (text,
   or a message dict in either style).
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ IDENTITY_ORIGIN = "builtin:identity"
 LANGUAGE_CANDIDATES = ("en", "zh", "ja")
 """Languages a pair's language is detected among (the default chain's; lingua on a short question is more often
 right choosing among these few than among all)."""
+HH_TURN = re.compile(r"\n\n(Human|Assistant):[ \t]?")
+"""A turn marker of an HH-RLHF transcript (the text starts with one)."""
 MIN_LANGUAGE_LETTERS = 8  # fewer letters in the last user turn: language None (a CJK character counts 4)
 
 REASONS = (
@@ -148,12 +152,21 @@ def _messages(value: Any, what: str) -> list[dict[str, str]]:
         raise RecordError(exc.reason, f"{what}: {exc.detail}") from None
 
 
+def parse_hh_transcript(text: str) -> list[dict[str, str]]:
+    """Anthropic HH-RLHF's ``"\n\nHuman: ...\n\nAssistant: ..."`` transcript -> role/content messages."""
+    parts = HH_TURN.split(text)
+    return [{"role": "user" if who == "Human" else "assistant", "content": content.strip()}
+            for who, content in zip(parts[1::2], parts[2::2], strict=True)]
+
+
 def _response(record: Mapping[str, Any], key: str) -> tuple[list[dict[str, str]], str]:
     """(conversation before the answer, the answer's text) of ``chosen`` or ``rejected``."""
     value = record.get(key)
     if value is None:
         raise RecordError("missing_field", f"no {key!r} (fields: {sorted(record)})")
-    if isinstance(value, str):
+    if isinstance(value, str) and value.startswith("\n\nHuman:"):
+        value = parse_hh_transcript(value)
+    elif isinstance(value, str):
         return [], value
     if isinstance(value, Mapping):
         value = [value]
