@@ -58,12 +58,12 @@ def fit_prompt(prompt: Sequence[Mapping[str, str]], chat: ChatTokenizer,
         raise ValueError("the prompt must end with a user turn")
     system = messages[:1] if messages and messages[0]["role"] == "system" else []
     body = messages[len(system):]
-    starts = [k for k, m in enumerate(body) if m["role"] == "user"]
+    starts = [k for k, m in enumerate(body) if m["role"] == "user" and k > 0]
     ids = chat.encode_prompt(messages)
     if len(ids) <= max_prompt_length:
         return ids, messages, 0
     best = None
-    lo, hi = 1, len(starts) - 1
+    lo, hi = 0, len(starts) - 1
     while lo <= hi:
         mid = (lo + hi) // 2
         kept = system + body[starts[mid]:]
