@@ -1,0 +1,1 @@
+"""Preference optimisation (the align stage): losses, preference data, on-policy pairs; framework-free."""
