@@ -15,7 +15,7 @@ counts. Notation, per pair (shapes ``(B,)``):
   the preference label is wrong with probability e):
       h = logratio_w - logratio_l;    loss = -(1 - e) log sigmoid(b h) - e log sigmoid(-b h)
   rewards = b * logratio. With e = 0 this is TRL's DPOTrainer ``loss_type="sigmoid"``; the smoothed
-  form is TRL's CPOTrainer ``"sigmoid"`` on log-ratios (TRL 1.x dropped smoothing from DPO's sigmoid).
+  form is TRL's CPOTrainer ``"sigmoid"`` on log-ratios (TRL 1.16's DPO sigmoid has no smoothing term).
 - ``ipo`` (Azar et al. 2023, Eq. 17), on per-token averaged log-ratios as TRL does (the IPO authors'
   normalisation: the squared loss otherwise grows with the answer's length):
       h = logratio_w / |y_w| - logratio_l / |y_l|;    loss = (h - 1 / (2 b))^2
