@@ -4,8 +4,8 @@ The project is copied into a fresh git repository under tmp_path and its paramet
 (the same edit `dvc exp run -S` would make), then:
 
 1. `kedro run --pipeline sft` / `--pipelines sft` with nothing produced exits non-zero with one line;
-2. `dvc repro` runs the six stages (DeepSpeed on 2 gloo processes) and leaves every artifact, six
-   metrics files and six MLflow runs with params, per-step losses and lineage tags; what MLflow shows
+2. `dvc repro` runs the seven stages (DeepSpeed on 2 gloo processes) and leaves every artifact, seven
+   metrics files and seven MLflow runs with params, per-step losses and lineage tags; what MLflow shows
    as each run's metric equals the stage's metrics file; the Data Docs are static local pages;
 3. the packaged model loads with transformers Auto classes and generates;
 4. a second `dvc repro` reruns nothing, in under 5 s (the first ran with the network cut: `unshare -n`, loopback only, where permitted);
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-STAGES = ["data_processing", "tokenizer", "pretrain", "sft", "evaluation", "packaging"]
+STAGES = ["data_processing", "tokenizer", "pretrain", "sft", "align", "evaluation", "packaging"]
 EXPERIMENT, EXPERIMENT_VOCAB = "vocab900", 900  # the `dvc exp run` of the last-but-one test
 VOCAB_PARAM = "conf/base/parameters_tokenizer.yml:tokenizer.train.vocab_size"
 
@@ -54,6 +54,9 @@ TINY = {
     "pretrain": {"model": {"preset": "debug"}, "train": {"max_steps": 30, "warmup_steps": 3, "lr": 1.0e-2}},
     "sft": {"data": {"max_pairs": 400}, "identity": {"repeat": 2}, "max_length": 256,
             "train": {"max_steps": 30, "warmup_steps": 3, "lr": 3.0e-3}},
+    # one on-policy round: 8 prompts x 2 samples of 8 tokens; 8 held-out prompts for the win rate
+    "align": {"on_policy": {"rounds": 1, "prompts_per_round": 8, "k": 2, "max_new_tokens": 8, "heldout_prompts": 8},
+              "train": {"max_steps": 10, "warmup_steps": 2, "checkpoint_every": 5}},
     "evaluation": {"max_heldout_blocks": 16, "max_sft_examples": 48, "max_example_tokens": 256,
                    "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
                    "translation": {"max_pairs_per_direction": 2, "max_new_tokens": 8},
@@ -167,12 +170,20 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
     dp = metrics["data_processing"]
     assert dp["records_in"] == dp["records_out"] + sum(dp["dropped"].values())
     assert metrics["tokenizer"]["unknown_tokens"] == 0
-    for stage in ("pretrain", "sft"):
+    for stage in ("pretrain", "sft", "align"):
         assert metrics[stage]["world_size"] == 2
         assert metrics[stage]["final_loss"] < metrics[stage]["initial_loss"], stage
     ev = metrics["evaluation"]
     assert ev["sft.sft_pairs.perplexity"] < ev["base.sft_pairs.perplexity"]
     assert metrics["packaging"]["loads"] is True
+    # align: the identity pairs and one on-policy round, every pair kept with its origin (and rewards)
+    align = metrics["align"]
+    assert align["enabled"] is True and align["method"] == "dpo" and align["rounds"] == 1
+    pairs = [json.loads(line) for line in (root / "data/04_feature/align_pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == align["pairs_trained"] and {p["origin"].split(":")[0] for p in pairs} >= {"builtin"}
+    assert all("scores" in p for p in pairs if p["origin"].startswith("on_policy"))
+    assert 0.0 <= align["win_rate"]["vs_sft"] <= 1.0 and "preference_accuracy" in align["heldout"]
+    assert "aligned.identity.f1" in ev  # evaluation scores the aligned model beside base and SFT
 
 
 def test_mlflow_has_one_run_per_stage(chain):

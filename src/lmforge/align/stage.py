@@ -64,66 +64,71 @@ def align_model(offline_pairs: Sequence[Mapping[str, Any]], train_conversations:
                 heldout_conversations: Sequence[Mapping[str, Any]], sft_checkpoint: str, tokenizer_dir: str,
                 templates: Mapping[str, Any], config: AlignConfig, *, identity: IdentityConfig,
                 chat_template: str | None = None,
-                trust_remote_code: bool = False) -> tuple[str, dict[str, Any], list[dict], list[dict], list[dict]]:
-    """Run the rounds; returns (checkpoint, metrics, loss curve, pairs trained on, sampled candidates)."""
+                trust_remote_code: bool = False) -> tuple[str, dict[str, Any], list[dict], list[dict], list[dict], list[dict]]:
+    """Run the rounds; returns (checkpoint, metrics, loss curve, pairs trained on, sampled candidates, pairs
+    quarantined by tokenization)."""
     from lmforge.align.data import pairs_sha256, split_pairs, tokenize_pairs
-    from lmforge.align.on_policy import prompts_from_conversations, sample_round, win_rate
+    from lmforge.align.on_policy import heldout_items, run_rounds, win_rate
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.training.jobs import run_align
 
     run_root = Path(config.run_dir).resolve()
     if not config.enabled:
         logger.info("align: disabled (align.enabled: false): evaluation and packaging take the SFT model")
-        return write_disabled(run_root / "disabled"), {"enabled": False}, [], [], []
+        return write_disabled(run_root / "disabled"), {"enabled": False}, [], [], [], []
     chat = ChatTokenizer.for_model(sft_checkpoint, tokenizer_dir, chat_template=chat_template,
                                    trust_remote_code=trust_remote_code)
     tokenize = {"max_length": config.max_length, "max_prompt_length": config.max_prompt_length}
     train_pairs, heldout_pairs = split_pairs(list(offline_pairs), config.validation_fraction, config.split_seed)
-    heldout_examples, heldout_quarantine, _ = tokenize_pairs(heldout_pairs, chat, **tokenize)
-    args = config.on_policy
-    items = prompts_from_conversations(train_conversations, args.categories, args.prompts_per_category, args.seed)
-    policy, step_offset = sft_checkpoint, 0
+    heldout_examples, heldout_quarantine, _ = tokenize_pairs(heldout_pairs, chat, **tokenize) if heldout_pairs \
+        else ([], [], {})
     trained: list[dict] = []
-    samples: list[dict] = []
     curve: list[dict] = []
     rounds: list[dict[str, Any]] = []
-    quarantined = len(heldout_quarantine)
-    for index in range(1, max(1, args.rounds) + 1):
-        on_policy: list[dict] = []
-        sample_stats: dict[str, Any] = {}
-        if args.rounds > 0 and items:
-            on_policy, records, sample_stats = sample_round(policy, items, args, identity, index,
-                                                            tokenizer_dir=tokenizer_dir)
-            samples += [{**r, "round": index} for r in records]
-        round_pairs = [*train_pairs, *on_policy]
-        examples, quarantine, token_stats = tokenize_pairs(round_pairs, chat, **tokenize)
-        quarantined += len(quarantine)
-        round_config = replace(config, run_dir=str(run_root / f"round_{index}"))
-        checkpoint, metrics, round_curve = run_align(examples, heldout_examples, policy, chat, templates,
-                                                     round_config, log_step_offset=step_offset,
-                                                     trust_remote_code=trust_remote_code)
-        curve += [{**row, "step": row["step"] + step_offset, "round": index} for row in round_curve]
-        step_offset += config.train.max_steps
-        trained += [{**p, "round": index} for p in round_pairs]
-        rounds.append({"round": index, "pairs": len(examples), "on_policy_pairs": len(on_policy),
-                       "sampling": sample_stats, "tokenization": token_stats,
+    quarantine: list[dict] = list(heldout_quarantine)
+    last_metrics: dict[str, Any] = {}
+
+    def train(index: int, policy: str, pairs: list[dict]) -> str:
+        """One round's DeepSpeed job on ``pairs`` from ``policy``; its output is the next round's policy."""
+        examples, dropped, token_stats = tokenize_pairs(pairs, chat, **tokenize)
+        quarantine.extend({**q, "round": index} for q in dropped)
+        offset = config.train.max_steps * (index - 1)
+        checkpoint, metrics, round_curve = run_align(
+            examples, heldout_examples, policy, chat, templates, replace(config, run_dir=str(run_root / f"round_{index}")),
+            log_step_offset=offset, trust_remote_code=trust_remote_code)
+        curve.extend({**row, "step": row["step"] + offset, "round": index} for row in round_curve)
+        kept = {ex["id"] for ex in examples}
+        trained.extend({**p, "round": index} for p in pairs if p["id"] in kept)
+        rounds.append({"round": index, "pairs": len(examples), "on_policy_pairs": sum(p.get("source") == "on_policy"
+                                                                                    for p in pairs if p["id"] in kept),
+                       "tokenization": token_stats,
                        **{k: metrics.get(k) for k in ("initial_loss", "final_loss", "heldout", "heldout_initial",
                                                       "train_time_s")}})
-        policy = checkpoint
-    heldout_items = prompts_from_conversations(heldout_conversations, args.categories, args.heldout_prompts_per_category,
-                                               args.seed)
-    wins = win_rate(policy, sft_checkpoint, heldout_items, identity, args) if heldout_items else {}
-    last = rounds[-1]
+        last_metrics.clear()
+        last_metrics.update(metrics)
+        return checkpoint
+
+    args = config.on_policy
+    if args.rounds == 0:  # offline pairs only
+        final, samples, sampling = train(1, sft_checkpoint, list(train_pairs)), [], []
+    else:
+        done = run_rounds(sft_checkpoint, train_conversations, args, identity, train, offline_pairs=train_pairs)
+        final, samples, sampling = done.model_dir, done.records, done.stats
+    for info, stats in zip(rounds, sampling, strict=False):
+        info["sampling"] = stats
+    items = heldout_items(heldout_conversations, args) if args.heldout_prompts else []
+    wins = win_rate(final, sft_checkpoint, items, identity, max_new_tokens=args.max_new_tokens,
+                    batch_size=args.batch_size) if items else {}
+    samples = [*samples, *({"kind": "win_rate", **row} for row in wins.get("rows", []))]
     result = {
-        **{k: v for k, v in metrics.items() if k not in ("heldout", "heldout_initial")},
+        **{k: v for k, v in last_metrics.items() if k not in ("heldout", "heldout_initial", "pairs", "heldout_pairs")},
         "enabled": True, "method": config.loss.method, "beta": config.loss.beta, "rounds": len(rounds),
         "offline_pairs": len(offline_pairs), "train_pairs": len(train_pairs), "heldout_pairs": len(heldout_examples),
-        "pairs_trained": len(trained), "quarantined": quarantined, "pairs_sha256": pairs_sha256(trained),
-        "heldout": last.get("heldout") or {}, "heldout_initial": rounds[0].get("heldout_initial") or {},
+        "pairs_trained": len(trained), "quarantined": len(quarantine), "pairs_sha256": pairs_sha256(trained),
+        "heldout": rounds[-1].get("heldout") or {}, "heldout_initial": rounds[0].get("heldout_initial") or {},
         "win_rate": {"vs_sft": wins.get("win_rate"), **{k: v for k, v in wins.items() if k not in ("win_rate", "rows")}},
         "by_round": rounds,
     }
-    samples += [{"kind": "win_rate", **row} for row in wins.get("rows", [])]
     logger.info("align: %d round(s), %d pairs, held-out preference accuracy %s, win rate vs SFT %s",
                 len(rounds), len(trained), result["heldout"].get("preference_accuracy"), result["win_rate"]["vs_sft"])
-    return policy, result, curve, trained, samples
+    return final, result, curve, trained, samples, quarantine

@@ -38,16 +38,20 @@ def build_preference_pairs(config: AlignConfig, sft_params: dict[str, Any]) -> t
     return build_offline_pairs(config, _sft(sft_params).identity)
 
 
-def align_model(offline_pairs: list[dict], train_conversations: list[dict], validation_conversations: list[dict],
-                sft_checkpoint: str, tokenizer: str, deepspeed_templates: dict[str, Any], data_stats: dict,
-                sft_params: dict[str, Any], config: AlignConfig) -> tuple[str, dict, list[dict], list[dict], list[dict]]:
-    """Preference-tune the SFT model over ``align.on_policy.rounds`` rounds (or write the disabled marker)."""
+def align_model(offline_pairs: list[dict], source_quarantine: list[dict], train_conversations: list[dict],
+                validation_conversations: list[dict], sft_checkpoint: str, tokenizer: str,
+                deepspeed_templates: dict[str, Any], data_stats: dict, sft_params: dict[str, Any],
+                config: AlignConfig) -> tuple[str, dict, list[dict], list[dict], list[dict], list[dict]]:
+    """Preference-tune the SFT model over ``align.on_policy.rounds`` rounds (or write the disabled marker).
+
+    The quarantine it writes holds the records the readers refused and the pairs tokenization refused.
+    """
     from lmforge.align.stage import align_model as run
     from lmforge.training.jobs import resolve_templates
 
     sft = _sft(sft_params)
-    checkpoint, metrics, curve, pairs, samples = run(
+    checkpoint, metrics, curve, pairs, samples, quarantine = run(
         offline_pairs, train_conversations, validation_conversations, sft_checkpoint, tokenizer,
         resolve_templates(deepspeed_templates), config, identity=sft.identity, chat_template=sft.chat_template,
         trust_remote_code=sft.trust_remote_code)
-    return checkpoint, {**metrics, "data": data_stats}, curve, pairs, samples
+    return checkpoint, {**metrics, "data": data_stats}, curve, pairs, samples, [*source_quarantine, *quarantine]
