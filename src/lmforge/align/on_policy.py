@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 SOURCE = "on_policy"
 """``source`` of every on-policy pair record."""
 SKIP_REASONS = ("no_margin", "long_prompt", "empty_chosen")
-"""Why a prompt made no pair: best - worst < min_margin; prompt + max_new_tokens over the context; best empty."""
+"""Why a prompt made no pair: best - worst < min_margin (or 0); prompt + max_new_tokens over the context; best
+answer empty."""
 
 
 @dataclass
@@ -76,7 +77,8 @@ class OnPolicyArgs:
     temperature: float = 0.7
     # Sample among the ``top_k`` most likely tokens (0: the whole vocabulary).
     top_k: int = 20
-    # Least reward difference between the best and the worst answer for a pair (rewards are in [0, 1]).
+    # Least reward difference between the best and the worst answer for a pair (rewards are in [0, 1]);
+    # equal rewards never make a pair, whatever the margin.
     min_margin: float = 0.05
     # Seed of the prompt draw and of the sampling.
     seed: int = 0
@@ -120,13 +122,14 @@ def prompts_from_conversations(conversations: Sequence[Mapping[str, Any]], categ
 
     The prompt is the messages before the last assistant turn, the reference is that turn; a prompt that
     occurs several times (identity conversations are repeated, chatterbot has several replies to one
-    question) is one item whose ``metadata.references`` lists every distinct reference. The sample is the
+    question) is one item whose ``metadata.references`` lists every distinct reference (sorted; ``reference`` is
+    the first) and whose id is the group's smallest record id. The sample is the
     ``per_category`` prompts of smallest ``sha256(seed, prompt)``: it does not depend on the input order.
     Records that are not a prompt + assistant answer are skipped (logged with their count).
     """
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     unusable = 0
-    for i, record in enumerate(conversations):
+    for record in conversations:
         category = record.get("category")
         if category not in categories:
             continue
@@ -142,12 +145,16 @@ def prompts_from_conversations(conversations: Sequence[Mapping[str, Any]], categ
             language = meta.get("tgt_lang") or record.get("language") or meta.get("language_group")
             kind = "foreign" if record.get("polarity") == "negative" else "direct"
             groups[(category, key)] = item = {
-                "id": str(record.get("id") or f"{category}-{i}"), "category": category, "language": language,
+                "id": str(record.get("id") or f"{category}-{_digest(0, key)[:10]}"), "category": category,
+                "language": language,
                 "messages": prompt, "reference": reference,
                 "metadata": {**({"kind": kind} if category == "identity" else {}), "references": []},
             }
+        if record.get("id") and str(record["id"]) < item["id"]:
+            item["id"] = str(record["id"])  # the smallest id of the group: independent of the input order
         if reference not in item["metadata"]["references"]:
-            item["metadata"]["references"].append(reference)
+            item["metadata"]["references"] = sorted([*item["metadata"]["references"], reference])
+            item["reference"] = item["metadata"]["references"][0]
     if unusable:
         logger.warning("on-policy prompts: %d record(s) of %s do not end in a user turn + assistant answer: skipped",
                        unusable, list(categories))
@@ -245,7 +252,7 @@ def sample_pairs(model: Any, tokenizer: Any, items: Sequence[Mapping[str, Any]],
         best = max(range(len(rewards)), key=lambda j: (rewards[j], -j))  # ties: the first sample
         worst = min(range(len(rewards)), key=lambda j: (rewards[j], j))
         skipped = None
-        if rewards[best] - rewards[worst] < args.min_margin:
+        if rewards[best] - rewards[worst] < args.min_margin or rewards[best] == rewards[worst]:
             skipped = "no_margin"
         elif not answers[best].strip():
             skipped = "empty_chosen"
