@@ -93,7 +93,7 @@ def test_heldout_items_take_probe_questions_for_identity():
 def test_args_reject_unverifiable_categories_and_bad_values():
     with pytest.raises(ValueError, match="code"):
         OnPolicyArgs(categories=["identity", "code"])
-    with pytest.raises(ValueError, match="k must be >= 2"):
+    with pytest.raises(ValueError, match="k must be an integer >= 2"):
         OnPolicyArgs(k=1)
     with pytest.raises(ValueError, match="temperature"):
         OnPolicyArgs(temperature=0.0)

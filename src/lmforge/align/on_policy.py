@@ -27,6 +27,9 @@ round draws its own prompts (seed ``seed + round - 1``).
 the same reward; a win is a higher reward, a tie counts half. Held-out items are the SFT validation
 conversations plus the identity probe's questions (:func:`heldout_items`; the SFT validation split holds no
 identity conversations, and the probe's paraphrases were never trained on).
+
+About 410 lines, over the house's 400: one concept (prompt items, a sampled round, the rounds and the win rate
+on the same items and rewards); the lead's stage imports them together.
 """
 
 from __future__ import annotations
@@ -91,14 +94,12 @@ class OnPolicyArgs:
 
     def __post_init__(self) -> None:
         self.categories = list(self.categories)
-        for key in ("rounds", "prompts_per_round", "heldout_prompts", "top_k"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
-                raise ValueError(f"align.on_policy.{key} must be an integer >= 0, got {getattr(self, key)!r}")
-        for key in ("k", "max_new_tokens", "sample_batch_size", "batch_size"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ValueError(f"align.on_policy.{key} must be an integer >= 1, got {getattr(self, key)!r}")
-        if self.k < 2:
-            raise ValueError(f"align.on_policy.k must be >= 2 (a pair needs two answers), got {self.k}")
+        least = {"rounds": 0, "prompts_per_round": 0, "heldout_prompts": 0, "top_k": 0, "k": 2, "max_new_tokens": 1,
+                 "sample_batch_size": 1, "batch_size": 1}  # k: a pair needs two answers
+        for key, low in least.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"align.on_policy.{key} must be an integer >= {low}, got {value!r}")
         if not self.temperature > 0:
             raise ValueError(f"align.on_policy.temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.min_margin <= 1.0:
