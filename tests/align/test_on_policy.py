@@ -15,6 +15,7 @@ from lmforge.align.on_policy import (
     run_rounds,
     sample_pairs,
     sample_round,
+    torch_threads,
     win_rate,
 )
 from lmforge.data.identity import IdentityConfig, build_identity_conversations
@@ -41,12 +42,8 @@ def code_items(n=4):
 def one_thread():
     """A 32-wide model's matmuls are too small to share: one thread is as fast alone and far faster on a busy
     machine (OpenMP threads spin-waiting for a core)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ the reason (what was preferred, and why).
 and top-k) on ``k`` copies of each prompt, ``sample_batch_size // k`` prompts per batch, each batch seeded
 from ``(seed, round, its item ids)``: the same model, items and arguments give the same samples and pairs.
 A prompt's samples do depend on its batch neighbours (one random generator per batch, left padding): the
-price of batching, which made sampling 2.7x cheaper than one prompt per batch on CPU. Measured on 2 busy
-cores with the default chain's SFT model (9.4M parameters): 48 prompts x 4 samples x 40 tokens, about 3,100
-new tokens, took 5-6 s of CPU time on one thread (15 s wall on a shared machine).
+price of batching, which made sampling 2.7x cheaper than one prompt per batch on CPU. Measured on the 2-core
+machine (shared with other jobs, load 5-12) with ``threads: 1``: 48 prompts x 4 samples x 40 tokens took 5 s of
+CPU (13 s wall; ~2,500 new tokens) on the default chain's SFT model (9.4M parameters), 0.8 s on the tests' tiny
+random model; the win rate's greedy answers (48 held-out items, two models) 5.6 s of CPU (11 s wall).
 
 **Rounds** (:func:`run_rounds`): round 1 samples from the SFT model; round ``r`` from round ``r-1``'s
 trained model; each round trains on the offline pairs plus that round's on-policy pairs
@@ -28,7 +29,7 @@ the same reward; a win is a higher reward, a tie counts half. Held-out items are
 conversations plus the identity probe's questions (:func:`heldout_items`; the SFT validation split holds no
 identity conversations, and the probe's paraphrases were never trained on).
 
-About 410 lines, over the house's 400: one concept (prompt items, a sampled round, the rounds and the win rate
+About 440 lines, over the house's 400: one concept (prompt items, a sampled round, the rounds and the win rate
 on the same items and rewards); the lead's stage imports them together.
 """
 
@@ -40,7 +41,8 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,11 +93,15 @@ class OnPolicyArgs:
     sample_batch_size: int = 64
     # Sequences per forward pass when answering greedily for the win rate.
     batch_size: int = 8
+    # torch CPU threads while sampling and answering (restored after; 0: leave torch's setting). Measured on
+    # the 2-core machine shared with other jobs: 1 thread sampled the default round in 13 s wall, 2 in 72 s
+    # (OpenMP threads spin-waiting for a busy core); the decode steps of a 9M model are too small to share.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         self.categories = list(self.categories)
         least = {"rounds": 0, "prompts_per_round": 0, "heldout_prompts": 0, "top_k": 0, "k": 2, "max_new_tokens": 1,
-                 "sample_batch_size": 1, "batch_size": 1}  # k: a pair needs two answers
+                 "sample_batch_size": 1, "batch_size": 1, "threads": 0}  # k: a pair needs two answers
         for key, low in least.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -206,7 +212,8 @@ def sample_round(model_dir: str | Path, items: Sequence[Mapping[str, Any]], args
     from lmforge.generation import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_dir, tokenizer_dir)
-    return sample_pairs(model, tokenizer, items, args, identity, round_index)
+    with torch_threads(args.threads):
+        return sample_pairs(model, tokenizer, items, args, identity, round_index)
 
 
 def sample_pairs(model: Any, tokenizer: Any, items: Sequence[Mapping[str, Any]], args: OnPolicyArgs,
@@ -368,7 +375,7 @@ def run_rounds(start_model_dir: str | Path, conversations: Sequence[Mapping[str,
 
 
 def win_rate(model_a: str | Path, model_b: str | Path, items: Sequence[Mapping[str, Any]], identity: Identity, *,
-             max_new_tokens: int, batch_size: int = 8, tokenizer_dir: str | Path | None = None,
+             max_new_tokens: int, batch_size: int = 8, threads: int = 1, tokenizer_dir: str | Path | None = None,
              tokenizer_dir_b: str | Path | None = None) -> dict[str, Any]:
     """Win rate of model A over model B on ``items``: greedy answers, one reward each, win = A's reward is
     higher, a tie counts half. Returns ``{win_rate, wins, ties, losses, items, mean_reward_a, mean_reward_b,
@@ -380,8 +387,9 @@ def win_rate(model_a: str | Path, model_b: str | Path, items: Sequence[Mapping[s
     answers = []
     for model_dir, tok_dir in ((model_a, tokenizer_dir), (model_b, tokenizer_dir_b or tokenizer_dir)):
         model, tokenizer = load_model_and_tokenizer(model_dir, tok_dir)
-        answers.append([c.text for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                 engine="batched", batch_size=batch_size)])
+        with torch_threads(threads):
+            answers.append([c.text for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                                     engine="batched", batch_size=batch_size)])
         del model
     rows = []
     for item, a, b in zip(scored, answers[0], answers[1], strict=True):
@@ -406,6 +414,20 @@ def _win_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"win_rate": (wins + 0.5 * ties) / n if n else 0.5, "wins": wins, "ties": ties, "losses": n - wins - ties,
             "items": n, "mean_reward_a": sum(r["reward_a"] for r in rows) / n if n else 0.0,
             "mean_reward_b": sum(r["reward_b"] for r in rows) / n if n else 0.0}
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` inside the block, restored after (0: left alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _digest(seed: int, key: str) -> str:
