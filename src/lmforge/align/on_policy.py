@@ -29,8 +29,9 @@ the same reward; a win is a higher reward, a tie counts half. Held-out items are
 conversations plus the identity probe's questions (:func:`heldout_items`; the SFT validation split holds no
 identity conversations, and the probe's paraphrases were never trained on).
 
-About 440 lines, over the house's 400: one concept (prompt items, a sampled round, the rounds and the win rate
-on the same items and rewards); the lead's stage imports them together.
+Long because (~440 lines) it is one concept, the on-policy loop: the prompt items, a sampled round, the rounds
+and the win rate share their items, rewards, seeds and thread policy, and the stage imports them together; a
+split would leave a module of prompt items importing ``OnPolicyArgs`` back.
 """
 
 from __future__ import annotations
