@@ -14,9 +14,10 @@ the reason (what was preferred, and why).
 and top-k) on ``k`` copies of each prompt, ``sample_batch_size // k`` prompts per batch, each batch seeded
 from ``(seed, round, its item ids)``: the same model, items and arguments give the same samples and pairs.
 A prompt's samples do depend on its batch neighbours (one random generator per batch, left padding): the
-price of batching, which made sampling 2.7x cheaper than one prompt per batch on CPU. Measured on 2 busy
-cores with the default chain's SFT model (9.4M parameters): 48 prompts x 4 samples x 40 tokens, about 3,100
-new tokens, took 5-6 s of CPU time on one thread (15 s wall on a shared machine).
+price of batching, which made sampling 2.7x cheaper than one prompt per batch on CPU. Measured on the 2-core
+machine (shared with other jobs, load 5-12) with ``threads: 1``: 48 prompts x 4 samples x 40 tokens took 5 s of
+CPU (13 s wall; ~2,500 new tokens) on the default chain's SFT model (9.4M parameters), 0.8 s on the tests' tiny
+random model; the win rate's greedy answers (48 held-out items, two models) 5.6 s of CPU (11 s wall).
 
 **Rounds** (:func:`run_rounds`): round 1 samples from the SFT model; round ``r`` from round ``r-1``'s
 trained model; each round trains on the offline pairs plus that round's on-policy pairs
@@ -27,6 +28,10 @@ round draws its own prompts (seed ``seed + round - 1``).
 the same reward; a win is a higher reward, a tie counts half. Held-out items are the SFT validation
 conversations plus the identity probe's questions (:func:`heldout_items`; the SFT validation split holds no
 identity conversations, and the probe's paraphrases were never trained on).
+
+Long because (~440 lines) it is one concept, the on-policy loop: the prompt items, a sampled round, the rounds
+and the win rate share their items, rewards, seeds and thread policy, and the stage imports them together; a
+split would leave a module of prompt items importing ``OnPolicyArgs`` back.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +55,8 @@ logger = logging.getLogger(__name__)
 SOURCE = "on_policy"
 """``source`` of every on-policy pair record."""
 SKIP_REASONS = ("no_margin", "long_prompt", "empty_chosen")
-"""Why a prompt made no pair: best - worst < min_margin; prompt + max_new_tokens over the context; best empty."""
+"""Why a prompt made no pair: best - worst < min_margin (or 0); prompt + max_new_tokens over the context; best
+answer empty."""
 
 
 @dataclass
@@ -76,7 +83,8 @@ class OnPolicyArgs:
     temperature: float = 0.7
     # Sample among the ``top_k`` most likely tokens (0: the whole vocabulary).
     top_k: int = 20
-    # Least reward difference between the best and the worst answer for a pair (rewards are in [0, 1]).
+    # Least reward difference between the best and the worst answer for a pair (rewards are in [0, 1]);
+    # equal rewards never make a pair, whatever the margin.
     min_margin: float = 0.05
     # Seed of the prompt draw and of the sampling.
     seed: int = 0
@@ -86,17 +94,19 @@ class OnPolicyArgs:
     sample_batch_size: int = 64
     # Sequences per forward pass when answering greedily for the win rate.
     batch_size: int = 8
+    # torch CPU threads while sampling and answering (restored after; 0: leave torch's setting). Measured on
+    # the 2-core machine shared with other jobs: 1 thread sampled the default round in 13 s wall, 2 in 72 s
+    # (OpenMP threads spin-waiting for a busy core); the decode steps of a 9M model are too small to share.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         self.categories = list(self.categories)
-        for key in ("rounds", "prompts_per_round", "heldout_prompts", "top_k"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
-                raise ValueError(f"align.on_policy.{key} must be an integer >= 0, got {getattr(self, key)!r}")
-        for key in ("k", "max_new_tokens", "sample_batch_size", "batch_size"):
-            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ValueError(f"align.on_policy.{key} must be an integer >= 1, got {getattr(self, key)!r}")
-        if self.k < 2:
-            raise ValueError(f"align.on_policy.k must be >= 2 (a pair needs two answers), got {self.k}")
+        least = {"rounds": 0, "prompts_per_round": 0, "heldout_prompts": 0, "top_k": 0, "k": 2, "max_new_tokens": 1,
+                 "sample_batch_size": 1, "batch_size": 1, "threads": 0}  # k: a pair needs two answers
+        for key, low in least.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"align.on_policy.{key} must be an integer >= {low}, got {value!r}")
         if not self.temperature > 0:
             raise ValueError(f"align.on_policy.temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.min_margin <= 1.0:
@@ -120,13 +130,14 @@ def prompts_from_conversations(conversations: Sequence[Mapping[str, Any]], categ
 
     The prompt is the messages before the last assistant turn, the reference is that turn; a prompt that
     occurs several times (identity conversations are repeated, chatterbot has several replies to one
-    question) is one item whose ``metadata.references`` lists every distinct reference. The sample is the
+    question) is one item whose ``metadata.references`` lists every distinct reference (sorted; ``reference`` is
+    the first) and whose id is the group's smallest record id. The sample is the
     ``per_category`` prompts of smallest ``sha256(seed, prompt)``: it does not depend on the input order.
     Records that are not a prompt + assistant answer are skipped (logged with their count).
     """
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     unusable = 0
-    for i, record in enumerate(conversations):
+    for record in conversations:
         category = record.get("category")
         if category not in categories:
             continue
@@ -142,12 +153,16 @@ def prompts_from_conversations(conversations: Sequence[Mapping[str, Any]], categ
             language = meta.get("tgt_lang") or record.get("language") or meta.get("language_group")
             kind = "foreign" if record.get("polarity") == "negative" else "direct"
             groups[(category, key)] = item = {
-                "id": str(record.get("id") or f"{category}-{i}"), "category": category, "language": language,
+                "id": str(record.get("id") or f"{category}-{_digest(0, key)[:10]}"), "category": category,
+                "language": language,
                 "messages": prompt, "reference": reference,
                 "metadata": {**({"kind": kind} if category == "identity" else {}), "references": []},
             }
+        if record.get("id") and str(record["id"]) < item["id"]:
+            item["id"] = str(record["id"])  # the smallest id of the group: independent of the input order
         if reference not in item["metadata"]["references"]:
-            item["metadata"]["references"].append(reference)
+            item["metadata"]["references"] = sorted([*item["metadata"]["references"], reference])
+            item["reference"] = item["metadata"]["references"][0]
     if unusable:
         logger.warning("on-policy prompts: %d record(s) of %s do not end in a user turn + assistant answer: skipped",
                        unusable, list(categories))
@@ -198,7 +213,8 @@ def sample_round(model_dir: str | Path, items: Sequence[Mapping[str, Any]], args
     from lmforge.generation import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(model_dir, tokenizer_dir)
-    return sample_pairs(model, tokenizer, items, args, identity, round_index)
+    with torch_threads(args.threads):
+        return sample_pairs(model, tokenizer, items, args, identity, round_index)
 
 
 def sample_pairs(model: Any, tokenizer: Any, items: Sequence[Mapping[str, Any]], args: OnPolicyArgs,
@@ -245,7 +261,7 @@ def sample_pairs(model: Any, tokenizer: Any, items: Sequence[Mapping[str, Any]],
         best = max(range(len(rewards)), key=lambda j: (rewards[j], -j))  # ties: the first sample
         worst = min(range(len(rewards)), key=lambda j: (rewards[j], j))
         skipped = None
-        if rewards[best] - rewards[worst] < args.min_margin:
+        if rewards[best] - rewards[worst] < args.min_margin or rewards[best] == rewards[worst]:
             skipped = "no_margin"
         elif not answers[best].strip():
             skipped = "empty_chosen"
@@ -360,7 +376,7 @@ def run_rounds(start_model_dir: str | Path, conversations: Sequence[Mapping[str,
 
 
 def win_rate(model_a: str | Path, model_b: str | Path, items: Sequence[Mapping[str, Any]], identity: Identity, *,
-             max_new_tokens: int, batch_size: int = 8, tokenizer_dir: str | Path | None = None,
+             max_new_tokens: int, batch_size: int = 8, threads: int = 1, tokenizer_dir: str | Path | None = None,
              tokenizer_dir_b: str | Path | None = None) -> dict[str, Any]:
     """Win rate of model A over model B on ``items``: greedy answers, one reward each, win = A's reward is
     higher, a tie counts half. Returns ``{win_rate, wins, ties, losses, items, mean_reward_a, mean_reward_b,
@@ -372,8 +388,9 @@ def win_rate(model_a: str | Path, model_b: str | Path, items: Sequence[Mapping[s
     answers = []
     for model_dir, tok_dir in ((model_a, tokenizer_dir), (model_b, tokenizer_dir_b or tokenizer_dir)):
         model, tokenizer = load_model_and_tokenizer(model_dir, tok_dir)
-        answers.append([c.text for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                                 engine="batched", batch_size=batch_size)])
+        with torch_threads(threads):
+            answers.append([c.text for c in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                                     engine="batched", batch_size=batch_size)])
         del model
     rows = []
     for item, a, b in zip(scored, answers[0], answers[1], strict=True):
@@ -398,6 +415,20 @@ def _win_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"win_rate": (wins + 0.5 * ties) / n if n else 0.5, "wins": wins, "ties": ties, "losses": n - wins - ties,
             "items": n, "mean_reward_a": sum(r["reward_a"] for r in rows) / n if n else 0.0,
             "mean_reward_b": sum(r["reward_b"] for r in rows) / n if n else 0.0}
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` inside the block, restored after (0: left alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _digest(seed: int, key: str) -> str:
