@@ -89,7 +89,7 @@ class AlignConfig:
     # On-policy rounds: sample from the policy, score with a verifiable reward, pair best vs worst, train.
     on_policy: OnPolicyArgs = field(default_factory=OnPolicyArgs)
     # Share of the offline pairs held out (by prompt) for the held-out preference accuracy.
-    validation_fraction: float = 0.1
+    validation_fraction: float = 0.2
     # Seed of the held-out split.
     split_seed: int = 0
     # Longest pair sequence (prompt + response) in tokens; responses are cut from the right to fit.

@@ -118,7 +118,7 @@ def align_model(offline_pairs: Sequence[Mapping[str, Any]], train_conversations:
         info["sampling"] = stats
     items = heldout_items(heldout_conversations, args) if args.heldout_prompts else []
     wins = win_rate(final, sft_checkpoint, items, identity, max_new_tokens=args.max_new_tokens,
-                    batch_size=args.batch_size) if items else {}
+                    batch_size=args.batch_size, threads=args.threads) if items else {}
     samples = [*samples, *({"kind": "win_rate", **row} for row in wins.get("rows", []))]
     result = {
         **{k: v for k, v in last_metrics.items() if k not in ("heldout", "heldout_initial", "pairs", "heldout_pairs")},
