@@ -33,7 +33,7 @@ counts. Notation, per pair (shapes ``(B,)``):
   tokens (it follows the ORPO authors' code); here prompt tokens never carry loss, so NLL(y_w) is over
   the answer only. On a pair without prompt tokens the two are the same (tested).
 
-The loss of a batch is the mean over its pairs. Token counts of 0 (an answer cut away entirely) are
+The loss of a batch is the mean over its pairs (ORPO's NLL term: the token mean over the batch). Token counts of 0 (an answer cut away entirely) are
 clamped to 1 in the averages, so a degenerate row gives a finite loss rather than NaN.
 
 Metrics (batch means, detached): ``rewards_chosen``, ``rewards_rejected``, ``margin`` (chosen - rejected
