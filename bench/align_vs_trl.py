@@ -21,19 +21,20 @@ Both sides: batch ``--batch`` pairs per step (2 x batch sequences through the po
 sigmoid DPO, ``torch.optim.AdamW`` (lr 1e-5, no weight decay, constant schedule), gradient clipping 1.0,
 ``sdpa`` attention, no gradient checkpointing, one process and ``--threads`` torch threads each, in a
 fresh process per contender and round:
-- lmforge: ``lmforge_step`` below, the ONE function that is "our DPO step": the chosen and rejected rows
-  of a batch concatenated through the policy (one forward), ``lmforge.align.losses.sequence_logps`` +
-  ``preference_loss`` with reference log-probs computed once before training (a no-grad pass of the
-  initial policy over all pairs, timed apart as ``ref_precompute_s``), backward, clipping, AdamW.
-  (When the align worker ``lmforge.training.align`` lands, its step replaces this function.)
+- lmforge: the align worker's own step (``run_lmforge_worker``): ``lmforge.training.align``'s
+  ``PreferenceModel`` (the chosen and rejected rows of a batch through the policy in one forward,
+  ``sequence_logps`` + ``preference_loss`` with the cached reference) in the shared DeepSpeed loop
+  (``loop.train``: ZeRO-0 engine, gradient clipping, AdamW, the per-step all-reduce of the metrics, one gloo
+  process), reference log-probs computed once before training (``reference_scores``, timed apart as
+  ``ref_precompute_s``); TRL's constant learning rate and AdamW betas (0.9, 0.999).
 - TRL 1.16 ``DPOTrainer``: (a) ``precompute_ref_log_probs=True``, the same caching as ours; (b) its
   default, a reference model forward every step. ``use_cpu``, ``optim="adamw_torch"``, bf16 and gradient
   checkpointing off (its defaults are on), ``report_to="none"`` (it logs nothing: favours it). TRL keeps
   its fused LM head (log-probs in tiles, never the full logits) and its extra metrics (entropy, mean logits,
   token accuracy): its own choices.
 
-Timing: the period between consecutive optimizer-step ends (data, forward, backward, clipping, optimizer,
-logging), the median over ``--steps`` steps after ``--warmup``; beside it the process CPU seconds over the
+Timing: the period between consecutive optimizer steps (data, forward, backward, clipping, optimizer,
+logging; ours from step start to step start, TRL's from step end to step end), the median over ``--steps`` steps after ``--warmup``; beside it the process CPU seconds over the
 same periods (``time.process_time`` at each step end, all threads). TRL's step ends are a
 ``TrainerCallback.on_step_end``. Contenders alternate for ``--rounds`` rounds (order rotated each round),
 each keeps its best round. The whole script runs in about 2 minutes on 2 cores.
@@ -53,7 +54,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,57 +157,60 @@ def collate(pairs: list[dict], max_length: int, pad_id: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": attention}
 
 
-def lmforge_step(model, optimizer, loss_args, grad_clip: float) -> Callable[[dict], dict]:
-    """Our DPO training step: one forward of chosen + rejected, cached reference log-probs, backward, AdamW."""
-    import torch
-
-    from lmforge.align.losses import preference_loss, sequence_logps
-
-    def step(batch: dict) -> dict:
-        n_pairs = batch["input_ids"].shape[0] // 2
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (2B, T, V)
-        logps, n_tokens = sequence_logps(logits, batch["labels"])  # (2B,), (2B,)
-        loss, metrics = preference_loss(loss_args, logps[:n_pairs], logps[n_pairs:], batch["ref_chosen"],
-                                        batch["ref_rejected"], n_tokens[:n_pairs], n_tokens[n_pairs:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss.item(), **{k: v.item() for k, v in metrics.items()}}
-
-    return step
-
-
 def run_lmforge_worker(work: Path, args) -> dict:
-    """Reference log-probs once, then ``warmup + steps`` DPO steps in pair order; step-end times."""
+    """The align worker's own step (``lmforge.training.align``): its ``PreferenceModel`` in the shared DeepSpeed
+    loop (``loop.train``, ZeRO-0, one process over gloo), reference log-probs cached first (``reference_scores``).
+
+    Step boundaries are the times the loop asks for each step's batch; the losses are the loop's.
+    """
     import torch
+
+    from lmforge.align.losses import LossArgs
+    from lmforge.training.align import _preference_model_class, reference_scores
+    from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, TrainArgs
+    from lmforge.training.deepspeed_config import build_deepspeed_config
+    from lmforge.training.launch import free_port
+    from lmforge.training.loop import init_distributed, train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     from transformers import AutoModelForCausalLM
 
-    from lmforge.align.losses import LossArgs, sequence_logps
-
+    rank, world = init_distributed()
     pairs = [json.loads(line) for line in (work / "pairs.jsonl").read_text().splitlines()]
+    n_steps = args.warmup + args.steps
     model = AutoModelForCausalLM.from_pretrained(work / "model", dtype=torch.float32, attn_implementation="sdpa")
-    batches = [pairs[i:i + args.batch] for i in range(0, args.batch * (args.warmup + args.steps), args.batch)]
+    model.config.use_cache = False
+    examples = [{"id": str(i), "chosen_input_ids": p["prompt_ids"] + p["chosen_ids"],
+                 "chosen_labels": [-100] * len(p["prompt_ids"]) + p["chosen_ids"],
+                 "rejected_input_ids": p["prompt_ids"] + p["rejected_ids"],
+                 "rejected_labels": [-100] * len(p["prompt_ids"]) + p["rejected_ids"]}
+                for i, p in enumerate(pairs[:args.batch * n_steps])]
     t0 = time.perf_counter()
-    model.eval()
-    refs = []
-    with torch.no_grad():  # the cached reference: the initial policy's log-probs of every pair, computed once
-        for chunk in batches:
-            batch = collate(chunk, args.max_length, args.pad_id)
-            logps, _ = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                      batch["labels"])
-            refs.append(logps.chunk(2))
+    reference = reference_scores(model, examples, args.pad_id, rank=rank, world=world, cache=work / "ref.json",
+                                 fingerprint=None)
     ref_s = time.perf_counter() - t0
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    step = lmforge_step(model, optimizer, LossArgs("dpo", beta=args.beta), grad_clip=1.0)
-    ends, cpu, losses = [time.perf_counter()], [time.process_time()], []
-    for chunk, (ref_chosen, ref_rejected) in zip(batches, refs, strict=True):
-        batch = {**collate(chunk, args.max_length, args.pad_id), "ref_chosen": ref_chosen, "ref_rejected": ref_rejected}
-        losses.append(step(batch)["loss"])
-        ends.append(time.perf_counter())
+    # TRL's schedule and optimizer: constant lr (no warmup, no decay), AdamW betas (0.9, 0.999), no weight decay
+    train_args = TrainArgs(max_steps=n_steps, micro_batch_size=args.batch, lr=args.lr, min_lr_ratio=1.0,
+                           warmup_steps=0, weight_decay=0.0, betas=(0.9, 0.999), grad_clip=1.0, checkpoint_every=0)
+    templates = {f.stem: json.loads(f.read_text()) for f in (ROOT / "conf/base/deepspeed").glob("*.json")}
+    spec = JobSpec(kind="align", model=JobModel(attn_implementation="sdpa"), init_from=str(work / "model"),
+                   data=JobData(pad_id=args.pad_id), train=train_args,
+                   deepspeed=build_deepspeed_config(templates, train_args, DeepSpeedArgs(zero_stage=0)),
+                   output_dir=str(work / "lmforge-out"), run_dir=str(work / "lmforge-run"), metric_prefix="align",
+                   preference=LossArgs("dpo", beta=args.beta))
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    starts, cpu = [], []
+
+    def next_batch(step: int, micro: int) -> dict:
+        starts.append(time.perf_counter())
         cpu.append(time.process_time())
-    return {"ends": ends, "cpu": cpu, "losses": losses, "ref_precompute_s": ref_s}
+        chunk = range(step * args.batch, (step + 1) * args.batch)  # pair order, as TRL's sequential sampler
+        batch = collate([pairs[i] for i in chunk], args.max_length, args.pad_id)  # padded to max_length, as TRL
+        batch["ref_logps"] = torch.tensor([reference[i][0] for i in chunk] + [reference[i][1] for i in chunk])
+        return batch
+
+    result = train(spec, _preference_model_class()(model, spec.preference), next_batch, rank=rank, world_size=world)
+    return {"ends": starts, "cpu": cpu, "losses": [r["loss"] for r in result["history"]], "ref_precompute_s": ref_s}
 
 
 def run_trl_worker(work: Path, args, precompute: bool) -> dict:
@@ -341,7 +345,7 @@ def main() -> None:
 
     result = {
         "what": "median DPO optimizer-step time (period between step ends) on the tiny preset: lmforge's DPO step "
-                "(lmforge.align.losses, cached reference) vs TRL DPOTrainer (cached reference, and its default "
+                "(the align worker's PreferenceModel in the DeepSpeed loop, cached reference) vs TRL DPOTrainer (cached reference, and its default "
                 "reference forward per step), same model, pairs, order, batch, fp32, CPU",
         "model": {"preset": args.preset, "architecture": "LlamaForCausalLM", "params": n_params, "random_weights": True},
         "data": {"pairs": len(pairs), "max_length": args.max_length,
