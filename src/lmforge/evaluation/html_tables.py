@@ -118,7 +118,9 @@ def translations_html(translations: Mapping[str, Sequence[Mapping[str, Any]]]) -
 
 def align_html(align_metrics: Mapping[str, Any] | None) -> str:
     """The align stage's own numbers (`ALIGN_ROWS`), or why there are none (align off, or no align.json)."""
-    align = dict(align_metrics or {})
+    from lmforge.tracking import flatten_leaves
+
+    align = flatten_leaves(align_metrics or {})
     if not align:
         return "<p>No align metrics (data/08_reporting/align.json missing).</p>"
     if align.get("enabled") in (False, 0, 0.0, "false"):

@@ -79,7 +79,9 @@ def summarize_alignment(align_metrics: Mapping[str, Any] | None, align_params: M
         return {}
     if packaged != "aligned":
         return {"enabled": False, "packaged model": "sft (align.enabled is false: the SFT model is packaged)"}
-    metrics, params = flatten_all(align_metrics or {}), flatten_all(align_params or {})
+    from lmforge.tracking import flatten_leaves
+
+    metrics, params = flatten_leaves(align_metrics or {}), flatten_leaves(align_params or {})
     rows: dict[str, Any] = {"enabled": True, "packaged model": "aligned"}
     for label, keys in ALIGN_CARD_KEYS:
         value = next((source[k] for source in (metrics, params) for k in keys if k in source), None)
@@ -88,18 +90,6 @@ def summarize_alignment(align_metrics: Mapping[str, Any] | None, align_params: M
     rows.update({"MLflow run id": run_id, "align_pairs.dvc_md5": pairs_md5})
     rows.update({f"align.{key}": value for key, value in params.items()})
     return {k: v for k, v in rows.items() if v not in ("", None)}
-
-
-def flatten_all(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Every leaf of a nested mapping as a dotted key (strings and lists kept: a method name, a beta list)."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten_all(value, name))
-        else:
-            flat[name] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
-    return flat
 
 
 def render_usage(model_name: str) -> str:
