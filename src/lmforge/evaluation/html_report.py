@@ -113,7 +113,8 @@ def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping
 
 GATE_NOTE = (
     "<p>The quality gate is decided by the <b>packaging</b> stage, not here: before packaging and registering the "
-    "SFT model it checks the bounds under <code>gate:</code> in <code>conf/base/parameters_evaluation.yml</code> "
+    "SFT model (the aligned model when align ran: the same bounds on its own numbers) it checks the bounds under "
+    "<code>gate:</code> in <code>conf/base/parameters_evaluation.yml</code> "
     "against the numbers of <code>evaluation.json</code> listed at the end of this page (each bound: the metric's "
     "value, the bound, pass or fail).</p><p>The bounds are deliberately not an input of this stage: DVC reruns a "
     "stage when its params change, and <code>gate</code> is a param of packaging only, so changing a threshold "

@@ -307,7 +307,8 @@ def render_model_card(info: ModelCardInfo) -> str:
 
 
 CARD_OPERATIONS = ("ops.chain.", "ops.pretrain.tokens_per_s", "ops.pretrain.time_per_epoch_s", "ops.sft.tokens_per_s",
-                   "ops.sft.time_per_epoch_s", "ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb")
+                   "ops.sft.time_per_epoch_s", "ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb",
+                   "ops.align.tokens_per_s", "ops.align.peak_memory_mb")
 """The ``ops.*`` evaluation metrics a model card shows (chain totals, training speed and memory); the rest stay
 in evaluation.json and MLflow."""
 
