@@ -74,6 +74,19 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dic
     return flat
 
 
+def flatten_leaves(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a nested mapping as a dotted key, strings and lists kept (lists joined with ", "): for
+    showing a metrics file (``align.json``'s ``method``, ``pairs_sha256``) where `flatten` keeps numbers only."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_leaves(value, name))
+        else:
+            flat[name] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+    return flat
+
+
 def log_metrics(metrics: Mapping[str, Any], *, prefix: str = "", step: int | None = None) -> None:
     """Log the numeric leaves of ``metrics`` into the active run, if any."""
     if _active_run() is None:

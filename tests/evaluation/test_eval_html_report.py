@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import sqlite3
 
@@ -207,3 +208,49 @@ def test_report_shows_the_per_language_scores_and_every_translation():
     assert metrics["sft.translation.en_zh.chrf"] == 31.5  # the flat keys reach evaluation.json (and MLflow)
     _, _, bare = build_evaluation_report(model_metrics(), OPERATIONS, CURVES)
     assert "No per-language held-out scores" in bare and "No translation scores" in bare
+
+
+ALIGN_METRICS = {"enabled": True, "method": "dpo", "rounds": 2, "pairs_sha256": "ab12cd",
+                 "heldout": {"preference_accuracy": 0.75}, "win_rate.vs_sft": 0.625}
+"""align.json as the align stage writes it (nested or dotted keys: both are read)."""
+
+
+def test_report_with_an_aligned_model_shows_a_third_column_its_verdicts_and_the_align_stage():
+    model, generations = newcomer_run()
+    aligned = {k.replace("sft.", "aligned.", 1): v * 0.9 for k, v in model.items() if k.startswith("sft.")}
+    model.update(aligned, **{"aligned.heldout.by_language.zh.bits_per_byte": 2.0, "aligned_vs_sft.heldout.loss_delta":
+                             math.log(0.9), "aligned_vs_sft.heldout.loss_delta_se": 0.01})
+    for name, bpb in (("base", 3.0), ("sft", 2.5)):
+        model[f"{name}.heldout.by_language.zh.bits_per_byte"] = bpb
+    generations["aligned.heldout_pairs"] = generations["sft.heldout_pairs"]
+    curves = {**CURVES, "align": [{"step": i, "loss": 0.69 - i / 50, "lr": 1e-5} for i in range(8)]}
+
+    metrics, _, page = build_evaluation_report(model, OPERATIONS, curves, generations=generations,
+                                               align_metrics=ALIGN_METRICS)
+
+    assert "<h2>Verdicts: SFT against base</h2>" in page and "<h2>Verdicts: aligned against SFT</h2>" in page
+    section = page.split("<h2>Verdicts: aligned against SFT</h2>")[1].split("<h2>")[0]
+    assert "<th>SFT</th><th>aligned</th><th>difference (aligned &minus; SFT)</th>" in section
+    assert re.search(r"<tr class='better'><td>heldout\.perplexity</td>", section)  # 0.9 x SFT's, 10 SE away
+    assert metrics["verdict.aligned_vs_sft.heldout.perplexity"] == 1.0
+    assert metrics["verdict.heldout.perplexity"] == -1.0  # SFT against base unchanged
+    assert "verdict.aligned_vs_sft.heldout_pairs.token_f1" in metrics  # per-pair records: a noise estimate
+    align = page.split("<h2>Align stage</h2>")[1].split("<h2>")[0]
+    for cell in ("<td class='num'>dpo</td>", "<td class='num'>0.75</td>", "<td class='num'>0.625</td>",
+                 "<td class='num'>ab12cd</td>", "<td class='num'>2</td>"):
+        assert cell in align, cell
+    languages = page.split("<h2>Per language</h2>")[1].split("<h2>")[0]
+    assert ("<tr><td>zh</td><td class='num'>3</td><td class='num'>2.5</td><td class='num'>2</td>"
+            "<td class='num'>-0.5</td><td class='num'>-0.5</td>") in languages
+    assert "<h2>Base vs SFT vs aligned</h2>" in page and page.count("data:image/png;base64,") >= 5
+
+
+def test_report_with_align_off_is_the_two_model_report_and_says_why():
+    model, generations = newcomer_run()
+    off = {"enabled": False, "method": "dpo"}
+    metrics, _, page = build_evaluation_report(model, OPERATIONS, CURVES, generations=generations, align_metrics=off)
+    _, _, without = build_evaluation_report(model, OPERATIONS, CURVES, generations=generations)
+    assert not any(k.startswith(("aligned", "verdict.aligned")) for k in metrics)
+    assert "Verdicts: aligned against SFT" not in page and "<h2>Base vs SFT</h2>" in page
+    assert "align.enabled: false" in page.split("<h2>Align stage</h2>")[1].split("<h2>")[0]
+    assert "<h2>Align stage</h2>" not in without  # no align stage in the chain at all: no section

@@ -128,3 +128,17 @@ def test_a_run_with_only_the_first_cpu_sample_has_no_cpu_figure(mlflow_tracking_
     assert "less than two sampling intervals" in ops["not_measured"]["ops.data_processing.cpu_utilization_pct"]
     assert ops["metrics"]["ops.data_processing.memory_used_mb_max"] == 1000.0
     assert ops["metrics"]["ops.chain.stages"] == 4 and ops["metrics"]["ops.chain.runs"] == 1
+
+
+def test_align_is_a_training_stage_and_when_switched_off_says_so_once(store):
+    uri, _ = store
+    on = gather_operations({"align": {"enabled": True, "tokens_per_s": 300.0, "restart_count": 0, "peak_rss_mb": 700.0}},
+                           tracking_uri=uri, experiment=EXPERIMENT, exclude_active=False, stages=("sft", "align"))
+    assert on["metrics"]["ops.align.tokens_per_s"] == 300.0 and on["metrics"]["ops.align.peak_memory_mb"] == 700.0
+    assert on["metrics"]["ops.chain.restart_count"] == 1.0  # sft's 1 + align's 0: align counts as training
+    off = gather_operations({"align": {"enabled": False, "method": "dpo"}}, tracking_uri=uri, experiment=EXPERIMENT,
+                            exclude_active=False, stages=("align",))
+    training = [f"ops.align.{key}" for key in ("tokens_per_s", "time_per_epoch_s", "restart_count", "peak_memory_mb")]
+    assert not any(k in off["metrics"] for k in training)  # nothing trained
+    assert [k for k in training if k in off["not_measured"]] == ["ops.align.tokens_per_s"]  # said once
+    assert "align.enabled: false" in off["not_measured"]["ops.align.tokens_per_s"]

@@ -76,3 +76,22 @@ def test_per_language_results_get_flat_keys_and_sft_minus_base_deltas():
     assert summary["translation.en_zh.chrf_delta"] == 20.0 and summary["translation.en_zh.bleu_delta"] == 10.0
     assert summary["heldout.perplexity_ratio"] == 1.0  # the existing comparisons are unchanged
     assert not any(k.startswith("translation.pairs") for k in summary)  # counts are no group
+
+
+def test_an_aligned_model_gets_every_per_model_key_and_its_comparisons_with_sft_and_base():
+    base = {"heldout": metrics(2.0, 100), "sft_pairs": metrics(3.0, 50)}
+    sft = {"heldout": metrics(2.1, 100), "sft_pairs": metrics(1.5, 50)}
+    aligned = {"heldout": metrics(2.2, 100), "sft_pairs": metrics(1.2, 50)}
+
+    two, three = summarize_evaluation(base, sft), summarize_evaluation(base, sft, aligned)
+
+    assert {k: three[k] for k in two} == two  # the two-model keys unchanged
+    per_model = {k.removeprefix("sft.") for k in two if k.startswith("sft.")}
+    assert {k.removeprefix("aligned.") for k in three if k.startswith("aligned.")} == per_model
+    assert three["aligned_vs_sft.sft_pairs.loss_delta"] == pytest.approx(1.2 - 1.5)
+    assert three["aligned_vs_sft.heldout.perplexity_ratio"] == pytest.approx(math.exp(2.2) / math.exp(2.1))
+    assert three["aligned_vs_base.sft_pairs.perplexity_ratio"] == pytest.approx(math.exp(1.2) / math.exp(3.0))
+    assert set(three) - set(two) == {f"aligned.{k}" for k in per_model} | {
+        f"aligned_vs_{ref}.{split}.{name}" for ref in ("sft", "base") for split in ("heldout", "sft_pairs")
+        for name in ("perplexity_ratio", "loss_delta")}
+    assert not any(k.startswith("aligned") for k in two)  # align off: exactly today's keys

@@ -96,3 +96,16 @@ def test_record_noise_of_humaneval_and_identity():
     assert noise["humaneval.pass_at_1"][1] == 5 and noise["humaneval.pass_at_1"][0] > 0
     assert set(noise) == {"humaneval.pass_at_1", "identity.precision", "identity.recall", "identity.f1"}
     assert noise["identity.f1"][1] == 9
+
+
+def test_aligned_against_sft_is_judged_on_its_own_comparison_keys():
+    metrics = {"sft.heldout.perplexity": 10.0, "aligned.heldout.perplexity": 12.0, "base.heldout.perplexity": 30.0,
+               "heldout.loss_delta": -1.1, "heldout.loss_delta_se": 0.01,  # SFT against base: better
+               "aligned_vs_sft.heldout.loss_delta": math.log(1.2), "aligned_vs_sft.heldout.loss_delta_se": 0.01,
+               "heldout_blocks": 6.0}
+    [sft] = build_verdicts(metrics)
+    [aligned] = build_verdicts(metrics, None, "sft", "aligned", prefix="aligned_vs_sft.")
+    assert (sft.base, sft.other, sft.verdict) == (30.0, 10.0, BETTER)
+    assert (aligned.base, aligned.other, aligned.verdict) == (10.0, 12.0, WORSE)  # higher perplexity than SFT
+    assert aligned.noise_se == 0.01 and aligned.items == 6
+    assert verdict_metrics([aligned], prefix="aligned_vs_sft.") == {"verdict.aligned_vs_sft.heldout.perplexity": -1.0}

@@ -90,3 +90,17 @@ def test_packaging_records_each_bound_of_the_decision():
         "gate.heldout.perplexity_ratio.max.passed": 1.0,
         "gate.sft.sft_pairs.perplexity.min.value": 0.5, "gate.sft.sft_pairs.perplexity.min.limit": 1.0,
         "gate.sft.sft_pairs.perplexity.min.passed": 0.0}
+
+
+def test_the_shipped_bounds_check_the_aligned_model_when_it_is_the_one_packaged():
+    from lmforge.packaging.gate import gate_for_model
+
+    metrics = {"sft.sft_pairs.perplexity": 80.0, "sft_pairs.perplexity_ratio": 0.8, "heldout.perplexity_ratio": 1.1,
+               "aligned.sft_pairs.perplexity": 70.0, "aligned_vs_base.sft_pairs.perplexity_ratio": 0.7}
+    gate = {**DEFAULT_GATE, "base.heldout.perplexity": GateBound(max=1e6)}
+    assert gate_for_model(gate, metrics, "sft") == gate
+    aligned = gate_for_model(gate, metrics, "aligned")
+    assert list(aligned) == ["aligned_vs_base.sft_pairs.perplexity_ratio",
+                             "heldout.perplexity_ratio",  # evaluation wrote no aligned_vs_base one: kept as it is
+                             "aligned.sft_pairs.perplexity", "base.heldout.perplexity"]
+    assert list(aligned.values()) == list(gate.values())

@@ -76,6 +76,8 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
         "sft_metrics": MemoryDataset({"tokens_per_s": 900.0, "restart_count": 0}),
         "pretrain_loss_curve": MemoryDataset([{"step": i, "loss": 8 - i / 5, "lr": 1e-3} for i in range(10)]),
         "sft_loss_curve": MemoryDataset([{"step": i, "loss": 5 - i / 5, "lr": 1e-4} for i in range(5)]),
+        "align_loss_curve": MemoryDataset([]),  # align off: no curve
+        "align_metrics": MemoryDataset({"enabled": False, "method": "dpo"}),
         "params:evaluation": MemoryDataset(params),
     })
     pipeline = create_pipeline().only_nodes("gather_operations", "build_report")
@@ -96,23 +98,33 @@ def test_report_nodes_on_a_store_without_runs(project_root, mlflow_tracking_uri,
         assert f"<td>{name}</td>" in page
     assert "<th>base</th><th>sft</th>" in page and "I am &lt;b&gt;base&lt;/b&gt;" in page  # samples side by side
     assert "verdict.identity.f1" not in metrics  # no per-question records: no noise estimate, so no verdict
+    assert "align.enabled: false" in page and "Verdicts: aligned against SFT" not in page  # align off: two models
 
 
-def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root, mlflow_tracking_uri, monkeypatch):
+def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root, mlflow_tracking_uri, monkeypatch,
+                                                                   tmp_path):
     """The node turns params:evaluation into one EvaluationConfig (typos rejected by dotted path), logs every
-    resolved setting as a flat MLflow param and hands the object down whole."""
+    resolved setting as a flat MLflow param and hands the object down whole; the models are base and SFT, and the
+    aligned model when the align stage left one (``resolve_chat_model``), not when it left only its marker."""
     import mlflow
 
     import lmforge.evaluation.suite as suite
+    from lmforge.align.config import DISABLED_MARKER
     from lmforge.evaluation.config import EvaluationConfig
     from lmforge.pipelines.evaluation.nodes import evaluate_models
 
     seen = []
     monkeypatch.setattr(suite, "evaluate_models", lambda *args, **kwargs: seen.append((args, kwargs)) or ({}, {}, {}))
+    off, aligned = tmp_path / "align_off", tmp_path / "align"
+    off.mkdir()
+    (off / DISABLED_MARKER).write_text("align.enabled is false")
+    aligned.mkdir()
+    (aligned / "config.json").write_text("{}")
     params = _params(project_root)
     sft = {"run_dir": "sft_run", "identity": {"name": "Forge", "developer": "x"}}
     with isolated_run(mlflow_tracking_uri) as run:
-        evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {"stage": "sft"}, params, sft, {})
+        evaluate_models("base", "sft", str(off), "tok", "shards", "pretrain_shards", {}, [], {"stage": "sft"}, params,
+                        sft, {})
         logged = mlflow.get_run(run.info.run_id).data.params
     [(args, kwargs)] = seen
     config = args[3]
@@ -126,27 +138,37 @@ def test_evaluate_node_builds_the_config_once_and_logs_it_resolved(project_root,
     bad = copy.deepcopy(params)
     bad["speed"]["round"] = 3
     with pytest.raises(ValueError, match="evaluation.speed.round"):
-        evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, bad, sft, {})
+        evaluate_models("base", "sft", str(off), "tok", "shards", "pretrain_shards", {}, [], {}, bad, sft, {})
     seen.clear()  # the per-language scores read the tokenizer stage's validation documents, metadata and all
     from lmforge.data.splits import assign_split
 
     docs = [{"id": f"d{i}", "text": f"text {i}", "metadata": {"language_group": ("zh", "code")[i % 2]}} for i in range(60)]
     shard_params = {"validation_fraction": 0.2, "split_seed": 7}
-    evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {"s0": docs[:30], "s1": docs[30:]}, [], {},
-                    params, sft, shard_params)
+    evaluate_models("base", "sft", str(off), "tok", "shards", "pretrain_shards", {"s0": docs[:30], "s1": docs[30:]},
+                    [], {}, params, sft, shard_params)
     held_out = list(seen[0][0][1].validation_documents())
     assert held_out == [d for d in docs if assign_split(d["id"], 0.2, 7) == "validation"] and 0 < len(held_out) < 60
     assert list(seen[0][0][1].validation_texts()) == [d["text"] for d in held_out]  # the same split as the blocks'
     seen.clear()  # sft.base_model names the base model (the pretrain checkpoint is then not read)
-    evaluate_models("base", "sft", "tok", "shards", "pretrain_shards", {}, [], {}, params,
+    evaluate_models("base", "sft", str(off), "tok", "shards", "pretrain_shards", {}, [], {}, params,
                     {**sft, "base_model": "/models/qwen"}, {})
     assert seen[0][0][0] == {"base": "/models/qwen", "sft": "sft"}
+    seen.clear()  # align ran: the aligned model is the third, after base and SFT
+    evaluate_models("base", "sft", str(aligned), "tok", "shards", "pretrain_shards", {}, [], {}, params, sft, {})
+    assert list(seen[0][0][0].items()) == [("base", "base"), ("sft", "sft"), ("aligned", str(aligned))]
+    with pytest.raises(FileNotFoundError, match="kedro run --pipeline align"):
+        evaluate_models("base", "sft", str(tmp_path / "absent"), "tok", "shards", "pretrain_shards", {}, [], {}, params,
+                        sft, {})
 
 
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_tokenizer_dir, chain_token_shards,
                              chain_conversations, chain_documents, chain_sft_params, chain_tokenizer_params,
                              mlflow_tracking_uri, monkeypatch, tmp_path):
+    """Three models: align ran (here its model is a copy of the SFT one: every aligned.* number must equal sft's,
+    so the third column is scored exactly as the second). Align off (two models) is the node test above."""
+    import shutil
+
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.tokenizer.template_audit import training_audit
 
@@ -168,6 +190,10 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     catalog = DataCatalog({
         "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
         "sft_checkpoint": ArtifactDirectory(chain_sft[0]),
+        "align_checkpoint": ArtifactDirectory(str(shutil.copytree(chain_sft[0], tmp_path / "align"))),
+        "align_metrics": MemoryDataset({"enabled": True, "method": "dpo", "rounds": 1, "pairs_sha256": "ab12",
+                                        "heldout.preference_accuracy": 0.5, "win_rate.vs_sft": 0.5}),
+        "align_loss_curve": MemoryDataset([{"step": i, "loss": 0.69 - i / 100, "lr": 1e-5} for i in range(4)]),
         "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
         "token_shards": ArtifactDirectory(chain_token_shards),
         "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens"), missing_ok=True),
@@ -208,7 +234,7 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     # the report's verdicts rest on the per-item noise the suite wrote; the samples of both models are shown
     for split in ("heldout", "sft_pairs"):
         assert metrics[f"{split}.loss_delta_se"] >= 0 and metrics[f"verdict.{split}.perplexity"] in (-1.0, 0.0, 1.0)
-    assert "<h2>Verdicts: SFT against base</h2>" in page and "<th>base</th><th>sft</th>" in page
+    assert "<h2>Verdicts: SFT against base</h2>" in page
     for split in ("heldout", "sft_pairs"):
         assert f"{split}.perplexity_ratio" in metrics
         assert f"{split}.loss_delta" in metrics
@@ -240,11 +266,26 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     section = page.split("<h2>Per language</h2>")[1].split("<h2>")[0]
     assert "<tr><td>zh</td>" in section and "<td>en &rarr; zh</td>" in section and "translated pairs" in section
 
-    assert set(generations) == {"base", "sft", "base.humaneval", "sft.humaneval", "base.identity_probe",
-                                "sft.identity_probe", "base.heldout_pairs", "sft.heldout_pairs",
-                                "base.translation", "sft.translation"}
+    assert set(generations) == {f"{m}{part}" for m in ("base", "sft", "aligned")
+                                for part in ("", ".humaneval", ".identity_probe", ".heldout_pairs", ".translation")}
     assert len(generations["sft.identity_probe"]) == metrics["sft.identity.tp"] + metrics["sft.identity.fp"] + \
         metrics["sft.identity.fn"] + metrics["sft.identity.tn"]
-    for samples in (generations["base"], generations["sft"]):
+    for samples in (generations["base"], generations["sft"], generations["aligned"]):
         assert [s["prompt"] for s in samples] == prompts
         assert all(1 <= s["new_tokens"] <= 6 and isinstance(s["completion"], str) for s in samples)
+
+    # the third model: every per-model number but speed (same architecture as SFT), each equal to SFT's (same
+    # weights), its comparisons with SFT zero and within noise, its own verdicts, section and loss curve
+    sft_keys = {k.removeprefix("sft.") for k in metrics if k.startswith("sft.") and not k.startswith("sft.speed.")}
+    assert {k.removeprefix("aligned.") for k in metrics if k.startswith("aligned.")} == sft_keys
+    for key in sft_keys:
+        assert metrics[f"aligned.{key}"] == pytest.approx(metrics[f"sft.{key}"], rel=1e-6), key
+    assert generations["aligned.translation"] == generations["sft.translation"]
+    for split in ("heldout", "sft_pairs"):
+        assert metrics[f"aligned_vs_sft.{split}.loss_delta"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics[f"aligned_vs_sft.{split}.loss_delta_se"] == pytest.approx(0.0, abs=1e-6)
+        assert metrics[f"aligned_vs_base.{split}.perplexity_ratio"] == pytest.approx(
+            metrics[f"{split}.perplexity_ratio"], rel=1e-6)
+        assert metrics[f"verdict.aligned_vs_sft.{split}.perplexity"] == 0.0
+    assert "<h2>Verdicts: aligned against SFT</h2>" in page and "<th>base</th><th>sft</th><th>aligned</th>" in page
+    assert "<td><code>win_rate.vs_sft</code></td>" in page.split("<h2>Align stage</h2>")[1]

@@ -94,18 +94,37 @@ EVALUATION = {"sft.heldout.perplexity": 209.6, "heldout.perplexity_ratio": 1.19,
               "sft_pairs.perplexity_ratio": 0.70}
 
 
-def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate):
+ALIGN_METRICS = {"enabled": True, "method": "ipo", "rounds": 2, "pairs": 24, "pairs_sha256": "5eed" * 16,
+                 "heldout.preference_accuracy": 0.8, "win_rate.vs_sft": 0.6}
+ALIGNED_EVALUATION = {**EVALUATION, "aligned.heldout.perplexity": 215.0, "aligned.sft_pairs.perplexity": 150.0,
+                      "aligned_vs_base.heldout.perplexity_ratio": 1.22, "aligned_vs_base.sft_pairs.perplexity_ratio": 0.56}
+"""evaluation.json with align on: the aligned model's numbers beside SFT's (what the gate then checks)."""
+
+
+def _align_off(tmp_path):
+    from lmforge.align.config import DISABLED_MARKER
+
+    (tmp_path / "align_off").mkdir(exist_ok=True)
+    (tmp_path / "align_off" / DISABLED_MARKER).write_text("align.enabled is false\n")
+    return tmp_path / "align_off"
+
+
+def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate, align_dir=None):
+    """The packaging inputs on the tiny model; ``align_dir`` an aligned model (None: align off, the marker only)."""
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_packaging.yml").read_text())[
         "packaging"])
     params["registry"].update(model_name="lmforge-chat-tiny-test", max_new_tokens=2)
     return DataCatalog({
         "sft_checkpoint": ArtifactDirectory(str(model_dir)),
+        "align_checkpoint": ArtifactDirectory(str(align_dir or _align_off(tmp_path))),
+        "align_metrics": MemoryDataset(ALIGN_METRICS if align_dir else {"enabled": False}),
+        "params:align": MemoryDataset({"enabled": align_dir is not None, "method": "ipo", "beta": 0.2}),
         "tokenizer": ArtifactDirectory(str(tokenizer_dir)),
         "data_processing_metrics": MemoryDataset({"records_out": 12}),
         "tokenizer_metrics": MemoryDataset({"vocab_size": 300, "sha256": "feedface"}),
         "pretrain_metrics": MemoryDataset({"preset": "debug", "model_params": 30_000}),
         "sft_metrics": MemoryDataset({"steps": 3}),
-        "evaluation_metrics": MemoryDataset(EVALUATION),
+        "evaluation_metrics": MemoryDataset(ALIGNED_EVALUATION if align_dir else EVALUATION),
         "template_audit_sft": MemoryDataset(sft_audit(tokenizer_dir, model_dir)),
         "params:packaging": MemoryDataset(params),
         "params:gate": MemoryDataset(gate),
@@ -122,8 +141,22 @@ def mlflow_store(tmp_path, monkeypatch):
         yield uri
 
 
+def weights_sha256(model_dir):
+    """sha256 over a saved model's tensors (names and values), whatever the file layout: which model a package holds."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    tensors = {k: v for f in sorted(model_dir.glob("model*.safetensors")) for k, v in load_file(f).items()}
+    for name in sorted(tensors):
+        digest.update(name.encode() + tensors[name].float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def test_packaging_pipeline_registers_a_gated_model(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir,
                                                      mlflow_store):
+    """Align off (only its marker): the SFT model is packaged, and the version says align was off."""
     from mlflow import MlflowClient
 
     gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
@@ -135,7 +168,46 @@ def test_packaging_pipeline_registers_a_gated_model(tmp_path, project_root, tiny
     version = MlflowClient(mlflow_store).get_model_version_by_alias("lmforge-chat-tiny-test", "champion")
     assert str(version.version) == metrics["registered_version"] == "1"
     assert version.tags["gate.passed"] == "true"
-    assert (tmp_path / "data/07_model_output/lmforge-chat/README.md").is_file()
+    assert version.tags["align.enabled"] == "false" and "align.method" not in version.tags
+    package = tmp_path / "data/07_model_output/lmforge-chat"
+    assert weights_sha256(package) == weights_sha256(tiny_model_dir) and metrics["packaged_aligned"] == 0.0
+    card = (package / "README.md").read_text(encoding="utf-8")
+    assert "| enabled | False |" in card.split("## Alignment")[1] and "preference-aligned" not in card
+
+
+def test_packaging_pipeline_takes_the_aligned_model_when_align_ran(tmp_path, project_root, tiny_model_dir,
+                                                                   tiny_tokenizer_dir, build_model, mlflow_store):
+    """Align on: the aligned model (other weights than SFT's) is gated on its own numbers, packaged, and its card and
+    registered version record the align run: method, pairs hash, the run id of the align stage's MLflow run."""
+    from mlflow import MlflowClient
+
+    aligned = build_model(tmp_path / "align", seed=1)  # the tiny SFT model's shape, its own weights
+    client = MlflowClient(mlflow_store)
+    experiment = client.create_experiment("lmforge")  # where kedro-mlflow logs the chain (conf/base/mlflow.yml)
+    align_run = client.create_run(experiment, tags={"lmforge.pipelines": "align"}, run_name="align").info.run_id
+    gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
+    catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir, gate, align_dir=aligned)
+
+    metrics = SequentialRunner().run(create_pipeline(), catalog)["packaging_metrics"].load()
+
+    package = tmp_path / "data/07_model_output/lmforge-chat"
+    assert weights_sha256(package) == weights_sha256(aligned) != weights_sha256(tiny_model_dir)
+    assert metrics["packaged_aligned"] == 1.0 and metrics["max_logit_diff"] <= 1e-5  # against the aligned checkpoint
+    # the gate checked the aligned model's numbers, not SFT's
+    assert metrics["gate.aligned.sft_pairs.perplexity.min.value"] == 150.0
+    assert metrics["gate.aligned_vs_base.sft_pairs.perplexity_ratio.max.value"] == 0.56
+    assert not any(k.startswith("gate.sft") for k in metrics)
+    tags = client.get_model_version_by_alias("lmforge-chat-tiny-test", "champion").tags
+    assert (tags["align.enabled"], tags["align.method"], tags["align.run_id"]) == ("true", "ipo", align_run)
+    assert tags["align.pairs_sha256"] == "5eed" * 16
+    assert "dvc.align_pairs" in tags and "dvc.align_checkpoint" in tags  # "absent: ..." here: no dvc.lock
+    card = (package / "README.md").read_text(encoding="utf-8")
+    section = card.split("## Alignment")[1].split("\n## ")[0]
+    for row in ("| method | ipo |", "| beta | 0.2 |", "| rounds | 2 |", "| pairs | 24 |", f"| pairs_sha256 | {'5eed' * 16} |",
+                "| heldout preference accuracy | 0.8 |", "| win rate vs SFT | 0.6 |", f"| MLflow run id | {align_run} |",
+                "| align.beta | 0.2 |"):
+        assert row in section, row
+    assert "preference-aligned" in card
 
 
 @pytest.mark.parametrize(("gate", "error"), [

@@ -1,9 +1,9 @@
 """The evaluation report: one self-contained HTML file (no CDN, no script), plots as inline PNG.
 
-Sections: the verdicts of SFT against base (better / worse / within noise, the noise estimate and how
-it was made: ``lmforge.evaluation.verdicts``; regressions red, improvements green, noise grey), the
-per-language scores (bits per byte per group, translation chrF/BLEU per direction with every translated
-pair, identity P/R/F1 in English and Chinese), where
+Sections: the verdicts of SFT against base and, when align ran, of the aligned model against SFT (better /
+worse / within noise, the noise estimate and how it was made: ``lmforge.evaluation.verdicts``; regressions
+red, improvements green, noise grey), the align stage's own numbers, the per-language scores (a column per
+model: ``lmforge.evaluation.html_tables``), where
 the quality gate's decision is made and recorded, sample generations of every model side by side
 (``{model: records}``: an aligned model is one more column) and the identity probe's answers, all
 model text HTML-escaped; training loss curves (``data/08_reporting/<stage>_loss.json``), base vs SFT metric bars,
@@ -16,13 +16,16 @@ totals), and every flat metric of ``evaluation.json``. It opens offline in any b
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lmforge.evaluation.html_tables import align_html, per_language_html, report_models
+from lmforge.evaluation.html_tables import escape as _e
+from lmforge.evaluation.html_tables import fmt as _fmt
+from lmforge.evaluation.html_tables import text_cell as _text
 from lmforge.evaluation.verdicts import (
     BETTER,
     BOOTSTRAP_RESAMPLES,
@@ -41,7 +44,7 @@ BAR_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Bits per byte, lower is better", ("heldout.bits_per_byte", "sft_pairs.bits_per_byte")),
     ("Perplexity, lower is better", ("heldout.perplexity", "sft_pairs.perplexity")),
 )
-"""Per-model metric suffixes drawn side by side for base and SFT (absent ones are left out)."""
+"""Per-model metric suffixes drawn side by side for each model (absent ones are left out)."""
 
 OPS_BARS = ("duration_s", "cpu_utilization_pct", "gpu_utilization_pct", "memory_used_mb_max", "network_mb_per_s")
 
@@ -59,11 +62,17 @@ margin:0;font-size:.85em;max-width:32em}
 
 def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping[str, Any]],
                       not_measured: Mapping[str, str], loss_curves: Mapping[str, Sequence[Mapping[str, Any]]],
-                      *, title: str = "lmforge evaluation", verdicts: Sequence[Verdict] = (),
+                      *, title: str = "lmforge evaluation",
+                      verdicts: Sequence[Verdict] | Mapping[str, Sequence[Verdict]] = (),
                       samples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
                       identity_answers: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-                      translations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> str:
+                      translations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                      align_metrics: Mapping[str, Any] | None = None) -> str:
     """The report as one HTML string (see the module docstring).
+
+    ``verdicts`` is ``{"SFT against base": [...], "aligned against SFT": [...]}`` (a bare list: SFT against
+    base); ``align_metrics`` the align stage's ``align.json`` (a section when the metrics hold ``aligned.*``
+    or it is given).
 
     ``samples`` is ``{model: [{"prompt", "completion", "new_tokens"}]}`` (generations.json's per-model
     lists, same prompts in the same order), ``identity_answers`` ``{model: identity probe records}``,
@@ -71,7 +80,10 @@ def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping
     """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{_e(title)}</h1>"]
-    parts.append("<h2>Verdicts: SFT against base</h2>" + verdicts_html(verdicts))
+    for heading, judged in (verdicts if isinstance(verdicts, Mapping) else {"SFT against base": verdicts}).items():
+        parts.append(f"<h2>Verdicts: {_e(heading)}</h2>" + verdicts_html(judged, heading))
+    if align_metrics is not None or "aligned" in report_models(metrics):
+        parts.append("<h2>Align stage</h2>" + align_html(align_metrics))
     parts.append("<h2>Per language</h2>" + per_language_html(metrics, translations or {}))
     parts.append("<h2>Quality gate</h2>" + GATE_NOTE)
     parts.append("<h2>Sample generations</h2>" + samples_html(samples or {}))
@@ -80,7 +92,7 @@ def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping
     parts.append("<h2>Training loss</h2>")
     parts.append(_figure(plot_loss_curves(loss_curves), "loss curves") if any(loss_curves.values())
                  else "<p>No loss curves (data/08_reporting/*_loss.json missing).</p>")
-    parts.append("<h2>Base vs SFT</h2>")
+    parts.append("<h2>Base vs SFT" + (" vs aligned" if "aligned" in report_models(metrics) else "") + "</h2>")
     for group_title, suffixes in BAR_GROUPS:
         png = plot_model_bars(metrics, suffixes, group_title)
         parts.append(_figure(png, group_title) if png else f"<p>{_e(group_title)}: no metrics.</p>")
@@ -101,7 +113,8 @@ def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping
 
 GATE_NOTE = (
     "<p>The quality gate is decided by the <b>packaging</b> stage, not here: before packaging and registering the "
-    "SFT model it checks the bounds under <code>gate:</code> in <code>conf/base/parameters_evaluation.yml</code> "
+    "SFT model (the aligned model when align ran: the same bounds on its own numbers) it checks the bounds under "
+    "<code>gate:</code> in <code>conf/base/parameters_evaluation.yml</code> "
     "against the numbers of <code>evaluation.json</code> listed at the end of this page (each bound: the metric's "
     "value, the bound, pass or fail).</p><p>The bounds are deliberately not an input of this stage: DVC reruns a "
     "stage when its params change, and <code>gate</code> is a param of packaging only, so changing a threshold "
@@ -117,14 +130,17 @@ GATE_NOTE = (
 """The gate section: where the decision is made and recorded, and why this stage does not read the bounds."""
 
 
-def verdicts_html(verdicts: Sequence[Verdict]) -> str:
-    """A summary line and one coloured row per compared metric, then how the noise was estimated."""
+def verdicts_html(verdicts: Sequence[Verdict], heading: str = "SFT against base") -> str:
+    """A summary line and one coloured row per compared metric, then how the noise was estimated.
+
+    ``heading`` is ``"<model> against <reference>"``: the column labels come from it."""
+    other, base = heading.split(" against ", 1)
     if not verdicts:
         return "<p>No metric of both models to compare.</p>"
     worse = [v.metric for v in verdicts if v.verdict == WORSE]
     better = [v.metric for v in verdicts if v.verdict == BETTER]
     noise = [v.metric for v in verdicts if v.verdict == WITHIN_NOISE]
-    summary = (f"SFT against base: <b>{len(better)} better</b>, <b>{len(worse)} worse</b>"
+    summary = (f"{_e(heading)}: <b>{len(better)} better</b>, <b>{len(worse)} worse</b>"
                + (f" ({_e(', '.join(worse))})" if worse else "") + f", {len(noise)} within noise"
                + (f", {len(verdicts) - len(worse) - len(better) - len(noise)} without a noise estimate"
                   if len(worse) + len(better) + len(noise) < len(verdicts) else "") + ".")
@@ -144,88 +160,13 @@ def verdicts_html(verdicts: Sequence[Verdict]) -> str:
     methods = "".join(f"<li><b>{_e(split)}</b>: {_e(method)}</li>" for split, method in NOISE_METHOD.items()
                       if any(v.metric.startswith(split + ".") and v.noise_se is not None for v in verdicts))
     return (f"<p class='summary{' worse' if worse else ''}'>{summary}</p>"
-            "<table><tr><th>metric</th><th>better when</th><th>base</th><th>SFT</th><th>difference (SFT &minus; base)"
-            "</th><th>noise</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
+            f"<table><tr><th>metric</th><th>better when</th><th>{_e(base)}</th><th>{_e(other)}</th><th>difference "
+            f"({_e(other)} &minus; {_e(base)})</th><th>noise</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
             f"<p><small>Noise: the standard error (SE) of the difference, from a paired bootstrap ({BOOTSTRAP_RESAMPLES} "
             "resamples, seeded) over the items both models were scored on: resample the items, score both models on "
             f"the resample, take the spread of the difference. Within noise: |difference| &le; {NOISE_Z:g} SE (about a "
             "95% interval). Perplexity is judged on the loss difference (perplexity = exp(loss)), bits per byte on the "
             f"same difference in its unit.</small></p><ul><small>{methods}</small></ul>")
-
-
-def _model_cells(metrics: Mapping[str, float], key: str, *, digits: str = ".4g") -> str:
-    """Base, SFT and SFT - base of ``<model>.<key>`` as table cells (a dash where absent)."""
-    base, sft = metrics.get(f"base.{key}"), metrics.get(f"sft.{key}")
-    cells = [f"{v:{digits}}" if v is not None else "&mdash;" for v in (base, sft)]
-    cells.append(f"{sft - base:+{digits}}" if base is not None and sft is not None else "&mdash;")
-    return "".join(f"<td class='num'>{c}</td>" for c in cells)
-
-
-def per_language_html(metrics: Mapping[str, float], translations: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Bits per byte per language group, translation chrF/BLEU per direction, the identity probe per language."""
-    from lmforge.evaluation.translation import bleu_tokenize
-
-    def keys(prefix: str, suffix: str) -> list[str]:  # the <group> of base/sft.<prefix><group>.<suffix>
-        return sorted({k.split(".")[-2] for k in metrics if k.startswith(("base." + prefix, "sft." + prefix))
-                       and k.endswith("." + suffix) and k.count(".") == prefix.count(".") + 2})
-
-    parts = []
-    groups = keys("heldout.by_language.", "bits_per_byte")
-    if groups:
-        rows = "".join(f"<tr><td>{_e(g)}</td>{_model_cells(metrics, f'heldout.by_language.{g}.bits_per_byte')}"
-                       f"<td class='num'>{_fmt(metrics.get(f'sft.heldout.by_language.{g}.bytes', 0.0))}</td>"
-                       f"<td class='num'>{_fmt(metrics.get(f'sft.heldout.by_language.{g}.documents', 0.0))}</td></tr>"
-                       for g in groups)
-        parts.append("<h3>Held-out bits per byte, lower is better</h3><table><tr><th>group</th><th>base</th><th>SFT</th>"
-                     "<th>SFT &minus; base</th><th>bytes</th><th>documents</th></tr>" + rows + "</table><p><small>The "
-                     "tokenizer stage's validation documents grouped by <code>language_group</code> of their metadata, "
-                     "the same text for both models (<code>evaluation.by_language</code>); bits per byte does not depend "
-                     "on the tokenizer.</small></p>")
-    else:
-        parts.append("<p>No per-language held-out scores (evaluation.by_language off, or no validation document of "
-                     "the groups asked for).</p>")
-    directions = keys("translation.", "chrf")
-    if directions:
-        rows = "".join(f"<tr><td>{' &rarr; '.join(_e(x) for x in d.split('_', 1))}</td>{_model_cells(metrics, f'translation.{d}.chrf', digits='.1f')}"
-                       f"{_model_cells(metrics, f'translation.{d}.bleu', digits='.1f')}"
-                       f"<td class='num'>{_fmt(metrics.get(f'sft.translation.{d}.pairs', 0.0))}</td>"
-                       f"<td>{_e(bleu_tokenize(d.split('_', 1)[1]))}</td></tr>" for d in directions)
-        parts.append("<h3>Translation (held-out pairs), higher is better</h3><table><tr><th>direction</th>"
-                     "<th>chrF base</th><th>chrF SFT</th><th>&Delta;</th><th>BLEU base</th><th>BLEU SFT</th><th>&Delta;</th>"
-                     "<th>pairs</th><th>BLEU tokenizer</th></tr>" + rows + "</table>"
-                     "<p><small>sacrebleu, corpus level, greedy translations through the chat template "
-                     "(<code>evaluation.translation</code>). Japanese BLEU counts characters (<code>char</code>): "
-                     "compare it only with itself.</small></p>")
-        parts.append(translations_html(translations))
-    else:
-        parts.append("<p>No translation scores (evaluation.translation off, or no held-out record of category "
-                     "translation).</p>")
-    langs = keys("identity.by_language.", "recall")
-    if langs:
-        rows = "".join(f"<tr><td>{_e(lang)}</td>" + "".join(_model_cells(metrics, f"identity.by_language.{lang}.{m}",
-                                                                          digits=".2f")
-                                                         for m in ("precision", "recall", "f1")) + "</tr>"
-                       for lang in langs)
-        parts.append("<h3>Identity probe per language</h3><table><tr><th>language</th>"
-                     + "".join(f"<th>{m} base</th><th>{m} SFT</th><th>&Delta;</th>" for m in ("precision", "recall", "F1"))
-                     + "</tr>" + rows + "</table>")
-    return "".join(parts)
-
-
-def translations_html(translations: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Every translated pair with each model's translation and its sentence chrF, folded."""
-    models = [m for m, records in translations.items() if records]
-    if not models:
-        return ""
-    head = "".join(f"<th>{_e(m)}</th>" for m in models)
-    rows = []
-    for i, record in enumerate(translations[models[0]]):
-        cells = "".join(f"<td>{_text(r.get('hypothesis', ''))}<small>chrF {float(r.get('chrf', 0.0)):.1f}</small></td>"
-                        for r in (translations[m][i] if i < len(translations[m]) else {} for m in models))
-        rows.append(f"<tr><td>{_e(record.get('direction', ''))}</td><td><pre>{_e(record.get('prompt', ''))}</pre></td>"
-                    f"<td><pre>{_e(record.get('reference', ''))}</pre></td>{cells}</tr>")
-    return (f"<details><summary>{len(rows)} translated pairs</summary><table><tr><th>direction</th><th>prompt</th>"
-            f"<th>reference</th>{head}</tr>" + "".join(rows) + "</table></details>")
 
 
 def samples_html(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
@@ -266,14 +207,6 @@ def identity_html(answers: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
                        for m in models)
     return (f"<details><summary>{len(rows)} questions; answers scored as claiming the identity: {claims}</summary>"
             f"<table><tr><th>question</th><th>kind</th>{head}</tr>" + "".join(rows) + "</table></details>")
-
-
-def _text(text: Any) -> str:
-    """Model text, escaped, in a <pre>; an empty or whitespace-only answer is said so (it would look blank)."""
-    text = str(text)
-    if not text.strip():
-        return f"<pre><em>{'(empty)' if not text else 'only whitespace: ' + _e(repr(text))}</em></pre>"
-    return f"<pre>{_e(text)}</pre>"
 
 
 def number_notes(metrics: Mapping[str, float]) -> list[str]:
@@ -330,15 +263,16 @@ def plot_loss_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]]) -> bytes
 
 
 def plot_model_bars(metrics: Mapping[str, float], suffixes: Sequence[str], title: str) -> bytes | None:
-    """Grouped bars base vs SFT for the suffixes both models (or either) report; None when none."""
-    shown = [s for s in suffixes if f"base.{s}" in metrics or f"sft.{s}" in metrics]
+    """Grouped bars, one per model (base, SFT, aligned), for the suffixes any model reports; None when none."""
+    models = report_models(metrics)
+    shown = [s for s in suffixes if any(f"{m}.{s}" in metrics for m in models)]
     if not shown:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(shown) + 2), 3.2))
-    width = 0.38
-    for i, model in enumerate(("base", "sft")):
-        xs = [j + (i - 0.5) * width for j in range(len(shown))]
+    width = 0.76 / len(models)
+    for i, model in enumerate(models):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(shown))]
         ax.bar(xs, [float(metrics.get(f"{model}.{s}", 0.0)) for s in shown], width, label=model)
     ax.set_xticks(range(len(shown)), shown, rotation=20, ha="right", fontsize=8)
     ax.set_title(title)
@@ -389,11 +323,3 @@ def _png(fig: Any) -> bytes:
 
 def _figure(png: bytes, alt: str) -> str:
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else _e(str(value))
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)

@@ -20,7 +20,7 @@ floats) plus a ``not_measured`` map ``{metric: reason}`` for everything it could
   psutil counts every interface, loopback included, so on one machine the training processes'
   gloo/NCCL traffic shows here),
   ``gpu_utilization_pct`` (mean over samples and GPUs), ``gpu_memory_used_mb_max``;
-- training stages also ``time_per_epoch_s``, ``tokens_per_s``, ``restart_count`` (resumes from a
+- training stages (pretrain, sft, align) also ``time_per_epoch_s``, ``tokens_per_s``, ``restart_count`` (resumes from a
   checkpoint) and ``peak_memory_mb`` (GPU max allocated, or the CPU run's peak RSS), taken from the
   stage's metrics file (``data/08_reporting/<stage>.json``) or, without it, the run's logged metrics;
 - chain totals ``ops.chain.``: ``stages`` (how many stages they cover: the ones passed in, i.e. the
@@ -47,7 +47,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-TRAINING_STAGES = ("pretrain", "sft")
+TRAINING_STAGES = ("pretrain", "sft", "align")
 TRAINING_KEYS = ("time_per_epoch_s", "tokens_per_s", "restart_count")
 PIPELINES_TAG = "lmforge.pipelines"
 CRASH_STATUSES = ("KILLED",)
@@ -206,7 +206,13 @@ def _system_metrics(client: Any, prefix: str, run: Any, not_measured: dict[str, 
 
 def _training_metrics(prefix: str, summary: Mapping[str, Any] | None, runs: Sequence[Any], stage: str,
                       not_measured: dict[str, str]) -> dict[str, float]:
-    """Training speed, restarts and peak memory: the stage's metrics file first, else its newest run."""
+    """Training speed, restarts and peak memory: the stage's metrics file first, else its newest run.
+
+    A stage switched off (its metrics file says ``enabled: false``, as align's does) trained nothing: one
+    ``not_measured`` line for it instead of one per key."""
+    if summary and "enabled" in summary and not summary["enabled"]:
+        not_measured[f"{prefix}.tokens_per_s"] = f"{stage} is switched off ({stage}.enabled: false): nothing trained"
+        return {}
     logged = next((r.data.metrics for r in runs if r.info.status == "FINISHED"), {})
     out: dict[str, float] = {}
     for key in TRAINING_KEYS:

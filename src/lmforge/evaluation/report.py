@@ -1,4 +1,4 @@
-"""Flatten base-vs-SFT evaluation results into stable metric names and add comparisons.
+"""Flatten base-vs-SFT(-vs-aligned) evaluation results into stable metric names and add comparisons.
 
 MLflow compares runs by metric name, so these names are an interface: change them only on purpose.
 
@@ -22,6 +22,10 @@ Output keys (all floats):
   ``<split>.perplexity_ratio`` = sft / base perplexity (< 1: SFT fits that split better;
   ``sft_pairs.perplexity_ratio`` is the headline SFT number, ``heldout.perplexity_ratio`` shows
   how much general LM ability SFT cost), and ``<split>.loss_delta`` = sft - base loss (nats/token).
+- When align ran: ``aligned.<split>.<metric>`` as for the others, and the same comparisons of the aligned
+  model with SFT, ``aligned_vs_sft.<split>.perplexity_ratio`` / ``.loss_delta`` / per-language
+  ``..._delta`` (aligned - sft), and with base, ``aligned_vs_base.*`` (the quality gate's ratios for an
+  aligned model, ``lmforge.packaging.gate.gate_for_model``).
 
 Values that are not numbers (strings, lists) are left out with a warning.
 
@@ -42,27 +46,42 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-MODEL_PREFIXES = ("base", "sft")
-"""Top-level prefixes of the per-model metrics, in output order."""
+MODEL_PREFIXES = ("base", "sft", "aligned")
+"""Top-level prefixes of the per-model metrics, in output order (``aligned`` only when align ran)."""
+
+COMPARISONS = (("", "base", "sft"), ("aligned_vs_sft.", "sft", "aligned"), ("aligned_vs_base.", "base", "aligned"))
+"""(key prefix, reference model, compared model) of the comparison metrics; SFT vs base keeps its bare names."""
 
 
-def summarize_evaluation(base: Mapping[str, Any], sft: Mapping[str, Any]) -> dict[str, float]:
-    """Flat ``{name: float}`` of both models' metrics plus per-split SFT-vs-base comparisons."""
+def summarize_evaluation(base: Mapping[str, Any], sft: Mapping[str, Any],
+                         aligned: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Flat ``{name: float}`` of every model's metrics plus the comparisons of `COMPARISONS` (those with ``aligned``
+    only when it is given): ``[<prefix>]<split>.perplexity_ratio``, ``.loss_delta`` and the per-language deltas."""
+    models = {"base": base, "sft": sft, **({"aligned": aligned} if aligned is not None else {})}
     summary: dict[str, float] = {}
-    for prefix, results in zip(MODEL_PREFIXES, (base, sft), strict=True):
-        summary.update(flatten_metrics(results, prefix=prefix))
+    for prefix in MODEL_PREFIXES:
+        if prefix in models:
+            summary.update(flatten_metrics(models[prefix], prefix=prefix))
+    for key_prefix, reference, other in COMPARISONS:
+        if reference in models and other in models:
+            summary.update({key_prefix + k: v for k, v in compare_models(models[reference], models[other]).items()})
+    return summary
 
-    for split in sorted(set(base) & set(sft)):
-        base_split, sft_split = base[split], sft[split]
-        if not (isinstance(base_split, Mapping) and isinstance(sft_split, Mapping)):
+
+def compare_models(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, float]:
+    """``<split>.perplexity_ratio`` (other / base), ``<split>.loss_delta`` (other - base) and the per-language deltas."""
+    summary: dict[str, float] = {}
+    for split in sorted(set(base) & set(other)):
+        base_split, other_split = base[split], other[split]
+        if not (isinstance(base_split, Mapping) and isinstance(other_split, Mapping)):
             continue
-        if _is_number(base_split.get("perplexity")) and _is_number(sft_split.get("perplexity")):
+        if _is_number(base_split.get("perplexity")) and _is_number(other_split.get("perplexity")):
             summary[f"{split}.perplexity_ratio"] = _ratio(
-                float(sft_split["perplexity"]), float(base_split["perplexity"])
+                float(other_split["perplexity"]), float(base_split["perplexity"])
             )
-        if _is_number(base_split.get("loss")) and _is_number(sft_split.get("loss")):
-            summary[f"{split}.loss_delta"] = float(sft_split["loss"]) - float(base_split["loss"])
-    summary.update(_per_language_deltas(base, sft))
+        if _is_number(base_split.get("loss")) and _is_number(other_split.get("loss")):
+            summary[f"{split}.loss_delta"] = float(other_split["loss"]) - float(base_split["loss"])
+    summary.update(_per_language_deltas(base, other))
     return summary
 
 
@@ -130,7 +149,8 @@ PAIRS_OFF = ("identity probe and held-out pairs off (evaluation.identity_probe /
 
 SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("training speed (time per epoch)",
-     ("ops.pretrain.time_per_epoch_s", "ops.sft.time_per_epoch_s", "ops.pretrain.tokens_per_s", "ops.sft.tokens_per_s"),
+     ("ops.pretrain.time_per_epoch_s", "ops.sft.time_per_epoch_s", "ops.pretrain.tokens_per_s", "ops.sft.tokens_per_s",
+      "ops.align.tokens_per_s"),
      "time per epoch needs an epoch size; tokens/s of the training runs"),
     ("inference speed (requests per second)", ("sft.speed.requests_per_s", "sft.speed.tokens_per_s", "serving.rps"),
      "speed step off (evaluation.speed.enabled)"),
@@ -142,7 +162,8 @@ SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("exact match", ("sft.heldout_pairs.exact_match", "base.heldout_pairs.exact_match"), PAIRS_OFF),
     ("pass@1", ("sft.humaneval.pass_at_1", "base.humaneval.pass_at_1"), "HumanEval off (evaluation.humaneval.enabled)"),
     ("memory use", ("ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb", "ops.pretrain.memory_used_mb_max",
-                    "ops.sft.memory_used_mb_max", "ops.pretrain.gpu_memory_used_mb_max", "sft.speed.peak_memory_mb"),
+                    "ops.sft.memory_used_mb_max", "ops.pretrain.gpu_memory_used_mb_max", "sft.speed.peak_memory_mb",
+                    "ops.align.peak_memory_mb"),
      "no MLflow runs / metrics files of the training stages"),
     ("disk I/O", ("ops.data_processing.disk_mb_per_s", "ops.tokenizer.disk_mb_per_s", "ops.pretrain.disk_mb_per_s",
                   "ops.sft.disk_mb_per_s", "ops.pretrain.disk_write_mb", "ops.sft.disk_write_mb",
@@ -152,7 +173,8 @@ SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
                            "ops.data_processing.network_mb_per_s", "ops.tokenizer.network_mb_per_s"),
      "MLflow system metrics were off"),
     ("crash rate", ("ops.chain.crash_rate",), "no MLflow runs of the chain's stages"),
-    ("restart count", ("ops.chain.restart_count", "ops.pretrain.restart_count", "ops.sft.restart_count"),
+    ("restart count", ("ops.chain.restart_count", "ops.pretrain.restart_count", "ops.sft.restart_count",
+                       "ops.align.restart_count"),
      "the training stages reported no restart_count"),
     ("error rate", ("ops.chain.error_rate", "serving.error_rate"), "no MLflow runs of the chain's stages"),
     ("response time (ms)", ("sft.speed.latency_ms_p50", "sft.speed.latency_ms_p95", "serving.latency_p50_ms",
@@ -241,8 +263,13 @@ def build_seed_table(metrics: Mapping[str, float], not_measured: Mapping[str, st
 def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapping[str, Any],
                             loss_curves: Mapping[str, Any], *, generations: Mapping[str, Any] | None = None,
                             serving_load: str | None = None,
-                            serving_feedback: str | None = None) -> tuple[dict[str, float], list[dict], str]:
+                            serving_feedback: str | None = None,
+                            align_metrics: Mapping[str, Any] | None = None) -> tuple[dict[str, float], list[dict], str]:
     """(flat metrics for ``evaluation.json``, seed-metric table, HTML report).
+
+    When the model metrics hold an aligned model (``aligned.*``), its verdicts against SFT join too
+    (``verdict.aligned_vs_sft.*``) and ``align_metrics`` (the align stage's ``align.json``: preference
+    accuracy, win rate, method, rounds) gets its own section of the HTML.
 
     ``operations`` is ``lmforge.evaluation.operations.gather_operations`` output; its metrics join the
     model metrics (``ops.*``), its ``not_measured`` reasons go to the table and the HTML. ``generations``
@@ -255,8 +282,12 @@ def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapp
 
     generations = generations or {}
     metrics = {**dict(model_metrics), **flatten_metrics(operations.get("metrics", {}))}
-    verdicts = build_verdicts(metrics, generations)
-    metrics.update(verdict_metrics(verdicts))
+    verdicts = {"SFT against base": build_verdicts(metrics, generations)}
+    metrics.update(verdict_metrics(verdicts["SFT against base"]))
+    if any(k.startswith("aligned.") for k in model_metrics):
+        prefix = "aligned_vs_sft."
+        verdicts["aligned against SFT"] = build_verdicts(metrics, generations, "sft", "aligned", prefix=prefix)
+        metrics.update(verdict_metrics(verdicts["aligned against SFT"], prefix=prefix))
     dropped = sorted(k for k, v in metrics.items() if not math.isfinite(v))
     if dropped:  # JSON and MLflow take no NaN/inf: say which, do not write them
         logger.warning("left out of evaluation.json (not finite): %s", ", ".join(dropped))
@@ -273,5 +304,6 @@ def build_evaluation_report(model_metrics: Mapping[str, float], operations: Mapp
     translations = {k.removesuffix(".translation"): v for k, v in generations.items()
                     if k.endswith(".translation") and isinstance(v, list)}
     page = build_html_report(metrics, table, not_measured, {k: v or [] for k, v in loss_curves.items()},
-                             verdicts=verdicts, samples=samples, identity_answers=answers, translations=translations)
+                             verdicts=verdicts, samples=samples, identity_answers=answers, translations=translations,
+                             align_metrics=align_metrics)
     return metrics, table, page

@@ -1,4 +1,5 @@
-"""Evaluate the base (pretrained or ``sft.base_model``) and SFT models side by side on the same held-out data.
+"""Evaluate the base (pretrained or ``sft.base_model``), SFT and (when align ran) aligned models side by side
+on the same held-out data.
 
 Each model in its own tokenizer's ids and chat template (``lmforge.evaluation.heldout``): held-out
 perplexity and bits per byte on validation token blocks, assistant-token perplexity and bits per byte
@@ -18,7 +19,13 @@ paired-bootstrap SE of each ``<split>.loss_delta`` (``<split>.loss_delta_se``,
 
 Before scoring, the SFT model's prompt as generation encodes it is audited against the one sft trained
 on (``evaluation_audit``, ``lmforge.tokenizer.template_audit``): a template or stop-token mismatch fails
-the stage naming the first differing token.
+the stage naming the first differing token. The aligned model (``aligned``, ``lmforge.align``) is audited
+the same way against the same reference: align trains on sft's template.
+
+The aligned model gets every per-model metric (``aligned.*``) except the generation-speed step: it has
+the SFT model's architecture and size, so its speed would measure the same thing again (``sft.speed.*``
+stands for both) for a minute of CPU. Its comparisons with SFT are ``aligned_vs_sft.*`` and with base
+``aligned_vs_base.*`` (``lmforge.evaluation.report``).
 """
 
 from __future__ import annotations
@@ -49,8 +56,8 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
                     config: EvaluationConfig, identity: Mapping[str, Any] | None = None, *,
                     chat_template: str | None = None, trust_remote_code: bool = False,
                     template_audit: Mapping[str, Any] | None = None) -> tuple[dict, dict, dict]:
-    """Score each ``{name: model_dir}`` (``base`` and ``sft``); returns (flat metrics, generations per model,
-    the template audit of evaluation's prompts).
+    """Score each ``{name: model_dir}`` (``base``, ``sft`` and, when align ran, ``aligned``); returns (flat
+    metrics, generations per model, the template audit of evaluation's prompts: the SFT model's).
 
     Each model is scored in its own tokenizer's ids (``lmforge.evaluation.heldout``); ``chat_template``
     names the built-in template of a model without one (``sft.chat_template``). ``template_audit`` is
@@ -74,7 +81,10 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     if template_audit is not None:
         from lmforge.tokenizer.template_audit import check_audits
 
-        check_audits(template_audit, audit)
+        for name in ("sft", "aligned"):  # the aligned model answers in the template sft trained
+            if name in models:
+                check_audits(template_audit, audit if name == "sft" else
+                             evaluation_audit(models[name], chats[name], trust_remote_code=trust_remote_code))
     # lmforge's own tokenizer, when the tokenizer stage ran (SFT from a foreign model may do without it)
     stage_chat = ChatTokenizer.load(sources.stage_tokenizer) if has_tokenizer(sources.stage_tokenizer) else None
     data: dict[str, Any] = {}  # per tokenizer (sha256): base and sft share one unless their tokenizers differ
@@ -131,9 +141,12 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
         logger.info("%s: held-out ppl %.2f, instruction ppl %.2f", name, results[name]["heldout"]["perplexity"],
                     results[name]["sft_pairs"]["perplexity"])
         del model
-    metrics = summarize_evaluation(results["base"], results["sft"])
+    metrics = summarize_evaluation(results["base"], results["sft"], results.get("aligned"))
     if chats["base"].sha256 == chats["sft"].sha256:  # paired noise needs the same items in the same ids
         metrics.update(_loss_delta_noise(per_item["base"], per_item["sft"]))
+    if "aligned" in models and chats["aligned"].sha256 == chats["sft"].sha256:
+        metrics.update({f"aligned_vs_sft.{k}": v for k, v in _loss_delta_noise(per_item["sft"],
+                                                                                per_item["aligned"]).items()})
     held = data[chats["sft"].sha256]
     metrics["heldout_blocks"] = float(len(held.blocks))
     metrics["sft_examples"] = float(len(held.examples))

@@ -1,4 +1,4 @@
-"""Verdicts of the base-vs-SFT comparisons: better, worse or within noise, with the noise stated.
+"""Verdicts of the base-vs-SFT (and aligned-vs-SFT) comparisons: better, worse or within noise, with the noise.
 
 A difference between two models scored on a few hundred held-out items is partly luck of the items.
 Each compared metric gets a noise estimate, the standard error (SE) of the difference ``sft - base``,
@@ -24,7 +24,8 @@ The items, per metric:
 Verdicts are also numbers for ``evaluation.json`` (``verdict.<split>.<metric>``: 1 better, 0 within
 noise, -1 worse) with their noise (``noise.<split>.<metric>``: the SE of the difference, in the metric's
 own unit; perplexity has none there: its noise is ``<split>.loss_delta_se``, in loss); these are new
-keys, the existing metric names are unchanged.
+keys, the existing metric names are unchanged. The aligned model against SFT (when align ran) is judged
+the same way, its keys ``verdict.aligned_vs_sft.<split>.<metric>`` / ``noise.aligned_vs_sft.<split>.<metric>``.
 """
 
 from __future__ import annotations
@@ -179,11 +180,13 @@ def judge(difference: float, se: float | None, better: str) -> int | None:
 
 
 def build_verdicts(metrics: Mapping[str, float], generations: Mapping[str, Any] | None = None,
-                   base: str = "base", other: str = "sft") -> list[Verdict]:
+                   base: str = "base", other: str = "sft", prefix: str = "") -> list[Verdict]:
     """One `Verdict` per metric of `DIRECTIONS` that both models have.
 
-    Perplexity and bits per byte are judged on the loss difference against ``<split>.loss_delta_se``
-    (written by the suite); the record-based metrics on `record_noise` of ``generations``.
+    Perplexity and bits per byte are judged on the loss difference against ``<prefix><split>.loss_delta_se``
+    (written by the suite); the record-based metrics on `record_noise` of ``generations``. ``prefix`` names
+    the comparison's keys (``""`` for SFT against base, ``"aligned_vs_sft."`` for aligned against SFT,
+    ``lmforge.evaluation.report.COMPARISONS``).
     """
     noise = record_noise(generations or {}, base, other)
     verdicts = []
@@ -195,9 +198,9 @@ def build_verdicts(metrics: Mapping[str, float], generations: Mapping[str, Any] 
         se: float | None
         unit = name
         if name in ("perplexity", "bits_per_byte"):
-            se = metrics.get(f"{split}.loss_delta_se")
+            se = metrics.get(f"{prefix}{split}.loss_delta_se")
             items = int(metrics.get(ITEM_COUNTS.get(split, ""), 0))
-            delta = metrics.get(f"{split}.loss_delta", math.log(b / a) if a > 0 and b > 0 else math.nan)
+            delta = metrics.get(f"{prefix}{split}.loss_delta", math.log(b / a) if a > 0 and b > 0 else math.nan)
             verdict = judge(delta, se, "lower")
             unit = "loss (nats/token)"
             if se is not None and name == "bits_per_byte":  # same tokens and bytes for both: bpb = loss * T / (B ln 2)
@@ -212,12 +215,13 @@ def build_verdicts(metrics: Mapping[str, float], generations: Mapping[str, Any] 
     return verdicts
 
 
-def verdict_metrics(verdicts: Sequence[Verdict]) -> dict[str, float]:
-    """``verdict.<split>.<metric>`` (1 / 0 / -1) and ``noise.<split>.<metric>`` (SE) for evaluation.json."""
+def verdict_metrics(verdicts: Sequence[Verdict], prefix: str = "") -> dict[str, float]:
+    """``verdict.<prefix><split>.<metric>`` (1 / 0 / -1) and ``noise.<prefix><split>.<metric>`` (SE) for
+    evaluation.json (``prefix`` as in `build_verdicts`)."""
     out: dict[str, float] = {}
     for v in verdicts:
         if v.verdict is not None:
-            out[f"verdict.{v.metric}"] = float(v.verdict)
+            out[f"verdict.{prefix}{v.metric}"] = float(v.verdict)
         if v.noise_se is not None and math.isfinite(v.noise_se) and v.noise_unit == v.metric.split(".", 1)[1]:
-            out[f"noise.{v.metric}"] = float(v.noise_se)
+            out[f"noise.{prefix}{v.metric}"] = float(v.noise_se)
     return out

@@ -1,15 +1,20 @@
-"""Sections of the model card that render one input each: the sources table and the quality gate.
+"""Sections of the model card that render one input each: the sources table, the quality gate, the
+alignment and the usage snippet.
 
 The sources table lists each pretraining source with its licence and share of the tokens, read from the
 tokenizer stage's ``by_source`` metrics (`lmforge.tokenizer.metrics.summarize_token_counts`: the training
 split's tokens per document ``source``, with the ``license`` its documents declare), which the packaging
 stage gets from the catalog with the other stage metrics. A base model that brings its own
 tokenizer has no such counts: the card then has no table. The gate section shows the decision and one row
-per bound of ``gate:`` (`lmforge.packaging.gate`).
+per bound of ``gate:`` (`lmforge.packaging.gate`). The alignment section records the align run that
+produced the packaged model (``summarize_alignment``: method, beta, rounds, pairs, the pairs' sha256 and
+DVC md5, held-out preference accuracy, the win rate over SFT, the MLflow run id and the resolved
+``params:align``), or that align was off and the SFT model is packaged.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -55,3 +60,54 @@ def render_gate(checks: list[GateCheck]) -> str:
     return (f"Decision: **{verdict}**: every bound of `gate:` (conf/base/parameters_evaluation.yml) checked against "
             "the evaluation metrics before this model was packaged and registered.\n\n"
             "| metric | required | value | result |\n|---|---|---|---|\n" + rows)
+
+
+ALIGN_CARD_KEYS = (("method", ("method",)), ("beta", ("beta", "loss.beta")), ("rounds", ("rounds",)),
+                   ("pairs", ("pairs", "pairs_count", "train_pairs", "data.pairs")),
+                   ("pairs_sha256", ("pairs_sha256",)),
+                   ("heldout preference accuracy", ("heldout.preference_accuracy",)),
+                   ("win rate vs SFT", ("win_rate.vs_sft",)), ("steps", ("steps",)), ("final loss", ("final_loss",)))
+"""(card row, the keys that may hold it: the align stage's metrics first, then ``params:align``); absent rows
+are left out, so a metrics file with fewer keys still renders."""
+
+
+def summarize_alignment(align_metrics: Mapping[str, Any] | None, align_params: Mapping[str, Any] | None, *,
+                        packaged: str, run_id: str = "", pairs_md5: str = "") -> dict[str, Any]:
+    """The card's alignment rows: `ALIGN_CARD_KEYS`, the run id, the pairs' DVC md5 and every ``params:align`` key
+    (``align.<key>``); for an SFT package only why (``{"enabled": False, ...}``); {} without align inputs."""
+    if align_metrics is None and align_params is None:
+        return {}
+    if packaged != "aligned":
+        return {"enabled": False, "packaged model": "sft (align.enabled is false: the SFT model is packaged)"}
+    from lmforge.tracking import flatten_leaves
+
+    metrics, params = flatten_leaves(align_metrics or {}), flatten_leaves(align_params or {})
+    rows: dict[str, Any] = {"enabled": True, "packaged model": "aligned"}
+    for label, keys in ALIGN_CARD_KEYS:
+        value = next((source[k] for source in (metrics, params) for k in keys if k in source), None)
+        if value is not None:
+            rows[label] = value
+    rows.update({"MLflow run id": run_id, "align_pairs.dvc_md5": pairs_md5})
+    rows.update({f"align.{key}": value for key, value in params.items()})
+    return {k: v for k, v in rows.items() if v not in ("", None)}
+
+
+def render_usage(model_name: str) -> str:
+    """The card's "How to use": load the folder with transformers and chat through its template."""
+    return (
+        "```python\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "\n"
+        f"model_dir = {json.dumps(model_name)}  # path to this folder\n"
+        "tokenizer = AutoTokenizer.from_pretrained(model_dir)\n"
+        "model = AutoModelForCausalLM.from_pretrained(model_dir)\n"
+        "\n"
+        'messages = [{"role": "user", "content": "Write a function that adds two numbers."}]\n'
+        "text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)\n"
+        "# the chat template already adds BOS\n"
+        'inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)\n'
+        "output = model.generate(**inputs, max_new_tokens=64)\n"
+        'completion = output[0, inputs["input_ids"].shape[1]:]\n'
+        "print(tokenizer.decode(completion, skip_special_tokens=True))\n"
+        "```\n"
+    )

@@ -110,6 +110,26 @@ def check_gate(metrics: Mapping[str, Any], gate: Mapping[str, GateBound]) -> lis
     return checks
 
 
+def gate_for_model(gate: Mapping[str, GateBound], metrics: Mapping[str, Any], model: str) -> dict[str, GateBound]:
+    """The bounds as they apply to the packaged ``model`` (``"sft"`` or ``"aligned"``, ``resolve_chat_model``).
+
+    The shipped bounds are written for the SFT model: its own numbers (``sft.<metric>``) and its
+    comparisons with base (``sft_pairs.perplexity_ratio``). For the aligned model the same bound checks
+    the aligned model's number (``aligned.<metric>``) and its comparison with base
+    (``aligned_vs_base.<metric>``, when evaluation wrote it); bounds on anything else are kept as they are.
+    """
+    if model == "sft":
+        return dict(gate)
+    renamed = {}
+    for metric, bound in gate.items():
+        if metric.startswith("sft."):
+            metric = f"{model}.{metric.removeprefix('sft.')}"
+        elif f"{model}_vs_base.{metric}" in metrics:
+            metric = f"{model}_vs_base.{metric}"
+        renamed[metric] = bound
+    return renamed
+
+
 def enforce_gate(checks: Sequence[GateCheck]) -> None:
     """Raise `GateError` naming every failed bound (metric, observed value, bound)."""
     failed = [c for c in checks if not c.passed]

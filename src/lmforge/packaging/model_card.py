@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmforge.packaging.card_sections import list_training_sources, render_gate, render_sources_table
+from lmforge.packaging.card_sections import (
+    list_training_sources,
+    render_gate,
+    render_sources_table,
+    render_usage,
+    summarize_alignment,
+)
 
 if TYPE_CHECKING:
     from lmforge.packaging.config import PackagingConfig
@@ -85,6 +91,8 @@ class ModelCardInfo:
     """Where all the evaluation metrics are (the catalog's ``evaluation_metrics`` file), named under Evaluation."""
     gate: list[GateCheck] = field(default_factory=list)
     """The quality gate's checks this model passed (``lmforge.packaging.gate``): each bound, its value and outcome."""
+    align: dict[str, Any] = field(default_factory=dict)
+    """The align run behind the package, or that align was off (`card_sections.summarize_alignment`); {}: no align."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else worth recording; rendered under "Additional information"."""
 
@@ -167,7 +175,7 @@ def summarize_training_data(metrics: Mapping[str, Mapping[str, Any]], dvc_hashes
 def describe_training_hardware(metrics: Mapping[str, Mapping[str, Any]], host: str = "") -> str:
     """E.g. ``"pretrain: 2 process(es) on cpu, ZeRO-2; sft: ...; packaged on 2 CPU cores (x86_64)"``."""
     parts = []
-    for stage in ("pretrain", "sft"):
+    for stage in ("pretrain", "sft", "align"):
         stage_metrics = metrics.get(stage, {}) or {}
         if "world_size" in stage_metrics:
             device = stage_metrics.get("device") or "unrecorded device"
@@ -182,7 +190,8 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
                           host: str = "", checkpoint_dir: str | Path | None = None,
                           hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
                           dvc_hashes: Mapping[str, str] | None = None, evaluation_file: str = "",
-                          gate: list[GateCheck] | None = None, chat: ChatTokenizer | None = None) -> ModelCardInfo:
+                          gate: list[GateCheck] | None = None, chat: ChatTokenizer | None = None,
+                          packaged: str = "sft", align_run_id: str = "") -> ModelCardInfo:
     """The card of a chain's model: ``metrics`` is ``{stage: metrics dict}`` of every stage before packaging.
 
     ``config`` gives the name and license; ``hyperparameters`` is ``{"pretrain": params:pretrain, "sft": ...}``;
@@ -190,7 +199,9 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
     describes the machine packaging runs on; ``evaluation_file`` is where the full evaluation metrics are; ``gate``
     the quality gate's checks (shown with their values and bounds); ``chat`` the package's tokenizer with its
     template (`describe_chat_format`). Parameter counts come from ``checkpoint_dir`` when it holds
-    a full model, else from the pretrain metrics.
+    a full model, else from the pretrain metrics. ``packaged`` says which model the package holds (``"sft"`` or
+    ``"aligned"``, ``lmforge.align.config.resolve_chat_model``); the align run (``metrics["align"]``,
+    ``hyperparameters["align"]``, ``align_run_id``) gets its own section.
     """
     from lmforge.tracking import flatten
 
@@ -210,6 +221,8 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         description = (f"A causal language model{f' ({model_type})' if model_type else ''} supervised-fine-tuned "
                        f"for chat by the lmforge pipeline from the base model {foreign}, with that model's "
                        "tokenizer and chat template.")
+    if packaged == "aligned":
+        description = description.replace("supervised-fine-tuned", "supervised-fine-tuned and preference-aligned")
     training = {"pretrain.steps": pretrain.get("steps"), "pretrain.tokens": pretrain.get("tokens"),
                 "pretrain.final_loss": pretrain.get("final_loss"), "sft.steps": sft.get("steps"),
                 "sft.tokens": sft.get("tokens"), "sft.final_loss": sft.get("final_loss"),
@@ -231,6 +244,8 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
         license=config.license,
         evaluation_file=evaluation_file,
         gate=list(gate or []),
+        align=summarize_alignment(metrics.get("align"), (hyperparameters or {}).get("align"), packaged=packaged,
+                                  run_id=align_run_id, pairs_md5=(dvc_hashes or {}).get("align_pairs", "")),
     )
 
 
@@ -276,12 +291,13 @@ def render_model_card(info: ModelCardInfo) -> str:
         ),
         "## Training data\n\n" + _render_table(info.data) + render_sources_table(info.sources, _format_value),
         "## Training\n\n" + _render_table({**info.training, "hardware": info.hardware}),
+        *(["## Alignment\n\n" + _render_table(info.align)] if info.align else []),
         "## Evaluation\n\n" + _render_table(scores, header=("metric", "value"))
         + (f"\nThe other {n_ops} operations metrics (per-stage system metrics, durations, run counts) are in "
            + (f"`{info.evaluation_file}` and the evaluation's MLflow run.\n" if info.evaluation_file
               else "the evaluation's metrics file and MLflow run.\n") if n_ops else ""),
         "## Quality gate\n\n" + render_gate(info.gate),
-        "## How to use\n\n" + _render_usage(info.model_name),
+        "## How to use\n\n" + render_usage(info.model_name),
         "## Lineage\n\n" + _render_lineage(info),
         "## Limitations\n\n" + _LIMITATIONS,
     ]
@@ -291,7 +307,8 @@ def render_model_card(info: ModelCardInfo) -> str:
 
 
 CARD_OPERATIONS = ("ops.chain.", "ops.pretrain.tokens_per_s", "ops.pretrain.time_per_epoch_s", "ops.sft.tokens_per_s",
-                   "ops.sft.time_per_epoch_s", "ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb")
+                   "ops.sft.time_per_epoch_s", "ops.pretrain.peak_memory_mb", "ops.sft.peak_memory_mb",
+                   "ops.align.tokens_per_s", "ops.align.peak_memory_mb")
 """The ``ops.*`` evaluation metrics a model card shows (chain totals, training speed and memory); the rest stay
 in evaluation.json and MLflow."""
 
@@ -321,26 +338,6 @@ def _render_front_matter(info: ModelCardInfo) -> str:
         "pipeline_tag: text-generation\n"
         f"tags:\n{tags}\n"
         "---\n"
-    )
-
-
-def _render_usage(model_name: str) -> str:
-    return (
-        "```python\n"
-        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "\n"
-        f"model_dir = {json.dumps(model_name)}  # path to this folder\n"
-        "tokenizer = AutoTokenizer.from_pretrained(model_dir)\n"
-        "model = AutoModelForCausalLM.from_pretrained(model_dir)\n"
-        "\n"
-        'messages = [{"role": "user", "content": "Write a function that adds two numbers."}]\n'
-        "text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)\n"
-        "# the chat template already adds BOS\n"
-        'inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)\n'
-        "output = model.generate(**inputs, max_new_tokens=64)\n"
-        'completion = output[0, inputs["input_ids"].shape[1]:]\n'
-        "print(tokenizer.decode(completion, skip_special_tokens=True))\n"
-        "```\n"
     )
 
 

@@ -7,7 +7,9 @@ Framework-free: plain ``mlflow`` / ``MlflowClient`` calls, runnable from a REPL.
    with a signature and an input example, into the active run (or a new ``packaging`` run);
 2. registers a new version under ``model_name`` and tags it with lineage: the run id of every
    stage of the chain (``run_id.<stage>``), the DVC hashes of the data, tokenizer and checkpoint
-   (from ``dvc.lock``; the tag says so when there is none), the git commit and the gate report;
+   (from ``dvc.lock``; the tag says so when there is none), the git commit and the gate report, and
+   the align run behind the model (``align.enabled``, ``align.method``, ``align.pairs_sha256``,
+   ``align.run_id``: `align_tags`, passed in with the lineage);
 3. gives the version the model card (the package's ``README.md``) as its description, so the
    registry page of a version says what the model is, how it was trained and what it scored;
 4. points the ``candidate`` alias at the new version, and ``champion`` too when ``promote`` is set.
@@ -57,6 +59,31 @@ def stage_run_ids(client: Any, experiment_ids: Sequence[str], stages: Sequence[s
     if current_run_id:
         found["packaging"] = current_run_id
     return {f"run_id.{stage}": found.get(stage, "absent: no MLflow run of this stage") for stage in stages}
+
+
+def find_stage_run_id(stage: str, experiment_name: str = "lmforge") -> str:
+    """The latest run id of ``stage`` (as `stage_run_ids` finds it), in the active run's experiment or else
+    ``experiment_name``; ``"absent: ..."`` when there is none or no tracking store answers."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    active = mlflow.active_run()
+    experiment = None if active else client.get_experiment_by_name(experiment_name)
+    ids = [active.info.experiment_id] if active else [experiment.experiment_id] if experiment else []
+    if not ids:
+        return f"absent: no MLflow experiment {experiment_name!r}"
+    return stage_run_ids(client, ids, [stage])[f"run_id.{stage}"]
+
+
+def align_tags(packaged: str, align_metrics: Mapping[str, Any] | None, run_id: str) -> dict[str, str]:
+    """The registered version's ``align.*`` tags: ``align.enabled``, and for an aligned package its
+    ``align.method``, ``align.pairs_sha256`` and ``align.run_id`` (the align stage's MLflow run)."""
+    if packaged != "aligned":
+        return {"align.enabled": "false"}
+    metrics = align_metrics or {}
+    return {"align.enabled": "true", "align.method": str(metrics.get("method", "absent: not in align.json")),
+            "align.pairs_sha256": str(metrics.get("pairs_sha256", "absent: not in align.json")), "align.run_id": run_id}
 
 
 def dvc_lineage(project_path: str | Path, artifacts: Mapping[str, str]) -> dict[str, str]:

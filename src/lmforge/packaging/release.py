@@ -36,7 +36,7 @@ from typing import Any
 
 from lmforge.packaging.config import PackagingConfig
 from lmforge.packaging.export import PackageVerificationError, package_model, verify_package
-from lmforge.packaging.gate import GateCheck, check_gate, enforce_gate
+from lmforge.packaging.gate import GateCheck, check_gate, enforce_gate, gate_for_model
 from lmforge.packaging.model_card import build_model_card_info, lookup_dvc_hashes
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                   config: PackagingConfig, *, git_commit: str, card_artifacts: Mapping[str, str],
                   evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
-                  gate: Sequence[GateCheck] = ()) -> tuple[str, dict]:
+                  gate: Sequence[GateCheck] = (), packaged: str = "sft", align_run_id: str = "") -> tuple[str, dict]:
     """Package ``sft_checkpoint`` + its tokenizer into a staging dir; returns (dir, packaging metrics).
 
     The tokenizer is the checkpoint's own when it holds one, else ``tokenizer_dir`` (the tokenizer stage's).
@@ -105,7 +105,8 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     card = build_model_card_info(metrics, config, git_commit=git_commit, host=describe_hardware(),
                                  checkpoint_dir=sft_checkpoint, hyperparameters=hyperparameters,
                                  dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
-                                 evaluation_file=evaluation_file, gate=list(gate), chat=chat)
+                                 evaluation_file=evaluation_file, gate=list(gate), chat=chat, packaged=packaged,
+                                 align_run_id=align_run_id)
     out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
     package_model(sft_checkpoint, chat.source, out_dir, card=card, stop_ids=chat.stop_ids)
     check = verify_package(out_dir, prompt=config.verify_prompt)
@@ -136,7 +137,7 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                   card_artifacts: Mapping[str, str], lineage_artifacts: Mapping[str, str],
                   evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
-                  template_audit: Mapping[str, Any] | None = None) -> tuple[str, dict, dict]:
+                  template_audit: Mapping[str, Any] | None = None, packaged: str = "sft") -> tuple[str, dict, dict]:
     """The packaging stage: quality gate, package (+ round trip), template audit, then the Model Registry.
 
     The gate (``config.gate``) is checked first, so a refused model costs no packaging time; the
@@ -147,13 +148,27 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     (``template_audit_sft``): the package's serving prompt is checked against it before registering.
     Returns (package dir, packaging metrics incl. ``gate_passed`` and ``registered_version``, the
     template audit of the serving path).
+
+    ``packaged`` says which model ``sft_checkpoint`` is: ``"sft"``, or ``"aligned"`` when align ran
+    (``lmforge.align.config.resolve_chat_model``): then the gate checks the aligned model's numbers
+    (`lmforge.packaging.gate.gate_for_model`), and the card and the registered version record the align run
+    (``metrics["align"]``, its MLflow run id, ``align.*`` tags); an SFT package is tagged ``align.enabled=false``
+    when the align stage's metrics are given (``"align" in metrics``). ``packaged_aligned`` (1/0) in the
+    packaging metrics says which it was.
     """
-    checks = check_gate(metrics.get("evaluation", {}), config.gate)
+    evaluation = metrics.get("evaluation", {})
+    checks = check_gate(evaluation, gate_for_model(config.gate, evaluation, packaged))
     enforce_gate(checks)
+    align_run_id = ""
+    if packaged == "aligned":
+        from lmforge.packaging.registry import find_stage_run_id
+
+        align_run_id = find_stage_run_id("align")
     package_dir, result = build_release(sft_checkpoint, tokenizer_dir, metrics, config, git_commit=git_commit,
                                         card_artifacts=card_artifacts, evaluation_file=evaluation_file,
                                         project_path=project_path,
-                                        hyperparameters=hyperparameters, gate=checks)
+                                        hyperparameters=hyperparameters, gate=checks, packaged=packaged,
+                                        align_run_id=align_run_id)
     from lmforge.packaging.chat_model import serving_audit
 
     audit = serving_audit(package_dir)
@@ -161,13 +176,16 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
         from lmforge.tokenizer.template_audit import check_audits
 
         check_audits(template_audit, audit)
-    result = {**result, "gate_passed": True, "gate_bounds": len(checks), **gate_record(checks)}
+    result = {**result, "gate_passed": True, "gate_bounds": len(checks), "packaged_aligned": float(packaged == "aligned"),
+              **gate_record(checks)}
     if config.registry.enabled:
-        from lmforge.packaging.registry import dvc_lineage, register_package
+        from lmforge.packaging.registry import align_tags, dvc_lineage, register_package
 
+        aligned = align_tags(packaged, metrics.get("align"), align_run_id) if "align" in metrics else {}
         registered = register_package(package_dir, model_name=config.registered_model_name, gate=checks,
                                       stages=stages,
-                                      lineage={**dvc_lineage(project_path, lineage_artifacts), "git.commit": git_commit},
+                                      lineage={**dvc_lineage(project_path, lineage_artifacts), "git.commit": git_commit,
+                                               **aligned},
                                       promote=config.registry.promote, max_new_tokens=config.registry.max_new_tokens)
         result.update(registered_model=registered["model_name"], registered_version=registered["version"],
                       registered_aliases=",".join(registered["aliases"]))

@@ -1,4 +1,5 @@
-"""evaluation: base and SFT models -> held-out metrics, generations, operations metrics and the HTML report."""
+"""evaluation: base, SFT and (when align ran) aligned models -> held-out metrics, generations, operations metrics
+and the HTML report."""
 
 from .pipeline import create_pipeline
 

@@ -12,12 +12,14 @@ def _config(params: dict[str, Any]) -> EvaluationConfig:
     return build_dataclass(EvaluationConfig, params, path="evaluation")
 
 
-def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: str, token_shards: str,
-                    pretrain_token_shards: str, clean_documents: dict[str, Any], sft_validation_conversations: list[dict],
-                    template_audit_sft: dict[str, Any], params: dict[str, Any], sft_params: dict[str, Any],
-                    shard_params: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """Base (``sft.base_model``, else the pretrain checkpoint) and SFT model, each in its own tokenizer's ids;
-    also the template audit of evaluation's prompts, checked against sft's."""
+def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, align_checkpoint: str, tokenizer: str,
+                    token_shards: str, pretrain_token_shards: str, clean_documents: dict[str, Any],
+                    sft_validation_conversations: list[dict], template_audit_sft: dict[str, Any], params: dict[str, Any],
+                    sft_params: dict[str, Any], shard_params: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """Base (``sft.base_model``, else the pretrain checkpoint), SFT and, when align ran, the aligned model
+    (``lmforge.align.config.resolve_chat_model``), each in its own tokenizer's ids; also the template audit
+    of evaluation's prompts, checked against sft's."""
+    from lmforge.align.config import resolve_chat_model
     from lmforge.data.documents import iter_records
     from lmforge.data.splits import assign_split, iter_split_texts
     from lmforge.evaluation.suite import HeldoutSources
@@ -38,13 +40,17 @@ def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, tokenizer: st
         validation_documents=lambda: (r for r in iter_records(clean_documents)  # the tokenizer stage's split
                                       if assign_split(r["id"], shards.validation_fraction, shards.split_seed)
                                       == "validation"))
-    return run({"base": sft.base_model or pretrain_checkpoint, "sft": sft_checkpoint}, sources,
+    models = {"base": sft.base_model or pretrain_checkpoint, "sft": sft_checkpoint}
+    chat_model, which = resolve_chat_model(align_checkpoint, sft_checkpoint)
+    if which == "aligned":
+        models["aligned"] = chat_model
+    return run(models, sources,
                sft_validation_conversations, config, {"name": sft.identity.name, "developer": sft.identity.developer},
                chat_template=sft.chat_template, trust_remote_code=sft.trust_remote_code,
                template_audit=template_audit_sft)
 
 
-def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, Any],
+def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, Any], align_metrics: dict[str, Any],
                       params: dict[str, Any]) -> dict[str, Any]:
     """Operations metrics of the earlier stages' MLflow runs (this stage's own run is left out)."""
     from lmforge.evaluation.operations import gather_operations as gather
@@ -53,17 +59,19 @@ def gather_operations(pretrain_metrics: dict[str, Any], sft_metrics: dict[str, A
     settings = _config(params).operations
     if not settings.enabled:
         return {"metrics": {}, "not_measured": {"ops": "evaluation.operations.enabled is false"}}
-    return gather({"pretrain": pretrain_metrics, "sft": sft_metrics}, experiment=settings.experiment,
+    return gather({"pretrain": pretrain_metrics, "sft": sft_metrics, "align": align_metrics}, experiment=settings.experiment,
                   stages=stages_before("evaluation"))
 
 
 def build_report(model_metrics: dict[str, float], generations: dict[str, Any], operations: dict[str, Any],
-                 pretrain_loss_curve: list[dict], sft_loss_curve: list[dict],
-                 params: dict[str, Any]) -> tuple[dict, list[dict], str]:
-    """evaluation.json (model + ops metrics + verdicts), the seed-metric table and the HTML report (with samples)."""
+                 pretrain_loss_curve: list[dict], sft_loss_curve: list[dict], align_loss_curve: list[dict],
+                 align_metrics: dict[str, Any], params: dict[str, Any]) -> tuple[dict, list[dict], str]:
+    """evaluation.json (model + ops metrics + verdicts), the seed-metric table and the HTML report (with samples
+    and, when align ran, the align stage's own metrics and loss curve)."""
     from lmforge.evaluation.report import build_evaluation_report
 
     report = _config(params).report
-    return build_evaluation_report(model_metrics, operations, {"pretrain": pretrain_loss_curve, "sft": sft_loss_curve},
-                                   generations=generations, serving_load=report.serving_load,
-                                   serving_feedback=report.serving_feedback)
+    curves = {"pretrain": pretrain_loss_curve, "sft": sft_loss_curve, "align": align_loss_curve}
+    return build_evaluation_report(model_metrics, operations, curves, generations=generations,
+                                   serving_load=report.serving_load, serving_feedback=report.serving_feedback,
+                                   align_metrics=align_metrics)

@@ -1,5 +1,5 @@
-"""packaging: quality gate -> SFT checkpoint + tokenizer -> a Hugging Face model directory with a model card
--> the MLflow Model Registry."""
+"""packaging: quality gate -> the aligned (when align ran) or SFT checkpoint + tokenizer -> a Hugging Face model
+directory with a model card -> the MLflow Model Registry."""
 
 from .pipeline import create_pipeline
 

@@ -13,20 +13,25 @@ from typing import Any
 
 CARD_ARTIFACTS = {"documents": "clean_documents", "token_shards": "token_shards", "sft_train": "sft_train_conversations",
                   "tokenizer": "tokenizer", "pretrain_checkpoint": "pretrain_checkpoint",
-                  "sft_checkpoint": "sft_checkpoint"}
+                  "sft_checkpoint": "sft_checkpoint", "align_checkpoint": "align_checkpoint", "align_pairs": "align_pairs"}
 """Model card lineage: ``<name>.dvc_md5`` -> the catalog dataset whose ``dvc.lock`` hash it shows."""
 
-LINEAGE_ARTIFACTS = {"data": "clean_documents", "tokenizer": "tokenizer", "checkpoint": "sft_checkpoint"}
+LINEAGE_ARTIFACTS = {"data": "clean_documents", "tokenizer": "tokenizer", "checkpoint": "sft_checkpoint",
+                     "align_checkpoint": "align_checkpoint", "align_pairs": "align_pairs"}
 """Registered model version tags: ``dvc.<name>`` -> the catalog dataset whose ``dvc.lock`` hash it holds."""
 
 
-def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metrics: dict, tokenizer_metrics: dict,
-                       pretrain_metrics: dict, sft_metrics: dict, evaluation_metrics: dict,
-                       template_audit_sft: dict[str, Any], params: dict[str, Any], gate: dict[str, Any] | None,
-                       pretrain_params: dict[str, Any], sft_params: dict[str, Any]) -> tuple[str, dict, dict]:
+def package_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: str, data_processing_metrics: dict,
+                       tokenizer_metrics: dict, pretrain_metrics: dict, sft_metrics: dict, align_metrics: dict,
+                       evaluation_metrics: dict, template_audit_sft: dict[str, Any], params: dict[str, Any],
+                       gate: dict[str, Any] | None, pretrain_params: dict[str, Any], sft_params: dict[str, Any],
+                       align_params: dict[str, Any]) -> tuple[str, dict, dict]:
     """A Hugging Face directory (weights, the checkpoint's tokenizer and chat template, model card) that passed
     the quality gate, verified by loading it, by the logits round trip and by the template audit (its serving
-    prompt against sft's), and registered in the MLflow Model Registry; also the serving path's template audit."""
+    prompt against sft's), and registered in the MLflow Model Registry; also the serving path's template audit.
+
+    The model is the aligned one when align ran, else the SFT one (``lmforge.align.config.resolve_chat_model``)."""
+    from lmforge.align.config import resolve_chat_model
     from lmforge.config import build_dataclass, config_to_dict
     from lmforge.packaging.config import build_packaging_config
     from lmforge.packaging.release import release_model
@@ -39,13 +44,17 @@ def package_chat_model(sft_checkpoint: str, tokenizer: str, data_processing_metr
     config = build_packaging_config(params, gate)
     log_config(config, "packaging")
     metrics = {"data_processing": data_processing_metrics, "tokenizer": tokenizer_metrics,
-               "pretrain": pretrain_metrics, "sft": sft_metrics, "evaluation": evaluation_metrics}
-    return release_model(sft_checkpoint, tokenizer, metrics, config, git_commit=git_state(".")["git.commit"],
+               "pretrain": pretrain_metrics, "sft": sft_metrics, "align": align_metrics, "evaluation": evaluation_metrics}
+    model_dir, packaged = resolve_chat_model(align_checkpoint, sft_checkpoint)
+    return release_model(model_dir, tokenizer, metrics, config, git_commit=git_state(".")["git.commit"],
                          stages=CHAIN,
                          card_artifacts={name: catalog_path(ds) for name, ds in CARD_ARTIFACTS.items()},
                          lineage_artifacts={name: catalog_path(ds) for name, ds in LINEAGE_ARTIFACTS.items()},
                          evaluation_file=catalog_path("evaluation_metrics"), template_audit=template_audit_sft,
+                         packaged=packaged,
                          # the training stages' own typed configs, resolved (defaults included) for the card
                          hyperparameters={
                              "pretrain": config_to_dict(build_dataclass(PretrainConfig, pretrain_params, path="pretrain")),
-                             "sft": config_to_dict(build_dataclass(SftConfig, sft_params, path="sft"))})
+                             "sft": config_to_dict(build_dataclass(SftConfig, sft_params, path="sft")),
+                             # TODO(lead): build_dataclass(AlignConfig, ...) once lmforge.align.config has it
+                             "align": dict(align_params or {})})
