@@ -1,7 +1,8 @@
 """Bring your own model: `kedro run` on foreign Hugging Face models (issue 14), through the real CLI.
 
 ``test_walkthrough_fine_tune_your_own_model`` runs the README's walkthrough as written (continued
-pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model. Each other
+pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model, and checks its
+continued pretraining step by step (``check_continued_pretraining``). Each other
 foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
 tokens and chat template are not lmforge's) goes through ``kedro run --pipelines sft,evaluation,packaging
 --params sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
