@@ -14,6 +14,10 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
+# DeepSpeed's JIT ops (the CPU shm all-reduce: ~1 min to build) in this venv's own folder: in the shared default
+# (~/.cache/torch_extensions) a second venv on the machine (a CI clone beside a dev checkout) has other source
+# paths, so each venv's first launch rebuilds the op over the other's, every time they alternate.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
 .PHONY: help install corpus browser run test lint ui clean serve chat loadtest satisfaction graph viz
 

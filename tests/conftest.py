@@ -247,6 +247,26 @@ def chain_pretrain_runs(chain_token_shards, chain_tokenizer_dir, deepspeed_templ
 
 
 @pytest.fixture(scope="session")
+def killed_pretrain_run(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, tmp_path_factory) -> Path:
+    """The chain's ZeRO-2 pretraining job (``chain_pretrain_runs(2)``'s: debug preset, 20 steps) with a checkpoint
+    every 5 steps (the last 2 kept), SIGKILLed by the loop's fault injection right after its step-10 checkpoint,
+    with the sample ids of every micro-batch logged. Returns a folder holding ``run`` (the killed run folder) and
+    ``killed_samples``: the resume tests copy ``run`` and resume the copy, on 2 processes or on 1 (one killed run
+    for both: a 2-process launch fewer)."""
+    from lmforge.training.jobs import run_pretraining
+    from lmforge.training.launch import TrainingError
+
+    root = tmp_path_factory.mktemp("pretrain_killed")
+    (root / "killed_samples").mkdir()
+    params = training_params(root / "run", steps=20, model={"preset": "debug", "overrides": {}})
+    params["train"].update({"checkpoint_every": 5, "keep_checkpoints": 2, "fault_injection": {
+        "sample_log_dir": str(root / "killed_samples"), "kill_after_checkpoint_step": 10}})
+    with pytest.raises(TrainingError):
+        run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, pretrain_config(params))
+    return root
+
+
+@pytest.fixture(scope="session")
 def chain_pretrain(chain_pretrain_runs) -> tuple[str, dict, list]:
     """The ZeRO-2 pretraining run the downstream stages start from."""
     return chain_pretrain_runs(2)

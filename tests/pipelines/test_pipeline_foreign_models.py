@@ -1,7 +1,8 @@
 """Bring your own model: `kedro run` on foreign Hugging Face models (issue 14), through the real CLI.
 
 ``test_walkthrough_fine_tune_your_own_model`` runs the README's walkthrough as written (continued
-pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model. Each other
+pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model, and checks its
+continued pretraining step by step (``check_continued_pretraining``). Each other
 foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
 tokens and chat template are not lmforge's) goes through ``kedro run --pipelines sft,evaluation,packaging
 --params sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
@@ -77,6 +78,7 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
     pretrain = json.loads((root / "data/08_reporting/pretrain.json").read_text())
     assert pretrain["continued"] is True and pretrain["base_model"] == str(model_dir)
     assert pretrain["final_loss"] < pretrain["initial_loss"]
+    check_continued_pretraining(root, model_dir, "gemma", pretrain)
     sft = json.loads((root / "data/08_reporting/sft.json").read_text())
     assert sft["base_model"].endswith("data/06_models/pretrain")  # SFT of the continued checkpoint
     assert sft["validation_loss"] < sft["validation_loss_initial"]
@@ -84,6 +86,69 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
     assert type(continued).__name__ == "GemmaForCausalLM"
     assert not (root / "data/06_models/tokenizer").exists()  # the model's own tokenizer throughout
     check_package(root, "gemma")
+
+
+def check_continued_pretraining(root: Path, model_dir: Path, family: str, metrics: dict) -> None:
+    """The pretrain stage on a foreign model (``TINY_PRETRAIN``): trained by 2 processes on the corpus in the
+    model's own tokens, starting from the model's own loss on the continued schedule; the checkpoint carries
+    its tokenizer, chat template and generation config. (Formerly its own `kedro run` on a Qwen2 model in
+    test_pipeline_pretrain.py: the walkthrough runs the same stage anyway.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    steps, micro, lr, seed = 4, 2, 0.003, 0  # TINY_PRETRAIN; the seed is the default's
+    assert f"pretrain.train.max_steps={steps}," in TINY_PRETRAIN and f"micro_batch_size={micro}," in TINY_PRETRAIN
+    assert f"pretrain.continued.lr={lr}," in TINY_PRETRAIN
+    curve = json.loads((root / "data/08_reporting/pretrain_loss.json").read_text())
+    shards = root / "data/05_model_input/pretrain_tokens"
+    assert metrics["steps"] == steps and metrics["world_size"] == 2 and metrics["tokens.train_blocks"] > 0
+    assert metrics["final_loss"] < metrics["initial_loss"] and metrics["loss_decreased"] is True
+    # the first step is the base model's loss on that step's blocks, not a fresh initialisation's
+    base_loss = _step0_loss(model_dir, shards, micro_batch_size=micro, world_size=2, seed=seed)
+    assert curve[0]["loss"] == pytest.approx(base_loss, rel=1e-4)
+    assert abs(_step0_loss(model_dir, shards, micro_batch_size=micro, world_size=2, seed=seed, fresh=True)
+               - base_loss) > 1e-3
+    assert curve[0]["lr"] == pytest.approx(lr / max(1, round(0.03 * steps)))  # the continued schedule
+
+    checkpoint = root / "data/06_models/pretrain"
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    assert type(model) is type(base) and model.config.vocab_size == base.config.vocab_size
+    assert not torch.equal(model.get_input_embeddings().weight, base.get_input_embeddings().weight)
+    chat = ChatTokenizer.load(checkpoint)
+    assert chat.template == ChatTokenizer.load(model_dir).template and chat.end_of_turn == END_OF_TURN[family]
+    assert json.loads((checkpoint / "generation_config.json").read_text()) == json.loads(
+        (model_dir / "generation_config.json").read_text())
+    assert not (root / "data/05_model_input/tokens").exists()
+
+
+def _step0_loss(model_dir: Path, shards_dir: Path, *, micro_batch_size: int, world_size: int, seed: int,
+                fresh: bool = False) -> float:
+    """The loss the job's first step reports (mean of every rank's first micro-batch), of the weights in
+    ``model_dir`` (or, ``fresh``, of a new random init of the same architecture)."""
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lmforge.tokenizer.shards import TokenShards
+    from lmforge.training.data import sample_indices
+
+    if fresh:
+        torch.manual_seed(seed + 1)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)), dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
+    shards = TokenShards.open(shards_dir)
+    losses = []
+    with torch.no_grad():
+        for rank in range(world_size):
+            idx = sample_indices(0, 0, rank, world_size=world_size, micro_batch_size=micro_batch_size, accumulation=1,
+                                 n_items=shards.n_blocks("train"), seed=seed)
+            ids = torch.from_numpy(np.stack([shards.block("train", int(i)) for i in idx]).astype(np.int64))
+            losses.append(float(model(input_ids=ids, labels=ids).loss))
+    return sum(losses) / len(losses)
 
 
 @pytest.mark.slow

@@ -109,70 +109,24 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache,
 
 
 @pytest.mark.slow
-def test_sft_pipeline_from_a_local_hf_model_dir(tmp_path, sft_params, chain_documents, chain_source_cache, chain_tokenizer_dir,
-                                                deepspeed_templates):
-    """``sft.base_model``: any local HF directory (here a fresh tiny Llama + our tokenizer), no pretrain stage needed."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from lmforge.tokenizer.artifact import load_tokenizer
-
-    tok, _ = load_tokenizer(chain_tokenizer_dir)
-    hf_dir = save_tiny_llama(tmp_path / "hf_model", chain_tokenizer_dir)
-    stage_tokenizer = tmp_path / "not_a_tokenizer"  # proves the HF directory's own tokenizer is used
-    stage_tokenizer.mkdir()
-    params = {**sft_params, "base_model": str(hf_dir)}
-    params["train"] = {**params["train"], "max_steps": 6, "lr": 3e-3}
-    checkpoint_dir = tmp_path / "sft"
-    catalog = DataCatalog({
-        "clean_documents": MemoryDataset(chain_documents),
-        "tokenizer": MemoryDataset(str(stage_tokenizer)),
-        "pretrain_checkpoint": MemoryDataset(str(tmp_path / "no_pretrain_checkpoint")),
-        "deepspeed_templates": MemoryDataset(deepspeed_templates),
-        "params:sft": MemoryDataset(params),
-        "params:data_processing.source_cache": MemoryDataset(chain_source_cache),
-        "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
-    })
-
-    outputs = SequentialRunner().run(create_pipeline(), catalog)
-
-    metrics = outputs["sft_metrics"].load()
-    assert metrics["steps"] == 6 and metrics["final_loss"] < metrics["initial_loss"]
-    tuned = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32, local_files_only=True)
-    base = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
-    assert tuned.config.hidden_size == 64 and tuned.config.vocab_size == tok.vocab_size
-    assert not torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
-
-
-def save_tiny_llama(out_dir: Path, tokenizer_dir: str) -> Path:
-    """A fresh tiny Llama (save_pretrained) sized for our tokenizer, with a copy of the tokenizer files."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lmforge.tokenizer.artifact import load_tokenizer
-
-    tok, _ = load_tokenizer(tokenizer_dir)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
-                                 pad_token_id=tok.pad_id)).save_pretrained(out_dir)
-    for item in Path(tokenizer_dir).iterdir():
-        shutil.copy(item, out_dir / item.name)
-    return out_dir
-
-
-@pytest.mark.slow
 def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, project_root, chain_documents,
                                                                      chain_tokenizer_dir):
-    """The real CLI in a copy of the project holding documents and a tokenizer but no pretrain checkpoint.
+    """``sft.base_model``: any local HF directory (a fresh tiny Llama + our tokenizer), no pretrain stage needed,
+    through the real CLI in a copy of the project holding documents and a tokenizer output but no pretrain
+    checkpoint.
 
     Without ``sft.base_model`` the run stops with the one-line missing-input message; with it (given by
-    ``--params``) the stage fine-tunes the HF directory and writes its checkpoint. About 90 s on 2 cores
-    (two `kedro run`s; the sft one ~50 s, mostly starting 2 DeepSpeed processes).
+    ``--params``) the stage fine-tunes the HF directory with the directory's own tokenizer (the project's
+    tokenizer output here is not a tokenizer at all) and writes its checkpoint. About 40 s on 2 cores (two
+    `kedro run`s; the sft one mostly starting 2 DeepSpeed processes).
     """
+    from lmforge.tokenizer.artifact import load_tokenizer
+
     root = copy_project(project_root, tmp_path / "project", chain_documents)
-    shutil.copytree(chain_tokenizer_dir, root / "data/06_models/tokenizer")
+    stage_tokenizer = root / "data/06_models/tokenizer"  # the tokenizer stage's output exists, but is no tokenizer:
+    stage_tokenizer.mkdir(parents=True)                  # proves the HF directory's own tokenizer is used
+    (stage_tokenizer / "README.md").write_text("not a tokenizer\n")
+    tok, _ = load_tokenizer(chain_tokenizer_dir)
     hf_dir = save_tiny_llama(tmp_path / "hf_model", chain_tokenizer_dir)
     tiny = ("sft.data.max_pairs=60,sft.identity.repeat=1,sft.max_length=256,sft.train.max_steps=4,"
             "sft.train.warmup_steps=1,sft.train.checkpoint_every=0,sft.train.lr=0.003")
@@ -196,4 +150,23 @@ def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, p
                                                  local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
     assert tuned.config.hidden_size == 64  # the HF directory's model, not a pretrain preset
+    assert tuned.config.vocab_size == tok.vocab_size
     assert not torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
+
+
+def save_tiny_llama(out_dir: Path, tokenizer_dir: str) -> Path:
+    """A fresh tiny Llama (save_pretrained) sized for our tokenizer, with a copy of the tokenizer files."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmforge.tokenizer.artifact import load_tokenizer
+
+    tok, _ = load_tokenizer(tokenizer_dir)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
+                                 pad_token_id=tok.pad_id)).save_pretrained(out_dir)
+    for item in Path(tokenizer_dir).iterdir():
+        shutil.copy(item, out_dir / item.name)
+    return out_dir

@@ -2,7 +2,7 @@
 
 DeepSpeedCPUAdam is a C++ op that DeepSpeed JIT-builds on first use: ~5 minutes on 2 loaded cores
 (measured 282 s), too slow to pay inside a test. ``python -m lmforge.training.prebuild --cpu-adam``
-builds it once into ~/.cache/torch_extensions; without that the test is skipped and says so.
+builds it once into $TORCH_EXTENSIONS_DIR (``make``: .venv/torch_extensions); without that the test is skipped and says so.
 """
 
 from __future__ import annotations

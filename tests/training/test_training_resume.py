@@ -3,7 +3,8 @@
 The uninterrupted reference is the session's ZeRO-2 chain run (``chain_pretrain_runs(2)``: debug
 preset, 64-token shards, 20 steps, no checkpoint). The killed run is the same job with a checkpoint
 every 5 steps, stopped by the loop's fault injection (``train.fault_injection.kill_after_checkpoint_step``): right after
-the step-10 checkpoint is complete, rank 0 SIGKILLs every worker's process group and the launcher's.
+the step-10 checkpoint is complete, rank 0 SIGKILLs every worker's process group and the launcher's. The killed
+run is the session's ``killed_pretrain_run`` (test_training_resume_world_size.py resumes another copy of it).
 """
 
 from __future__ import annotations
@@ -24,15 +25,16 @@ def _params(training_params_factory, run_dir: Path, **train) -> dict:
     return params
 
 
-def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, chain_pretrain_runs, chain_token_shards,
-                                                         chain_tokenizer_dir, deepspeed_templates,
+def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, chain_pretrain_runs, killed_pretrain_run,
+                                                         chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
                                                          training_params_factory, pretrain_config_factory):
+    import shutil
+
     import torch
     from safetensors.torch import load_file
 
     from lmforge.training.checkpoints import LATEST, MANIFEST, list_tags
     from lmforge.training.jobs import run_pretraining
-    from lmforge.training.launch import TrainingError
 
     def run(run_dir: Path, **faults):
         params = _params(training_params_factory, run_dir, fault_injection=faults)
@@ -42,9 +44,9 @@ def test_killed_run_resumes_to_the_same_loss_and_weights(tmp_path, chain_pretrai
     full_ckpt, full_metrics, full_curve = chain_pretrain_runs(2)
     assert full_metrics["steps"] == STEPS
 
+    # the same job, killed right after its step-10 checkpoint (the session's killed run: a copy of it resumes here)
     killed = tmp_path / "killed"
-    with pytest.raises(TrainingError):
-        run(killed, kill_after_checkpoint_step=KILL_AFTER)
+    shutil.copytree(killed_pretrain_run / "run", killed)
     ckpts = killed / "checkpoints"
     assert list_tags(ckpts) == ["step_00000010", "step_00000005"]  # keep-last-2
     assert (ckpts / LATEST).read_text() == "step_00000010"

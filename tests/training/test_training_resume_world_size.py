@@ -4,7 +4,8 @@ The global batch (micro batch x accumulation x processes = 4 x 1 x 2) is the inv
 single-process run gets gradient accumulation 2 (``checkpoints.rebatch``), loads the ZeRO-2 checkpoint
 through DeepSpeed's universal format and must consume, step by step, exactly the sample ids the
 uninterrupted 2-process run consumed (``data.sample_indices`` is a function of samples consumed).
-The reference is the session's uninterrupted ZeRO-2 chain run (``chain_pretrain_runs(2)``).
+The reference is the session's uninterrupted ZeRO-2 chain run (``chain_pretrain_runs(2)``); the killed
+2-process run is the session's ``killed_pretrain_run`` (test_training_resume.py resumes another copy).
 
 Tolerance: bitwise equality is not promised across world sizes (2 ranks average their gradients
 with an all-reduce, 1 rank accumulates two micro-batches: in general the float sums run in another
@@ -44,26 +45,28 @@ def _expected(step: int, n_items: int, *, world_size: int, accumulation: int) ->
 
 
 def test_two_process_checkpoint_resumes_on_one_process_with_the_same_samples(
-        tmp_path, caplog, chain_pretrain_runs, chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
-        training_params_factory, pretrain_config_factory):
+        tmp_path, caplog, chain_pretrain_runs, killed_pretrain_run, chain_token_shards, chain_tokenizer_dir,
+        deepspeed_templates, training_params_factory, pretrain_config_factory):
+    import shutil
+
     from lmforge.tokenizer.shards import TokenShards
     from lmforge.training.jobs import run_pretraining
-    from lmforge.training.launch import TrainingError
 
     _, full_metrics, full_curve = chain_pretrain_runs(2)
     run_dir = tmp_path / "run"
 
     def run(nproc: int, log_dir: Path, **faults):
         params = training_params_factory(run_dir, steps=STEPS, model={"preset": "debug", "overrides": {}})
-        params["train"].update({"checkpoint_every": EVERY, "keep_checkpoints": 1,
+        params["train"].update({"checkpoint_every": EVERY, "keep_checkpoints": 2,
                                 "fault_injection": {"sample_log_dir": str(log_dir), **faults}})
         params["launch"]["nproc_per_node"] = nproc
         log_dir.mkdir()
         return run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
                                pretrain_config_factory(params))
 
-    with pytest.raises(TrainingError):
-        run(2, tmp_path / "killed_samples", kill_after_checkpoint_step=KILL_AFTER)
+    # 2 processes killed after the step-10 checkpoint: a copy of the session's killed run (samples logged)
+    shutil.copytree(killed_pretrain_run / "run", run_dir)
+    shutil.copytree(killed_pretrain_run / "killed_samples", tmp_path / "killed_samples")
     with caplog.at_level("WARNING", logger="lmforge.training.jobs"):
         _, metrics, curve = run(1, tmp_path / "resumed_samples")
 

@@ -1,7 +1,8 @@
 """Build DeepSpeed's JIT ops that the chosen accelerator needs, once, at install time.
 
 On CPU, DeepSpeed compiles its shared-memory all-reduce op (``deepspeed_shm_comm``, ~1-2 minutes)
-the first time a process group starts and caches it under ~/.cache/torch_extensions. Building it
+the first time a process group starts and caches it under $TORCH_EXTENSIONS_DIR (the Makefile sets
+.venv/torch_extensions; torch's default is ~/.cache/torch_extensions). Building it
 during ``make install`` keeps that cost out of the first training run (and out of test timeouts).
 """
 
