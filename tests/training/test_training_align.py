@@ -55,7 +55,6 @@ def _digest(directory: Path) -> dict[str, str]:
 
 def test_prompt_tokens_carry_no_loss(tiny_model):
     """The gradient of the preference loss reaches no logit that predicts a prompt token."""
-    import torch
 
     from lmforge.align.losses import LossArgs
     from lmforge.training.align import _preference_model_class, collate_pairs

@@ -1,5 +1,4 @@
-"""The align stage's typed config, ``AlignConfig`` (``params:align``), and the one rule for which model is the
-chat model downstream.
+"""The align stage's typed config, ``AlignConfig`` (``params:align``).
 
 ``build_dataclass(AlignConfig, params, path="align")`` rejects a typo by its dotted path; the object goes whole
 to ``lmforge.align.stage`` and the job (``lmforge.training.jobs.run_align``). Every default lives on its field;
@@ -7,40 +6,25 @@ conf/base/parameters_align.yml repeats them (tests/align/test_align_config.py ch
 ``default_mismatches``). ``run_dir`` has no default: where a stage writes is the configuration's choice.
 
 The stage can be switched off (``align.enabled: false``): it then writes only ``DISABLED_MARKER`` into its
-checkpoint directory, and ``resolve_chat_model`` hands evaluation, the gate and packaging the SFT model, as
-before the stage existed.
+checkpoint directory, and ``resolve_chat_model`` (``chat_model.py``) hands evaluation, the gate and packaging
+the SFT model, as before the stage existed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from lmforge.align.losses import METHODS, LossArgs
+from lmforge.align.chat_model import DISABLED_MARKER, resolve_chat_model
+from lmforge.align.loss_args import METHODS, LossArgs
 from lmforge.align.on_policy import OnPolicyArgs
 from lmforge.data.preferences import PreferenceSource
 from lmforge.model.build import ATTN_IMPLEMENTATION
 from lmforge.training.config import DeepSpeedArgs, LaunchArgs, TrainArgs
 from lmforge.training.lora import LoraArgs
 
-DISABLED_MARKER = "ALIGN_DISABLED.md"
 FINETUNING = ("full", "lora")
-
-
-def resolve_chat_model(align_checkpoint: str, sft_checkpoint: str) -> tuple[str, str]:
-    """(model directory, "aligned" | "sft"): the aligned model when the align stage trained one, else SFT's.
-
-    A directory holding a model (``config.json``) is the aligned model; one holding only ``DISABLED_MARKER``
-    means ``align.enabled`` was false. A missing directory is an error: the stage has not run.
-    """
-    path = Path(align_checkpoint)
-    if (path / "config.json").is_file():
-        return str(path), "aligned"
-    if (path / DISABLED_MARKER).is_file():
-        return str(sft_checkpoint), "sft"
-    raise FileNotFoundError(f"{path} holds neither an aligned model nor {DISABLED_MARKER}: run "
-                            "`kedro run --pipeline align` (or `dvc repro align`) first")
+__all__ = ["DISABLED_MARKER", "AlignConfig", "AlignModelArgs", "AlignTrainArgs", "resolve_chat_model"]
 
 
 @dataclass

@@ -56,7 +56,7 @@ def write_disabled(directory: Path) -> str:
     directory.mkdir(parents=True)
     (directory / DISABLED_MARKER).write_text(
         "# align disabled\n\n`align.enabled` was false when this stage ran: evaluation, the quality gate and\n"
-        "packaging use the SFT model (`lmforge.align.config.resolve_chat_model`).\n", encoding="utf-8")
+        "packaging use the SFT model (`lmforge.align.chat_model.resolve_chat_model`).\n", encoding="utf-8")
     return str(directory)
 
 

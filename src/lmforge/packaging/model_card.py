@@ -200,7 +200,7 @@ def build_model_card_info(metrics: Mapping[str, Mapping[str, Any]], config: Pack
     the quality gate's checks (shown with their values and bounds); ``chat`` the package's tokenizer with its
     template (`describe_chat_format`). Parameter counts come from ``checkpoint_dir`` when it holds
     a full model, else from the pretrain metrics. ``packaged`` says which model the package holds (``"sft"`` or
-    ``"aligned"``, ``lmforge.align.config.resolve_chat_model``); the align run (``metrics["align"]``,
+    ``"aligned"``, ``lmforge.align.chat_model.resolve_chat_model``); the align run (``metrics["align"]``,
     ``hyperparameters["align"]``, ``align_run_id``) gets its own section.
     """
     from lmforge.tracking import flatten

@@ -150,7 +150,7 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     template audit of the serving path).
 
     ``packaged`` says which model ``sft_checkpoint`` is: ``"sft"``, or ``"aligned"`` when align ran
-    (``lmforge.align.config.resolve_chat_model``): then the gate checks the aligned model's numbers
+    (``lmforge.align.chat_model.resolve_chat_model``): then the gate checks the aligned model's numbers
     (`lmforge.packaging.gate.gate_for_model`), and the card and the registered version record the align run
     (``metrics["align"]``, its MLflow run id, ``align.*`` tags); an SFT package is tagged ``align.enabled=false``
     when the align stage's metrics are given (``"align" in metrics``). ``packaged_aligned`` (1/0) in the

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = collate_pairs([pairs[i] for i in idx], data.pad_id, [ref_train[i][:2] for i in idx])
         return {k: v.to(device) for k, v in batch.items()}
 
-    result = train(spec, wrapped, next_batch, rank=rank, world_size=world, epoch_size=len(pairs))
+    train(spec, wrapped, next_batch, rank=rank, world_size=world, epoch_size=len(pairs))
     if rank == 0:
         if lora:
             finish_lora_checkpoint(spec.output_dir, spec.init_from)

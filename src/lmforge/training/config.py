@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.align.losses import LossArgs
+from lmforge.align.loss_args import LossArgs
 from lmforge.config import build_dataclass, config_to_dict
 from lmforge.model.presets import PresetOverrides
 from lmforge.training.lora import LoraArgs

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmforge import tracking
-from lmforge.align.losses import LossArgs
+from lmforge.align.loss_args import LossArgs
 from lmforge.training.checkpoints import fingerprint_job, global_batch, rebatch, saved_global_batch
 from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, LaunchArgs
 from lmforge.training.deepspeed_config import build_deepspeed_config
 from lmforge.training.launch import launch_job, resolve_nproc
 
 if TYPE_CHECKING:  # annotations only: running pretraining never imports the SFT data modules
-    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.align.config import AlignConfig
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
     from lmforge.training.pretrain_config import PretrainConfig
     from lmforge.training.sft_config import SftConfig
 

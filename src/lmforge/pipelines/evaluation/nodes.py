@@ -17,9 +17,9 @@ def evaluate_models(pretrain_checkpoint: str, sft_checkpoint: str, align_checkpo
                     sft_validation_conversations: list[dict], template_audit_sft: dict[str, Any], params: dict[str, Any],
                     sft_params: dict[str, Any], shard_params: dict[str, Any]) -> tuple[dict, dict, dict]:
     """Base (``sft.base_model``, else the pretrain checkpoint), SFT and, when align ran, the aligned model
-    (``lmforge.align.config.resolve_chat_model``), each in its own tokenizer's ids; also the template audit
+    (``lmforge.align.chat_model.resolve_chat_model``), each in its own tokenizer's ids; also the template audit
     of evaluation's prompts, checked against sft's."""
-    from lmforge.align.config import resolve_chat_model
+    from lmforge.align.chat_model import resolve_chat_model
     from lmforge.data.documents import iter_records
     from lmforge.data.splits import assign_split, iter_split_texts
     from lmforge.evaluation.suite import HeldoutSources

@@ -30,8 +30,8 @@ def package_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: st
     the quality gate, verified by loading it, by the logits round trip and by the template audit (its serving
     prompt against sft's), and registered in the MLflow Model Registry; also the serving path's template audit.
 
-    The model is the aligned one when align ran, else the SFT one (``lmforge.align.config.resolve_chat_model``)."""
-    from lmforge.align.config import resolve_chat_model
+    The model is the aligned one when align ran, else the SFT one (``lmforge.align.chat_model.resolve_chat_model``)."""
+    from lmforge.align.chat_model import resolve_chat_model
     from lmforge.config import build_dataclass, config_to_dict
     from lmforge.packaging.config import build_packaging_config
     from lmforge.packaging.release import release_model
