@@ -135,7 +135,7 @@ def test_no_other_module_generates_or_renders_chat():
     allowed = {
         "tokenizer/chat_template.py": "writes the one template (jinja's compiled.generate renders it)",
         "tokenizer/chat_tokenizer.py": "renders training examples (the template audit holds its prompts equal to ours)",
-        "packaging/model_card.py": "a usage snippet for the model card's readers, as text",
+        "packaging/card_sections.py": "a usage snippet for the model card's readers, as text",
         "packaging/export.py": "checks the packaged tokenizer renders the template as the source one does",
     }
     offenders = []

@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lmforge.errors import UserError, run_cli
 
@@ -26,6 +27,8 @@ ARTIFACTS = {
     "token shards": "token_shards",
     "pretrain checkpoint": "pretrain_checkpoint",
     "sft checkpoint": "sft_checkpoint",
+    "align checkpoint": "align_checkpoint",
+    "align pairs": "align_pairs",
     "generations": "generations",
     "evaluation report": "evaluation_report",
     "packaged model": "packaged_model",
@@ -40,8 +43,10 @@ HEADLINES = {
     "tokenizer": ("vocab_size", "bytes_per_token", "unknown_tokens"),
     "pretrain": ("initial_loss", "final_loss", "tokens_per_s", "train_time_s"),
     "sft": ("initial_loss", "final_loss", "tokens_per_s"),
+    "align": ("method", "initial_loss", "final_loss", "pairs_trained", "heldout.preference_accuracy",
+              "win_rate.vs_sft"),
     "evaluation": ("base.sft_pairs.perplexity", "sft.sft_pairs.perplexity", "sft_pairs.perplexity_ratio",
-                   "base.identity.f1", "sft.identity.f1"),
+                   "base.identity.f1", "sft.identity.f1", "aligned.identity.f1"),
     "packaging": ("loads", "package_bytes"),
 }
 
@@ -67,13 +72,23 @@ def summarize(root: Path, artifacts: Mapping[str, str], metrics_files: Mapping[s
             lines.append(f"  {stage:<16} (no metrics: run `dvc repro {stage}`)")
             continue
         metrics = json.loads(path.read_text())
-        shown = ", ".join(f"{k}={_fmt(metrics.get(k))}" for k in HEADLINES.get(stage, ()) if k in metrics)
+        found = {k: _lookup(metrics, k) for k in HEADLINES.get(stage, ())}
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in found.items() if v is not None)
         lines.append(f"  {stage:<16} {shown}")
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{root.resolve()}/mlflow.db")
     lines += ["", f"  MLflow runs: {uri}   (browse them with `make ui`)",
               "  DVC: `dvc metrics show`, `dvc plots show`, `dvc exp run -S conf/base/parameters_pretrain.yml:pretrain.train.lr=1e-3`",
               ""]
     return "\n".join(lines)
+
+
+def _lookup(metrics: Mapping[str, Any], key: str) -> Any:
+    """``metrics[key]``, or the nested value a dotted key names (``heldout.preference_accuracy``); None if absent."""
+    if key in metrics:
+        return metrics[key]
+    head, _, rest = key.partition(".")
+    inner = metrics.get(head)
+    return _lookup(inner, rest) if rest and isinstance(inner, Mapping) else None
 
 
 def _fmt(value: object) -> str:

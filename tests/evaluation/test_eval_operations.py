@@ -90,7 +90,7 @@ def test_operations_from_the_runs(store):
     assert "ops.sft.time_per_epoch_s" in missing
     assert "ops.sft.system" in missing  # the finished sft run has no system metrics
     # chain totals (the excluded current run counts nowhere)
-    assert m["ops.chain.stages"] == len(STAGES) == 4  # the totals cover the stages before evaluation
+    assert m["ops.chain.stages"] == len(STAGES) == 5  # the totals cover the stages before evaluation (align too)
     assert m["ops.chain.runs"] == 7 and m["ops.chain.failed_runs"] == 1 and m["ops.chain.crashed_runs"] == 2
     assert m["ops.chain.crash_rate"] == pytest.approx(2 / 7) and m["ops.chain.restart_count"] == 3
     assert m["ops.chain.duration_s"] == pytest.approx(10 + 4 + 100 + 20)
@@ -127,7 +127,7 @@ def test_a_run_with_only_the_first_cpu_sample_has_no_cpu_figure(mlflow_tracking_
     assert "ops.data_processing.cpu_utilization_pct" not in ops["metrics"]
     assert "less than two sampling intervals" in ops["not_measured"]["ops.data_processing.cpu_utilization_pct"]
     assert ops["metrics"]["ops.data_processing.memory_used_mb_max"] == 1000.0
-    assert ops["metrics"]["ops.chain.stages"] == 4 and ops["metrics"]["ops.chain.runs"] == 1
+    assert ops["metrics"]["ops.chain.stages"] == 5 and ops["metrics"]["ops.chain.runs"] == 1
 
 
 def test_align_is_a_training_stage_and_when_switched_off_says_so_once(store):
