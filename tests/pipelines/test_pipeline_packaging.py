@@ -23,6 +23,16 @@ def sft_audit(tokenizer_dir, model_dir=None):
     return training_audit(ChatTokenizer.load(tokenizer_dir, model_dir=model_dir))
 
 
+def disabled_align(tmp_path):
+    """What the align stage writes when ``align.enabled`` is false: a folder with only its marker."""
+    from lmforge.align.chat_model import DISABLED_MARKER
+
+    folder = tmp_path / "data/06_models/align"
+    folder.mkdir(parents=True)
+    (folder / DISABLED_MARKER).write_text("align.enabled was false")
+    return folder
+
+
 @pytest.mark.slow  # its fixtures launch the 2-process pretraining and SFT runs
 def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, chain_tokenizer_dir, chain_token_shards):
     import torch
@@ -55,6 +65,10 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
             "gate"]),
         "params:pretrain": MemoryDataset({"run_dir": "pretrain_run", "train": {"lr": 3e-3, "max_steps": 20}}),
         "params:sft": MemoryDataset({"run_dir": "sft_run", "train": {"lr": 1e-3}}),
+        # align switched off: its marker hands packaging the SFT model (the aligned case: the fast tests below)
+        "align_checkpoint": ArtifactDirectory(str(disabled_align(tmp_path))),
+        "align_metrics": MemoryDataset({"enabled": False}),
+        "params:align": MemoryDataset({"run_dir": "align_run", "enabled": False}),
         "packaged_model": ArtifactDirectory(str(package_dir)),
     })
 
@@ -94,7 +108,7 @@ EVALUATION = {"sft.heldout.perplexity": 209.6, "heldout.perplexity_ratio": 1.19,
               "sft_pairs.perplexity_ratio": 0.70}
 
 
-ALIGN_METRICS = {"enabled": True, "method": "ipo", "rounds": 2, "pairs": 24, "pairs_sha256": "5eed" * 16,
+ALIGN_METRICS = {"enabled": True, "method": "ipo", "rounds": 2, "pairs_trained": 24, "pairs_sha256": "5eed" * 16,
                  "heldout.preference_accuracy": 0.8, "win_rate.vs_sft": 0.6}
 ALIGNED_EVALUATION = {**EVALUATION, "aligned.heldout.perplexity": 215.0, "aligned.sft_pairs.perplexity": 150.0,
                       "aligned_vs_base.heldout.perplexity_ratio": 1.22, "aligned_vs_base.sft_pairs.perplexity_ratio": 0.56}
@@ -118,7 +132,8 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate, align_
         "sft_checkpoint": ArtifactDirectory(str(model_dir)),
         "align_checkpoint": ArtifactDirectory(str(align_dir or _align_off(tmp_path))),
         "align_metrics": MemoryDataset(ALIGN_METRICS if align_dir else {"enabled": False}),
-        "params:align": MemoryDataset({"enabled": align_dir is not None, "method": "ipo", "beta": 0.2}),
+        "params:align": MemoryDataset({"run_dir": "align_run", "enabled": align_dir is not None,
+                                       "loss": {"method": "ipo", "beta": 0.2}}),
         "tokenizer": ArtifactDirectory(str(tokenizer_dir)),
         "data_processing_metrics": MemoryDataset({"records_out": 12}),
         "tokenizer_metrics": MemoryDataset({"vocab_size": 300, "sha256": "feedface"}),
@@ -205,7 +220,7 @@ def test_packaging_pipeline_takes_the_aligned_model_when_align_ran(tmp_path, pro
     section = card.split("## Alignment")[1].split("\n## ")[0]
     for row in ("| method | ipo |", "| beta | 0.2 |", "| rounds | 2 |", "| pairs | 24 |", f"| pairs_sha256 | {'5eed' * 16} |",
                 "| heldout preference accuracy | 0.8 |", "| win rate vs SFT | 0.6 |", f"| MLflow run id | {align_run} |",
-                "| align.beta | 0.2 |"):
+                "| align.loss.beta | 0.2 |"):
         assert row in section, row
     assert "preference-aligned" in card
 

@@ -16,11 +16,12 @@ from typing import Any
 LABELS = {"base": "base", "sft": "SFT", "aligned": "aligned"}
 """How the report names each model prefix of ``lmforge.evaluation.report.MODEL_PREFIXES``."""
 
-ALIGN_ROWS = (("method", "preference loss"), ("rounds", "on-policy rounds"), ("pairs", "preference pairs trained on"),
+ALIGN_ROWS = (("method", "preference loss"), ("rounds", "on-policy rounds"),
+              ("pairs_trained", "preference pairs trained on (every round)"),
               ("pairs_sha256", "sha256 of the pairs (data/04_feature/align_pairs.jsonl)"),
               ("heldout.preference_accuracy", "held-out preference accuracy (chosen scored above rejected)"),
               ("win_rate.vs_sft", "on-policy reward win rate of aligned over SFT, held-out prompts"),
-              ("final_loss", "final training loss"), ("steps", "optimizer steps"))
+              ("final_loss", "final training loss (last round)"), ("steps", "optimizer steps (last round)"))
 """(``align.json`` key, what it is) shown in the align section, in this order; absent keys are left out."""
 
 

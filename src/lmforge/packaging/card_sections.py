@@ -63,10 +63,10 @@ def render_gate(checks: list[GateCheck]) -> str:
 
 
 ALIGN_CARD_KEYS = (("method", ("method",)), ("beta", ("beta", "loss.beta")), ("rounds", ("rounds",)),
-                   ("pairs", ("pairs", "pairs_count", "train_pairs", "data.pairs")),
+                   ("pairs", ("pairs_trained",)),
                    ("pairs_sha256", ("pairs_sha256",)),
                    ("heldout preference accuracy", ("heldout.preference_accuracy",)),
-                   ("win rate vs SFT", ("win_rate.vs_sft",)), ("steps", ("steps",)), ("final loss", ("final_loss",)))
+                   ("win rate vs SFT", ("win_rate.vs_sft",)), ("steps per round", ("steps",)), ("final loss", ("final_loss",)))
 """(card row, the keys that may hold it: the align stage's metrics first, then ``params:align``); absent rows
 are left out, so a metrics file with fewer keys still renders."""
 

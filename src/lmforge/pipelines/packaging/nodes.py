@@ -32,6 +32,7 @@ def package_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: st
 
     The model is the aligned one when align ran, else the SFT one (``lmforge.align.chat_model.resolve_chat_model``)."""
     from lmforge.align.chat_model import resolve_chat_model
+    from lmforge.align.config import AlignConfig
     from lmforge.config import build_dataclass, config_to_dict
     from lmforge.packaging.config import build_packaging_config
     from lmforge.packaging.release import release_model
@@ -56,5 +57,4 @@ def package_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: st
                          hyperparameters={
                              "pretrain": config_to_dict(build_dataclass(PretrainConfig, pretrain_params, path="pretrain")),
                              "sft": config_to_dict(build_dataclass(SftConfig, sft_params, path="sft")),
-                             # TODO(lead): build_dataclass(AlignConfig, ...) once lmforge.align.config has it
-                             "align": dict(align_params or {})})
+                             "align": config_to_dict(build_dataclass(AlignConfig, align_params, path="align"))})
