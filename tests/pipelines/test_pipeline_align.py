@@ -68,7 +68,8 @@ def test_align_pipeline(tmp_path, align_params, chain_sft_params, chain_sft, cha
                         deepspeed_templates):
     """A preference file with a bad record, the identity pairs and one on-policy round on the chain's SFT model:
     the bad record quarantined with file:line, counts that reconcile, every pair kept with its origin, every
-    sampled candidate with its reward, a trained 2-process checkpoint that carries the template, and the win rate."""
+    sampled candidate with its reward, a trained 2-process LoRA checkpoint (only the adapted weights move) that
+    carries the template, and the win rate."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -80,6 +81,9 @@ def test_align_pipeline(tmp_path, align_params, chain_sft_params, chain_sft, cha
         "{not json",
     ]) + "\n")
     align_params["sources"] = [{"name": "mine", "path": str(prefs), "format": "pairs"}]
+    align_params["finetuning"] = "lora"  # adapters on q and v only, merged; the reference: the model without them
+    align_params["lora"] = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    align_params["train"]["lr"] = 1e-2
     catalog = _catalog(tmp_path, align_params, chain_sft_params, chain_sft[0], chain_tokenizer_dir,
                        chain_conversations, deepspeed_templates)
 
@@ -108,6 +112,9 @@ def test_align_pipeline(tmp_path, align_params, chain_sft_params, chain_sft, cha
 
     aligned_dir = tmp_path / "data/06_models/align"
     assert (aligned_dir / "tokenizer_config.json").is_file() and (aligned_dir / "generation_config.json").is_file()
-    aligned = AutoModelForCausalLM.from_pretrained(aligned_dir, dtype=torch.float32)
-    sft = AutoModelForCausalLM.from_pretrained(chain_sft[0], dtype=torch.float32)
-    assert not torch.equal(aligned.lm_head.weight, sft.lm_head.weight)
+    assert (aligned_dir / "adapter" / "adapter_config.json").is_file()  # the adapter kept beside the merged weights
+    aligned = AutoModelForCausalLM.from_pretrained(aligned_dir, dtype=torch.float32).state_dict()
+    sft = AutoModelForCausalLM.from_pretrained(chain_sft[0], dtype=torch.float32).state_dict()
+    changed = {k for k in sft if not torch.equal(aligned[k], sft[k])}
+    assert changed and all(".q_proj." in k or ".v_proj." in k for k in changed)
+    assert metrics["trainable_params"] < metrics["model_params"] / 5
