@@ -250,5 +250,5 @@ def test_dvc_status_reports_the_tokenizer_stage_after_a_tokenizer_only_change(tm
     fake_outputs(root, "tokenizer", "after the change")
     dvc(["commit", "-f", "-q", "tokenizer"], root)
     downstream = set(json.loads(dvc(["status", "--json"], root)))
-    assert downstream == set(stages[stages.index("tokenizer") + 1:]) == {"pretrain", "sft", "evaluation",
+    assert downstream == set(stages[stages.index("tokenizer") + 1:]) == {"pretrain", "sft", "align", "evaluation",
                                                                            "packaging"}
