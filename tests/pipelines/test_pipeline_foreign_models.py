@@ -1,11 +1,11 @@
 """Bring your own model: `kedro run` on foreign Hugging Face models (issue 14), through the real CLI.
 
 ``test_walkthrough_fine_tune_your_own_model`` runs the README's walkthrough as written (continued
-pretraining, SFT, evaluation, packaging; four `kedro run`s) on a Gemma-style model, and checks its
+pretraining, SFT, align, evaluation, packaging; five `kedro run`s) on a Gemma-style model, and checks its
 continued pretraining step by step (``check_continued_pretraining``). Each other
 foreign model (tests/foreign_models.py: random weights, a locally trained tokenizer whose special
-tokens and chat template are not lmforge's) goes through ``kedro run --pipelines sft,evaluation,packaging
---params sft.base_model=<dir>`` in a copy of the project that holds cleaned documents and no tokenizer or
+tokens and chat template are not lmforge's) goes through ``kedro run --pipelines sft,align,evaluation,packaging
+--params sft.base_model=<dir>,align.enabled=false`` in a copy of the project that holds cleaned documents and no tokenizer or
 pretrain output: the model brings its own tokenizer and template. The run must train (held-out loss
 down), write a checkpoint that carries the model's tokenizer, template and stop ids, pass the quality
 gate, and package a model whose three template audits (sft, evaluation, packaging) agree. A
@@ -29,6 +29,11 @@ TINY_PRETRAIN = ("pretrain.train.max_steps=4,pretrain.train.micro_batch_size=2,p
 TINY_EVALUATION = ("evaluation.max_heldout_blocks=4,evaluation.max_sft_examples=16,evaluation.generation.max_new_tokens=8,"
                    "evaluation.humaneval.enabled=false,evaluation.identity_probe.max_new_tokens=8,"
                    "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false")
+# one small on-policy round and 4 steps (the walkthrough aligns; the family tests switch align off)
+TINY_ALIGN = ("align.on_policy.prompts_per_round=8,align.on_policy.k=2,align.on_policy.max_new_tokens=8,"
+              "align.on_policy.heldout_prompts=8,align.train.max_steps=4,align.train.warmup_steps=1,"
+              "align.train.checkpoint_every=0,align.train.micro_batch_size=2,align.max_length=256,"
+              "align.max_prompt_length=192")
 NAMED = {"bloom": "chatml"}  # BLOOM has no chat template of its own
 # Full fine-tuning or LoRA on the same launcher: the default targets (q/k/v/o_proj), or every linear layer
 # (BLOOM names its projections its own way). One-element lists: `--params` splits on commas.
@@ -70,8 +75,8 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
     # the walkthrough's step 1: the base model goes into the configuration, where every stage (and DVC) sees it
     (root / "conf/local/parameters_pretrain.yml").write_text(f"pretrain:\n  base_model: {model_dir}\n")
 
-    for pipeline, params in (("pretrain", TINY_PRETRAIN), ("sft", TINY_SFT), ("evaluation", TINY_EVALUATION),
-                             ("packaging", "")):
+    for pipeline, params in (("pretrain", TINY_PRETRAIN), ("sft", TINY_SFT), ("align", TINY_ALIGN),
+                             ("evaluation", TINY_EVALUATION), ("packaging", "")):
         ran = kedro_run(root, tmp_path, "--pipelines", pipeline, *(["--params", params] if params else []))
         assert ran.returncode == 0, pipeline + ran.stdout[-2000:] + ran.stderr[-4000:]
 
@@ -85,6 +90,14 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
     continued = AutoModelForCausalLM.from_pretrained(str(root / "data/06_models/pretrain"), dtype=torch.float32)
     assert type(continued).__name__ == "GemmaForCausalLM"
     assert not (root / "data/06_models/tokenizer").exists()  # the model's own tokenizer throughout
+    # align on the model's own template (Gemma: no system role, <end_of_turn>): identity pairs + one round
+    align = json.loads((root / "data/08_reporting/align.json").read_text())
+    assert align["enabled"] and align["world_size"] == 2 and align["pairs_trained"] > 0
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    aligned = ChatTokenizer.load(root / "data/06_models/align")
+    assert aligned.end_of_turn == END_OF_TURN["gemma"] and aligned.template == ChatTokenizer.load(model_dir).template
+    assert json.loads((root / "data/08_reporting/packaging.json").read_text())["packaged_aligned"] == 1
     check_package(root, "gemma")
 
 
@@ -160,13 +173,13 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
 
     root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
     model_dir = build_foreign_model(family, tmp_path / family)
-    params = f"sft.base_model={model_dir},{TINY_SFT},{TINY_EVALUATION}"
+    params = f"sft.base_model={model_dir},{TINY_SFT},{TINY_EVALUATION},align.enabled=false"
     if family in NAMED:
         params += f",sft.chat_template={NAMED[family]}"
     if family in LORA:
         params += ",sft.finetuning=lora" + (f",sft.lora.target_modules={LORA[family]}" if LORA[family] else "")
 
-    ran = kedro_run(root, tmp_path, "--pipelines", "sft,evaluation,packaging", "--params", params)
+    ran = kedro_run(root, tmp_path, "--pipelines", "sft,align,evaluation,packaging", "--params", params)
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
