@@ -63,8 +63,8 @@ def test_export_refuses_bad_inputs(engine_package, tmp_path):
     hf_dir, _ = engine_package
     with pytest.raises(ValueError, match="unknown GGUF format"):
         export_gguf(hf_dir, tmp_path, name="x", formats=("q3_k",))
-    with pytest.raises(FileNotFoundError, match="tokenizer.model"):  # the package alone has no sentencepiece model
-        export_gguf(hf_dir, tmp_path, name="x")
+    with pytest.raises(FileNotFoundError, match="sentencepiece model not found"):
+        export_gguf(hf_dir, tmp_path, name="x", tokenizer_model=tmp_path / "tokenizer.model")
     with pytest.raises(FileNotFoundError, match="config.json"):
         export_gguf(tmp_path, tmp_path, name="x")
 

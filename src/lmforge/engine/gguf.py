@@ -77,8 +77,9 @@ def export_gguf(package_dir: str | Path, out_dir: str | Path, *, name: str, form
     """Write ``<out_dir>/<name>-<format>.gguf`` for each of ``formats``; returns them by format.
 
     ``package_dir`` is an HF package folder; ``tokenizer_model`` the sentencepiece model to convert with
-    (default: ``<package_dir>/tokenizer.model``; the tokenizer stage's ``tokenizer.model`` when the package
-    has none). f32 is always converted (the quantized formats are made from it) but only kept when asked for.
+    (default: ``<package_dir>/tokenizer.model``; pass the tokenizer stage's ``tokenizer.model``, which the package
+    does not hold). Without one (a foreign model's package) the converter reads the package's own tokenizer files.
+    f32 is always converted (the quantized formats are made from it) but only kept when asked for.
     """
     package_dir, out_dir = Path(package_dir), Path(out_dir)
     unknown = [f for f in formats if f not in GGUF_FORMATS]
@@ -87,12 +88,15 @@ def export_gguf(package_dir: str | Path, out_dir: str | Path, *, name: str, form
     if not (package_dir / "config.json").is_file():
         raise FileNotFoundError(f"no HF package at {package_dir} (config.json missing): run the packaging stage")
     sp_model = Path(tokenizer_model) if tokenizer_model else package_dir / SENTENCEPIECE_FILE
-    if not sp_model.is_file():
-        raise FileNotFoundError(f"sentencepiece model not found: {sp_model} (pass the tokenizer stage's "
-                                f"{SENTENCEPIECE_FILE} as tokenizer_model)")
+    if tokenizer_model and not sp_model.is_file():
+        raise FileNotFoundError(f"sentencepiece model not found: {sp_model}")
+    if not sp_model.is_file():  # a foreign model's own tokenizer files: the converter reads them as they are
+        logger.warning("%s has no %s: the converter uses the package's tokenizer.json (our own tokenizer needs the "
+                       "tokenizer stage's %s as tokenizer_model)", package_dir, SENTENCEPIECE_FILE, SENTENCEPIECE_FILE)
+        sp_model = None
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {fmt: out_dir / f"{name}-{fmt}.gguf" for fmt in GGUF_FORMATS}
-    added = _added_tokens(package_dir)
+    tokenizer = _tokenizer_facts(package_dir, sp_model)
 
     with tempfile.TemporaryDirectory(prefix=".gguf-staging-", dir=out_dir) as tmp:
         staging = Path(tmp) / "package"
@@ -100,11 +104,12 @@ def export_gguf(package_dir: str | Path, out_dir: str | Path, *, name: str, form
         for item in package_dir.iterdir():  # links: the weights are not copied
             if item.is_file() and item.name != SENTENCEPIECE_FILE:
                 (staging / item.name).symlink_to(item.resolve())
-        shutil.copyfile(sp_model, staging / SENTENCEPIECE_FILE)
+        if sp_model is not None:
+            shutil.copyfile(sp_model, staging / SENTENCEPIECE_FILE)
 
         raw = Path(tmp) / "f32.raw.gguf"
         _convert(staging, raw, "f32")
-        _fix_metadata(raw, paths["f32"], added_tokens=added)
+        _fix_metadata(raw, paths["f32"], **tokenizer)
         for fmt in (f for f in formats if f in QUANTIZE_TYPES):
             _quantize(paths["f32"], paths[fmt], QUANTIZE_TYPES[fmt])
     if "f32" not in formats:
@@ -120,13 +125,29 @@ END_OF_TURN = "<|im_end|>"
 """Our chat template's end of turn: the GGUF's ``eot_token_id``."""
 
 
-def _added_tokens(package_dir: Path) -> dict[str, tuple[int, bool]]:
-    """The package tokenizer's added tokens: content -> (id, special)."""
+def _tokenizer_facts(package_dir: Path, sp_model: Path | None) -> dict[str, Any]:
+    """What ``_fix_metadata`` pins, read from the package: its added tokens (content -> (id, special)), whether its
+    chat template writes BOS itself, and (with a sentencepiece model) whether that model adds a dummy prefix."""
     tokenizer_json = package_dir / "tokenizer.json"
     if not tokenizer_json.is_file():
         raise FileNotFoundError(f"{tokenizer_json} not found: the package must hold its tokenizer")
     data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    return {tok["content"]: (int(tok["id"]), bool(tok.get("special"))) for tok in data.get("added_tokens", [])}
+    added = {tok["content"]: (int(tok["id"]), bool(tok.get("special"))) for tok in data.get("added_tokens", [])}
+    config = json.loads((package_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    template_file = package_dir / "chat_template.jinja"
+    template = template_file.read_text(encoding="utf-8") if template_file.is_file() else config.get("chat_template")
+    bos = config.get("bos_token")
+    bos = bos.get("content") if isinstance(bos, dict) else bos
+    writes_bos = bool(template and bos) and _render_jinja(
+        template, [{"role": "user", "content": "x"}], add_generation_prompt=True, bos_token=bos).startswith(bos)
+    dummy_prefix = None
+    if sp_model is not None:
+        from sentencepiece import sentencepiece_model_pb2
+
+        proto = sentencepiece_model_pb2.ModelProto()
+        proto.ParseFromString(sp_model.read_bytes())
+        dummy_prefix = bool(proto.normalizer_spec.add_dummy_prefix)
+    return {"added_tokens": added, "template_writes_bos": writes_bos, "dummy_prefix": dummy_prefix}
 
 
 def _run(cmd: Sequence[str], what: str, *, env: Mapping[str, str] | None = None) -> None:
@@ -152,7 +173,8 @@ def _quantize(src: Path, out: Path, qtype: str) -> None:
     _run([tool("llama-quantize"), src, out, qtype, str(os.cpu_count() or 1)], f"llama-quantize {qtype}")
 
 
-def _fix_metadata(src: Path, out: Path, *, added_tokens: Mapping[str, tuple[int, bool]]) -> None:
+def _fix_metadata(src: Path, out: Path, *, added_tokens: Mapping[str, tuple[int, bool]], template_writes_bos: bool,
+                  dummy_prefix: bool | None) -> None:
     """Copy ``src`` to ``out`` with our tokenizer metadata pinned (the module docstring says which and why).
 
     Measured on the converter's own output (transformers 5 no longer saves ``add_bos_token`` nor
@@ -165,11 +187,11 @@ def _fix_metadata(src: Path, out: Path, *, added_tokens: Mapping[str, tuple[int,
     reader = gguf.GGUFReader(src)
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     writer = gguf.GGUFWriter(out, arch=arch, endianess=reader.endianess)
-    overrides: dict[str, tuple[Any, Any, Any]] = {
-        gguf.Keys.Tokenizer.ADD_BOS: (False, gguf.GGUFValueType.BOOL, None),
-        gguf.Keys.Tokenizer.ADD_EOS: (False, gguf.GGUFValueType.BOOL, None),
-        gguf.Keys.Tokenizer.ADD_PREFIX: (False, gguf.GGUFValueType.BOOL, None),
-    }
+    overrides: dict[str, tuple[Any, Any, Any]] = {gguf.Keys.Tokenizer.ADD_EOS: (False, gguf.GGUFValueType.BOOL, None)}
+    if template_writes_bos:  # else the converter's value stands (the tokenizer's own add_bos_token)
+        overrides[gguf.Keys.Tokenizer.ADD_BOS] = (False, gguf.GGUFValueType.BOOL, None)
+    if dummy_prefix is not None:  # sentencepiece vocabulary: llama.cpp's default is true, ours is false
+        overrides[gguf.Keys.Tokenizer.ADD_PREFIX] = (dummy_prefix, gguf.GGUFValueType.BOOL, None)
     if END_OF_TURN in added_tokens:
         overrides[gguf.Keys.Tokenizer.EOT_ID] = (added_tokens[END_OF_TURN][0], gguf.GGUFValueType.UINT32, None)
     types = list(reader.get_field(gguf.Keys.Tokenizer.TOKEN_TYPE).contents())
