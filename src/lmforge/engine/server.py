@@ -45,6 +45,7 @@ __all__ = ["LlamaServer", "free_port"]
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
 LOG_TAIL_LINES = 8
 
 
@@ -127,22 +128,22 @@ class LlamaServer:
             raise UserError(f"GGUF model not found: {self.model}", "export it first (lmforge.engine.gguf.export_gguf)")
         if self.port is not None and _port_busy(self.host, self.port):
             raise UserError(f"port {self.port} on {self.host} is busy", "pick another port, or none for a free one")
-        if self.chat_template is not None:
-            fd, name = tempfile.mkstemp(prefix="lmforge-template-", suffix=".jinja")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.chat_template)
-            self._template_file = Path(name)
-        if self.log_path is None:
-            fd, name = tempfile.mkstemp(prefix=f"llama-server-{self.model.stem}-", suffix=".log")
-            os.close(fd)
-            self.log_path = Path(name)
-        cmd = self.command()
-        logger.info("starting %s (log: %s)", " ".join(cmd), self.log_path)
-        started = time.perf_counter()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
         try:
+            if self.chat_template is not None:
+                fd, name = tempfile.mkstemp(prefix="lmforge-template-", suffix=".jinja")
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(self.chat_template)
+                self._template_file = Path(name)
+            cmd = self.command()
+            if self.log_path is None:
+                fd, name = tempfile.mkstemp(prefix=f"llama-server-{self.model.stem}-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+            logger.info("starting %s (log: %s)", " ".join(cmd), self.log_path)
+            started = time.perf_counter()
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
             self._wait_healthy(timeout)
         except BaseException:
             self.close()
@@ -159,7 +160,7 @@ class LlamaServer:
                 raise UserError(f"llama-server exited with {code} while starting on {self.model}: {self.log_tail()}",
                                 f"full log: {self.log_path}")
             with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                with _LOOPBACK.open(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         self._healthy = True
                         return
