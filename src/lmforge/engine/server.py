@@ -78,6 +78,8 @@ class LlamaServer:
     def __init__(self, model: str | Path, *, host: str = "127.0.0.1", port: int | None = None, parallel: int = 8,
                  ctx_size: int | None = None, threads: int | None = None, chat_template: str | None = None,
                  extra_args: Sequence[str] = (), log_path: str | Path | None = None):
+        if parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {parallel}")
         self.model = Path(model)
         self.host = host
         self.port = port
