@@ -65,11 +65,16 @@ def _port_busy(host: str, port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn``: the kernel sends SIGKILL to the child when its parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+def _die_with(parent: int):
+    """A ``preexec_fn``: the kernel sends SIGKILL to the child when its parent dies (and a parent that died
+    between the fork and the prctl, which the kernel would not report, ends the child at once)."""
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
 
 
 class LlamaServer:
@@ -145,7 +150,7 @@ class LlamaServer:
             started = time.perf_counter()
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+                                                start_new_session=True, preexec_fn=_die_with(os.getpid()))  # noqa: PLW1509
             self._wait_healthy(timeout)
         except BaseException:
             self.close()
