@@ -72,6 +72,17 @@ def first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
+def test_a_chat_template_override_replaces_the_ggufs_own(engine_package, chat_template):
+    messages = [{"role": "user", "content": "hi"}]
+    altered = chat_template.replace("<|im_start|>", "<|im_start|> ")  # what a template drift looks like
+    with LlamaServer(engine_package[1]["q4_k_m"].path, parallel=1, threads=1, chat_template=altered) as server:
+        prompt = post(f"{server.url}/apply-template", {"messages": messages})["prompt"]
+        template_file = server._template_file
+        assert template_file.is_file()
+    assert prompt == "<s><|im_start|> user\nhi<|im_end|>\n<|im_start|> assistant\n"
+    assert not template_file.exists()  # close() removes it
+
+
 CHILD = """
 import sys
 from lmforge.engine.server import LlamaServer
