@@ -61,6 +61,8 @@ TINY = {
                    "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
                    "translation": {"max_pairs_per_direction": 2, "max_new_tokens": 8},
                    "by_language": {"max_chars": 600}},
+    # every GGUF format on llama-server against the package: the audit conversation + 2 held-out, 8 tokens each
+    "packaging": {"engine": {"conversations": 2, "n_tokens": 8}},
 }
 
 
@@ -176,6 +178,11 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
     ev = metrics["evaluation"]
     assert ev["sft.sft_pairs.perplexity"] < ev["base.sft_pairs.perplexity"]
     assert metrics["packaging"]["loads"] is True
+    # the GGUF files shipped beside the package, each checked on llama.cpp (f32: our greedy tokens exactly)
+    packaging = metrics["packaging"]
+    assert packaging["engine.parity_passed"] == 1 and packaging["engine.f32.greedy_agreement"] == 1
+    assert all(packaging[f"engine.{fmt}.prompt_ids_equal"] == 1 for fmt in ("f32", "f16", "q8_0", "q4_k_m"))
+    assert (root / "data/07_model_output/lmforge-chat-gguf/Modelfile").is_file()
     # align: the identity pairs and one on-policy round, every pair kept with its origin (and rewards)
     align = metrics["align"]
     assert align["enabled"] is True and align["method"] == "dpo" and align["rounds"] == 1

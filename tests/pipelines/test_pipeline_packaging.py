@@ -315,4 +315,6 @@ def test_packaging_pipeline_ships_gguf_checked_on_the_engine(tmp_path, project_r
     modelfile = (shipped / "Modelfile").read_text()
     assert modelfile.startswith(f"FROM ./{name}-q4_k_m.gguf") and "<|im_end|>" in modelfile
     assert f"llama-server -m {name}-q4_k_m.gguf" in (shipped / "README.md").read_text()
+    card = (tmp_path / "data/07_model_output/lmforge-chat/README.md").read_text(encoding="utf-8")
+    assert f"| q8_0 | {name}-q8_0.gguf | {gguf['q8_0'].bytes:,} |" in card.split("## Run it on an engine")[1]
     json.dumps(audit)  # JSON-ready as the catalog writes it

@@ -132,7 +132,8 @@ def release_gguf(package_dir: str | Path, gguf_dir: str | Path, config: EngineCo
     (out_dir / MODELFILE).write_text(ollama_modelfile(ollama_file, tokenizer.chat_template, stop_texts,
                                                       num_ctx=context, bos_token=tokenizer.bos_token or ""),
                                      encoding="utf-8")
-    (out_dir / "README.md").write_text(run_instructions(model_name, shipped, config.ollama_format, context),
+    (out_dir / "README.md").write_text(f"# {model_name}: GGUF packages\n\n"
+                                       + run_instructions(model_name, shipped, config.ollama_format, context),
                                        encoding="utf-8")
 
     reference = reference_completions(tokenizer, model, conversations, n_tokens=config.n_tokens)
@@ -143,6 +144,12 @@ def release_gguf(package_dir: str | Path, gguf_dir: str | Path, config: EngineCo
             results[fmt] = check_parity(server.url, tokenizer, model, conversations, n_tokens=config.n_tokens,
                                         greedy=fmt == config.reference_format, label=fmt, reference=reference)
     audit = engine_audit(results, shipped, conversations, config)
+    card = Path(package_dir) / "README.md"
+    if card.is_file():  # the HF package's model card says how to run the checked files
+        with open(card, "a", encoding="utf-8") as fh:
+            fh.write("\n## Run it on an engine\n\nThe GGUF files below ship in the folder beside this package "
+                     "(the packaging stage's `packaged_gguf`).\n\n"
+                     + run_instructions(model_name, shipped, config.ollama_format, context, heading_level=3))
     return str(out_dir), engine_metrics(results, shipped), audit
 
 
@@ -177,19 +184,20 @@ def engine_audit(results: Mapping[str, Mapping[str, Any]], shipped: Mapping[str,
             "formats": {fmt: {**shipped[fmt], **results[fmt]} for fmt in results}}
 
 
-def run_instructions(model_name: str, shipped: Mapping[str, Mapping[str, Any]], ollama_format: str, context: int) -> str:
-    """README of the GGUF folder: which file is which, and the llama-server and Ollama commands."""
+def run_instructions(model_name: str, shipped: Mapping[str, Mapping[str, Any]], ollama_format: str, context: int,
+                     *, heading_level: int = 2) -> str:
+    """Which GGUF file is which, and the llama-server and Ollama commands (the GGUF folder's README, the card)."""
     rows = "\n".join(f"| {fmt} | {f['file']} | {f['bytes']:,} | `{f['sha256'][:16]}` |" for fmt, f in shipped.items())
     server_file = shipped[ollama_format]["file"]
-    return (f"# {model_name}: GGUF packages\n\n"
-            "Made by lmforge's packaging stage from the HF package; every file passed the template-parity check on "
-            "llama.cpp (data/08_reporting/template_audit/engine.json).\n\n"
+    h = "#" * heading_level
+    return ("Every file passed lmforge's template-parity check on llama.cpp (prompt ids equal, full precision's "
+            "greedy tokens equal, stops at the end of turn): template_audit/engine.json.\n\n"
             f"| format | file | bytes | sha256 |\n|---|---|---|---|\n{rows}\n\n"
-            "## llama.cpp\n\n"
+            f"{h} llama.cpp\n\n"
             f"```\nllama-server -m {server_file} --jinja -c {context} --host 127.0.0.1 --port 8080\n"
             "curl -s http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
             "  -d '{\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}]}'\n```\n\n"
-            "## Ollama\n\n"
+            f"{h} Ollama\n\n"
             f"```\nollama create {model_name} -f Modelfile\nollama run {model_name}\n```\n")
 
 

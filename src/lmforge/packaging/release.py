@@ -8,7 +8,7 @@ else the tokenizer stage's: ``ChatTokenizer.for_model``) and every stop id in it
 generation config (``ChatTokenizer.stop_ids``: the template's end-of-turn, the tokenizer's and the
 checkpoint's EOS ids).
 
-Three checks stand between a checkpoint and the model registry:
+Four checks stand between a checkpoint and the model registry:
 
 - the round trip (`compare_logits`): the packaged model must produce the checkpoint's logits on
   fixed inputs (within ``LOGITS_ATOL``), so re-saving, dtype or config alignment changed nothing;
@@ -18,7 +18,11 @@ Three checks stand between a checkpoint and the model registry:
 - the template audit (``lmforge.tokenizer.template_audit``): the packaged model's prompt as its server
   encodes it (``lmforge.packaging.chat_model.serving_audit``) must be the prompt sft trained it to
   answer, with the same template and stop ids; else ``TemplateMismatchError`` names the first
-  differing token and nothing is registered.
+  differing token and nothing is registered;
+- the engine parity (``packaging.engine``, `lmforge.packaging.gguf_release`): the evaluation stage's GGUF
+  files, shipped beside the package, each served by llama-server, must prompt with our ids, generate our
+  greedy tokens (full precision) and stop at the end of turn; else ``TemplateParityError`` names the
+  format, the conversation and the first differing token, and nothing is registered.
 
 Everything is configured by one `PackagingConfig` (built once at the node) and the paths it is given:
 the DVC outputs whose hashes go on the card and the registered version are arguments, named by the
