@@ -144,14 +144,21 @@ def test_the_engine_stops_at_end_of_turn_exactly_where_we_do(stop_package):
 
 
 def test_a_gguf_whose_end_of_turn_is_not_end_of_generation_is_caught(stop_package, tmp_path):
-    """The same file with <|im_end|> renamed <|im_eot|> (vocab and template alike, same bytes length, in place):
-    prompt ids still equal ours, but llama.cpp recognises end-of-generation tokens by name, so it runs on."""
+    """The same file as a stock conversion of a tokenizer whose end of turn llama.cpp does not know by name would
+    be: no ``eot_token_id`` of its own (it points at EOS, as when unset) and ``<|im_end|>`` renamed ``<|im_eot|>``
+    in the vocabulary and the template alike (same byte length, in place). Prompt ids still equal ours; the
+    engine emits the end-of-turn token and runs on, and parity names it."""
     from gguf import GGUFReader
 
     model, tokenizer, gguf, eot = stop_package
     renamed = tmp_path / "renamed.gguf"
     shutil.copy(gguf, renamed)
-    metadata_end = GGUFReader(renamed).data_offset
+    reader = GGUFReader(renamed, "r+")
+    field = reader.get_field("tokenizer.ggml.eot_token_id")
+    assert int(field.parts[field.data[0]][0]) == eot  # export_gguf pins our end of turn as EOT
+    field.parts[field.data[0]][0] = tokenizer.eos_token_id
+    metadata_end = reader.data_offset
+    del reader, field  # flush the memory map
     with open(renamed, "r+b") as fh:
         head = fh.read(metadata_end)
         assert head.count(b"<|im_end|>") >= 2  # the vocabulary entry and the chat template
