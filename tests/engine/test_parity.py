@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from lmforge.engine.parity import TemplateParityError, check_parity, reference_completions
+from lmforge.packaging.gguf_release import FULL_PRECISION_ARGS
 from lmforge.tokenizer.template_audit import AUDIT_CONVERSATION
 
 CONVERSATIONS = [
@@ -38,7 +39,7 @@ def _server(path, **kwargs):
 @pytest.mark.parametrize("fmt", ["f32", "f16", "q8_0", "q4_k_m"])
 def test_every_format_prompts_generates_and_stops_as_our_chat_path(fmt, package_model):
     model, tokenizer, reference, gguf = package_model
-    with _server(gguf[fmt].path) as server:
+    with _server(gguf[fmt].path, extra_args=FULL_PRECISION_ARGS if fmt == "f32" else ()) as server:
         result = check_parity(server.url, tokenizer, model, CONVERSATIONS, n_tokens=N_TOKENS, greedy=fmt == "f32",
                               label=fmt, reference=reference)
     assert result["prompt_ids_equal"] and result["stop_ok"] and result["conversations"] == len(CONVERSATIONS)

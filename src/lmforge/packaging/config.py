@@ -50,6 +50,9 @@ class EngineConfig:
     """Held-out chat conversations checked besides the template audit's (zh and ja ones first when present)."""
     n_tokens: int = 16
     """Greedy tokens compared per conversation."""
+    tie_tolerance: float = 1e-3
+    """A greedy difference of ``reference_format`` is a tie, not a failure, where our logits of the two tokens are
+    this close (the engine's f32 log-probs differ from ours by <= 7e-5, measured: ``lmforge.engine.parity``)."""
     threads: int = 2
     """llama-server threads per format (``--threads``); the servers run one after the other."""
     startup_timeout_s: float = 120.0

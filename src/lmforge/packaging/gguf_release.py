@@ -45,6 +45,11 @@ DISABLED_NOTE = "ENGINE_DISABLED.md"
 
 Messages = list[dict[str, str]]
 
+FULL_PRECISION_ARGS = ("--flash-attn", "off", "--cache-type-k", "f32", "--cache-type-v", "f32")
+"""llama-server flags for the reference format: its attention and KV cache in f32 too (llama.cpp's defaults,
+flash attention and an f16 cache, moved the f32 file's log-probs by 0.012 against ours; these, by 7e-5). The
+other formats are checked as they are deployed, with the defaults."""
+
 
 def find_gguf_files(gguf_dir: str | Path, formats: Sequence[str]) -> dict[str, Path]:
     """``{format: file}`` in the evaluation stage's folder: from its manifest, else ``*-<format>.gguf``.
@@ -95,6 +100,10 @@ def select_conversations(held_out: Sequence[Mapping[str, Any]], n: int, tokenize
             continue
         script = detect_script(" ".join(m["content"] for m in messages if m["role"] == "user"))[0]
         prompts.append(({"Hani": "zh", "Jpan": "ja"}.get(script, "other"), messages))
+    audit = len(encode_chat(tokenizer, AUDIT_CONVERSATION[:-1]))
+    if audit > max_prompt_tokens:
+        raise UserError(f"the template audit's prompt ({audit} tokens) leaves no room for packaging.engine.n_tokens "
+                        f"in the model's context", "lower packaging.engine.n_tokens")
     ordered = [next((m for lang, m in prompts if lang == want), None) for want in ("zh", "ja")]
     chosen = [m for m in ordered if m is not None]
     chosen += [m for _, m in prompts if not any(m is c for c in chosen)]
@@ -139,10 +148,13 @@ def release_gguf(package_dir: str | Path, gguf_dir: str | Path, config: EngineCo
     reference = reference_completions(tokenizer, model, conversations, n_tokens=config.n_tokens)
     results = {}
     for fmt in config.formats:
-        server = LlamaServer(out_dir / shipped[fmt]["file"], parallel=1, ctx_size=context, threads=config.threads)
+        reference_format = fmt == config.reference_format
+        server = LlamaServer(out_dir / shipped[fmt]["file"], parallel=1, ctx_size=context, threads=config.threads,
+                             extra_args=FULL_PRECISION_ARGS if reference_format else ())
         with server.start(timeout=config.startup_timeout_s):
             results[fmt] = check_parity(server.url, tokenizer, model, conversations, n_tokens=config.n_tokens,
-                                        greedy=fmt == config.reference_format, label=fmt, reference=reference)
+                                        greedy=reference_format, label=fmt, reference=reference,
+                                        tie_tolerance=config.tie_tolerance)
     audit = engine_audit(results, shipped, conversations, config)
     card = Path(package_dir) / "README.md"
     if card.is_file():  # the HF package's model card says how to run the checked files
@@ -171,6 +183,7 @@ def engine_metrics(results: Mapping[str, Mapping[str, Any]], shipped: Mapping[st
                     f"engine.{fmt}.prompt_ids_equal": float(r["prompt_ids_equal"]),
                     f"engine.{fmt}.greedy_agreement": sum(r["greedy_agreeing_prefix"]) / max(r["greedy_tokens"], 1),
                     f"engine.{fmt}.greedy_exact": float(r["greedy_exact"]),
+                    f"engine.{fmt}.greedy_ties": float(len(r["greedy_ties"])),
                     f"engine.{fmt}.stop_ok": float(r["stop_ok"])})
     out["engine.conversations"] = float(next(iter(results.values()))["conversations"]) if results else 0.0
     return out
