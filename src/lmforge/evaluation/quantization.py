@@ -76,14 +76,21 @@ def quantize_and_score(model_dir: str | Path, sources: HeldoutSources, config: E
     from lmforge.engine.gguf import export_gguf
     from lmforge.packaging.export import package_model
     from lmforge.packaging.model_card import ModelCardInfo
-    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer, has_tokenizer
+    from lmforge.tokenizer.hf_encoder import hf_tokenizer_sha256
 
     chat = ChatTokenizer.for_model(model_dir, sources.stage_tokenizer, trust_remote_code=trust_remote_code)
+    # lmforge's own tokenizer converts from the tokenizer stage's sentencepiece model (the package lacks it, and the
+    # converter keeps its scores); a foreign model's package converts with its own tokenizer files
+    sp_model = Path(sources.stage_tokenizer) / "tokenizer.model"
+    own = has_tokenizer(sources.stage_tokenizer) and sp_model.is_file() and hf_tokenizer_sha256(
+        ChatTokenizer.load(sources.stage_tokenizer).tokenizer) == hf_tokenizer_sha256(chat.tokenizer)
     with tempfile.TemporaryDirectory(prefix="lmforge-quantize-") as tmp:
         # as the packaging stage packages it (release_model): the checkpoint's tokenizer, its template's stop ids
         package = package_model(model_dir, chat.source, Path(tmp) / "package",
                                 card=ModelCardInfo(model_name=GGUF_NAME), stop_ids=chat.stop_ids)
-        files = export_gguf(package, out_dir, name=GGUF_NAME, formats=tuple(settings.formats))
+        files = export_gguf(package, out_dir, name=GGUF_NAME, formats=tuple(settings.formats),
+                            tokenizer_model=sp_model if own else None)
         write_manifest(out_dir, {
             "enabled": True, "source_model": str(model_dir), "model": which, "name": GGUF_NAME,
             "formats": {fmt: {"file": f.path.name, "bytes": f.bytes, "sha256": f.sha256} for fmt, f in files.items()}})
