@@ -22,6 +22,10 @@ on (``evaluation_audit``, ``lmforge.tokenizer.template_audit``): a template or s
 the stage naming the first differing token. The aligned model (``aligned``, ``lmforge.align``) is audited
 the same way against the same reference: align trains on sft's template.
 
+Held-out text (the blocks and the per-language groups) is scored by ``score_heldout`` only: the stage's models
+and each quantized GGUF package of the chat model (``lmforge.evaluation.quantization``, a node of its own) get
+the same numbers from the same code.
+
 The aligned model gets every per-model metric (``aligned.*``) except the generation-speed step: it has
 the SFT model's architecture and size, so its speed would measure the same thing again (``sft.speed.*``
 stands for both) for a minute of CPU. Its comparisons with SFT are ``aligned_vs_sft.*`` and with base
