@@ -1,12 +1,14 @@
 """Held-out bits per byte of each GGUF file as llama.cpp computes it versus transformers' dequantized load.
 
-    .venv/bin/python bench/quantization_engine.py [--gguf data/06_models/gguf] [--blocks 4] [--formats f32,q8_0,q4_k_m]
+    .venv/bin/python bench/quantization_engine.py [--gguf data/06_models/gguf] [--blocks 2] [--positions 64]
+                     [--formats f32,q8_0,q4_k_m]
 
 The evaluation stage scores a GGUF file after transformers dequantized its weights
 (``lmforge.evaluation.quantization``): that measures weight quantization only. llama.cpp's CPU kernels
 also round the activations to 8 bits inside the q8_0/q4_k_m matrix products; this script measures
 what that adds. Both score the same validation token blocks (the tokenizer stage's shards, the first
-``--blocks``) in the same ids, as the stage does: every position but the first of a block is a target,
+``--blocks``, cut to their first ``--positions`` + 1 tokens: the engine's responses carry the whole
+vocabulary) in the same ids, as the stage does: every position but the first of a block is a target,
 bits per byte over the targets' UTF-8 bytes. The engine: ``llama-server`` (``lmforge.engine.server``)
 on the GGUF file, one ``/completion`` per position with the block's prefix as token ids (the KV cache
 of the previous prefix reused), ``n_predict`` 1 and ``n_probs`` = the vocabulary, so the response
@@ -63,7 +65,8 @@ def main() -> None:
     parser.add_argument("--gguf", default=str(ROOT / "data/06_models/gguf"), help="folder with quantization.json")
     parser.add_argument("--tokenizer", default=str(ROOT / "data/06_models/tokenizer"))
     parser.add_argument("--shards", default=str(ROOT / "data/05_model_input/tokens"))
-    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--positions", type=int, default=64, help="targets scored per block (its first tokens)")
     parser.add_argument("--formats", default="f32,q8_0,q4_k_m")
     parser.add_argument("--quick", action="store_true", help="1 block, nothing saved")
     parser.add_argument("--out", default=str(ROOT / "bench/results/quantization_engine.json"))
@@ -81,7 +84,7 @@ def main() -> None:
     tok, _ = load_tokenizer(args.tokenizer)
     shards = TokenShards.open(args.shards, expected_tokenizer_sha256=tok.sha256)
     n_blocks = 1 if args.quick else min(args.blocks, shards.n_blocks("validation"))
-    blocks = [[int(i) for i in shards.block("validation", b)] for b in range(n_blocks)]
+    blocks = [[int(i) for i in shards.block("validation", b)][: args.positions + 1] for b in range(n_blocks)]
     token_bytes = token_byte_lengths(tok)
     n_bytes = sum(int(token_bytes[block[1:]].sum()) for block in blocks)
     results = {}

@@ -26,7 +26,7 @@ GROUPS = ("en", "zh", "ja", "code")
 
 def _config(**quantization) -> EvaluationConfig:
     return build_dataclass(EvaluationConfig, {
-        "batch_size": 8, "max_heldout_blocks": 8, "by_language": {"max_chars": 400, "seq_len": 64},
+        "batch_size": 16, "max_heldout_blocks": 4, "by_language": {"max_chars": 200, "seq_len": 64},
         "quantization": quantization, "report": {"serving_load": None, "serving_feedback": None}}, path="evaluation")
 
 

@@ -189,7 +189,7 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     params["identity_probe"]["max_new_tokens"] = 8
     params["by_language"].update(max_chars=600, seq_len=64)
     params["translation"].update(max_pairs_per_direction=2, max_new_tokens=8)
-    params["quantization"]["formats"] = ["f32", "q8_0", "q4_k_m"]  # f16 costs one more converter run (engine tests)
+    params["quantization"]["formats"] = ["q8_0", "q4_k_m"]  # f32/f16 scored in tests/evaluation/test_eval_quantization
     prompts = params["generation"]["prompts"]
     documents, zh_ids = _with_language_groups(chain_documents, chain_tokenizer_params["shards"])
     # the chain's own held-out translation pairs left out: the per-direction counts below are these literals
@@ -304,17 +304,18 @@ def test_evaluation_pipeline(project_root, chain_pretrain, chain_sft, chain_toke
     import json
 
     manifest = json.loads((tmp_path / "gguf" / "quantization.json").read_text())
-    assert manifest["model"] == "aligned" and list(manifest["formats"]) == ["f32", "q8_0", "q4_k_m"]
+    assert manifest["model"] == "aligned" and list(manifest["formats"]) == ["q8_0", "q4_k_m"]
     for fmt, entry in manifest["formats"].items():
         assert (tmp_path / "gguf" / entry["file"]).stat().st_size == entry["bytes"] == metrics[f"quantization.{fmt}.bytes"]
     assert metrics["quantization.reference.bpb"] == pytest.approx(metrics["aligned.heldout.bits_per_byte"], rel=1e-9)
-    assert metrics["quantization.f32.bpb"] == pytest.approx(metrics["quantization.reference.bpb"], rel=1e-6)
     for group in ("code", "zh"):
         assert metrics[f"quantization.reference.by_language.{group}.bpb"] == pytest.approx(
             metrics[f"aligned.heldout.by_language.{group}.bits_per_byte"], rel=1e-9)
         for fmt in ("q8_0", "q4_k_m"):
             assert math.isfinite(metrics[f"quantization.{fmt}.by_language.{group}.bpb_delta_pct"])
-    # a trained model: rounding the weights costs bits, and 4-5 bits cost more than 8 (the debug preset's 64-wide rows
-    # are no multiple of 256, so llama-quantize stores q4_k_m's tensors as q5_0/q8_0 there)
-    assert abs(metrics["quantization.q8_0.bpb_delta_pct"]) < metrics["quantization.q4_k_m.bpb_delta_pct"]
+    # 4-5 bits move the score more than 8 (the debug preset's 64-wide rows are no multiple of 256, so llama-quantize
+    # stores q4_k_m's tensors as q5_0/q8_0 there). Absolute values: on a weak model rounding can also lower the bits
+    # (the default chain's q4_k_m: -0.04%), so only the size of the move is asserted; it could fail by chance if the
+    # q4_k_m rounding errors cancelled out on these 6 blocks.
+    assert abs(metrics["quantization.q8_0.bpb_delta_pct"]) < min(1.0, abs(metrics["quantization.q4_k_m.bpb_delta_pct"]))
     assert "<td>q4_k_m</td>" in page.split("<h2>Quantized packages</h2>")[1]
