@@ -191,6 +191,11 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
     assert all("scores" in p for p in pairs if p["origin"].startswith("on_policy"))
     assert 0.0 <= align["win_rate"]["vs_sft"] <= 1.0 and "preference_accuracy" in align["heldout"]
     assert "aligned.identity.f1" in ev  # evaluation scores the aligned model beside base and SFT
+    # the aligned model as GGUF files, each scored against full precision (the f32 file exactly)
+    gguf = json.loads((root / "data/06_models/gguf/quantization.json").read_text())
+    assert gguf["model"] == "aligned" and list(gguf["formats"]) == ["f32", "f16", "q8_0", "q4_k_m"]
+    assert abs(ev["quantization.f32.bpb_delta_pct"]) < 1e-4 and abs(ev["quantization.q8_0.bpb_delta_pct"]) < 1.0
+    assert all(f"quantization.{fmt}.by_language.code.bpb" in ev for fmt in gguf["formats"])
 
 
 def test_mlflow_has_one_run_per_stage(chain):

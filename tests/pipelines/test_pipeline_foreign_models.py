@@ -28,7 +28,8 @@ TINY_PRETRAIN = ("pretrain.train.max_steps=4,pretrain.train.micro_batch_size=2,p
                  "pretrain.continued.lr=0.003,tokenizer.shards.seq_len=128")
 TINY_EVALUATION = ("evaluation.max_heldout_blocks=4,evaluation.max_sft_examples=16,evaluation.generation.max_new_tokens=8,"
                    "evaluation.humaneval.enabled=false,evaluation.identity_probe.max_new_tokens=8,"
-                   "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false")
+                   "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false,"
+                   "evaluation.quantization.enabled=false")  # GGUF export + scoring: the chain tests cover it
 # the GGUF packages and their llama.cpp parity check are tested on the chain's own tokenizer (tests/engine)
 TINY_PACKAGING = "packaging.engine.enabled=false"
 # one small on-policy round and 4 steps (the walkthrough aligns; the family tests switch align off)
