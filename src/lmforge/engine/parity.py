@@ -140,6 +140,7 @@ def check_parity(url: str, tokenizer: Any, model: Any, conversations: Sequence[M
     of two nearly equal logits; the tokens after a tie are not compared). Ties are listed in ``greedy_ties``.
     Returns ``{"format", "conversations", "prompt_ids_equal", "greedy_required", "greedy_agreeing_prefix"
     (per conversation), "greedy_exact" (how many agreed over all their tokens), "greedy_tokens" (ours, in all),
+    "greedy_ties",
     "stop_ok", "stopped" (conversations where ours stopped), "per_conversation"}``.
     """
     if reference is None:
