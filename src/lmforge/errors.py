@@ -57,6 +57,7 @@ EXPECTED: dict[str, str | None] = {
     "model.base_model.RemoteCodeRefused": None,  # names the parameter that opts in, and the native port
     "tokenizer.chat_tokenizer.ChatTemplateError": None,  # says what is wrong with the template and what to set
     "tokenizer.template_audit.TemplateMismatchError": None,  # names the first differing token and the audits
+    "engine.parity.TemplateParityError": None,  # names the format, conversation and first differing token
     "builtins.FileNotFoundError": None,  # our messages name the command that produces the file
 }
 """Our error types (and builtins we raise for user mistakes) that are expected: qualified name -> next step

@@ -56,7 +56,9 @@ OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    # SFT straight from a Hugging Face model: no pretraining ran, so no pretrain metrics or curve
                    ("gather_operations", "pretrain_metrics"): "sft.base_model",
                    ("build_report", "pretrain_loss_curve"): "sft.base_model",
-                   ("package_chat_model", "pretrain_metrics"): "sft.base_model"}
+                   ("package_chat_model", "pretrain_metrics"): "sft.base_model",
+                   # no GGUF packages to ship when the engine step is off
+                   ("package_chat_model", "quantized_models"): "packaging.engine.enabled=false"}
 
 
 class MissingInputError(SystemExit):
@@ -74,6 +76,13 @@ def _location(catalog: Any, name: str) -> str | None:
     dataset = catalog.get(name) if name in catalog else None
     path = getattr(dataset, "_filepath", None) or getattr(dataset, "_path", None)
     return str(path) if path else None
+
+
+def _frees(catalog: Any, spec: str) -> bool:
+    """Whether an ``OPTIONAL_INPUTS`` entry holds: ``name`` is set (truthy), ``name=false`` is set to false."""
+    name, _, want = spec.partition("=")
+    value = _param(catalog, name)
+    return value is False if want == "false" else bool(value)
 
 
 def _param(catalog: Any, dotted: str) -> Any:
@@ -97,7 +106,7 @@ def _optional(name: str, pipeline: Any, catalog: Any) -> str | None:
         if name not in node.inputs:
             continue
         params = OPTIONAL_INPUTS.get((node.name, name)) or ()
-        param = next((p for p in ((params,) if isinstance(params, str) else params) if _param(catalog, p)), None)
+        param = next((p for p in ((params,) if isinstance(params, str) else params) if _frees(catalog, p)), None)
         if param is None:
             return None
         found.append(param)

@@ -61,6 +61,8 @@ TINY = {
                    "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
                    "translation": {"max_pairs_per_direction": 2, "max_new_tokens": 8},
                    "by_language": {"max_chars": 600}},
+    # every GGUF format on llama-server against the package: the audit conversation + 2 held-out, 8 tokens each
+    "packaging": {"engine": {"conversations": 2, "n_tokens": 8}},
 }
 
 
@@ -176,6 +178,11 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
     ev = metrics["evaluation"]
     assert ev["sft.sft_pairs.perplexity"] < ev["base.sft_pairs.perplexity"]
     assert metrics["packaging"]["loads"] is True
+    # the GGUF files shipped beside the package, each checked on llama.cpp (f32: our greedy tokens exactly)
+    packaging = metrics["packaging"]
+    assert packaging["engine.parity_passed"] == 1 and packaging["engine.f32.greedy_agreement"] == 1
+    assert all(packaging[f"engine.{fmt}.prompt_ids_equal"] == 1 for fmt in ("f32", "f16", "q8_0", "q4_k_m"))
+    assert (root / "data/07_model_output/lmforge-chat-gguf/Modelfile").is_file()
     # align: the identity pairs and one on-policy round, every pair kept with its origin (and rewards)
     align = metrics["align"]
     assert align["enabled"] is True and align["method"] == "dpo" and align["rounds"] == 1
@@ -184,6 +191,11 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
     assert all("scores" in p for p in pairs if p["origin"].startswith("on_policy"))
     assert 0.0 <= align["win_rate"]["vs_sft"] <= 1.0 and "preference_accuracy" in align["heldout"]
     assert "aligned.identity.f1" in ev  # evaluation scores the aligned model beside base and SFT
+    # the aligned model as GGUF files, each scored against full precision (the f32 file exactly)
+    gguf = json.loads((root / "data/06_models/gguf/quantization.json").read_text())
+    assert gguf["model"] == "aligned" and list(gguf["formats"]) == ["f32", "f16", "q8_0", "q4_k_m"]
+    assert abs(ev["quantization.f32.bpb_delta_pct"]) < 1e-4 and abs(ev["quantization.q8_0.bpb_delta_pct"]) < 1.0
+    assert all(f"quantization.{fmt}.by_language.code.bpb" in ev for fmt in gguf["formats"])
 
 
 def test_mlflow_has_one_run_per_stage(chain):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lmforge.config import default_mismatches
-from lmforge.packaging.config import PackagingConfig, RegistryConfig, build_packaging_config
+from lmforge.packaging.config import EngineConfig, PackagingConfig, RegistryConfig, build_packaging_config
 from lmforge.packaging.gate import GateBound
 
 
@@ -35,6 +35,8 @@ def test_build_from_the_shipped_yaml(project_root: Path):
 @pytest.mark.parametrize(("params", "gate", "message"), [
     ({"model_nme": "x"}, {}, r"packaging\.model_nme"),
     ({"registry": {"promte": False}}, {}, r"packaging\.registry\.promte"),
+    ({"engine": {"n_token": 3}}, {}, r"packaging\.engine\.n_token"),
+    ({"engine": {"ollama_format": "q2_k"}}, {}, r"packaging\.engine\.ollama_format: 'q2_k' is not one of"),
     ({}, {"sft_pairs.perplexity_ratio": {"maximum": 1.0}}, r"gate\.sft_pairs\.perplexity_ratio\.maximum"),
     ({"gate": {}}, {}, r"packaging\.gate: the quality gate is `gate:` in conf/base/parameters_evaluation\.yml"),
 ])
@@ -47,6 +49,6 @@ def test_no_untyped_fields():
     from dataclasses import fields
     from typing import get_type_hints
 
-    for cls in (PackagingConfig, RegistryConfig, GateBound):
+    for cls in (PackagingConfig, RegistryConfig, EngineConfig, GateBound):
         hints = get_type_hints(cls)
         assert all("Any" not in str(hints[f.name]) for f in fields(cls)), cls

@@ -185,3 +185,16 @@ def test_an_input_several_parameters_exempt_is_free_when_any_is_set(configured_p
     assert run_hook(pipeline.only_nodes("evaluate_models"), catalog(None, "/models/gemma")) is None
     with pytest.raises(MissingInputError, match="'token_shards'"):
         run_hook(pipeline, catalog(None, "/models/gemma"))  # pretrain (no base model) still needs the shards
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_packaging_needs_the_gguf_folder_only_with_the_engine_step_on(enabled, configured_project, tmp_path):
+    """``quantized_models`` is freed by ``packaging.engine.enabled: false`` (an OPTIONAL_INPUTS ``name=false`` entry)."""
+    pipeline = Pipeline([Node(identity, ["quantized_models", "params:packaging"], "out", name="package_chat_model")])
+    catalog = DataCatalog({"quantized_models": ArtifactDirectory(str(tmp_path / "gguf"), missing_ok=True),
+                           "params:packaging": MemoryDataset({"engine": {"enabled": enabled}})})
+    if enabled:
+        with pytest.raises(MissingInputError, match="'quantized_models'.*not produced yet"):
+            run_hook(pipeline, catalog)
+    else:
+        assert run_hook(pipeline, catalog) is None

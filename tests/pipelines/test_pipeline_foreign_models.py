@@ -28,7 +28,10 @@ TINY_PRETRAIN = ("pretrain.train.max_steps=4,pretrain.train.micro_batch_size=2,p
                  "pretrain.continued.lr=0.003,tokenizer.shards.seq_len=128")
 TINY_EVALUATION = ("evaluation.max_heldout_blocks=4,evaluation.max_sft_examples=16,evaluation.generation.max_new_tokens=8,"
                    "evaluation.humaneval.enabled=false,evaluation.identity_probe.max_new_tokens=8,"
-                   "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false")
+                   "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false,"
+                   "evaluation.quantization.enabled=false")  # GGUF export + scoring: the chain tests cover it
+# the GGUF packages and their llama.cpp parity check are tested on the chain's own tokenizer (tests/engine)
+TINY_PACKAGING = "packaging.engine.enabled=false"
 # one small on-policy round and 4 steps (the walkthrough aligns; the family tests switch align off)
 TINY_ALIGN = ("align.on_policy.prompts_per_round=8,align.on_policy.k=2,align.on_policy.max_new_tokens=8,"
               "align.on_policy.heldout_prompts=8,align.train.max_steps=4,align.train.warmup_steps=1,"
@@ -76,7 +79,7 @@ def test_walkthrough_fine_tune_your_own_model(tmp_path, project_root, chain_docu
     (root / "conf/local/parameters_pretrain.yml").write_text(f"pretrain:\n  base_model: {model_dir}\n")
 
     for pipeline, params in (("pretrain", TINY_PRETRAIN), ("sft", TINY_SFT), ("align", TINY_ALIGN),
-                             ("evaluation", TINY_EVALUATION), ("packaging", "")):
+                             ("evaluation", TINY_EVALUATION), ("packaging", TINY_PACKAGING)):
         ran = kedro_run(root, tmp_path, "--pipelines", pipeline, *(["--params", params] if params else []))
         assert ran.returncode == 0, pipeline + ran.stdout[-2000:] + ran.stderr[-4000:]
 
@@ -173,7 +176,7 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
 
     root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
     model_dir = build_foreign_model(family, tmp_path / family)
-    params = f"sft.base_model={model_dir},{TINY_SFT},{TINY_EVALUATION},align.enabled=false"
+    params = f"sft.base_model={model_dir},{TINY_SFT},{TINY_EVALUATION},{TINY_PACKAGING},align.enabled=false"
     if family in NAMED:
         params += f",sft.chat_template={NAMED[family]}"
     if family in LORA:

@@ -23,6 +23,12 @@ def sft_audit(tokenizer_dir, model_dir=None):
     return training_audit(ChatTokenizer.load(tokenizer_dir, model_dir=model_dir))
 
 
+def engine_off_inputs(tmp_path):
+    """The engine step's inputs where ``packaging.engine.enabled`` is false: no GGUF folder, no held-out chats."""
+    return {"quantized_models": ArtifactDirectory(str(tmp_path / "data/06_models/gguf"), missing_ok=True),
+            "sft_validation_conversations": MemoryDataset([])}
+
+
 def disabled_align(tmp_path):
     """What the align stage writes when ``align.enabled`` is false: a folder with only its marker."""
     from lmforge.align.chat_model import DISABLED_MARKER
@@ -46,6 +52,7 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "packaging"])
     params["model_name"] = "lmforge-chat-test"
     params["registry"]["enabled"] = False  # the registry is covered by the fast tests below
+    params["engine"]["enabled"] = False  # GGUF + engine parity: test_packaging_pipeline_ships_gguf_checked_on_the_engine
     sha256 = SentencePieceTokenizer.from_file(f"{chain_tokenizer_dir}/tokenizer.model").sha256
     package_dir = tmp_path / "data/07_model_output/lmforge-chat"
     catalog = DataCatalog({
@@ -70,6 +77,7 @@ def test_packaging_pipeline(tmp_path, project_root, chain_sft, chain_pretrain, c
         "align_metrics": MemoryDataset({"enabled": False}),
         "params:align": MemoryDataset({"run_dir": "align_run", "enabled": False}),
         "packaged_model": ArtifactDirectory(str(package_dir)),
+        **engine_off_inputs(tmp_path),
     })
 
     outputs = SequentialRunner().run(create_pipeline(), catalog)
@@ -128,6 +136,7 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate, align_
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_packaging.yml").read_text())[
         "packaging"])
     params["registry"].update(model_name="lmforge-chat-tiny-test", max_new_tokens=2)
+    params["engine"]["enabled"] = False  # the tiny BPE tokenizer is not the chain's; the engine test uses engine_package
     return DataCatalog({
         "sft_checkpoint": ArtifactDirectory(str(model_dir)),
         "align_checkpoint": ArtifactDirectory(str(align_dir or _align_off(tmp_path))),
@@ -146,6 +155,7 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate, align_
         "params:pretrain": MemoryDataset({"run_dir": "pretrain_run", "model": {"preset": "debug"}, "train": {"lr": 3e-3}}),
         "params:sft": MemoryDataset({"run_dir": "sft_run", "train": {"lr": 1e-3}, "finetuning": "full"}),
         "packaged_model": ArtifactDirectory(str(tmp_path / "data/07_model_output/lmforge-chat")),
+        **engine_off_inputs(tmp_path),
     })
 
 
@@ -260,3 +270,51 @@ def test_packaging_node_rejects_a_misspelt_parameter(tmp_path, project_root, tin
     catalog = _tiny_catalog(tmp_path, project_root, tiny_model_dir, tiny_tokenizer_dir, {"x": {"mx": 1.0}})
     with pytest.raises(Exception, match=r"gate\.x\.mx"):
         SequentialRunner().run(create_pipeline(), catalog)
+
+
+HELD_OUT = [  # sft_validation_conversations records: prompts of every script the selection orders
+    {"messages": [{"role": "user", "content": "Name a prime number."}, {"role": "assistant", "content": "7"}]},
+    {"messages": [{"role": "user", "content": "用一句话介绍你自己。"}, {"role": "assistant", "content": "我是助手。"}]},
+    {"messages": [{"role": "user", "content": "日本語で挨拶してください。"}, {"role": "assistant", "content": "こんにちは。"}]},
+]
+
+
+def test_packaging_pipeline_ships_gguf_checked_on_the_engine(tmp_path, project_root, engine_package, mlflow_store):
+    """packaging.engine on: the evaluation stage's GGUF files are shipped beside the package with a Modelfile, each
+    checked on llama-server against the package (f32's greedy tokens equal ours), and the numbers recorded."""
+    import hashlib
+    import json
+
+    hf_dir, gguf = engine_package
+    gate = yaml.safe_load((project_root / "conf/base/parameters_evaluation.yml").read_text())["gate"]
+    catalog = _tiny_catalog(tmp_path, project_root, hf_dir, hf_dir, gate)
+    params = catalog.load("params:packaging")
+    params["registry"]["enabled"] = False
+    params["engine"].update(enabled=True, conversations=2, n_tokens=6)
+    catalog["params:packaging"] = MemoryDataset(params)
+    catalog["quantized_models"] = ArtifactDirectory(str(gguf["f32"].path.parent))  # export_gguf's folder, no manifest
+    catalog["sft_validation_conversations"] = MemoryDataset(HELD_OUT)
+    catalog["packaged_gguf"] = ArtifactDirectory(str(tmp_path / "data/07_model_output/lmforge-chat-gguf"))
+
+    outputs = SequentialRunner().run(create_pipeline(), catalog)
+
+    metrics, audit = outputs["packaging_metrics"].load(), outputs["template_audit_engine"].load()
+    shipped = tmp_path / "data/07_model_output/lmforge-chat-gguf"
+    name = params["model_name"]
+    for fmt, source in gguf.items():
+        copy = shipped / f"{name}-{fmt}.gguf"
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == source.sha256 == audit["formats"][fmt]["sha256"]
+        assert metrics[f"engine.{fmt}.bytes"] == source.bytes == copy.stat().st_size
+        assert metrics[f"engine.{fmt}.prompt_ids_equal"] == 1.0 and metrics[f"engine.{fmt}.stop_ok"] == 1.0
+        assert 0.0 <= metrics[f"engine.{fmt}.greedy_agreement"] <= 1.0
+    assert metrics["engine.f32.greedy_agreement"] == 1.0 and metrics["engine.parity_passed"] == 1.0
+    # the audit conversation, then the zh and ja held-out prompts (ordered first), assistant answers dropped
+    assert [c[-1]["content"] for c in audit["conversations"]] == [
+        "请用中文再说一遍。", HELD_OUT[1]["messages"][0]["content"], HELD_OUT[2]["messages"][0]["content"]]
+    assert metrics["engine.conversations"] == 3.0
+    modelfile = (shipped / "Modelfile").read_text()
+    assert modelfile.startswith(f"FROM ./{name}-q4_k_m.gguf") and "<|im_end|>" in modelfile
+    assert f"llama-server -m {name}-q4_k_m.gguf" in (shipped / "README.md").read_text()
+    card = (tmp_path / "data/07_model_output/lmforge-chat/README.md").read_text(encoding="utf-8")
+    assert f"| q8_0 | {name}-q8_0.gguf | {gguf['q8_0'].bytes:,} |" in card.split("## Run it on an engine")[1]
+    json.dumps(audit)  # JSON-ready as the catalog writes it

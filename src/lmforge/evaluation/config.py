@@ -110,6 +110,18 @@ class OperationsConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    """Quantized GGUF packages of the chat model and their held-out bits per byte (lmforge.evaluation.quantization)."""
+
+    enabled: bool = True
+    """Export and score them at all (off: ``data/06_models/gguf`` holds only ``quantization.json`` saying so)."""
+    formats: list[str] = field(default_factory=lambda: ["f32", "f16", "q8_0", "q4_k_m"])
+    """GGUF formats exported and scored (``lmforge.engine.gguf.GGUF_FORMATS``); f32 is the full-precision reference."""
+    budgets_pct: dict[str, float] = field(default_factory=lambda: {"q8_0": 1.0, "q4_k_m": 5.0})
+    """Largest held-out bits-per-byte increase over full precision, in percent, shown pass/fail in the report."""
+
+
+@dataclass
 class ReportConfig:
     """Serving results shown in the HTML report when the files exist (never part of evaluation.json)."""
 
@@ -147,6 +159,8 @@ class EvaluationConfig:
     """Generation speed of the SFT model."""
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     """Operations metrics of the chain's MLflow runs."""
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    """Quantized GGUF packages of the chat model and their bits per byte."""
     report: ReportConfig = field(kw_only=True)
     """Serving files shown in the report: required, the YAML gives their paths (the library has none)."""
 

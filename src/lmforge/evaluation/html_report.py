@@ -3,7 +3,8 @@
 Sections: the verdicts of SFT against base and, when align ran, of the aligned model against SFT (better /
 worse / within noise, the noise estimate and how it was made: ``lmforge.evaluation.verdicts``; regressions
 red, improvements green, noise grey), the align stage's own numbers, the per-language scores (a column per
-model: ``lmforge.evaluation.html_tables``), where
+model: ``lmforge.evaluation.html_tables``), the
+quantized packages (size, bits per byte and its change per language against the budgets), where
 the quality gate's decision is made and recorded, sample generations of every model side by side
 (``{model: records}``: an aligned model is one more column) and the identity probe's answers, all
 model text HTML-escaped; training loss curves (``data/08_reporting/<stage>_loss.json``), base vs SFT metric bars,
@@ -22,7 +23,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lmforge.evaluation.html_tables import align_html, per_language_html, report_models
+from lmforge.evaluation.html_tables import align_html, per_language_html, quantization_html, report_models
 from lmforge.evaluation.html_tables import escape as _e
 from lmforge.evaluation.html_tables import fmt as _fmt
 from lmforge.evaluation.html_tables import text_cell as _text
@@ -85,6 +86,7 @@ def build_html_report(metrics: Mapping[str, float], seed_table: Sequence[Mapping
     if align_metrics is not None or "aligned" in report_models(metrics):
         parts.append("<h2>Align stage</h2>" + align_html(align_metrics))
     parts.append("<h2>Per language</h2>" + per_language_html(metrics, translations or {}))
+    parts.append("<h2>Quantized packages</h2>" + quantization_html(metrics))
     parts.append("<h2>Quality gate</h2>" + GATE_NOTE)
     parts.append("<h2>Sample generations</h2>" + samples_html(samples or {}))
     if identity_answers:

@@ -149,3 +149,59 @@ def fmt(value: Any) -> str:
 
 def escape(text: Any) -> str:
     return html.escape(str(text), quote=True)
+
+
+def quantization_html(metrics: Mapping[str, float]) -> str:
+    """The quantized packages (``lmforge.evaluation.quantization``): a row per GGUF format under the full-precision
+    package: size, held-out bits per byte, its change in percent in total and per language group, the budget and
+    pass/fail (a per-language change over the budget is marked too)."""
+    from lmforge.evaluation.quantization import REFERENCE, quantization_formats
+
+    formats = quantization_formats(metrics)
+    if not formats:
+        return ("<p>No quantized packages (<code>evaluation.quantization.enabled</code> is false, or the stage ran "
+                "without them).</p>")
+    groups = sorted({k.split(".")[-2] for k in metrics if k.startswith("quantization.") and ".by_language." in k
+                     and k.endswith(".bpb")})
+
+    def num(key: str, digits: str = ".4f") -> str:
+        value = metrics.get(key)
+        return f"<td class='num'>{value:{digits}}</td>" if value is not None else "<td>&mdash;</td>"
+
+    def delta(key: str, budget: float | None) -> str:
+        value = metrics.get(key)
+        if value is None:
+            return "<td>&mdash;</td>"
+        over = budget is not None and value > budget
+        return f"<td class='num{' not' if over else ''}'>{value:+.3f}%</td>"
+
+    head = ("<tr><th>format</th><th>size (MB)</th><th>bits per byte</th><th>&Delta; bits per byte</th>"
+            + "".join(f"<th>{escape(g)} bpb (&Delta;)</th>" for g in groups) + "<th>budget</th><th>verdict</th></tr>")
+    rows = []
+    for fmt in [REFERENCE, *formats]:
+        p = f"quantization.{fmt}"
+        budget = metrics.get(f"{p}.budget_pct")
+        size = metrics.get(f"{p}.bytes")
+        cells = [f"<td>{'full precision (HF package)' if fmt == REFERENCE else escape(fmt)}</td>",
+                 f"<td class='num'>{size / 1e6:.2f}</td>" if size is not None else "<td>&mdash;</td>",
+                 num(f"{p}.bpb"), "<td></td>" if fmt == REFERENCE else delta(f"{p}.bpb_delta_pct", budget)]
+        for g in groups:
+            bpb = metrics.get(f"{p}.by_language.{g}.bpb")
+            change = metrics.get(f"{p}.by_language.{g}.bpb_delta_pct")
+            text = "&mdash;" if bpb is None else f"{bpb:.4f}" + ("" if change is None else f" ({change:+.3f}%)")
+            over = change is not None and budget is not None and change > budget
+            cells.append(f"<td class='num{' not' if over else ''}'>{text}</td>")
+        if budget is None:
+            cells += ["<td></td>", "<td></td>"]
+        else:
+            passed = metrics.get(f"{p}.within_budget") == 1.0
+            cells += [f"<td class='num'>&le; {budget:g}%</td>",
+                      f"<td class='{'measured' if passed else 'not'}'>{'pass' if passed else 'fail'}</td>"]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<table>{head}{''.join(rows)}</table><p><small>GGUF files of the chat model "
+            "(<code>data/06_models/gguf</code>, shipped by the packaging stage), each scored on the same held-out "
+            "blocks and per-language texts as the models above after transformers dequantized its weights: this is "
+            "the cost of <b>weight</b> quantization (llama.cpp also rounds activations to 8 bits in its q8_0/q4_k_m "
+            "matrix products). &Delta;: the change of bits per byte against the full-precision package, in percent; "
+            "the verdict compares the total with the budget (<code>evaluation.quantization.budgets_pct</code>); a "
+            "language over the budget is red.</small></p>")

@@ -22,6 +22,10 @@ on (``evaluation_audit``, ``lmforge.tokenizer.template_audit``): a template or s
 the stage naming the first differing token. The aligned model (``aligned``, ``lmforge.align``) is audited
 the same way against the same reference: align trains on sft's template.
 
+Held-out text (the blocks and the per-language groups) is scored by ``score_heldout`` only: the stage's models
+and each quantized GGUF package of the chat model (``lmforge.evaluation.quantization``, a node of its own) get
+the same numbers from the same code.
+
 The aligned model gets every per-model metric (``aligned.*``) except the generation-speed step: it has
 the SFT model's architecture and size, so its speed would measure the same thing again (``sft.speed.*``
 stands for both) for a minute of CPU. Its comparisons with SFT are ``aligned_vs_sft.*`` and with base
@@ -41,7 +45,7 @@ from lmforge.evaluation.config import (
     SpeedConfig,
     TranslationConfig,
 )
-from lmforge.evaluation.heldout import HeldoutSources
+from lmforge.evaluation.heldout import HeldoutData, HeldoutSources
 from lmforge.evaluation.humaneval import HumanEvalConfig
 
 if TYPE_CHECKING:
@@ -68,9 +72,8 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     translations and the HumanEval per-problem results (``<model>.identity_probe``, ``<model>.translation``,
     ``<model>.humaneval``).
     """
-    from lmforge.evaluation.by_language import score_by_language
     from lmforge.evaluation.heldout import heldout_data
-    from lmforge.evaluation.perplexity import evaluate_lm_perplexity, evaluate_masked_perplexity
+    from lmforge.evaluation.perplexity import evaluate_masked_perplexity
     from lmforge.evaluation.report import summarize_evaluation
     from lmforge.generation import generate_samples, load_model_and_tokenizer
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer, has_tokenizer
@@ -88,7 +91,7 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
     # lmforge's own tokenizer, when the tokenizer stage ran (SFT from a foreign model may do without it)
     stage_chat = ChatTokenizer.load(sources.stage_tokenizer) if has_tokenizer(sources.stage_tokenizer) else None
     data: dict[str, Any] = {}  # per tokenizer (sha256): base and sft share one unless their tokenizers differ
-    language_texts = _language_texts(sources, config)  # the same text for both models
+    language_texts = collect_heldout_language_texts(sources, config)  # the same text for every model
     gen = config.generation
     results: dict[str, dict] = {}
     generations: dict[str, Any] = {}
@@ -108,16 +111,10 @@ def evaluate_models(models: Mapping[str, str], sources: HeldoutSources, conversa
             raise ValueError(f"nothing to evaluate for {name}: {len(held.blocks)} held-out blocks, "
                              f"{len(held.examples)} held-out conversations")
         results[name] = {
-            "heldout": evaluate_lm_perplexity(model, held.blocks, batch_size=config.batch_size,
-                                              token_bytes=held.token_bytes),
+            "heldout": score_heldout(model, chat, held, language_texts, config),
             "sft_pairs": evaluate_masked_perplexity(model, held.examples, batch_size=config.batch_size,
                                                     pad_id=chat.pad_id, token_bytes=held.token_bytes),
         }
-        if language_texts:
-            seq_len = min(config.by_language.seq_len, getattr(model.config, "max_position_embeddings", None) or 10**9)
-            results[name]["heldout"]["by_language"] = score_by_language(
-                model, hf_tokenizer, language_texts, token_bytes=held.token_bytes, seq_len=seq_len,
-                pad_id=chat.pad_id, batch_size=config.batch_size)
         per_item[name] = _per_item_nats(model, held.blocks, held.examples, pad_id=chat.pad_id)
         generations[name] = generate_samples(model, hf_tokenizer, gen.prompts, max_new_tokens=gen.max_new_tokens)
         if config.humaneval.enabled:
@@ -270,7 +267,24 @@ def _run_heldout_pairs(model: Any, hf_tokenizer: Any, conversations: Sequence[Ma
                                 prompt_fits=prompt_fits)
 
 
-def _language_texts(sources: HeldoutSources, config: EvaluationConfig) -> dict[str, list[str]]:
+def score_heldout(model: Any, chat: ChatTokenizer, held: HeldoutData, language_texts: Mapping[str, Sequence[str]],
+                  config: EvaluationConfig) -> dict[str, Any]:
+    """Perplexity and bits per byte on the held-out blocks and, when ``language_texts`` are given, per language
+    (``{..., "by_language": {group: metrics}}``): the one scoring of held-out text, for the stage's models and for
+    each quantized package (``lmforge.evaluation.quantization``)."""
+    from lmforge.evaluation.by_language import score_by_language
+    from lmforge.evaluation.perplexity import evaluate_lm_perplexity
+
+    scores: dict[str, Any] = evaluate_lm_perplexity(model, held.blocks, batch_size=config.batch_size,
+                                                    token_bytes=held.token_bytes)
+    if language_texts:
+        seq_len = min(config.by_language.seq_len, getattr(model.config, "max_position_embeddings", None) or 10**9)
+        scores["by_language"] = score_by_language(model, chat.tokenizer, language_texts, token_bytes=held.token_bytes,
+                                                  seq_len=seq_len, pad_id=chat.pad_id, batch_size=config.batch_size)
+    return scores
+
+
+def collect_heldout_language_texts(sources: HeldoutSources, config: EvaluationConfig) -> dict[str, list[str]]:
     """Validation text per language group (``lmforge.evaluation.by_language``), {} when off or not given."""
     from lmforge.evaluation.by_language import collect_language_texts
 

@@ -34,6 +34,40 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """The GGUF packages and their template-parity check on llama.cpp (`lmforge.packaging.gguf_release`)."""
+
+    enabled: bool = True
+    """Ship the evaluation stage's GGUF files beside the HF package and check each on llama-server; false: skip
+    (the ``packaged_gguf`` folder then holds only a note saying so)."""
+    formats: list[str] = field(default_factory=lambda: ["f32", "f16", "q8_0", "q4_k_m"])
+    """GGUF formats shipped and checked (``lmforge.engine.gguf.GGUF_FORMATS``); each must be in ``quantized_models``."""
+    reference_format: str = "f32"
+    """The full-precision file whose greedy tokens must equal ours; the others report their agreeing prefix."""
+    ollama_format: str = "q4_k_m"
+    """The file the Ollama ``Modelfile`` loads (``FROM ./<name>-<format>.gguf``)."""
+    conversations: int = 4
+    """Held-out chat conversations checked besides the template audit's (zh and ja ones first when present)."""
+    n_tokens: int = 16
+    """Greedy tokens compared per conversation."""
+    tie_tolerance: float = 1e-3
+    """A greedy difference of ``reference_format`` is a tie, not a failure, where our logits of the two tokens are
+    this close (the engine's f32 log-probs differ from ours by <= 7e-5, measured: ``lmforge.engine.parity``)."""
+    threads: int = 2
+    """llama-server threads per format (``--threads``); the servers run one after the other."""
+    startup_timeout_s: float = 120.0
+    """How long llama-server may take to load a file and answer ``/health``."""
+
+    def __post_init__(self) -> None:
+        for name in ("reference_format", "ollama_format"):
+            if self.enabled and getattr(self, name) not in self.formats:
+                raise ValueError(f"packaging.engine.{name}: {getattr(self, name)!r} is not one of "
+                                 f"packaging.engine.formats {list(self.formats)}")
+        if self.n_tokens < 1 or self.conversations < 0:
+            raise ValueError("packaging.engine: n_tokens must be >= 1 and conversations >= 0")
+
+
+@dataclass(frozen=True)
 class PackagingConfig:
     """Everything the packaging stage is configured by (``params:packaging`` + ``params:gate``)."""
 
@@ -45,6 +79,8 @@ class PackagingConfig:
     """Prompt the packaged model must load and generate from (`lmforge.packaging.export.verify_package`)."""
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     """The Model Registry step."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """GGUF packages for llama.cpp / Ollama and their template-parity check."""
     gate: dict[str, GateBound] = field(default_factory=lambda: dict(DEFAULT_GATE))
     """Quality gate: ``{evaluation metric: GateBound}``, from ``gate:`` in parameters_evaluation.yml."""
 

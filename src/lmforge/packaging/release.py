@@ -8,7 +8,7 @@ else the tokenizer stage's: ``ChatTokenizer.for_model``) and every stop id in it
 generation config (``ChatTokenizer.stop_ids``: the template's end-of-turn, the tokenizer's and the
 checkpoint's EOS ids).
 
-Three checks stand between a checkpoint and the model registry:
+Four checks stand between a checkpoint and the model registry:
 
 - the round trip (`compare_logits`): the packaged model must produce the checkpoint's logits on
   fixed inputs (within ``LOGITS_ATOL``), so re-saving, dtype or config alignment changed nothing;
@@ -18,7 +18,11 @@ Three checks stand between a checkpoint and the model registry:
 - the template audit (``lmforge.tokenizer.template_audit``): the packaged model's prompt as its server
   encodes it (``lmforge.packaging.chat_model.serving_audit``) must be the prompt sft trained it to
   answer, with the same template and stop ids; else ``TemplateMismatchError`` names the first
-  differing token and nothing is registered.
+  differing token and nothing is registered;
+- the engine parity (``packaging.engine``, `lmforge.packaging.gguf_release`): the evaluation stage's GGUF
+  files, shipped beside the package, each served by llama-server, must prompt with our ids, generate our
+  greedy tokens (full precision) and stop at the end of turn; else ``TemplateParityError`` names the
+  format, the conversation and the first differing token, and nothing is registered.
 
 Everything is configured by one `PackagingConfig` (built once at the node) and the paths it is given:
 the DVC outputs whose hashes go on the card and the registered version are arguments, named by the
@@ -137,8 +141,11 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                   card_artifacts: Mapping[str, str], lineage_artifacts: Mapping[str, str],
                   evaluation_file: str = "", project_path: str | Path = ".",
                   hyperparameters: Mapping[str, Mapping[str, Any] | None] | None = None,
-                  template_audit: Mapping[str, Any] | None = None, packaged: str = "sft") -> tuple[str, dict, dict]:
-    """The packaging stage: quality gate, package (+ round trip), template audit, then the Model Registry.
+                  template_audit: Mapping[str, Any] | None = None, packaged: str = "sft",
+                  gguf_dir: str | None = None,
+                  held_out: Sequence[Mapping[str, Any]] = ()) -> tuple[str, dict, dict, str, dict]:
+    """The packaging stage: quality gate, package (+ round trip), template audit, GGUF packages checked on the
+    engine, then the Model Registry.
 
     The gate (``config.gate``) is checked first, so a refused model costs no packaging time; the
     registry step follows ``config.registry``. ``stages`` is the chain, upstream first (each stage's
@@ -146,8 +153,12 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
     ``{name: DVC output path}`` for the model card and the version's ``dvc.<name>`` tags;
     ``evaluation_file`` is the evaluation metrics file the card points to; ``template_audit`` is sft's
     (``template_audit_sft``): the package's serving prompt is checked against it before registering.
-    Returns (package dir, packaging metrics incl. ``gate_passed`` and ``registered_version``, the
-    template audit of the serving path).
+    ``gguf_dir`` is the evaluation stage's GGUF folder: with ``config.engine.enabled`` its files are shipped
+    and each checked on llama-server against the package (`lmforge.packaging.gguf_release.release_gguf`, on the
+    audit conversation and ``held_out`` chat conversations) before anything is registered; None or
+    ``engine.enabled: false``: skipped. Returns (package dir, packaging metrics incl. ``gate_passed``,
+    ``registered_version`` and the ``engine.*`` numbers, the template audit of the serving path, the GGUF
+    package folder, the engine audit).
 
     ``packaged`` says which model ``sft_checkpoint`` is: ``"sft"``, or ``"aligned"`` when align ran
     (``lmforge.align.chat_model.resolve_chat_model``): then the gate checks the aligned model's numbers
@@ -176,8 +187,16 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
         from lmforge.tokenizer.template_audit import check_audits
 
         check_audits(template_audit, audit)
+    from lmforge.packaging.gguf_release import disabled_release, release_gguf
+
+    if config.engine.enabled and gguf_dir is not None:
+        gguf_package, engine, engine_audit = release_gguf(package_dir, gguf_dir, config.engine,
+                                                          model_name=config.model_name, held_out=held_out)
+    else:
+        gguf_package, engine, engine_audit = disabled_release(
+            "packaging.engine.enabled is false" if not config.engine.enabled else "no GGUF folder was given")
     result = {**result, "gate_passed": True, "gate_bounds": len(checks), "packaged_aligned": float(packaged == "aligned"),
-              **gate_record(checks)}
+              **gate_record(checks), **engine}
     if config.registry.enabled:
         from lmforge.packaging.registry import align_tags, dvc_lineage, register_package
 
@@ -189,4 +208,4 @@ def release_model(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                                       promote=config.registry.promote, max_new_tokens=config.registry.max_new_tokens)
         result.update(registered_model=registered["model_name"], registered_version=registered["version"],
                       registered_aliases=",".join(registered["aliases"]))
-    return package_dir, result, audit
+    return package_dir, result, audit, gguf_package, engine_audit

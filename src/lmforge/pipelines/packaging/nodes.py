@@ -23,12 +23,15 @@ LINEAGE_ARTIFACTS = {"data": "clean_documents", "tokenizer": "tokenizer", "check
 
 def package_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: str, data_processing_metrics: dict,
                        tokenizer_metrics: dict, pretrain_metrics: dict, sft_metrics: dict, align_metrics: dict,
-                       evaluation_metrics: dict, template_audit_sft: dict[str, Any], params: dict[str, Any],
+                       evaluation_metrics: dict, template_audit_sft: dict[str, Any], quantized_models: str,
+                       sft_validation_conversations: list[dict], params: dict[str, Any],
                        gate: dict[str, Any] | None, pretrain_params: dict[str, Any], sft_params: dict[str, Any],
-                       align_params: dict[str, Any]) -> tuple[str, dict, dict]:
+                       align_params: dict[str, Any]) -> tuple[str, dict, dict, str, dict]:
     """A Hugging Face directory (weights, the checkpoint's tokenizer and chat template, model card) that passed
     the quality gate, verified by loading it, by the logits round trip and by the template audit (its serving
-    prompt against sft's), and registered in the MLflow Model Registry; also the serving path's template audit.
+    prompt against sft's), its GGUF files (``quantized_models``, from evaluation) shipped beside it and checked on
+    llama.cpp against it (``packaging.engine``; held-out chat prompts from ``sft_validation_conversations``), and
+    registered in the MLflow Model Registry; also the serving path's template audit and the engine's.
 
     The model is the aligned one when align ran, else the SFT one (``lmforge.align.chat_model.resolve_chat_model``)."""
     from lmforge.align.chat_model import resolve_chat_model
@@ -52,7 +55,7 @@ def package_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: st
                          card_artifacts={name: catalog_path(ds) for name, ds in CARD_ARTIFACTS.items()},
                          lineage_artifacts={name: catalog_path(ds) for name, ds in LINEAGE_ARTIFACTS.items()},
                          evaluation_file=catalog_path("evaluation_metrics"), template_audit=template_audit_sft,
-                         packaged=packaged,
+                         packaged=packaged, gguf_dir=quantized_models, held_out=sft_validation_conversations,
                          # the training stages' own typed configs, resolved (defaults included) for the card
                          hyperparameters={
                              "pretrain": config_to_dict(build_dataclass(PretrainConfig, pretrain_params, path="pretrain")),
