@@ -161,8 +161,9 @@ def quantization_html(metrics: Mapping[str, float]) -> str:
     if not formats:
         return ("<p>No quantized packages (<code>evaluation.quantization.enabled</code> is false, or the stage ran "
                 "without them).</p>")
-    groups = sorted({k.split(".")[-2] for k in metrics if k.startswith("quantization.") and ".by_language." in k
-                     and k.endswith(".bpb")})
+    found = {k.split(".")[-2] for k in metrics if k.startswith("quantization.") and ".by_language." in k
+             and k.endswith(".bpb")}
+    groups = [g for g in ("en", "zh", "ja", "code") if g in found] + sorted(found - {"en", "zh", "ja", "code"})
 
     def num(key: str, digits: str = ".4f") -> str:
         value = metrics.get(key)
