@@ -12,9 +12,10 @@ import torch
 from lmforge.config import build_dataclass
 from lmforge.evaluation.config import EvaluationConfig
 from lmforge.evaluation.heldout import HeldoutSources
-from lmforge.evaluation.html_tables import quantization_html
+from lmforge.evaluation.html_tables import QUANTIZATION_REFERENCE, quantization_html
 from lmforge.evaluation.quantization import (
     MANIFEST,
+    REFERENCE,
     load_gguf_model,
     quantization_metrics,
     quantize_and_score,
@@ -108,6 +109,7 @@ def test_metrics_deltas_and_budgets_from_scores():
     assert page.count("<td class='measured'>pass</td>") == 1 and page.count("<td class='not'>fail</td>") == 1
     assert "+10.000%" in page and "1.0200 (+2.000%)" in page
     assert "No quantized packages" in quantization_html({"sft.heldout.bits_per_byte": 2.0})
+    assert QUANTIZATION_REFERENCE == REFERENCE  # the report's copy of the name (no import: it would close a cycle)
 
 
 def test_disabled_writes_only_the_manifest(tmp_path, sources):

@@ -2,7 +2,8 @@
 
 Per language (bits per byte per group, translation chrF/BLEU per direction with every translated pair,
 identity P/R/F1 in English and Chinese) and the align stage's own numbers (``align.json``: method,
-rounds, pairs, held-out preference accuracy, the on-policy win rate over SFT). Split out of
+rounds, pairs, held-out preference accuracy, the on-policy win rate over SFT) and the quantized packages
+(``lmforge.evaluation.quantization``: size, bits per byte and its change per language against the budgets). Split out of
 ``lmforge.evaluation.html_report`` (which assembles the page) so that each file stays one concern;
 the escaping helpers live here and the page imports them.
 """
@@ -155,14 +156,13 @@ def quantization_html(metrics: Mapping[str, float]) -> str:
     """The quantized packages (``lmforge.evaluation.quantization``): a row per GGUF format under the full-precision
     package: size, held-out bits per byte, its change in percent in total and per language group, the budget and
     pass/fail (a per-language change over the budget is marked too)."""
-    from lmforge.evaluation.quantization import REFERENCE, quantization_formats
-
     formats = quantization_formats(metrics)
     if not formats:
         return ("<p>No quantized packages (<code>evaluation.quantization.enabled</code> is false, or the stage ran "
                 "without them).</p>")
-    groups = sorted({k.split(".")[-2] for k in metrics if k.startswith("quantization.") and ".by_language." in k
-                     and k.endswith(".bpb")})
+    found = {k.split(".")[-2] for k in metrics if k.startswith("quantization.") and ".by_language." in k
+             and k.endswith(".bpb")}
+    groups = [g for g in ("en", "zh", "ja", "code") if g in found] + sorted(found - {"en", "zh", "ja", "code"})
 
     def num(key: str, digits: str = ".4f") -> str:
         value = metrics.get(key)
@@ -178,13 +178,13 @@ def quantization_html(metrics: Mapping[str, float]) -> str:
     head = ("<tr><th>format</th><th>size (MB)</th><th>bits per byte</th><th>&Delta; bits per byte</th>"
             + "".join(f"<th>{escape(g)} bpb (&Delta;)</th>" for g in groups) + "<th>budget</th><th>verdict</th></tr>")
     rows = []
-    for fmt in [REFERENCE, *formats]:
+    for fmt in [QUANTIZATION_REFERENCE, *formats]:
         p = f"quantization.{fmt}"
         budget = metrics.get(f"{p}.budget_pct")
         size = metrics.get(f"{p}.bytes")
-        cells = [f"<td>{'full precision (HF package)' if fmt == REFERENCE else escape(fmt)}</td>",
+        cells = [f"<td>{'full precision (HF package)' if fmt == QUANTIZATION_REFERENCE else escape(fmt)}</td>",
                  f"<td class='num'>{size / 1e6:.2f}</td>" if size is not None else "<td>&mdash;</td>",
-                 num(f"{p}.bpb"), "<td></td>" if fmt == REFERENCE else delta(f"{p}.bpb_delta_pct", budget)]
+                 num(f"{p}.bpb"), "<td></td>" if fmt == QUANTIZATION_REFERENCE else delta(f"{p}.bpb_delta_pct", budget)]
         for g in groups:
             bpb = metrics.get(f"{p}.by_language.{g}.bpb")
             change = metrics.get(f"{p}.by_language.{g}.bpb_delta_pct")
@@ -205,3 +205,15 @@ def quantization_html(metrics: Mapping[str, float]) -> str:
             "matrix products). &Delta;: the change of bits per byte against the full-precision package, in percent; "
             "the verdict compares the total with the budget (<code>evaluation.quantization.budgets_pct</code>); a "
             "language over the budget is red.</small></p>")
+
+
+QUANTIZATION_REFERENCE = "reference"
+"""``lmforge.evaluation.quantization.REFERENCE`` (not imported: that module imports the suite, which imports the report)."""
+
+
+def quantization_formats(metrics: Mapping[str, float]) -> list[str]:
+    """The formats ``metrics`` hold ``quantization.<fmt>.bpb_delta_pct`` for, in the engine's order."""
+    found = {k.split(".")[1] for k in metrics if k.startswith("quantization.") and k.endswith(".bpb_delta_pct")
+             and k.count(".") == 2}
+    order = ("f32", "f16", "q8_0", "q4_k_m")
+    return [f for f in order if f in found] + sorted(found - set(order))

@@ -36,7 +36,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,10 +176,3 @@ def delta_pct(value: float, reference: float) -> float:
 def write_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
-
-def quantization_formats(metrics: Mapping[str, float]) -> list[str]:
-    """The formats ``metrics`` hold ``quantization.<fmt>.bpb_delta_pct`` for, in the engine's order."""
-    found = {k.split(".")[1] for k in metrics if k.startswith("quantization.") and k.endswith(".bpb_delta_pct")
-             and k.count(".") == 2}
-    order: Sequence[str] = ("f32", "f16", "q8_0", "q4_k_m")
-    return [f for f in order if f in found] + sorted(found - set(order))
