@@ -1,8 +1,18 @@
 """The FastAPI app of the chat server: OpenAI-style chat, health, and user ratings.
 
-- ``POST /v1/chat/completions``: ``{"messages": [{"role", "content"}, ...], "max_tokens", "temperature", "seed"}``
-  -> ``{"id", "model", "choices": [{"message": {"role": "assistant", "content"}, "finish_reason"}], "usage"}``.
-- ``GET /health``: ``{"status": "ok", "model_version"}``.
+The same app serves the package in-process (`ChatModel`, ``--engine torch``) or is the gateway in front of
+an inference engine (`EngineChatModel`, ``--engine llama.cpp|vllm``): what is ours stays here either way
+(request checks and 4xx, the ratings table, the model version and engine of every answer).
+
+- ``POST /v1/chat/completions``: ``{"messages": [{"role", "content"}, ...], "max_tokens", "temperature", "seed",
+  "stream"}`` -> ``{"id", "model", "system_fingerprint", "choices": [{"message": {"role": "assistant", "content"},
+  "finish_reason"}], "usage"}``; with ``"stream": true`` OpenAI ``chat.completion.chunk`` server-sent events
+  (the usage chunk always ends the stream; the torch model sends its answer as one piece).
+  ``model`` is the model version, ``system_fingerprint`` the engine (``torch:f32:cpu``,
+  ``llama.cpp:q8_0:<GGUF sha256 12>``). An engine that does not answer is a 503, a broken answer a 502
+  (``{"error": {"message", "type": "engine_unavailable" | "engine_error"}}``); the app keeps serving.
+- ``GET /health``: ``{"status": "ok", "model_version", "engine", "streams"}``; 503 with ``"status":
+  "engine_unavailable"`` while the engine behind the gateway does not answer its own ``/health``.
 - ``POST /v1/feedback``: ``{"id": <response id>, "rating": 1-5}``; ``GET /v1/feedback/summary``: mean rating
   per model version (the user-satisfaction metric).
 

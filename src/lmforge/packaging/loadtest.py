@@ -1,16 +1,23 @@
-"""Load-test a running chat server on loopback: N requests, bounded concurrency, rps and latency percentiles.
+"""Load-test a running chat server on loopback: N requests, bounded concurrency, throughput and latencies.
 
 ``python -m lmforge.packaging.loadtest --url http://127.0.0.1:8000 --requests 100 --concurrency 4``
-(``make loadtest``) sends ``--requests`` chat completions from ``--concurrency`` threads (stdlib HTTP, no
-extra client), measures each request's wall time and reports::
+sends ``--requests`` chat completions from ``--concurrency`` threads (stdlib HTTP, no extra client),
+measures each request's wall time and time to first token, and reports::
 
-    {"requests", "ok", "errors", "concurrency", "duration_s", "rps",
-     "latency_ms": {"p50", "p95", "p99", "mean", "max"}, "url", "model_version"}
+    {"requests", "ok", "errors", "concurrency", "duration_s", "rps", "output_tokens", "output_tokens_per_s",
+     "streamed", "ttft_kind", "latency_ms": {"p50", "p95", "p99", "mean", "max"}, "ttft_ms": {...},
+     "url", "model_version", "engine"}
 
-``rps`` counts successful requests over the whole wall time. Percentiles interpolate linearly between
-order statistics (numpy's default; ``lmforge.evaluation.speed.percentile``, the project's one). The report
-is written as JSON (default: the filepath of the catalog entry ``serving_load``) and, when
-``MLFLOW_TRACKING_URI`` is set, logged as metrics ``serving.rps``, ``serving.latency_p50_ms``, ... to the
+``rps`` counts successful requests over the whole wall time, ``output_tokens_per_s`` the servers'
+``usage.completion_tokens`` over the same time. The time to first token needs a server that streams
+(``/health`` says ``streams``: the engine gateway, OpenAI server-sent events); our torch server does not,
+so its TTFT is its full latency and ``ttft_kind`` says so. ``--sweep 1,4,8,16`` (``make loadtest``) runs
+one such test per concurrency and keeps them all under ``levels`` (the level ``--concurrency`` names at
+the top, where the evaluation report reads it). Percentiles interpolate linearly between order
+statistics (numpy's default; ``lmforge.evaluation.speed.percentile``, the project's one). The report is
+written as JSON (default: the filepath of the catalog entry ``serving_load``) and, when
+``MLFLOW_TRACKING_URI`` is set, logged as metrics ``serving.rps``, ``serving.output_tokens_per_s``,
+``serving.latency_p50_ms``, ``serving.ttft_p50_ms``, ... (a sweep: one step per concurrency) to the
 ``lmforge-serving`` experiment. Only loopback URLs are accepted: this is a local check, not a tool to load
 someone else's server.
 
