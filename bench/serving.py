@@ -100,7 +100,8 @@ class Server:
         self.stop()
 
 
-def find_ggufs(model: Path, gguf_dir: Path | None, formats: list[str], work: Path, threads: int) -> dict[str, Path]:
+def find_ggufs(model: Path, gguf_dir: Path | None, formats: list[str], work: Path,
+               tokenizer_model: Path | None) -> dict[str, Path]:
     """``{format: GGUF file}``: from ``gguf_dir`` where it has them, else exported into ``work``."""
     found: dict[str, Path] = {}
     if gguf_dir and gguf_dir.is_dir():
@@ -114,7 +115,7 @@ def find_ggufs(model: Path, gguf_dir: Path | None, formats: list[str], work: Pat
 
         logger.info("exporting %s GGUF(s) of %s into %s", ",".join(missing), model, work)
         start = time.perf_counter()
-        exported = export_gguf(model, work, name=model.name, formats=tuple(missing))
+        exported = export_gguf(model, work, name=model.name, formats=tuple(missing), tokenizer_model=tokenizer_model)
         logger.info("exported in %.1f s", time.perf_counter() - start)
         found.update({fmt: exported[fmt].path for fmt in missing})
     return {fmt: found[fmt] for fmt in formats}
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--model", default=str(PACKAGED_MODEL), help="packaged HF model folder")
     parser.add_argument("--gguf-dir", default=None, help="folder of <name>-<format>.gguf (default: the catalog's "
                         "packaged_gguf; missing formats are exported into a temporary folder)")
+    parser.add_argument("--tokenizer-model", default=None, help="sentencepiece model for exporting GGUFs (default: "
+                        "the tokenizer stage's tokenizer.model of the package's project, when there)")
     parser.add_argument("--formats", default="f32,f16,q8_0,q4_k_m")
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level (>= 2x the level)")
@@ -187,14 +190,20 @@ def main() -> None:
     if gguf_dir is None:
         from lmforge.pipelines.catalog_paths import catalog_path
 
-        try:
-            gguf_dir = ROOT / catalog_path("packaged_gguf", ROOT)
+        try:  # the package's own project (the catalog's layout), as for the tokenizer below
+            gguf_dir = model.parents[2] / catalog_path("packaged_gguf", ROOT)
         except KeyError:
             gguf_dir = None
     formats = args.formats.split(",")
     concurrency = [int(c) for c in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    ggufs = find_ggufs(model, gguf_dir, formats, work, args.threads)
+    tokenizer_model = Path(args.tokenizer_model) if args.tokenizer_model else None
+    if tokenizer_model is None:  # the tokenizer stage's, in the project the package belongs to (the catalog's layout)
+        from lmforge.pipelines.catalog_paths import catalog_path
+
+        candidate = model.parents[2] / catalog_path("tokenizer", ROOT) / "tokenizer.model"
+        tokenizer_model = candidate if candidate.is_file() else None
+    ggufs = find_ggufs(model, gguf_dir, formats, work, tokenizer_model)
     contenders = {"torch": ["--engine", "torch", "--model", str(model), "--device", "cpu"]}
     for fmt, path in ggufs.items():
         contenders[f"llama.cpp-{fmt}"] = ["--engine", "llama.cpp", "--model", str(model), "--gguf", str(path),
