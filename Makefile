@@ -37,6 +37,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lmforge .venv)"
 	# DeepSpeed JIT-builds its CPU shared-memory comm op on first use (~1-2 min): do it now, once.
 	$(BIN)/python -m lmforge.training.prebuild
+	# llama.cpp, the CPU inference engine (llama-server, llama-quantize, the GGUF converter), built from the pinned
+	# llama-cpp-python sdist into .venv/llama.cpp for this CPU (~15 min on 2 cores, once: BUILD.json skips a rebuild)
+	$(BIN)/python -m lmforge.engine.build
 	touch $@
 
 # The only step that uses the network for data: apt-get download + dpkg-deb -x, npm pack, pip download --no-deps

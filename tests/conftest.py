@@ -422,3 +422,41 @@ def tiny_tokenizer(tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+
+
+# --- the inference engine (llama.cpp): a tiny packaged model exported to every GGUF format ---
+ENGINE_MODEL_CONTEXT = 128  # the tiny model's max_position_embeddings: llama.cpp's n_ctx_train
+
+
+def build_engine_model(out_dir, tokenizer_dir, seed=0):
+    """A random Llama sized for llama.cpp's K-quants (rows a multiple of 256, so q4_k_m really is Q4_K, not a
+    fallback type) with the tokenizer's vocabulary and special ids: ~1.9 M parameters, 7.5 MB in f32."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=512, vocab_size=len(tok), max_position_embeddings=ENGINE_MODEL_CONTEXT,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def engine_package(chain_tokenizer_dir, tmp_path_factory):
+    """``(hf_dir, gguf)``: a tiny random Llama with the chain tokenizer (vocab 1024) and the project's chat
+    template, packaged by ``package_model`` (end of turn among its stop ids) and exported by ``export_gguf`` to
+    every format of ``GGUF_FORMATS`` (``gguf``: format -> ``GgufFile``). Needs the built llama.cpp."""
+    from lmforge.engine.gguf import export_gguf
+    from lmforge.packaging.export import ModelCardInfo, package_model
+    from lmforge.tokenizer.chat_tokenizer import ChatTokenizer
+
+    root = tmp_path_factory.mktemp("engine")
+    model_dir = build_engine_model(root / "model", chain_tokenizer_dir)
+    stop_ids = ChatTokenizer.for_model(model_dir, chain_tokenizer_dir).stop_ids
+    hf_dir = package_model(model_dir, chain_tokenizer_dir, root / "package", stop_ids=stop_ids,
+                           card=ModelCardInfo(model_name="engine-tiny", preset="engine-tiny"))
+    gguf = export_gguf(hf_dir, root / "gguf", name="engine-tiny",
+                       tokenizer_model=Path(chain_tokenizer_dir) / "tokenizer.model")
+    return hf_dir, gguf
