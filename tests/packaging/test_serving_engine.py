@@ -230,3 +230,18 @@ def test_find_gguf_names_what_to_do(tmp_path):
     (tmp_path / "b-q8_0.gguf").write_bytes(b"GGUF")
     with pytest.raises(UserError, match="--gguf"):
         find_gguf(tmp_path, "q8_0")
+
+
+def test_the_command_line_defaults_are_the_serving_config():
+    from dataclasses import asdict
+
+    from lmforge.packaging.serve import build_parser
+    from lmforge.packaging.serving_config import ServingConfig
+
+    args = vars(build_parser().parse_args([]))
+    shared = {k: v for k, v in asdict(ServingConfig()).items() if k in args}
+    assert shared == {k: args[k] for k in shared} and len(shared) >= 9
+    assert ServingConfig().engine == "llama.cpp" and ServingConfig().format == "q8_0"
+    for bad in ({"engine": "tgi"}, {"format": "q3"}, {"parallel": 0}):
+        with pytest.raises(ValueError):
+            ServingConfig(**bad)

@@ -98,7 +98,8 @@ def serve(model: str, *, feedback_db: str | Path, config: ServingConfig = Servin
         sock.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every serving default comes from `ServingConfig` (a test holds them equal)."""
     defaults = ServingConfig()
     parser = argparse.ArgumentParser(
         prog="python -m lmforge.packaging.serve",
@@ -137,7 +138,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "MLFLOW_TRACKING_URI is set, also log it to MLflow (experiment lmforge-serving) and "
                              "tag registry versions (models:/...) with user_satisfaction.*")
     parser.add_argument("--verbose", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_store_migrations()
     if args.feedback_db is None:
