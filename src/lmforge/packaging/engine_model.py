@@ -8,7 +8,7 @@ then the *messages* go to ``POST <engine>/v1/chat/completions``, where the engin
 (the GGUF's; ``lmforge.engine.parity`` proves its token ids equal ours). The engine's ``usage.prompt_tokens``
 is compared with our count on every answer and a difference is logged as a warning: a live parity check.
 
-There is no lock: concurrent requests reach the engine at once, and the engine batches them (llama.cpp's
+There is no lock around generation: concurrent requests reach the engine at once, and the engine batches them (llama.cpp's
 ``--parallel`` slots, vLLM's continuous batching). Each request is a new loopback HTTP connection (stdlib
 ``http.client``; a connection costs ~0.1 ms against milliseconds per token).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,11 @@ class EngineChatModel:
     """Seconds to wait for the engine's next bytes (a long answer under load streams for a while)."""
     streams: bool = True
 
+    def __post_init__(self) -> None:
+        # Only around encoding (~0.1 ms): a fast tokenizer shared by threads can fail with "Already borrowed"
+        # when two calls touch its truncation/padding state at once. Generation itself is never serialized.
+        self._encode_lock = threading.Lock()
+
     @classmethod
     def load(cls, model_dir: str | Path, url: str, *, engine: str, version: str | None = None,
              timeout: float = 300.0) -> EngineChatModel:
@@ -75,7 +81,8 @@ class EngineChatModel:
 
     def encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Prompt ids of a conversation by our template; BadRequest on special-token text or a final non-user turn."""
-        return encode_checked(self.tokenizer, self.forbidden_text, messages)
+        with self._encode_lock:
+            return encode_checked(self.tokenizer, self.forbidden_text, messages)
 
     def _checked_prompt_tokens(self, messages: Sequence[dict[str, str]], max_tokens: int) -> int:
         n = len(self.encode(messages))
