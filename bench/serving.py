@@ -1,7 +1,7 @@
 """Serving on loopback: today's torch server versus our gateway + the llama.cpp engine, each GGUF format.
 
     .venv/bin/python bench/serving.py [--model DIR] [--gguf-dir DIR] [--formats f32,f16,q8_0,q4_k_m]
-        [--concurrency 1,4,8,16] [--requests 32] [--max-tokens 64] [--threads 2] [--quick]
+        [--concurrency 1,4,8,16] [--requests 32] [--max-tokens 64] [--rounds 2] [--threads 2] [--quick]
 
 The model is one packaged model (``--model``; default ``data/07_model_output/lmforge-chat``): the torch
 server loads its HF folder (fp32, ``lmforge.generation``, one request at a time), the gateway serves its
@@ -10,8 +10,11 @@ format, ``lmforge.engine.gguf.export_gguf`` writes them into a temporary folder 
 started the way ``make serve`` starts it (``python -m lmforge.packaging.serve --engine ...``, with
 ``ServingConfig``'s defaults: llama.cpp with 8 slots), one at a time, with the same ``--threads`` (torch's
 ``OMP_NUM_THREADS``, llama.cpp's ``--threads``), and gets the same load: ``lmforge.packaging.loadtest``'s
-sweep over the concurrencies, the same 32 chat prompts (bench/generation_speed.py's) in the same order,
-greedy, ``max_tokens`` ``--max-tokens``, after 4 warm-up requests.
+``run_load_test`` at each concurrency (``--requests`` requests, at least 2x the concurrency), the same 32 chat
+prompts (bench/generation_speed.py's) in the same order, greedy, ``max_tokens`` ``--max-tokens``, after 4
+warm-up requests. All servers are up at once (an idle one costs no CPU) and the measurements interleave:
+``--rounds`` rounds, each over every level with the servers in a rotated order, and each server keeps its
+best round per level (by output tokens/s): the machine is shared, its load moves between minutes.
 
 Per server and concurrency: requests/s, output tokens/s (the servers' ``usage.completion_tokens`` over
 the wall time), time to first token (the gateway streams; the torch server does not, its TTFT is its
@@ -26,6 +29,7 @@ against concurrency, one line per server; plotly from its CDN, ``--embed-plotly`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -169,7 +173,9 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level (>= 2x the level)")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each server (the same for all)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all servers and levels; each keeps its best")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each server (the same for all; 1: on "
+                        "the shared 2-core machine 2 llama.cpp threads were 40x slower at concurrency 8, spinning)")
     parser.add_argument("--embed-plotly", action="store_true", help="put plotly.js into the HTML (offline, ~4 MB)")
     parser.add_argument("--quick", action="store_true", help="q8_0 only, concurrency 1,8, 16 tokens; nothing saved")
     parser.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
@@ -178,11 +184,11 @@ def main() -> None:
 
     from generation_speed import PROMPTS
 
-    from lmforge.packaging.loadtest import quiet_store_migrations, run_load_test, run_sweep
+    from lmforge.packaging.loadtest import quiet_store_migrations, run_load_test
 
     quiet_store_migrations()
     if args.quick:
-        args.formats, args.concurrency, args.max_tokens, args.requests = "q8_0", "1,8", 16, 16
+        args.formats, args.concurrency, args.max_tokens, args.requests, args.rounds = "q8_0", "1,8", 16, 16, 1
     model = Path(args.model).resolve()
     if not (model / "config.json").is_file():
         sys.exit(f"error: {model} is not a packaged model (no config.json): run `make run`, or pass --model DIR")
@@ -209,17 +215,28 @@ def main() -> None:
         contenders[f"llama.cpp-{fmt}"] = ["--engine", "llama.cpp", "--model", str(model), "--gguf", str(path),
                                           "--engine-threads", str(args.threads)]
     servers: dict[str, dict] = {}
-    for name, server_args in contenders.items():
-        with Server(name, server_args, work, args.threads) as server:
+    with contextlib.ExitStack() as stack:
+        running = {name: stack.enter_context(Server(name, server_args, work, args.threads))
+                   for name, server_args in contenders.items()}
+        for name, server in running.items():  # all up at once (idle servers cost no CPU): the rounds interleave
             health = server.wait()
             logger.info("%s: %s", name, health)
             run_load_test(server.url, requests=4, concurrency=1, max_tokens=args.max_tokens, prompts=PROMPTS)  # warm-up
-            sweep = run_sweep(server.url, concurrencies=concurrency, requests=args.requests,
-                              max_tokens=args.max_tokens, prompts=PROMPTS, timeout=600)
-        servers[name] = {"engine": health.get("engine"), "streams": health.get("streams"),
-                         **({"gguf": str(ggufs[name.split("-", 1)[1]]),
-                             "gguf_bytes": ggufs[name.split("-", 1)[1]].stat().st_size} if name != "torch" else {}),
-                         "levels": sweep["levels"]}
+            servers[name] = {"engine": health.get("engine"), "streams": health.get("streams"), "levels": {},
+                             "rounds_output_tokens_per_s": {str(c): [] for c in concurrency}}
+            if name != "torch":
+                gguf = ggufs[name.split("-", 1)[1]]
+                servers[name].update(gguf=str(gguf), gguf_bytes=gguf.stat().st_size)
+        order = list(running)
+        for r in range(args.rounds):  # each round: every level, the servers in a rotated order; keep each best
+            for c in concurrency:
+                for name in order[r % len(order):] + order[:r % len(order)]:
+                    report = run_load_test(running[name].url, requests=max(args.requests, 2 * c), concurrency=c,
+                                           max_tokens=args.max_tokens, prompts=PROMPTS, timeout=600)
+                    servers[name]["rounds_output_tokens_per_s"][str(c)].append(report["output_tokens_per_s"])
+                    best = servers[name]["levels"].get(str(c))
+                    if best is None or report["output_tokens_per_s"] > best["output_tokens_per_s"]:
+                        servers[name]["levels"][str(c)] = report
 
     def at(name: str, c: int) -> dict:
         return servers[name]["levels"][str(c)]
@@ -253,7 +270,7 @@ def main() -> None:
                   "hidden_size": config.get("hidden_size"), "layers": config.get("num_hidden_layers"),
                   "vocab_size": config.get("vocab_size"), "context": config.get("max_position_embeddings")},
         "prompts": len(PROMPTS), "max_tokens": args.max_tokens, "threads": args.threads,
-        "concurrency": [str(c) for c in concurrency], "requests_per_level": args.requests,
+        "concurrency": [str(c) for c in concurrency], "requests_per_level": args.requests, "rounds": args.rounds,
         "servers": servers,
         "ratios": ratios,
         "acceptance": {f"output_tokens_per_s_c{c_hi}": f">= {ACCEPT_THROUGHPUT_C8}",

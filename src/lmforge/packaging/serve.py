@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parallel", type=int, default=defaults.parallel,
                         help=f"engine slots decoded together (default {defaults.parallel})")
     parser.add_argument("--engine-threads", type=int, default=defaults.engine_threads,
-                        help="llama.cpp CPU threads (default: all cores)")
+                        help="llama.cpp CPU threads (default: half the logical CPUs, at least 1)")
     parser.add_argument("--engine-startup-s", type=float, default=defaults.engine_startup_s,
                         help=f"seconds the engine may take to start (default {defaults.engine_startup_s:.0f})")
     parser.add_argument("--host", default=defaults.host, help="bind address (default 127.0.0.1, loopback only)")
