@@ -447,7 +447,8 @@ def build_engine_model(out_dir, tokenizer_dir, seed=0):
 def engine_package(chain_tokenizer_dir, tmp_path_factory):
     """``(hf_dir, gguf)``: a tiny random Llama with the chain tokenizer (vocab 1024) and the project's chat
     template, packaged by ``package_model`` (end of turn among its stop ids) and exported by ``export_gguf`` to
-    every format of ``GGUF_FORMATS`` (``gguf``: format -> ``GgufFile``). Needs the built llama.cpp."""
+    every format of ``GGUF_FORMATS`` (``gguf``: format -> ``GgufFile``). Needs the built llama.cpp. Costs ~20 s
+    beyond the tokenizer, most of it the converter's own start (it imports torch and transformers: ~8 s of CPU)."""
     from lmforge.engine.gguf import export_gguf
     from lmforge.packaging.export import ModelCardInfo, package_model
     from lmforge.tokenizer.chat_tokenizer import ChatTokenizer

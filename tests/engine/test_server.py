@@ -72,10 +72,21 @@ def first_difference(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
+def test_a_chat_template_override_replaces_the_ggufs_own(engine_package, chat_template):
+    messages = [{"role": "user", "content": "hi"}]
+    altered = chat_template.replace("<|im_start|>", "<|im_start|> ")  # what a template drift looks like
+    with LlamaServer(engine_package[1]["q4_k_m"].path, parallel=1, threads=1, chat_template=altered) as server:
+        prompt = post(f"{server.url}/apply-template", {"messages": messages})["prompt"]
+        template_file = server._template_file
+        assert template_file.is_file()
+    assert prompt == "<s><|im_start|> user\nhi<|im_end|>\n<|im_start|> assistant\n"
+    assert not template_file.exists()  # close() removes it
+
+
 CHILD = """
 import sys
 from lmforge.engine.server import LlamaServer
-server = LlamaServer(sys.argv[1], parallel=1, threads=1).start()
+server = LlamaServer(sys.argv[1], parallel=1, threads=1, log_path=sys.argv[2]).start()
 print(server.process.pid, flush=True)
 sys.stdin.read()  # until killed
 """
@@ -89,9 +100,10 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in status  # a zombie no reaper has collected yet is dead
 
 
-def test_a_killed_parent_leaves_no_server_behind(engine_package):
+def test_a_killed_parent_leaves_no_server_behind(engine_package, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    parent = subprocess.Popen([sys.executable, "-c", CHILD, str(engine_package[1]["q4_k_m"].path)], env=env,
+    parent = subprocess.Popen([sys.executable, "-c", CHILD, str(engine_package[1]["q4_k_m"].path),
+                               str(tmp_path / "server.log")], env=env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         pid = int(parent.stdout.readline())
@@ -122,7 +134,8 @@ def test_start_failures_are_one_line_user_errors(tmp_path, engine_package):
     with pytest.raises(UserError, match="not a readable GGUF") as unreadable:
         LlamaServer(garbage).start()
     with pytest.raises(UserError, match="exited with") as exited:  # the engine itself refuses it
-        LlamaServer(garbage, ctx_size=128, threads=1).start(timeout=30)
+        LlamaServer(garbage, ctx_size=128, threads=1, log_path=tmp_path / "garbage.log").start(timeout=30)
+    assert f"full log: {tmp_path / 'garbage.log'}" in str(exited.value)  # a failed start keeps its log
     for error in (missing, unreadable, exited):
         assert "\n" not in str(error.value)
     with LlamaServer(engine_package[1]["q4_k_m"].path, parallel=1, threads=1) as running:

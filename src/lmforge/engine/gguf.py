@@ -107,13 +107,13 @@ def export_gguf(package_dir: str | Path, out_dir: str | Path, *, name: str, form
         if sp_model is not None:
             shutil.copyfile(sp_model, staging / SENTENCEPIECE_FILE)
 
-        raw = Path(tmp) / "f32.raw.gguf"
+        raw, made = Path(tmp) / "f32.raw.gguf", {fmt: Path(tmp) / path.name for fmt, path in paths.items()}
         _convert(staging, raw, "f32")
-        _fix_metadata(raw, paths["f32"], **tokenizer)
+        _fix_metadata(raw, made["f32"], **tokenizer)
         for fmt in (f for f in formats if f in QUANTIZE_TYPES):
-            _quantize(paths["f32"], paths[fmt], QUANTIZE_TYPES[fmt])
-    if "f32" not in formats:
-        paths["f32"].unlink()
+            _quantize(made["f32"], made[fmt], QUANTIZE_TYPES[fmt])
+        for fmt in formats:  # only complete files reach out_dir, each by an atomic rename
+            os.replace(made[fmt], paths[fmt])
 
     files = {fmt: _describe(fmt, paths[fmt]) for fmt in GGUF_FORMATS if fmt in formats}
     logger.info("GGUF export of %s: %s", package_dir,

@@ -45,6 +45,7 @@ __all__ = ["LlamaServer", "free_port"]
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
 LOG_TAIL_LINES = 8
 
 
@@ -64,11 +65,16 @@ def _port_busy(host: str, port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn``: the kernel sends SIGKILL to the child when its parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+def _die_with(parent: int):
+    """A ``preexec_fn``: the kernel sends SIGKILL to the child when its parent dies (and a parent that died
+    between the fork and the prctl, which the kernel would not report, ends the child at once)."""
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
 
 
 class LlamaServer:
@@ -77,6 +83,8 @@ class LlamaServer:
     def __init__(self, model: str | Path, *, host: str = "127.0.0.1", port: int | None = None, parallel: int = 8,
                  ctx_size: int | None = None, threads: int | None = None, chat_template: str | None = None,
                  extra_args: Sequence[str] = (), log_path: str | Path | None = None):
+        if parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {parallel}")
         self.model = Path(model)
         self.host = host
         self.port = port
@@ -127,22 +135,22 @@ class LlamaServer:
             raise UserError(f"GGUF model not found: {self.model}", "export it first (lmforge.engine.gguf.export_gguf)")
         if self.port is not None and _port_busy(self.host, self.port):
             raise UserError(f"port {self.port} on {self.host} is busy", "pick another port, or none for a free one")
-        if self.chat_template is not None:
-            fd, name = tempfile.mkstemp(prefix="lmforge-template-", suffix=".jinja")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.chat_template)
-            self._template_file = Path(name)
-        if self.log_path is None:
-            fd, name = tempfile.mkstemp(prefix=f"llama-server-{self.model.stem}-", suffix=".log")
-            os.close(fd)
-            self.log_path = Path(name)
-        cmd = self.command()
-        logger.info("starting %s (log: %s)", " ".join(cmd), self.log_path)
-        started = time.perf_counter()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
         try:
+            if self.chat_template is not None:
+                fd, name = tempfile.mkstemp(prefix="lmforge-template-", suffix=".jinja")
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(self.chat_template)
+                self._template_file = Path(name)
+            cmd = self.command()
+            if self.log_path is None:
+                fd, name = tempfile.mkstemp(prefix=f"llama-server-{self.model.stem}-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+            logger.info("starting %s (log: %s)", " ".join(cmd), self.log_path)
+            started = time.perf_counter()
+            with self.log_path.open("ab") as log:
+                self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True, preexec_fn=_die_with(os.getpid()))  # noqa: PLW1509
             self._wait_healthy(timeout)
         except BaseException:
             self.close()
@@ -159,7 +167,7 @@ class LlamaServer:
                 raise UserError(f"llama-server exited with {code} while starting on {self.model}: {self.log_tail()}",
                                 f"full log: {self.log_path}")
             with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                with _LOOPBACK.open(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
                         self._healthy = True
                         return
