@@ -81,15 +81,19 @@ clean:  ## remove produced data (not the venv, the DVC cache or mlflow.db)
 
 SERVE_PORT ?= 8000
 SERVE_MODEL ?= data/07_model_output/lmforge-chat
+# Empty: ServingConfig's defaults (llama.cpp, q8_0); SERVE_ENGINE=torch is the in-process server, vllm a GPU engine.
+SERVE_ENGINE ?=
+SERVE_FORMAT ?=
 
-serve: install  ## chat REST server for the packaged model on http://127.0.0.1:$(SERVE_PORT) (SERVE_MODEL=dir or models:/name@champion)
-	$(BIN)/python -m lmforge.packaging.serve --model "$(SERVE_MODEL)" --host 127.0.0.1 --port $(SERVE_PORT)
+serve: install  ## gateway + engine (llama.cpp q8_0) on http://127.0.0.1:$(SERVE_PORT) (SERVE_ENGINE=torch|vllm, SERVE_FORMAT=f16|q4_k_m, SERVE_MODEL=dir or models:/name@champion)
+	$(BIN)/python -m lmforge.packaging.serve --model "$(SERVE_MODEL)" --host 127.0.0.1 --port $(SERVE_PORT) \
+		$(if $(SERVE_ENGINE),--engine "$(SERVE_ENGINE)") $(if $(SERVE_FORMAT),--format "$(SERVE_FORMAT)")
 
 chat: install  ## chat with `make serve` in the terminal; rate answers with /rate 1-5
 	$(BIN)/python -m lmforge.packaging.chat --url http://127.0.0.1:$(SERVE_PORT)
 
-loadtest: install  ## 100 requests to `make serve` on loopback: req/s and p50/p95/p99 to MLflow + data/08_reporting
-	$(BIN)/python -m lmforge.packaging.loadtest --url http://127.0.0.1:$(SERVE_PORT) --requests 100 --concurrency 4
+loadtest: install  ## `make serve` at concurrency 1,4,8,16 (32 requests each): req/s, tokens/s, TTFT, p50/p95/p99 to MLflow + data/08_reporting
+	$(BIN)/python -m lmforge.packaging.loadtest --url http://127.0.0.1:$(SERVE_PORT) --requests 32 --sweep 1,4,8,16 --concurrency 4
 
 satisfaction: install  ## mean user rating per served model version, to MLflow and the registered version's tags
 	$(BIN)/python -m lmforge.packaging.serve --summary

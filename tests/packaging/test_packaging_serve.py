@@ -27,7 +27,14 @@ from lmforge.errors import UserError
 from lmforge.packaging.chat import ChatSession, parse_rating, run_chat
 from lmforge.packaging.chat_model import resolve_model
 from lmforge.packaging.feedback_store import FeedbackStore, parse_registry_version
-from lmforge.packaging.loadtest import percentile, post_json, record_load_report, require_loopback, run_load_test
+from lmforge.packaging.loadtest import (
+    percentile,
+    post_json,
+    record_load_report,
+    require_loopback,
+    run_load_test,
+    stream_chat,
+)
 from lmforge.packaging.serve import main as serve_main
 
 STARTUP_TIMEOUT_S = 90
@@ -90,7 +97,7 @@ def server(package):
     env.pop("MLFLOW_TRACKING_URI", None)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lmforge.packaging.serve", "--model", str(package), "--port", str(port),
+            [sys.executable, "-m", "lmforge.packaging.serve", "--engine", "torch", "--model", str(package), "--port", str(port),
              "--feedback-db", db, "--max-tokens-limit", "32", "--max-body-bytes", str(MAX_BODY_BYTES)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
@@ -114,7 +121,7 @@ def server(package):
 def test_health_names_the_model_version(server):
     with urllib.request.urlopen(server.url + "/health", timeout=5) as resp:
         body = json.loads(resp.read())
-    assert body["status"] == "ok"
+    assert body["status"] == "ok" and body["engine"] == "torch:f32:cpu" and body["streams"] is False
     assert body["model_version"].startswith("lmforge-chat@") and len(body["model_version"]) == len("lmforge-chat@") + 12
 
 
@@ -134,6 +141,12 @@ def test_chat_completion_is_openai_shaped_and_deterministic(server, tiny_tokeniz
     assert prompt.endswith("<|im_start|>assistant\n")
     assert first["usage"]["prompt_tokens"] == len(tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert second["choices"][0]["message"]["content"] == choice["message"]["content"]  # greedy
+    assert first["system_fingerprint"] == "torch:f32:cpu"
+    # stream=true: OpenAI server-sent events; this server sends its whole answer as one piece
+    status, streamed, ttft = stream_chat(server.url + "/v1/chat/completions", payload)
+    assert status == 200 and ttft is not None
+    assert streamed["content"] == choice["message"]["content"] and streamed["usage"] == first["usage"]
+    assert streamed["id"].startswith("chatcmpl-") and streamed["finish_reason"] == choice["finish_reason"]
 
 
 def test_load_test_100_requests_records_percentiles(server, tmp_path, mlflow_tracking_uri):
@@ -141,6 +154,10 @@ def test_load_test_100_requests_records_percentiles(server, tmp_path, mlflow_tra
     assert report["ok"] == 100 and report["errors"] == 0
     lat = report["latency_ms"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    # The torch server does not stream: its time to first token is its latency, and the report says so.
+    assert not report["streamed"] and "does not stream" in report["ttft_kind"] and report["ttft_ms"] == lat
+    assert 100 <= report["output_tokens"] <= 400 and report["engine"] == "torch:f32:cpu"
+    assert report["output_tokens_per_s"] == pytest.approx(report["output_tokens"] / report["duration_s"], rel=0.01)
     assert report["rps"] > 0 and report["rps"] == pytest.approx(100 / report["duration_s"], rel=0.01)
 
     out = tmp_path / "serving_load.json"

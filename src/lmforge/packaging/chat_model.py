@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,11 @@ class ChatModel:
     max_context: int
     stop_ids: list[int]
     forbidden_text: tuple[str, ...]
+    engine: str = "torch:f32"
+    """What generates the answers, recorded with each one (the gateway's is ``llama.cpp:<format>:<gguf sha>``)."""
+    streams: bool = False
+    """Whether `stream` yields text as it is generated; ours yields the whole answer at once (one lock, one
+    ``generate`` call), so a client's time to first token is the full latency."""
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -63,7 +68,7 @@ class ChatModel:
         """Load a package; ``device`` "auto" is the first GPU when there is one, else the CPU (fp32 either way)."""
         import torch
 
-        from lmforge.generation import END_OF_TURN_TOKEN, load_model_and_tokenizer, resolve_stop_token_ids
+        from lmforge.generation import load_model_and_tokenizer, resolve_stop_token_ids
 
         model_dir = Path(model_dir)
         model, tokenizer = load_model_and_tokenizer(model_dir)
@@ -73,28 +78,19 @@ class ChatModel:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"the tokenizer in {model_dir} has no chat_template: serve a package made by "
                              "`kedro run --pipelines packaging` (it writes the project's chat template)")
-        added = [getattr(t, "content", str(t)) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
-        markers = {*tokenizer.all_special_tokens, *added, END_OF_TURN_TOKEN, "<|im_start|>"}
         return cls(
             model=model,
             tokenizer=tokenizer,
             version=version or default_model_version(model_dir),
             max_context=int(getattr(model.config, "max_position_embeddings", 0) or 0),
             stop_ids=resolve_stop_token_ids(tokenizer, model.generation_config),
-            forbidden_text=tuple(sorted(m for m in markers if m)),
+            forbidden_text=forbidden_text(tokenizer),
+            engine=f"torch:f32:{device}",
         )
 
     def encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Prompt ids of a conversation; BadRequest on special-token text or a final non-user turn."""
-        from lmforge.generation import encode_chat
-
-        for k, message in enumerate(messages):
-            found = [m for m in self.forbidden_text if m in message["content"]]
-            if found:
-                raise BadRequest(f"messages[{k}].content contains special-token text {found}: remove it")
-        if messages[-1]["role"] != "user":
-            raise BadRequest(f"the last message must have role 'user', got {messages[-1]['role']!r}")
-        return encode_chat(self.tokenizer, messages)
+        return encode_checked(self.tokenizer, self.forbidden_text, messages)
 
     def reply(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
               seed: int = 0) -> dict[str, Any]:
@@ -105,9 +101,7 @@ class ChatModel:
         from lmforge.generation import generate_from_ids
 
         prompt_ids = self.encode(messages)
-        if self.max_context and len(prompt_ids) + max_tokens > self.max_context:
-            raise ContextLimitExceeded(f"prompt ({len(prompt_ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
-                             f"context of {self.max_context} tokens: shorten the conversation or lower max_tokens")
+        check_context(len(prompt_ids), max_tokens, self.max_context)
         with self._lock:
             [completion] = generate_from_ids(self.model, self.tokenizer, [prompt_ids], max_new_tokens=max_tokens,
                                              do_sample=temperature > 0, temperature=temperature or 1.0, seed=seed)
@@ -117,6 +111,42 @@ class ChatModel:
             "completion_tokens": completion.new_tokens,
             "finish_reason": completion.finish_reason,
         }
+
+    def stream(self, messages: Sequence[dict[str, str]], *, max_tokens: int, temperature: float,
+               seed: int = 0) -> Iterator[str | dict[str, Any]]:
+        """The `reply` as a stream: its text in one piece, then the `reply` dict (this model does not stream)."""
+        out = self.reply(messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        return iter([out["content"], out])
+
+
+def forbidden_text(tokenizer: Any) -> tuple[str, ...]:
+    """The special-token texts a message may not contain (they would forge turns): specials, added tokens, ChatML."""
+    from lmforge.generation import END_OF_TURN_TOKEN
+
+    added = [getattr(t, "content", str(t)) for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+    markers = {*tokenizer.all_special_tokens, *added, END_OF_TURN_TOKEN, "<|im_start|>"}
+    return tuple(sorted(m for m in markers if m))
+
+
+def encode_checked(tokenizer: Any, forbidden: Sequence[str], messages: Sequence[dict[str, str]]) -> list[int]:
+    """Prompt ids of a conversation by the package's chat template; BadRequest on special-token text or a final
+    non-user turn. The torch server and the engine gateway both refuse with this, before anything generates."""
+    from lmforge.generation import encode_chat
+
+    for k, message in enumerate(messages):
+        found = [m for m in forbidden if m in message["content"]]
+        if found:
+            raise BadRequest(f"messages[{k}].content contains special-token text {found}: remove it")
+    if messages[-1]["role"] != "user":
+        raise BadRequest(f"the last message must have role 'user', got {messages[-1]['role']!r}")
+    return encode_chat(tokenizer, messages)
+
+
+def check_context(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+    """`ContextLimitExceeded` when the prompt + ``max_tokens`` does not fit ``max_context`` (0: unknown, no check)."""
+    if max_context and prompt_tokens + max_tokens > max_context:
+        raise ContextLimitExceeded(f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                                   f"context of {max_context} tokens: shorten the conversation or lower max_tokens")
 
 
 def serving_audit(model_dir: str | Path) -> dict[str, Any]:

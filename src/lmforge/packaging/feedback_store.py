@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS interactions (
     latency_ms    REAL NOT NULL,
     rating        INTEGER CHECK (rating BETWEEN 1 AND 5),
     rated_at      REAL,
-    client        TEXT             -- X-Lmforge-Client of the request (chat, loadtest) or NULL
+    client        TEXT,            -- X-Lmforge-Client of the request (chat, loadtest) or NULL
+    engine        TEXT             -- what generated it: torch:f32:cpu, llama.cpp:q8_0:<gguf sha256 12>, ...
 )
 """
 _COUNTED = f"(client = '{CHAT_CLIENT}' OR rating IS NOT NULL)"
@@ -59,19 +60,22 @@ class FeedbackStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(interactions)")}
             if "client" not in columns:  # a table from before clients were told apart
                 db.execute("ALTER TABLE interactions ADD COLUMN client TEXT")
+            if "engine" not in columns:  # a table from before answers named their engine
+                db.execute("ALTER TABLE interactions ADD COLUMN engine TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
 
     def record(self, response_id: str, model_version: str, request: dict, response: str, latency_ms: float,
-               client: str | None = CHAT_CLIENT) -> None:
-        """One answered request; ``client`` is who sent it (``chat``, ``loadtest``, None when unnamed)."""
+               client: str | None = CHAT_CLIENT, engine: str | None = None) -> None:
+        """One answered request; ``client`` is who sent it (``chat``, ``loadtest``, None when unnamed), ``engine``
+        what generated the answer (the rating still belongs to ``model_version``: the engine serves that model)."""
         with self._lock, self._connect() as db:
             db.execute(
-                "INSERT INTO interactions (id, created_at, model_version, request, response, latency_ms, client)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO interactions (id, created_at, model_version, request, response, latency_ms, client,"
+                " engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (response_id, time.time(), model_version, json.dumps(request, ensure_ascii=False), response,
-                 latency_ms, client),
+                 latency_ms, client, engine),
             )
 
     def rate(self, response_id: str, rating: int) -> bool:

@@ -19,6 +19,7 @@ missing package or an unknown registry URI is one line too (``lmforge.errors``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -29,8 +30,11 @@ from pathlib import Path
 from lmforge.errors import UserError, run_cli
 from lmforge.packaging.app import DEFAULT_MAX_BODY_BYTES, create_app
 from lmforge.packaging.chat_model import PRODUCE_PACKAGE, ChatModel, resolve_model
+from lmforge.packaging.engine_model import EngineChatModel
+from lmforge.packaging.engines import start_engine
 from lmforge.packaging.feedback_store import FeedbackStore, log_satisfaction
 from lmforge.packaging.loadtest import quiet_store_migrations
+from lmforge.packaging.serving_config import ENGINES, FORMATS, GGUF_ENTRY, ServingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,29 +62,45 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(model: str, *, feedback_db: str | Path, host: str = "127.0.0.1", port: int = 8000,
-          model_version: str | None = None, max_tokens_limit: int = 256, device: str = "auto",
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+def serve(model: str, *, feedback_db: str | Path, config: ServingConfig = ServingConfig(),
+          model_version: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+          gguf: str | Path | None = None, gguf_dir: str | Path | None = None,
           model_next_step: str = f"{PRODUCE_PACKAGE}, or pass --model") -> None:
-    """Load ``model`` and serve it until SIGINT/SIGTERM (``model_next_step``: what to do when it is missing)."""
+    """Serve ``model`` with ``config.engine`` until SIGINT/SIGTERM (``model_next_step``: what to do when it is missing).
+
+    ``torch`` loads the package in this process; ``llama.cpp``/``vllm`` start the engine as a child
+    (`lmforge.packaging.engines.start_engine`: ``gguf`` or the ``*-<format>.gguf`` of ``gguf_dir``), then
+    the gateway; the engine stops when the gateway does (and dies with it when it is killed).
+    """
     import uvicorn
 
-    if host not in LOOPBACK_HOSTS:
-        logger.warning("serving on %s: reachable from other machines; use 127.0.0.1 for local use", host)
-    sock = bind(host, port)  # first: a busy port must not cost a model load
+    if config.host not in LOOPBACK_HOSTS:
+        logger.warning("serving on %s: reachable from other machines; use 127.0.0.1 for local use", config.host)
+    sock = bind(config.host, config.port)  # first: a busy port must not cost a model load
     try:
         model_dir, registry_version = resolve_model(model, next_step=model_next_step)
-        chat_model = ChatModel.load(model_dir, version=model_version or registry_version, device=device)
-        app = create_app(chat_model, FeedbackStore(feedback_db), max_tokens_limit=max_tokens_limit,
-                         max_body_bytes=max_body_bytes)
-        server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level="warning", access_log=False))
-        logger.info("serving %s (version %s) on http://%s:%d", model_dir, chat_model.version, host, port)
-        server.run(sockets=[sock])
+        with contextlib.ExitStack() as stack:
+            if config.engine == "torch":
+                chat_model = ChatModel.load(model_dir, version=model_version or registry_version, device=config.device)
+            else:
+                url, fingerprint = stack.enter_context(start_engine(config, model_dir, gguf=gguf, gguf_dir=gguf_dir))
+                chat_model = EngineChatModel.load(model_dir, url, engine=fingerprint,
+                                                  version=model_version or registry_version,
+                                                  timeout=config.engine_timeout_s)
+            app = create_app(chat_model, FeedbackStore(feedback_db), max_tokens_limit=config.max_tokens_limit,
+                             max_body_bytes=max_body_bytes)
+            # The engine batches concurrent requests: let as many reach it as a sync route can take at once.
+            server = uvicorn.Server(uvicorn.Config(app, workers=1, log_level="warning", access_log=False))
+            logger.info("serving %s (version %s, engine %s) on http://%s:%d", model_dir, chat_model.version,
+                        chat_model.engine, config.host, config.port)
+            server.run(sockets=[sock])
     finally:
         sock.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every serving default comes from `ServingConfig` (a test holds them equal)."""
+    defaults = ServingConfig()
     parser = argparse.ArgumentParser(
         prog="python -m lmforge.packaging.serve",
         description="Serve a packaged lmforge model: POST /v1/chat/completions, GET /health, POST /v1/feedback.",
@@ -88,14 +108,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default=None,
                         help="package directory or MLflow URI such as models:/lmforge-chat-tiny@champion "
                              f"(default: the filepath of the catalog entry {MODEL_ENTRY})")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--engine", choices=ENGINES, default=defaults.engine,
+                        help=f"what generates (default {defaults.engine}): torch in this process, one request at a "
+                             "time; llama.cpp or vllm as a child process behind this gateway")
+    parser.add_argument("--format", choices=FORMATS, default=defaults.format,
+                        help=f"GGUF format for --engine llama.cpp (default {defaults.format})")
+    parser.add_argument("--gguf", default=None, help="GGUF file for llama.cpp (default: the *-<format>.gguf in the "
+                        f"folder of the catalog entry {GGUF_ENTRY})")
+    parser.add_argument("--parallel", type=int, default=defaults.parallel,
+                        help=f"engine slots decoded together (default {defaults.parallel})")
+    parser.add_argument("--engine-threads", type=int, default=defaults.engine_threads,
+                        help="llama.cpp CPU threads (default: half the logical CPUs, at least 1)")
+    parser.add_argument("--engine-startup-s", type=float, default=defaults.engine_startup_s,
+                        help=f"seconds the engine may take to start (default {defaults.engine_startup_s:.0f})")
+    parser.add_argument("--host", default=defaults.host, help="bind address (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=defaults.port)
     parser.add_argument("--feedback-db", default=None, help="SQLite table of requests and ratings (default: the "
                         f"filepath of the catalog entry {FEEDBACK_ENTRY})")
     parser.add_argument("--model-version", default=None, help="version recorded with each request (default: "
                         "registry version, else <dir>@<weights sha256>)")
-    parser.add_argument("--max-tokens-limit", type=int, default=256, help="largest max_tokens a request may ask")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present, else CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--max-tokens-limit", type=int, default=defaults.max_tokens_limit,
+                        help="largest max_tokens a request may ask")
+    parser.add_argument("--device", default=defaults.device,
+                        help="torch engine: auto (GPU when present, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                         help=f"largest request body; bigger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})")
     parser.add_argument("--summary", action="store_true",
@@ -103,7 +138,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "MLFLOW_TRACKING_URI is set, also log it to MLflow (experiment lmforge-serving) and "
                              "tag registry versions (models:/...) with user_satisfaction.*")
     parser.add_argument("--verbose", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_store_migrations()
     if args.feedback_db is None:
@@ -122,9 +161,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                      "URI such as models:/lmforge-chat-tiny@champion")
     else:
         next_step = f"{PRODUCE_PACKAGE}, or pass --model <package directory or models:/<name>@<alias>>"
-    serve(args.model or _catalog_default(MODEL_ENTRY), feedback_db=args.feedback_db, host=args.host, port=args.port,
-          model_version=args.model_version, max_tokens_limit=args.max_tokens_limit, device=args.device,
-          max_body_bytes=args.max_body_bytes, model_next_step=next_step)
+    config = ServingConfig(engine=args.engine, format=args.format, host=args.host, port=args.port,
+                           parallel=args.parallel, engine_threads=args.engine_threads,
+                           max_tokens_limit=args.max_tokens_limit, device=args.device,
+                           engine_startup_s=args.engine_startup_s)
+    model = args.model or _catalog_default(MODEL_ENTRY)
+    gguf_dir = None
+    if config.engine == "llama.cpp" and args.gguf is None:
+        with contextlib.suppress(KeyError):  # no such entry: start_engine asks for --gguf
+            gguf_dir = _catalog_default(GGUF_ENTRY)
+    serve(model, feedback_db=args.feedback_db, config=config,
+          model_version=args.model_version, max_body_bytes=args.max_body_bytes, gguf=args.gguf, gguf_dir=gguf_dir,
+          model_next_step=next_step)
 
 
 def _catalog_default(entry: str) -> str:
