@@ -23,7 +23,7 @@ tokens/s at concurrency 8 (acceptance >= 3x), and engine / torch single-request 
 concurrency 1; acceptance <= 1.2x; also per output token, since quantized models may stop elsewhere).
 Written to ``bench/results/serving.json``, logged to MLflow (experiment ``lmforge-serving``, metrics with
 one step per concurrency), and plotted to ``bench/results/serving.html`` (output tokens/s and p95 latency
-against concurrency, one line per server; plotly from its CDN, ``--embed-plotly`` for an offline file).
+against concurrency, one line per server; inline SVG, opens offline).
 """
 
 from __future__ import annotations
@@ -125,21 +125,37 @@ def find_ggufs(model: Path, gguf_dir: Path | None, formats: list[str], work: Pat
     return {fmt: found[fmt] for fmt in formats}
 
 
-def plot(result: dict, out: Path, embed: bool) -> None:
-    from plotly.subplots import make_subplots
+def plot(result: dict, out: Path) -> None:
+    """A self-contained HTML page (inline SVG, no script, opens offline): output tokens/s and p95 latency
+    against concurrency, one line per server."""
+    import io
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("output tokens/s", "latency p95 (ms)"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, server in result["servers"].items():
         levels = server["levels"]
         cs = [int(c) for c in levels]
-        for col, values in ((1, [levels[c]["output_tokens_per_s"] for c in levels]),
-                            (2, [levels[c]["latency_ms"]["p95"] for c in levels])):
-            fig.add_scatter(x=cs, y=values, mode="lines+markers", name=name, legendgroup=name, showlegend=col == 1,
-                            row=1, col=col)
-    fig.update_xaxes(title_text="concurrency", type="log", tickvals=[int(c) for c in result["concurrency"]])
-    fig.update_layout(title=f"Serving {result['model']['path']} on loopback ({result['threads']} threads): "
-                            "torch server vs gateway + llama.cpp", height=480)
-    fig.write_html(out, include_plotlyjs=True if embed else "cdn", full_html=True)
+        axes[0].plot(cs, [levels[c]["output_tokens_per_s"] for c in levels], marker="o", label=name)
+        axes[1].plot(cs, [levels[c]["latency_ms"]["p95"] for c in levels], marker="o", label=name)
+    for ax, title in zip(axes, ("output tokens/s", "latency p95 (ms)"), strict=True):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([int(c) for c in result["concurrency"]], [str(c) for c in result["concurrency"]])
+        ax.set_xlabel("concurrency")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    svg = io.StringIO()
+    fig.tight_layout()
+    fig.savefig(svg, format="svg")
+    plt.close(fig)
+    title = (f"Serving {result['model']['path']} on loopback ({result['threads']} threads): "
+             "torch server vs gateway + llama.cpp")
+    out.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+                   f"<body><h2>{title}</h2>{svg.getvalue()}</body></html>\n", encoding="utf-8")
 
 
 def log_mlflow(result: dict, files: list[Path]) -> str:
@@ -176,7 +192,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all servers and levels; each keeps its best")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of each server (the same for all; 1: on "
                         "the shared 2-core machine 2 llama.cpp threads were 40x slower at concurrency 8, spinning)")
-    parser.add_argument("--embed-plotly", action="store_true", help="put plotly.js into the HTML (offline, ~4 MB)")
     parser.add_argument("--quick", action="store_true", help="q8_0 only, concurrency 1,8, 16 tokens; nothing saved")
     parser.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
     args = parser.parse_args()
@@ -283,7 +298,7 @@ def main() -> None:
         out = Path(args.out)
         out.write_text(text)
         html = out.with_suffix(".html")
-        plot(result, html, args.embed_plotly)
+        plot(result, html)
         result["mlflow_run_id"] = log_mlflow(result, [out, html])
         out.write_text(json.dumps(result, indent=2) + "\n")
         logger.info("wrote %s and %s (MLflow run %s)", out, html, result["mlflow_run_id"])

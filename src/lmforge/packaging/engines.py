@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmforge.errors import UserError
-from lmforge.packaging.serving_config import FORMATS, ServingConfig, default_engine_threads
+from lmforge.packaging.serving_config import FORMATS, ServingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def start_engine(config: ServingConfig, model_dir: str | Path, *, gguf: str | Pa
         raise UserError(f"GGUF file {path} not found", "pass an existing --gguf, or run `make run` to export them")
     fmt = next((f for f in FORMATS if path.name.endswith(f"-{f}.gguf")), config.format)  # --gguf names its own
     fingerprint = f"llama.cpp:{fmt}:{file_sha256(path)[:12]}"
-    server = LlamaServer(path, parallel=config.parallel, threads=config.engine_threads or default_engine_threads(),
+    server = LlamaServer(path, parallel=config.parallel, threads=config.engine_threads,
                          ctx_size=max_context * config.parallel if max_context else None)
     server.start(timeout=config.engine_startup_s)
     try:

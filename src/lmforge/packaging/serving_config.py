@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.engine.gguf import GGUF_FORMATS
+
 ENGINES = ("torch", "llama.cpp", "vllm")
-FORMATS = ("f32", "f16", "q8_0", "q4_k_m")
-"""The GGUF formats the packaging stage exports (``lmforge.engine.gguf.GGUF_FORMATS``)."""
+FORMATS = GGUF_FORMATS
+"""The GGUF formats the packaging stage exports."""
 GGUF_ENTRY = "packaged_gguf"
 """Catalog entry whose filepath is the folder of the package's GGUF files and Ollama Modelfile."""
 
@@ -39,10 +41,8 @@ class ServingConfig:
     parallel: int = 8
     """llama.cpp slots: requests decoded together in one batch (continuous batching)."""
     engine_threads: int | None = None
-    """CPU threads of llama.cpp; None: half the logical CPUs, at least 1 (`default_engine_threads`). Not all of
-    them: llama.cpp's threads spin at a barrier every step, and when another process holds one of the cores the
-    whole batch waits. Measured on the shared 2-core machine (tiny model, q8_0, 8 slots, 16 tokens): 2 threads
-    4.9 req/s at concurrency 8 with a 2.9 s worst latency, 1 thread 197 req/s (71 ms); ``--poll 0`` 25.7 req/s."""
+    """CPU threads of llama.cpp; None: half the logical CPUs, at least 1 (`lmforge.engine.server.default_threads`,
+    where the measurement that chose it is)."""
     max_tokens_limit: int = 256
     """Largest ``max_tokens`` a request may ask."""
     device: str = "auto"
@@ -59,10 +59,3 @@ class ServingConfig:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.parallel < 1:
             raise ValueError(f"parallel must be >= 1, got {self.parallel}")
-
-
-def default_engine_threads() -> int:
-    """Half the logical CPUs (the physical cores where there is SMT), at least 1: `ServingConfig.engine_threads`."""
-    import os
-
-    return max(1, (os.cpu_count() or 2) // 2)
