@@ -245,3 +245,27 @@ def test_the_command_line_defaults_are_the_serving_config():
     for bad in ({"engine": "tgi"}, {"format": "q3"}, {"parallel": 0}):
         with pytest.raises(ValueError):
             ServingConfig(**bad)
+
+
+def test_the_engine_serves_only_a_gguf_shipped_with_the_package(engine_package, tmp_path, caplog):
+    """The card of the package lists its GGUF files' sha256: another version's GGUF is refused in one line, the
+    listed one passes, and a card listing none is only warned about."""
+    from lmforge.packaging.engines import check_gguf_lineage
+
+    hf_dir, gguf = engine_package
+    q8 = gguf["q8_0"].path
+    sha = file_sha256(q8)
+    package = tmp_path / "package"
+    package.mkdir()
+    card = package / "README.md"
+    card.write_text("# m\n\n| format | file | bytes | sha256 |\n|---|---|---|---|\n"
+                    f"| q8_0 | m-q8_0.gguf | 1 | `{'0' * 16}` |\n", encoding="utf-8")
+    with pytest.raises(UserError) as exc:
+        check_gguf_lineage(package, q8, sha)
+    assert sha[:16] in str(exc.value) and "0" * 16 in str(exc.value)
+    card.write_text(card.read_text(encoding="utf-8").replace("0" * 16, sha[:16]), encoding="utf-8")
+    check_gguf_lineage(package, q8, sha)  # the shipped one
+    card.write_text("# m\n\nno engine files\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        check_gguf_lineage(package, q8, sha)
+    assert "lists no GGUF files" in caplog.text

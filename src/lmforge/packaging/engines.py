@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -111,6 +112,25 @@ def _vllm(model_dir: Path, config: ServingConfig) -> Iterator[str]:
                 proc.wait()
 
 
+def check_gguf_lineage(model_dir: Path, gguf: Path, sha256: str) -> None:
+    """The GGUF must be one shipped with this package: its model card (README.md, written by the packaging
+    stage) lists every shipped GGUF's sha256 (16 hex). Serving ``models:/<name>@champion`` with the local
+    catalog's GGUF folder would otherwise answer with another version's weights under the champion's name.
+    A card that lists no GGUF (a package made with ``packaging.engine.enabled: false``, or elsewhere) is
+    only warned about: nothing to check against.
+    """
+    card = model_dir / "README.md"
+    listed = re.findall(r"\| `([0-9a-f]{16})` \|", card.read_text(encoding="utf-8")) if card.is_file() else []
+    if not listed:
+        logger.warning("the package %s lists no GGUF files: cannot check that %s was made from it", model_dir, gguf)
+        return
+    if sha256[:16] not in listed:
+        raise UserError(f"{gguf} (sha256 {sha256[:16]}) is not one of the GGUF files shipped with the package "
+                        f"{model_dir} (its model card lists {', '.join(listed)})",
+                        "serve the GGUF folder made with this package (--gguf FILE), rerun `make run`, or serve "
+                        "without the engine: make serve SERVE_ENGINE=torch")
+
+
 @contextlib.contextmanager
 def start_engine(config: ServingConfig, model_dir: str | Path, *, gguf: str | Path | None = None,
                  gguf_dir: str | Path | None = None) -> Iterator[tuple[str, str]]:
@@ -136,7 +156,9 @@ def start_engine(config: ServingConfig, model_dir: str | Path, *, gguf: str | Pa
     if not path.is_file():
         raise UserError(f"GGUF file {path} not found", "pass an existing --gguf, or run `make run` to export them")
     fmt = next((f for f in FORMATS if path.name.endswith(f"-{f}.gguf")), config.format)  # --gguf names its own
-    fingerprint = f"llama.cpp:{fmt}:{file_sha256(path)[:12]}"
+    sha = file_sha256(path)
+    check_gguf_lineage(model_dir, path, sha)
+    fingerprint = f"llama.cpp:{fmt}:{sha[:12]}"
     server = LlamaServer(path, parallel=config.parallel, threads=config.engine_threads,
                          ctx_size=max_context * config.parallel if max_context else None)
     server.start(timeout=config.engine_startup_s)
