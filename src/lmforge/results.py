@@ -32,6 +32,7 @@ ARTIFACTS = {
     "generations": "generations",
     "evaluation report": "evaluation_report",
     "packaged model": "packaged_model",
+    "GGUF packages": "packaged_gguf",
 }
 """What the summary lists: label -> catalog dataset, optionally followed by ``/<file inside it>``."""
 
@@ -46,8 +47,9 @@ HEADLINES = {
     "align": ("method", "initial_loss", "final_loss", "pairs_trained", "heldout.preference_accuracy",
               "win_rate.vs_sft"),
     "evaluation": ("base.sft_pairs.perplexity", "sft.sft_pairs.perplexity", "sft_pairs.perplexity_ratio",
-                   "base.identity.f1", "sft.identity.f1", "aligned.identity.f1"),
-    "packaging": ("loads", "package_bytes"),
+                   "base.identity.f1", "sft.identity.f1", "aligned.identity.f1",
+                   "quantization.q8_0.bpb_delta_pct", "quantization.q4_k_m.bpb_delta_pct"),
+    "packaging": ("loads", "package_bytes", "engine.parity_passed", "engine.q8_0.bytes", "engine.q4_k_m.bytes"),
 }
 
 
