@@ -225,12 +225,18 @@ def _fix_metadata(src: Path, out: Path, *, added_tokens: Mapping[str, tuple[int,
     writer.close()
 
 
-def _describe(fmt: str, path: Path) -> GgufFile:
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (GGUF files are tens of MB to GB): the one file hash of the
+    GGUF manifest, the packaging stage's copy check and the server's lineage check."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with Path(path).open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return GgufFile(format=fmt, path=path, bytes=path.stat().st_size, sha256=digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _describe(fmt: str, path: Path) -> GgufFile:
+    return GgufFile(format=fmt, path=path, bytes=path.stat().st_size, sha256=file_sha256(path))
 
 
 def gguf_metadata(path: str | Path) -> dict[str, Any]:

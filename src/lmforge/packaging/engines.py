@@ -17,7 +17,6 @@ by SIGKILL), and are closed when the context exits (SIGINT/SIGTERM of the gatewa
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,18 +30,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from lmforge.engine.gguf import file_sha256
 from lmforge.errors import UserError
 from lmforge.packaging.serving_config import FORMATS, ServingConfig
 
 logger = logging.getLogger(__name__)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_gguf(gguf_dir: str | Path, fmt: str) -> Path:

@@ -23,7 +23,6 @@ written to ``data/08_reporting/template_audit/engine.json`` (per format and conv
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -32,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmforge.engine.gguf import file_sha256
 from lmforge.errors import UserError
 from lmforge.packaging.config import EngineConfig
 
@@ -126,7 +126,7 @@ def release_gguf(package_dir: str | Path, gguf_dir: str | Path, config: EngineCo
     for fmt, source in files.items():
         target = out_dir / f"{model_name}-{fmt}.gguf"
         shutil.copyfile(source, target)
-        sha = _sha256(target)
+        sha = file_sha256(target)
         if expected.get(fmt) and expected[fmt] != sha:
             raise UserError(f"{source} has sha256 {sha[:12]}, its manifest says {expected[fmt][:12]}",
                             "rerun the evaluation stage (`dvc repro evaluation`) to export it again")
@@ -229,9 +229,3 @@ def _read_manifest(gguf_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
