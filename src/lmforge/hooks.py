@@ -50,6 +50,10 @@ OPTIONAL_INPUTS = {("finetune_model", "pretrain_checkpoint"): "sft.base_model",
                    ("evaluate_models", "pretrain_token_shards"): "sft.base_model",
                    ("evaluate_models", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
                    ("evaluate_models", "token_shards"): ("sft.base_model", "pretrain.base_model"),
+                   # the GGUF export scores on the same held-out blocks as evaluate_models: the same freedoms
+                   ("quantize_chat_model", "pretrain_token_shards"): "sft.base_model",
+                   ("quantize_chat_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
+                   ("quantize_chat_model", "token_shards"): ("sft.base_model", "pretrain.base_model"),
                    # packaging: the SFT checkpoint carries its tokenizer; the card then shows no tokenizer-stage data
                    ("package_chat_model", "tokenizer"): ("sft.base_model", "pretrain.base_model"),
                    ("package_chat_model", "tokenizer_metrics"): ("sft.base_model", "pretrain.base_model"),
