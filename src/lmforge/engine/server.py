@@ -65,12 +65,13 @@ def _port_busy(host: str, port: int) -> bool:
     return False
 
 
-def _die_with(parent: int):
-    """A ``preexec_fn``: the kernel sends SIGKILL to the child when its parent dies (and a parent that died
-    between the fork and the prctl, which the kernel would not report, ends the child at once)."""
+def die_with(parent: int, sig: int = signal.SIGKILL):
+    """A ``preexec_fn``: the kernel sends ``sig`` to the child when its parent dies (and a parent that died
+    between the fork and the prctl, which the kernel would not report, ends the child at once). Every engine
+    child we start uses it (llama-server here, vLLM in ``lmforge.packaging.engines`` with SIGTERM)."""
     def preexec() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent:
             os._exit(1)
@@ -160,7 +161,7 @@ class LlamaServer:
             started = time.perf_counter()
             with self.log_path.open("ab") as log:
                 self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True, preexec_fn=_die_with(os.getpid()))  # noqa: PLW1509
+                                                start_new_session=True, preexec_fn=die_with(os.getpid()))  # noqa: PLW1509
             self._wait_healthy(timeout)
         except BaseException:
             self.close()

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -53,19 +52,6 @@ def find_gguf(gguf_dir: str | Path, fmt: str) -> Path:
                     "pass the one to serve with --gguf FILE")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    import ctypes
-
-    os.setpgrp()
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @contextlib.contextmanager
 def _vllm(model_dir: Path, config: ServingConfig) -> Iterator[str]:
     exe = shutil.which("vllm")
@@ -73,12 +59,14 @@ def _vllm(model_dir: Path, config: ServingConfig) -> Iterator[str]:
         raise UserError("--engine vllm: no `vllm` executable on PATH (vLLM needs a GPU and pins its own torch/"
                         "transformers)", "install vllm in its own environment on a GPU machine, put its bin/ on "
                         "PATH, then rerun; on a CPU use --engine llama.cpp")
-    port = _free_port()
+    from lmforge.engine.server import die_with, free_port
+
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--max-num-seqs", str(max(config.parallel, 1))]
     logger.info("starting %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)  # noqa: S603, PLW1509 (our own argv)
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with(os.getpid(), signal.SIGTERM))  # noqa: S603, PLW1509 (our own argv)
     try:
         deadline = time.monotonic() + config.engine_startup_s
         while True:
