@@ -9,9 +9,12 @@ The project is copied into a fresh git repository under tmp_path and its paramet
    as each run's metric equals the stage's metrics file; the Data Docs are static local pages;
 3. the packaged model loads with transformers Auto classes and generates;
 4. a second `dvc repro` reruns nothing, in under 5 s (the first ran with the network cut: `unshare -n`, loopback only, where permitted);
-5. `dvc exp run -S` of one tokenizer parameter reruns exactly tokenizer and everything downstream;
+5. `dvc exp run -S` of one align parameter reruns exactly align and everything downstream;
 6. the MLflow UI, driven in headless Chromium by Playwright, compares the two experiments' runs:
    the differing parameters and the loss curves are on the page (screenshots in data/08_reporting/).
+
+The project and the first `dvc repro` are the session fixtures of ``conftest.py`` (``tiny_chain.TINY``):
+``test_chaos.py`` compares a killed-and-rerun copy with what that repro produced.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -33,112 +35,13 @@ from pathlib import Path
 import pytest
 import yaml
 from browser import CHROMIUM_ARGS, require_chromium
+from tiny_chain import BIN, REPO, STAGES, TINY, network_cut, ran_stages, run
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-STAGES = ["data_processing", "tokenizer", "pretrain", "sft", "align", "evaluation", "packaging"]
-EXPERIMENT, EXPERIMENT_VOCAB = "vocab900", 900  # the `dvc exp run` of the last-but-one test
-VOCAB_PARAM = "conf/base/parameters_tokenizer.yml:tokenizer.train.vocab_size"
-
-TINY = {
-    # every source capped (file formats by max_files, record formats by max_records): ~40 documents each
-    "data_processing": {"sources": [{"max_files": 40, "max_records": 40}], "shard_size": 50,
-                        "validation": {"min_records": 20}},
-    # character_coverage 0.99: the capped en/zh/ja/code sample holds ~1,500 distinct characters, of which ~450
-    # cover 99% of the text; the rest go to byte fallback (a 1,024-piece vocab: 256 bytes + pieces)
-    "tokenizer": {"train": {"vocab_size": 1024, "character_coverage": 0.99}, "model_max_length": 256,
-                  "shards": {"seq_len": 64, "validation_fraction": 0.1}},
-    "pretrain": {"model": {"preset": "debug"}, "train": {"max_steps": 30, "warmup_steps": 3, "lr": 1.0e-2}},
-    "sft": {"data": {"max_pairs": 400}, "identity": {"repeat": 2}, "max_length": 256,
-            "train": {"max_steps": 30, "warmup_steps": 3, "lr": 3.0e-3}},
-    # one on-policy round: 8 prompts x 2 samples of 8 tokens; 8 held-out prompts for the win rate
-    "align": {"on_policy": {"rounds": 1, "prompts_per_round": 8, "k": 2, "max_new_tokens": 8, "heldout_prompts": 8},
-              "train": {"max_steps": 10, "warmup_steps": 2, "checkpoint_every": 5}},
-    "evaluation": {"max_heldout_blocks": 16, "max_sft_examples": 48, "max_example_tokens": 256,
-                   "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
-                   "translation": {"max_pairs_per_direction": 2, "max_new_tokens": 8},
-                   "by_language": {"max_chars": 600}},
-    # every GGUF format on llama-server against the package: the audit conversation + 2 held-out, 8 tokens each
-    "packaging": {"engine": {"conversations": 2, "n_tokens": 8}},
-}
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if key == "sources":  # a list: patch every entry
-            out[key] = [{**source, **value[0]} for source in base[key]]
-        elif isinstance(value, dict) and isinstance(base.get(key), dict):
-            out[key] = merge(base[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def network_cut() -> list[str]:
-    """A prefix that runs a command in a new network namespace with loopback only (``unshare -n``, as
-    root): `dvc repro` proves it needs no network. Empty where the namespace cannot be made."""
-    prefix = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
-    try:
-        ok = subprocess.run([*prefix, "true"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        ok = False
-    return prefix if ok else []
-
-
-def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    return proc
-
-
-def ran_stages(output: str) -> list[str]:
-    return re.findall(r"Running stage '([a-z_]+)'", output)
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("chain") / "project"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for rel in files:
-        src = REPO / rel
-        if src.is_file() and not rel.startswith("tests/"):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, root / rel)
-    cache = REPO / "data/00_sources"  # the fetched packages (`make corpus`), shared read-only with the copy
-    assert (cache / "manifest.json").is_file(), f"no source cache at {cache}: run `make corpus` first"
-    (root / "data").mkdir(exist_ok=True)
-    (root / "data/00_sources").symlink_to(cache, target_is_directory=True)
-    for name, patch in TINY.items():
-        path = root / "conf" / "base" / f"parameters_{name}.yml"
-        params = yaml.safe_load(path.read_text())
-        params[name] = merge(params[name], patch)
-        path.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(root / "src"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "KEDRO_DISABLE_TELEMETRY": "1",
-           "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    for key, value in (("user.name", "t"), ("user.email", "t@t")):  # `dvc exp run` commits experiments too
-        subprocess.run(["git", "config", key, value], cwd=root, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", "tiny chain"], cwd=root, check=True)
-    return root, env
-
-
-@pytest.fixture(scope="module")
-def chain(project) -> tuple[Path, dict, subprocess.CompletedProcess, dict]:
-    root, env = project
-    missing = {flag: run([str(BIN / "kedro"), "run", flag, "sft"], root, env, timeout=300)
-               for flag in ("--pipeline", "--pipelines")}
-    started = time.perf_counter()
-    offline = network_cut()  # no network at run time: the first repro runs with only loopback
-    repro = run([*offline, str(BIN / "dvc"), "repro"], root, env, timeout=1500)
-    print(f"dvc repro of the tiny chain{' (network cut)' if offline else ''}: {time.perf_counter() - started:.0f} s")
-    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-6000:]
-    return root, env, repro, missing
+EXPERIMENT, EXPERIMENT_BETA = "beta03", 0.3  # the `dvc exp run` of the last-but-one test
+BETA_PARAM = "conf/base/parameters_align.yml:align.loss.beta"
 
 
 def test_repro_ran_with_the_network_cut(chain):
@@ -323,18 +226,18 @@ def test_noop_repro_is_fast_and_param_change_reruns_downstream_only(chain):
     assert noop.returncode == 0 and ran_stages(noop.stdout) == [], noop.stdout
     assert elapsed < 5, f"no-op dvc repro took {elapsed:.1f} s"
 
-    # a real experiment: DVC rewrites the parameter file, reruns what depends on it and records it
-    # the GGUF export, its scoring and the engine parity are off in this experiment: the first repro covers them,
-    # and here they would only add a minute to a suite that must stay under 20
-    exp_run = [str(BIN / "dvc"), "exp", "run", "-n", EXPERIMENT, "-S", f"{VOCAB_PARAM}={EXPERIMENT_VOCAB}",
+    # a real experiment: DVC rewrites the parameter file, reruns what depends on it and records it.
+    # One align parameter: align, evaluation and packaging rerun (~1.5 min; a tokenizer parameter would rerun all
+    # but data_processing, ~4 min). The GGUF export, its scoring and the engine parity are off in this experiment:
+    # the first repro covers them, and here they would only add a minute to a suite that must stay under 20.
+    exp_run = [str(BIN / "dvc"), "exp", "run", "-n", EXPERIMENT, "-S", f"{BETA_PARAM}={EXPERIMENT_BETA}",
                "-S", "conf/base/parameters_evaluation.yml:evaluation.quantization.enabled=false",
                "-S", "conf/base/parameters_packaging.yml:packaging.engine.enabled=false"]
     rerun = run(exp_run, root, env, timeout=1500)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert ran_stages(rerun.stdout) == STAGES[1:]
-    assert json.loads((root / "data/08_reporting/tokenizer.json").read_text())["vocab_size"] == EXPERIMENT_VOCAB
-    assert yaml.safe_load((root / "conf/base/parameters_tokenizer.yml").read_text())["tokenizer"]["train"][
-        "vocab_size"] == EXPERIMENT_VOCAB
+    assert ran_stages(rerun.stdout) == ["align", "evaluation", "packaging"]
+    assert yaml.safe_load((root / "conf/base/parameters_align.yml").read_text())["align"]["loss"][
+        "beta"] == EXPERIMENT_BETA
     listed = run([str(BIN / "dvc"), "exp", "list", "--name-only"], root, env, timeout=120)
     assert EXPERIMENT in listed.stdout.split(), listed.stdout + listed.stderr
 
@@ -459,18 +362,18 @@ def test_mlflow_ui_compares_the_two_experiments(chromium, chain, tmp_path):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lmforge")
     runs = {stage: client.search_runs([experiment.experiment_id], f"attributes.run_name = '{stage}'",
-                                      order_by=["attributes.start_time ASC"]) for stage in ("tokenizer", "pretrain")}
+                                      order_by=["attributes.start_time ASC"]) for stage in ("align", "evaluation")}
     for stage, found in runs.items():  # the first `dvc repro` and the `dvc exp run`
         assert len(found) == 2, f"{stage}: {len(found)} runs, expected one per experiment"
-    vocab_sizes = [r.data.params["tokenizer.train.vocab_size"] for r in runs["tokenizer"]]
-    assert vocab_sizes == [str(TINY["tokenizer"]["train"]["vocab_size"]), str(EXPERIMENT_VOCAB)]
-    model_params = [r.data.params["pretrain.model_params"] for r in runs["pretrain"]]
-    assert model_params[0] != model_params[1], "the smaller vocabulary should shrink the embedding"
-    assert [r.data.params["pretrain.vocab_size"] for r in runs["pretrain"]] == vocab_sizes  # the model's embedding
+    betas = [r.data.params["align.loss.beta"] for r in runs["align"]]
+    default_beta = yaml.safe_load((REPO / "conf/base/parameters_align.yml").read_text())["align"]["loss"]["beta"]
+    assert betas == [str(default_beta), str(EXPERIMENT_BETA)]  # TINY keeps the default
+    losses = [r.data.metrics["align.final_loss"] for r in runs["align"]]
+    assert losses[0] != losses[1], "another beta should train to another loss"
 
     reporting = root / "data/08_reporting"
     shots = {name: reporting / f"{name}.png" for name in ("mlflow_compare", "mlflow_compare_loss",
-                                                           "mlflow_compare_tokenizer")}
+                                                           "mlflow_compare_evaluation")}
     started = time.perf_counter()
     with mlflow_ui(env["MLFLOW_TRACKING_URI"], env, tmp_path / "mlflow_ui.log") as url, sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
@@ -479,19 +382,19 @@ def test_mlflow_ui_compares_the_two_experiments(chromium, chain, tmp_path):
         page = browser.new_page()
         page.set_default_timeout(30_000)
         try:
-            compare_in_ui(page, url, experiment.experiment_id, runs["pretrain"], ["pretrain.final_loss", "pretrain.loss"],
+            compare_in_ui(page, url, experiment.experiment_id, runs["align"], ["align.final_loss", "align.loss"],
                           shots["mlflow_compare"])
             # the loss curves of both runs, one click from the compare view
-            page.get_by_role("link", name="pretrain.loss", exact=True).click()
-            expect(page.get_by_role("heading", name="pretrain.loss", level=2)).to_be_visible()
-            expect(page.get_by_text("pretrain (pretrain.loss)")).to_have_count(2)  # the legend: one curve a run
+            page.get_by_role("link", name="align.loss", exact=True).click()
+            expect(page.get_by_role("heading", name="align.loss", level=2)).to_be_visible()
+            expect(page.get_by_text("align (align.loss)")).to_have_count(2)  # the legend: one curve a run
             expect(page.locator(".js-plotly-plot .scatterlayer .trace").first).to_be_visible()
-            for run_ in runs["pretrain"]:  # a row of the summary table under the chart
+            for run_ in runs["align"]:  # a row of the summary table under the chart
                 expect(page.get_by_role("cell").locator(f'a[href$="/runs/{run_.info.run_id}"]')).to_have_count(1)
             fit_viewport(page)
             page.screenshot(path=str(shots["mlflow_compare_loss"]), full_page=True)
-            # the hyperparameter itself lives on the tokenizer runs
-            compare_in_ui(page, url, experiment.experiment_id, runs["tokenizer"], [], shots["mlflow_compare_tokenizer"])
+            # the evaluation runs differ by the experiment's switches (the GGUF export off) and by their scores
+            compare_in_ui(page, url, experiment.experiment_id, runs["evaluation"], [], shots["mlflow_compare_evaluation"])
         except Exception:
             page.screenshot(path=str(tmp_path / "mlflow_failure.png"), full_page=True)
             raise
