@@ -128,7 +128,8 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
                 " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
     errors: list[str] = []  # the first error lines of the ranks: the cause, before the launcher's summary
-    with open(run_dir / "train.log", "w", encoding="utf-8") as log_file:
+    # line-buffered: ``tail -f train.log`` follows the job, and a SIGKILLed caller loses no buffered lines
+    with open(run_dir / "train.log", "w", encoding="utf-8", buffering=1) as log_file:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=child_environment(env), start_new_session=True,  # _kill_group's group
                                 preexec_fn=processes.die_with(os.getpid()))  # noqa: PLW1509 (sets prctl only)
