@@ -63,6 +63,16 @@ def _cmdline(pid: int) -> str:
         return "?"
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().decode("ascii", "replace").rsplit(")", 1)[-1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _wait_gone(procs: dict[int, int], timeout_s: float) -> float:
     """Seconds until every (pid, ticks) in ``procs`` is gone; fails naming the survivors after ``timeout_s``."""
     t0 = time.monotonic()
@@ -165,23 +175,20 @@ def test_a_recycled_pid_is_not_taken_for_the_owner(marker):
 POOL_OWNER = textwrap.dedent("""
     import sys, time
     kind = sys.argv[1]
-
-    def slow(x):
-        time.sleep(60)
-        return x
-
+    # every worker busy in a long task when its owner is killed (an idle spawn worker would see its task
+    # queue close and exit by itself; a busy one, or any fork worker, would not)
     if kind == "encode":
         from lmforge.tokenizer.artifact import load_tokenizer
         from lmforge.tokenizer.encode import encode_documents
         tokenizer, _ = load_tokenizer(sys.argv[2])
-        texts = iter(lambda: "a text to encode " * 50000, None)  # endless: the workers stay busy
+        texts = iter(lambda: "a text to encode " * 60000, None)  # endless 1 MB texts, 16 MB (seconds) per batch
         print("ready", flush=True)
-        for _ in encode_documents(texts, tokenizer, num_proc=2, batch_bytes=1 << 20):
+        for _ in encode_documents(texts, tokenizer, num_proc=2, batch_bytes=16 << 20):
             pass
     else:
         from lmforge.data.executor import ExecutorConfig, map_in_order
         print("ready", flush=True)
-        list(map_in_order(slow, range(4), ExecutorConfig(kind="local", workers=2, start_method=kind)))
+        list(map_in_order(time.sleep, [60] * 4, ExecutorConfig(kind="local", workers=2, start_method=kind)))
 """)
 
 
@@ -194,7 +201,11 @@ def test_pool_workers_end_when_the_pool_owner_is_sigkilled(marker, kind, request
     # both workers up, and past their initializer (a worker's own pid appears once it has run a task)
     workers = _wait_for(lambda: (w := {p: t for p, t in _marked(marker).items() if p != owner.pid}) and len(w) >= 2
                         and w, 30, "the pool's workers")
-    time.sleep(0.5)
+    if kind == "encode":  # both workers into encoding a batch (their start takes < 1 CPU second)
+        busy = [p for p in workers if "resource_tracker" not in _cmdline(p)]
+        _wait_for(lambda: all(_cpu_s(p) > 1.0 for p in busy), 60, "the workers encoding")
+    else:
+        time.sleep(0.5)
 
     owner.kill()
     owner.wait()
