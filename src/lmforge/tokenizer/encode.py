@@ -10,7 +10,7 @@ identical whatever ``num_proc`` is.
 Workers are started with ``spawn`` (not ``fork``): the parent may hold threads (MLflow, Kedro hooks),
 and the worker function is a top-level function of this importable module. Each worker ends itself
 when the process that made the pool is gone (``lmforge.processes.guard_process``), even after a SIGKILL
-(measured: < 1 s).
+(measured: 0.1 s for workers busy encoding).
 """
 
 from __future__ import annotations
