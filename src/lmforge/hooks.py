@@ -7,6 +7,7 @@
   ``sft.base_model`` names a Hugging Face directory, pretrain no ``token_shards`` or ``tokenizer``
   when ``pretrain.base_model`` does, evaluation and packaging not the tokenizer stage's outputs when
   the models they read bring their own tokenizers), is not required.
+- ``DvcStageGuardHooks``: a stage's ``kedro run`` dies with the ``dvc repro`` that started it.
 - ``SystemMetricsHooks`` turns on MLflow's CPU/memory/disk/network (and GPU, with NVML) sampling.
 - ``DiskIOHooks`` logs the bytes read from and written to the machine's block devices during the
   stage (``io.disk_read_mb``, ``io.disk_write_mb``, ``io.disk_mb_per_s``): MLflow's system metrics
@@ -26,7 +27,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from lmforge import tracking
+from lmforge import processes, tracking
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,15 @@ class MissingInputHooks:
         message = f"lmforge: {what}{others} not produced yet: {fix}."
         logger.error(message)
         raise MissingInputError(message)
+
+
+class DvcStageGuardHooks:
+    """Under ``dvc repro``, the ``kedro run`` of a stage ends when the ``dvc`` process is gone (even SIGKILLed
+    alone, not its group): ``lmforge.processes.guard_dvc_stage``. A ``kedro run`` from a shell is left alone."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        processes.guard_dvc_stage()
 
 
 class SystemMetricsHooks:

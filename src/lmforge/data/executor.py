@@ -9,6 +9,14 @@ Executors (`ExecutorConfig.kind`): "local" (a process pool of `workers`, default
 "sequential" (in this process, for debugging) and "ray" (`ray.util.multiprocessing.Pool`, on a
 running Ray cluster with `ray_address`; files the workers write must then be on a folder every
 node shares).
+
+Nothing outlives the stage: each "local" pool worker guards itself (``lmforge.processes.guard_process`` as
+the pool initializer, the owner being the process that made the pool): a worker whose owner is SIGKILLed
+ends within ~1 s (a plain pool worker would block on its task queue forever). "ray" (not installed by
+default, not tested here): ``ray.init()`` without an address starts a local cluster whose processes share
+the driver's fate (Ray's ``set_kill_on_parent_death_linux``: PR_SET_PDEATHSIG SIGKILL on GCS and raylet),
+and a raylet's workers exit when their raylet goes; on a running cluster (``ray_address``) the workers are
+the cluster's, and Ray ends a dead driver's tasks itself.
 """
 
 from __future__ import annotations
@@ -95,7 +103,10 @@ def map_in_order(fn: Callable[[Any], Any], tasks: Iterable[Any], executor: Execu
     else:
         import multiprocessing
 
-        pool = multiprocessing.get_context(executor.start_method).Pool(workers)
+        from lmforge.processes import guard_process, owner_token
+
+        pool = multiprocessing.get_context(executor.start_method).Pool(workers, initializer=guard_process,
+                                                                       initargs=(owner_token(),))
     try:
         pending: deque = deque()
         for task in tasks:

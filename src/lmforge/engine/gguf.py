@@ -43,6 +43,7 @@ from typing import Any
 
 from lmforge.engine.llama_cpp import converter, tool
 from lmforge.errors import UserError
+from lmforge.processes import die_with
 
 __all__ = ["GGUF_FORMATS", "GgufFile", "chat_template_to_go", "export_gguf", "gguf_metadata", "ollama_modelfile",
            "render_go_template"]
@@ -153,7 +154,9 @@ def _tokenizer_facts(package_dir: Path, sp_model: Path | None) -> dict[str, Any]
 def _run(cmd: Sequence[str], what: str, *, env: Mapping[str, str] | None = None) -> None:
     started = time.perf_counter()
     logger.info("%s: %s", what, " ".join(map(str, cmd)))
-    proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env, check=False)
+    # die_with: a SIGKILLed stage must not leave a converter or quantizer writing into the folder a rerun fills
+    proc = subprocess.run(list(map(str, cmd)), capture_output=True, text=True, env=env, check=False,  # noqa: PLW1509
+                          preexec_fn=die_with(os.getpid()))
     if proc.returncode != 0:
         tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
         raise UserError(f"{what} failed (exit {proc.returncode}): {tail}",

@@ -15,7 +15,7 @@ then an OpenAI-compatible endpoint (``/v1/chat/completions``, ``/completion``, `
 
 The child dies with us: it runs in its own process group (``start_new_session``), ``close`` sends SIGTERM
 to the group, then SIGKILL; and ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` kills it when the process that
-started it dies, even by SIGKILL (Linux; the signal follows the *thread* that started the child, so start
+started it dies, even by SIGKILL (``lmforge.processes.die_with``; Linux; the signal follows the *thread* that started the child, so start
 servers from a thread that lives as long as they should). The server's output goes to a log file (a temp
 file unless ``log_path`` is given); a failed start raises ``UserError`` with its last lines.
 """
@@ -23,7 +23,6 @@ file unless ``log_path`` is given); a failed start raises ``UserError`` with its
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -39,12 +38,12 @@ from types import TracebackType
 
 from lmforge.engine.llama_cpp import tool
 from lmforge.errors import UserError
+from lmforge.processes import die_with  # the one copy (lmforge.processes); re-exported for old imports
 
-__all__ = ["LlamaServer", "free_port"]
+__all__ = ["LlamaServer", "die_with", "free_port"]
 
 logger = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
 LOG_TAIL_LINES = 8
 
@@ -63,19 +62,6 @@ def _port_busy(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def die_with(parent: int, sig: int = signal.SIGKILL):
-    """A ``preexec_fn``: the kernel sends ``sig`` to the child when its parent dies (and a parent that died
-    between the fork and the prctl, which the kernel would not report, ends the child at once). Every engine
-    child we start uses it (llama-server here, vLLM in ``lmforge.packaging.engines`` with SIGTERM)."""
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:
-            os._exit(1)
-    return preexec
 
 
 def default_threads() -> int:

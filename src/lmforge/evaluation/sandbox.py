@@ -5,6 +5,11 @@ Every program runs in a fresh interpreter (``python -I -S -B``) started by :func
 - **its own session and process group** (``start_new_session``); on exit or timeout the whole group
   is killed with SIGKILL, and when privileges were dropped every process left under the sandbox uid
   is swept as well (a child that called ``setsid`` leaves the group, not the uid);
+- **it dies with the evaluator**: the runner sets ``PR_SET_PDEATHSIG`` (SIGKILL) itself, before and again
+  after the uid drop (a uid change clears it), and checks that its parent is still the evaluator, so a
+  SIGKILLed evaluator leaves no program running (measured: gone < 0.1 s). Its own children (a fork the
+  guard and ``max_processes`` allow) are not covered: they are swept by uid only when the evaluator
+  lives to do it;
 - **resource limits** set before the program starts: ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS``
   (address space), ``RLIMIT_FSIZE`` (largest file it may write, stdout/stderr included),
   ``RLIMIT_NOFILE``, ``RLIMIT_NPROC`` and ``RLIMIT_CORE = 0``; plus a wall-clock timeout;
@@ -154,7 +159,7 @@ def run_program(source: str, limits: SandboxLimits | None = None) -> SandboxResu
         config = {
             "nonce": nonce, "program": str(program), "scratch": str(scratch), "uid": uid, "guard": limits.guard,
             "preimport": list(PREIMPORT) if uid is not None and not _stdlib_world_readable() else [],
-            "rlimits": _rlimits(limits, uid is not None),
+            "rlimits": _rlimits(limits, uid is not None), "parent": os.getpid(),
         }
         cmd = [sys._base_executable if hasattr(sys, "_base_executable") else sys.executable, "-I", "-S", "-B",
                "-c", _RUNNER]
@@ -367,7 +372,20 @@ def _install_guard(scratch):
 _RUNNER = _GUARD + r'''
 import json, os, sys
 cfg = json.loads(sys.stdin.readline())
+
+
+def _die_with_evaluator(parent):
+    # PR_SET_PDEATHSIG = 1, SIGKILL = 9: the kernel ends this process when the evaluator's thread is gone
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, 9, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the evaluator died before the prctl took
+        os._exit(1)
+
+
 try:
+    import ctypes
+    _die_with_evaluator(cfg["parent"])  # the window before the uid drop
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -388,6 +406,11 @@ try:
         os.setresuid(uid, uid, uid)
         if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
             raise RuntimeError("uid drop did not take")
+        _die_with_evaluator(cfg["parent"])  # a uid change clears PDEATHSIG: set it again
+    del _die_with_evaluator
+    for _name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[_name]  # the program cannot reuse it: its own "import ctypes" meets the guard
+    del ctypes
     scratch = os.path.realpath(cfg["scratch"])
     os.chdir(scratch)
     out_fd = os.dup(1)

@@ -59,7 +59,8 @@ def _vllm(model_dir: Path, config: ServingConfig) -> Iterator[str]:
         raise UserError("--engine vllm: no `vllm` executable on PATH (vLLM needs a GPU and pins its own torch/"
                         "transformers)", "install vllm in its own environment on a GPU machine, put its bin/ on "
                         "PATH, then rerun; on a CPU use --engine llama.cpp")
-    from lmforge.engine.server import die_with, free_port
+    from lmforge.engine.server import free_port
+    from lmforge.processes import die_with
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lmforge.processes import guard_process
 from lmforge.training.config import load_job_spec
 
 logger = logging.getLogger("lmforge.training")
@@ -186,6 +187,7 @@ def heldout_metrics(scores: Sequence[tuple[float, float, int, int]], reference: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    guard_process()  # end with the launcher or the process that owns the job ($LMFORGE_OWNER), however they end
     spec = load_job_spec("lmforge align worker (started by the launcher on each rank)", argv)
 
     import torch

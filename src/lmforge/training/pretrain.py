@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 
+from lmforge.processes import guard_process
 from lmforge.training.config import load_job_spec
 
 
 def main(argv: list[str] | None = None) -> None:
+    guard_process()  # end with the launcher or the process that owns the job ($LMFORGE_OWNER), however they end
     spec = load_job_spec("lmforge pretraining worker (started by the launcher on each rank)", argv)
 
     import numpy as np

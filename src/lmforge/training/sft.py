@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmforge.processes import guard_process
 from lmforge.training.config import load_job_spec
 from lmforge.training.lora import ADAPTER_SUBDIR
 
@@ -247,6 +248,7 @@ def finish_lora_checkpoint(output_dir: str, base_model_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    guard_process()  # end with the launcher or the process that owns the job ($LMFORGE_OWNER), however they end
     spec = load_job_spec("lmforge SFT worker (started by the launcher on each rank)", argv)
 
     import torch
