@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lmforge import locks
 from lmforge.training.config import JobSpec, LaunchArgs
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ COMPLETE_MARKER = "complete"
 _ERROR_LINE = re.compile(r"Traceback|Error|Exception|terminate called|what\(\):|Abort|Killed|Segmentation fault")
 _NOT_AN_ERROR = re.compile(r"Warning|warnings\.warn|ChildFailedError|error_file:")
 
+_LOCKED = re.compile(r"LockedError: ")  # rank 0's refusal (``loop.lock_run_dir``)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -105,6 +107,10 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
     """Run ``spec`` on ``launch.nproc_per_node`` processes; return rank 0's result dict."""
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # an orphaned trainer of a killed run still holds it: stop before touching its job.json and log
+        locks.run_dir_lock(run_dir).acquire().release()
+    except locks.LockedError as err:
+        raise TrainingError(f"{spec.kind} job not started: {err}") from None
     config_path = run_dir / "job.json"
     spec.save(config_path)
     result_path = run_dir / "result.json"
@@ -138,6 +144,9 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
         logger.warning("%s job: every rank finished and the outputs are written, but a process failed while "
                        "exiting (exit code %d); first error lines:\n%s\nfull log: %s", spec.kind, returncode,
                        "\n".join(errors) or "(none)", log_path)
+    elif returncode != 0 and (locked := next((e for e in errors if _LOCKED.search(e)), None)):
+        # rank 0 found the run directory locked (``loop.lock_run_dir``): that line is the whole story
+        raise TrainingError(f"{spec.kind} job refused: {_LOCKED.split(locked, 1)[1].strip()} (full log: {log_path})")
     elif returncode != 0 or not result_path.exists():
         cause = ("first error lines of the ranks:\n" + "\n".join(errors) + "\n...\n") if errors else ""
         raise TrainingError(
