@@ -59,7 +59,7 @@ def test_rank_0s_refusal_in_the_log_is_the_training_errors_line(tmp_path, monkey
 def one_process_group():
     import torch.distributed as dist
 
-    import lmforge.training.loop as loop
+    import lmforge.training.run_lock as loop
 
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     yield loop

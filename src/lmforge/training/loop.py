@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.training.config import FaultInjection, JobSpec
+from lmforge.training.run_lock import lock_run_dir
 from lmforge.training.step_sync import agree_finite, mean_over_ranks
 from lmforge.training.throughput import MODEL_STEP_METRICS
 
@@ -275,36 +276,6 @@ def fault_injected_loss(loss: Any, step: int, faults: FaultInjection) -> Any:
     if step in faults.nan_at_steps:
         return loss * float("nan")
     return loss
-
-
-_run_dir_lock: Any = None  # rank 0's lock on the run directory, held until the process exits
-
-
-def lock_run_dir(run_dir: str | Path, rank: int) -> None:
-    """Rank 0 locks the job's run directory for the rest of the process (``lmforge.locks.run_dir_lock``).
-
-    An orphaned trainer of a killed run (if the process watchdog ever failed) then blocks a rerun with one
-    line naming it, instead of two trainers writing one checkpoint folder. A collective: every rank learns
-    whether rank 0 got it and the others stop too (rank 0 raises the ``LockedError`` whose line
-    ``launch_job`` shows).
-    """
-    import torch.distributed as dist
-
-    from lmforge import locks
-
-    global _run_dir_lock
-    refusal: list[str | None] = [None]
-    error = None
-    if rank == 0 and _run_dir_lock is None:
-        try:
-            _run_dir_lock = locks.run_dir_lock(run_dir).acquire()
-        except locks.LockedError as err:
-            refusal, error = [str(err)], err
-    dist.broadcast_object_list(refusal, src=0)
-    if error is not None:
-        raise error
-    if refusal[0]:
-        raise RuntimeError(f"rank 0 could not lock the run directory: {refusal[0]}")
 
 
 def find_resume_source(spec: JobSpec, ckpt_root: Path, *, rank: int, world_size: int) -> dict[str, Any] | None:
