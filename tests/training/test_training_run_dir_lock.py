@@ -80,3 +80,19 @@ def test_rank_0_holds_the_run_dir_lock_for_the_job_and_is_refused_a_held_one(tmp
     loop.lock_run_dir(tmp_path / "free", rank=0)
     with pytest.raises(LockedError):  # the next job on this run directory
         run_dir_lock(tmp_path / "free").acquire()
+
+
+def test_a_stage_rerun_stops_before_writing_into_a_locked_run_dir(tmp_path, deepspeed_templates, training_params_factory,
+                                                                 pretrain_config_factory):
+    """jobs._run writes the job's data and removes the old export before launching: the check comes first."""
+    from lmforge.training import jobs
+
+    run_dir = tmp_path / "run"
+    (run_dir / "export").mkdir(parents=True)
+    config = pretrain_config_factory(training_params_factory(run_dir))
+    written = []
+    with OutputLock(run_dir / "job.lock", "an orphan's run"):
+        with pytest.raises(TrainingError, match=r"^pretrain job not started: the training run directory .* is being written by pid"):
+            jobs._run("pretrain", config, deepspeed_templates, model=JobModel(attn_implementation="sdpa", preset="debug"),
+                      init_from=None, data=JobData(), tokenizer_sha256=None, write_data=lambda d: written.append(d) or {})
+    assert written == [] and (run_dir / "export").is_dir()

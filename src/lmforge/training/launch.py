@@ -103,14 +103,20 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def check_run_dir_free(run_dir: str | Path, kind: str) -> None:
+    """Raise ``TrainingError`` (one line naming the holder) when a trainer, e.g. an orphan of a killed run, still
+    holds ``run_dir``'s lock (``lmforge.training.run_lock``): call it before touching anything in ``run_dir``."""
+    try:
+        locks.run_dir_lock(run_dir).acquire().release()
+    except locks.LockedError as err:
+        raise TrainingError(f"{kind} job not started: {err}") from None
+
+
 def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``spec`` on ``launch.nproc_per_node`` processes; return rank 0's result dict."""
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:  # an orphaned trainer of a killed run still holds it: stop before touching its job.json and log
-        locks.run_dir_lock(run_dir).acquire().release()
-    except locks.LockedError as err:
-        raise TrainingError(f"{spec.kind} job not started: {err}") from None
+    check_run_dir_free(run_dir, spec.kind)
     config_path = run_dir / "job.json"
     spec.save(config_path)
     result_path = run_dir / "result.json"
