@@ -13,7 +13,7 @@ from test_locks import hold_in_child
 from lmforge.errors import one_line
 from lmforge.locks import LockedError, OutputLock, run_dir_lock
 from lmforge.training.config import JobData, JobModel, JobSpec, LaunchArgs, TrainArgs
-from lmforge.training.launch import TrainingError, launch_job
+from lmforge.training.launch import RunDirLockedError, TrainingError, launch_job
 
 
 def tiny_spec(run_dir: Path) -> JobSpec:
@@ -34,6 +34,7 @@ def test_a_job_on_a_locked_run_dir_is_not_started_and_names_the_holder(tmp_path)
         holder.kill()
         holder.wait()
     line = one_line(err.value)
+    assert isinstance(err.value, RunDirLockedError) and line.endswith(f"(wait for it, or stop it: kill {holder.pid})")
     assert line.startswith(f"pretrain job not started: the training run directory {run_dir} is being written by "
                            f"pid {holder.pid}"), line
     assert f"kill {holder.pid}" in line

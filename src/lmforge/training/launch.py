@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import locks
+from lmforge.errors import UserError
 from lmforge.training.config import JobSpec, LaunchArgs
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,14 @@ logger = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """A training job failed; the message carries the ranks' error lines and the last lines of its log."""
+
+
+class RunDirLockedError(TrainingError, UserError):
+    """A job not started: another trainer (an orphan of a killed run) holds its run directory; names it and says
+    what to do (a ``UserError``: one line, no hint about the job's log, which is the holder's)."""
+
+    def __init__(self, message: str, next_step: str | None = None):
+        UserError.__init__(self, message, next_step)
 
 
 # Rank 0 writes this after every rank passed the job's final barrier (``loop.finish_job``): the outputs
@@ -109,7 +118,7 @@ def check_run_dir_free(run_dir: str | Path, kind: str) -> None:
     try:
         locks.run_dir_lock(run_dir).acquire().release()
     except locks.LockedError as err:
-        raise TrainingError(f"{kind} job not started: {err}") from None
+        raise RunDirLockedError(f"{kind} job not started: {err.message}", err.next_step) from None
 
 
 def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ process ends), so two trainers can never write one checkpoint folder.
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 from lmforge.locks import LockedError, OutputLock, run_dir_lock
@@ -31,6 +32,7 @@ def lock_run_dir(run_dir: str | Path, rank: int) -> None:
     if rank == 0 and _run_dir_lock is None:
         try:
             _run_dir_lock = run_dir_lock(run_dir).acquire()
+            atexit.register(_run_dir_lock.release)  # a clean end empties it; a killed rank 0's JSON stays, named
         except LockedError as err:
             refusal, error = [str(err)], err
     dist.broadcast_object_list(refusal, src=0)
