@@ -48,10 +48,12 @@ def copy_project(project_root: Path, root: Path, documents: dict[str, list[dict]
     return root
 
 
-def kedro_run(root: Path, tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``kedro run <args>`` in the project copy ``root``, offline, with its own MLflow store under ``tmp_path``."""
+def kedro_run(root: Path, tmp_path: Path | None, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``kedro run <args>`` in the project copy ``root``, offline, with its own MLflow store under ``tmp_path``
+    (None: $MLFLOW_TRACKING_URI's)."""
     exe = str(Path(sys.executable).parent / "kedro")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "HF_HUB_OFFLINE": "1"}
+           "PYTHONPATH": str(root / "src"), "HF_HUB_OFFLINE": "1"}
+    if tmp_path is not None:
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return subprocess.run([exe, "run", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)

@@ -7,6 +7,11 @@
   ``sft.base_model`` names a Hugging Face directory, pretrain no ``token_shards`` or ``tokenizer``
   when ``pretrain.base_model`` does, evaluation and packaging not the tokenizer stage's outputs when
   the models they read bring their own tokenizers), is not required.
+- ``OutputLockHooks`` runs right after ``MissingInputHooks`` (still before kedro-mlflow opens a run): it locks every
+  file/directory output of the pipeline (``lmforge.locks``; lock files in ``data/.locks``), so two runs that write
+  one output cannot run at once (the second stops with one line naming the first), removes what a killed writer
+  of those outputs left (staging directories, temporary files: only now, under the lock, so never a live
+  writer's) and releases the locks when the pipeline ends, with or without an error.
 - ``DvcStageGuardHooks``: a stage's ``kedro run`` dies with the ``dvc repro`` that started it.
 - ``SystemMetricsHooks`` turns on MLflow's CPU/memory/disk/network (and GPU, with NVML) sampling.
 - ``DiskIOHooks`` logs the bytes read from and written to the machine's block devices during the
@@ -21,13 +26,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from lmforge import processes, tracking
+from lmforge import locks, processes, tracking
+from lmforge.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +159,65 @@ class DvcStageGuardHooks:
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         processes.guard_dvc_stage()
+
+
+class OutputLockedError(SystemExit):
+    """Raised (as a clean exit with one line, not a traceback) when another run holds a lock on an output."""
+
+
+def output_paths(pipeline: Any, catalog: Any) -> dict[str, Path]:
+    """{dataset name: absolute local path} of the pipeline's outputs that are files or directories."""
+    found = {}
+    for name in pipeline.all_outputs():
+        dataset = catalog.get(name) if name in catalog else None
+        if getattr(dataset, "_protocol", "file") not in ("file", "local"):  # flock is for local/NFS paths
+            continue
+        if path := _location(catalog, name):
+            found[name] = Path(os.path.abspath(path))  # Kedro resolves relative catalog paths from the cwd
+    return found
+
+
+class OutputLockHooks:
+    """Lock the pipeline's outputs before it runs, remove a killed run's leftovers, release them after it."""
+
+    def __init__(self) -> None:
+        self._held: list[locks.OutputLock] = []
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow opens a run: a refused run leaves no MLflow run behind
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._release()  # a run of this process whose start failed after this hook (no after/error hook then)
+        root = Path(run_params.get("project_path") or os.getcwd())
+        targets = sorted(set(output_paths(pipeline, catalog).values()))  # one order for every run: no deadlock
+        try:
+            for target in targets:
+                self._held.append(locks.OutputLock(locks.lock_file_for(target, root),
+                                                   _relative(target, root)).acquire())
+        except locks.LockedError as err:
+            self._release()
+            raise OutputLockedError(f"error: {one_line(err)}") from err
+        removed = [path for target in targets for path in locks.remove_leftovers(target)]
+        if removed:
+            logger.warning("lmforge: removed %d leftover(s) of a killed run: %s", len(removed),
+                           ", ".join(_relative(path, root) for path in removed))
+
+    @hook_impl(trylast=True)  # after every other hook has read or logged the outputs
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any, pipeline: Any, catalog: Any) -> None:
+        self._release()
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 class SystemMetricsHooks:

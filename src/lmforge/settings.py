@@ -6,10 +6,19 @@ from pathlib import Path
 from omegaconf.resolvers import oc
 
 from lmforge.error_hooks import ErrorPresentationHooks
-from lmforge.hooks import DiskIOHooks, DvcStageGuardHooks, LineageHooks, MissingInputHooks, SystemMetricsHooks
+from lmforge.hooks import (
+                           DiskIOHooks,
+                           DvcStageGuardHooks,
+                           LineageHooks,
+                           MissingInputHooks,
+                           OutputLockHooks,
+                           SystemMetricsHooks,
+)
 
-HOOKS = (MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(), ErrorPresentationHooks(),
-         DvcStageGuardHooks())
+# pluggy calls the ``tryfirst`` hooks last-registered first: MissingInputHooks checks the inputs, then
+# OutputLockHooks locks the outputs, both before kedro-mlflow opens the run (a refused run leaves none).
+HOOKS = (OutputLockHooks(), MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(),
+         ErrorPresentationHooks(), DvcStageGuardHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

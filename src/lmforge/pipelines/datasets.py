@@ -10,6 +10,16 @@
   numeric values are also logged to the active MLflow run under a stage prefix. No other metric of
   the run has such a name (per-step curves of the same quantities are ``<stage>.step.*``, see
   ``lmforge.tracking``), so what MLflow shows for ``<stage>.<key>`` is the file's value.
+- ``AtomicPartitionedDataset``, ``AtomicJSONDataset``, ``AtomicTextDataset``: kedro-datasets'
+  ``partitions.PartitionedDataset``, ``json.JSONDataset`` and ``text.TextDataset`` (also inside kedro-mlflow's
+  ``MlflowArtifactDataset``), saving the way every dataset here does.
+
+Every save is atomic against a kill: a file is written to ``.<name>.<pid>-<random>`` beside it and renamed
+over it (``replace_file``), a directory is built in such a staging directory and swapped in. A reader, DVC
+or the next run sees the old output or the new one, never a half-written one (a half-written partition
+folder is never at the output's path). The names are unique per writer, and what a killed writer leaves
+is removed by ``lmforge.locks.remove_leftovers`` under the output's lock (``hooks.OutputLockHooks``). No
+``fsync``: a killed process loses nothing the kernel has (a power cut may; DVC's hashes then show it).
 """
 
 from __future__ import annotations
@@ -18,12 +28,56 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_filepath_str
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.partitions import PartitionedDataset
+from kedro_datasets.text import TextDataset
 
 from lmforge import tracking
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def staging_prefix(target: Path) -> str:
+    """``.<name>.<pid>-``: the start of every temporary name beside ``target`` (``lmforge.locks.remove_leftovers``)."""
+    return f".{target.name}.{os.getpid()}-"
+
+
+def replace_file(target: str | Path, write: Callable[[IO], None], mode: str = "w", **open_args: Any) -> None:
+    """Call ``write(fh)`` on a fresh temporary file beside ``target``, then rename it over ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(target), suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **open_args) as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the file it replaces was not
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_directory(target: str | Path, build: Callable[[Path], None]) -> None:
+    """Call ``build(path)`` to fill a fresh directory beside ``target``, then swap it in for ``target``."""
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
+    try:
+        staged = staging / target.name
+        staged.mkdir(mode=0o777 & ~_UMASK)
+        build(staged)
+        if target.exists():
+            os.replace(target, staging / (target.name + ".old"))
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class JSONLinesDataset(AbstractDataset[list, list]):
@@ -44,12 +98,11 @@ class JSONLinesDataset(AbstractDataset[list, list]):
         return records
 
     def _save(self, data: list[dict]) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        def write(fh: IO) -> None:
             for record in data:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, self._filepath)
+
+        replace_file(self._filepath, write, encoding="utf-8")
 
     def _exists(self) -> bool:
         return self._filepath.is_file()
@@ -87,7 +140,7 @@ class ArtifactDirectory(AbstractDataset[str, str]):
             raise DatasetError(f"cannot save {self._filepath}: {source} is not a directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         # Stage next to the target (same filesystem), then swap: readers never see a half copy.
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
         staged = staging / target.name
         try:
             shutil.move(str(source), staged)
@@ -125,10 +178,7 @@ class LossCurveDataset(AbstractDataset[list, list]):
         return json.loads(self._filepath.read_text(encoding="utf-8"))
 
     def _save(self, data: list) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, self._filepath)
+        replace_file(self._filepath, lambda fh: fh.write(json.dumps(data)), encoding="utf-8")
 
     def _exists(self) -> bool:
         return self._filepath.is_file()
@@ -158,10 +208,8 @@ class MetricsDataset(AbstractDataset[dict, dict]):
             return json.load(fh)
 
     def _save(self, data: dict) -> None:
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self._filepath)
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        replace_file(self._filepath, lambda fh: fh.write(text), encoding="utf-8")
         tracking.log_metrics(data, prefix=self._prefix)
 
     def _exists(self) -> bool:
@@ -169,3 +217,49 @@ class MetricsDataset(AbstractDataset[dict, dict]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "prefix": self._prefix}
+
+
+class AtomicPartitionedDataset(PartitionedDataset):
+    """kedro-datasets' ``PartitionedDataset`` whose save (with ``overwrite: true``, on the local filesystem)
+    writes every partition into a staging directory beside the folder, then swaps it in."""
+
+    def save(self, data: dict[str, Any]) -> None:
+        if not self._overwrite or self._protocol not in ("file", None):
+            super().save(data)
+            return
+        path = self._path
+
+        def build(staged: Path) -> None:
+            self._path = str(staged)  # _normalized_path and the partitions' paths follow it
+            try:
+                super(AtomicPartitionedDataset, self).save(data)
+            finally:
+                self._path = path
+
+        replace_directory(path, build)
+        self._invalidate_caches()
+
+
+def _save_file(dataset: Any, write: Callable[[IO], None]) -> None:
+    """Save through ``replace_file`` with the dataset's own open arguments (local files; others as before)."""
+    save_path = get_filepath_str(dataset._get_save_path(), dataset._protocol)
+    replace_file(save_path, write, **dataset._fs_open_args_save)
+    dataset._invalidate_cache()
+
+
+class AtomicJSONDataset(JSONDataset):
+    """kedro-datasets' ``json.JSONDataset`` (same arguments), saved to a temporary file and renamed."""
+
+    def save(self, data: Any) -> None:
+        if self._protocol != "file":
+            return super().save(data)
+        _save_file(self, lambda fh: json.dump(data, fh, **self._save_args))
+
+
+class AtomicTextDataset(TextDataset):
+    """kedro-datasets' ``text.TextDataset`` (same arguments), saved to a temporary file and renamed."""
+
+    def save(self, data: str) -> None:
+        if self._protocol != "file":
+            return super().save(data)
+        _save_file(self, lambda fh: fh.write(data))

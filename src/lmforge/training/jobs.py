@@ -21,7 +21,7 @@ from lmforge.align.loss_args import LossArgs
 from lmforge.training.checkpoints import fingerprint_job, global_batch, rebatch, saved_global_batch
 from lmforge.training.config import DeepSpeedArgs, JobData, JobModel, JobSpec, LaunchArgs
 from lmforge.training.deepspeed_config import build_deepspeed_config
-from lmforge.training.launch import launch_job, resolve_nproc
+from lmforge.training.launch import check_run_dir_free, launch_job, resolve_nproc
 
 if TYPE_CHECKING:  # annotations only: running pretraining never imports the SFT data modules
     from lmforge.align.config import AlignConfig
@@ -62,6 +62,7 @@ def _run(kind: str, config: PretrainConfig | SftConfig | AlignConfig, templates:
     run_dir = Path(config.run_dir).resolve()
     output_dir = run_dir / "export"
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_dir_free(run_dir, kind)  # an orphaned trainer still writing there: stop before writing data into it
     if write_data:
         data = replace(data, **write_data(run_dir))
     spec = JobSpec(kind=kind, model=model, init_from=init_from, data=data, train=train, deepspeed=ds_config,

@@ -33,7 +33,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lmforge import processes
+from lmforge import locks, processes
+from lmforge.errors import UserError
 from lmforge.training.config import JobSpec, LaunchArgs
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,21 @@ class TrainingError(RuntimeError):
     """A training job failed; the message carries the ranks' error lines and the last lines of its log."""
 
 
+class RunDirLockedError(TrainingError, UserError):
+    """A job not started: another trainer (an orphan of a killed run) holds its run directory; names it and says
+    what to do (a ``UserError``: one line, no hint about the job's log, which is the holder's)."""
+
+    def __init__(self, message: str, next_step: str | None = None):
+        UserError.__init__(self, message, next_step)
+
+
 # Rank 0 writes this after every rank passed the job's final barrier (``loop.finish_job``): the outputs
 # are complete even if a process then fails while the interpreter shuts down.
 COMPLETE_MARKER = "complete"
 _ERROR_LINE = re.compile(r"Traceback|Error|Exception|terminate called|what\(\):|Abort|Killed|Segmentation fault")
 _NOT_AN_ERROR = re.compile(r"Warning|warnings\.warn|ChildFailedError|error_file:")
 
+_LOCKED = re.compile(r"LockedError: ")  # rank 0's refusal (``loop.lock_run_dir``)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -113,10 +123,20 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def check_run_dir_free(run_dir: str | Path, kind: str) -> None:
+    """Raise ``TrainingError`` (one line naming the holder) when a trainer, e.g. an orphan of a killed run, still
+    holds ``run_dir``'s lock (``lmforge.training.run_lock``): call it before touching anything in ``run_dir``."""
+    try:
+        locks.run_dir_lock(run_dir).acquire().release()
+    except locks.LockedError as err:
+        raise RunDirLockedError(f"{kind} job not started: {err.message}", err.next_step) from None
+
+
 def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``spec`` on ``launch.nproc_per_node`` processes; return rank 0's result dict."""
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_dir_free(run_dir, spec.kind)
     config_path = run_dir / "job.json"
     spec.save(config_path)
     result_path = run_dir / "result.json"
@@ -152,6 +172,9 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
         logger.warning("%s job: every rank finished and the outputs are written, but a process failed while "
                        "exiting (exit code %d); first error lines:\n%s\nfull log: %s", spec.kind, returncode,
                        "\n".join(errors) or "(none)", log_path)
+    elif returncode != 0 and (locked := next((e for e in errors if _LOCKED.search(e)), None)):
+        # rank 0 found the run directory locked (``loop.lock_run_dir``): that line is the whole story
+        raise TrainingError(f"{spec.kind} job refused: {_LOCKED.split(locked, 1)[1].strip()} (full log: {log_path})")
     elif returncode != 0 or not result_path.exists():
         cause = ("first error lines of the ranks:\n" + "\n".join(errors) + "\n...\n") if errors else ""
         raise TrainingError(

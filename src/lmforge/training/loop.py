@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.training.config import FaultInjection, JobSpec
+from lmforge.training.run_lock import lock_run_dir
 from lmforge.training.step_sync import agree_finite, mean_over_ranks
 from lmforge.training.throughput import MODEL_STEP_METRICS
 
@@ -122,6 +123,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer, schedule = build_optimizer(model, spec)
     model.universal_checkpoint_info = {"universal_checkpoint_version": 0.4}  # saved checkpoints can change world size
+    lock_run_dir(spec.run_dir, rank)  # before find_resume_source, which may delete stale checkpoints
     ckpt_root = Path(spec.run_dir, "checkpoints")
     source = find_resume_source(spec, ckpt_root, rank=rank, world_size=world_size)
     ds_config = spec.deepspeed
