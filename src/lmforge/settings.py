@@ -6,9 +6,10 @@ from pathlib import Path
 from omegaconf.resolvers import oc
 
 from lmforge.error_hooks import ErrorPresentationHooks
-from lmforge.hooks import DiskIOHooks, LineageHooks, MissingInputHooks, SystemMetricsHooks
+from lmforge.hooks import DiskIOHooks, LineageHooks, MissingInputHooks, RunOwnerHooks, SystemMetricsHooks
 
-HOOKS = (MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(), ErrorPresentationHooks())
+HOOKS = (MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(), RunOwnerHooks(),
+         ErrorPresentationHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

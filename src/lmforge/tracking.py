@@ -21,9 +21,11 @@ REPL or a unit test with plain arguments.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +42,18 @@ TRAINING_EXPERIMENT_KIND = "custom_model_development"
 """The experiment kind MLflow's UI calls "Machine learning" (model training), as opposed to "genai_development"."""
 SESSION_TAG = "kedro.session_id"
 """Kedro's session id (a timestamp), which kedro-mlflow would tag as ``run_id`` beside MLflow's own run id."""
+OWNER_TAG = "lmforge.owner"
+"""The process that opened a run (``processes.owner_token``): a run left RUNNING by a dead owner was killed."""
+ENDED_BY_TAG = "lmforge.ended_by"
+"""How a run killed without closing itself was found and closed (``close_dead_runs``)."""
+RETRY_MAX_S = 600.0
+"""Longest wait between two tries of ``StepLogger`` while the store keeps failing."""
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""Bounds on one HTTP request of a training process to a tracking server. MLflow 3's defaults (7 retries,
+backoff factor 2, 120 s timeout) stall a training step for minutes when the server is down; with these one
+failed send costs at most 3 tries x 10 s plus 1 + 2 s of backoff. Set in the job's environment by
+``child_env`` unless the user set them."""
 
 
 def _active_run() -> Any:
@@ -57,7 +71,8 @@ def child_env() -> dict[str, str]:
         return {}
     import mlflow
 
-    return {URI_ENV: mlflow.get_tracking_uri(), RUN_ID_ENV: run.info.run_id}
+    limits = {k: v for k, v in HTTP_LIMITS.items() if k not in os.environ}
+    return {URI_ENV: mlflow.get_tracking_uri(), RUN_ID_ENV: run.info.run_id, **limits}
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, float]:
@@ -153,22 +168,43 @@ class StepLogger:
     """Per-step metrics from a training process into an existing run (rank 0 only).
 
     Buffers metrics and sends them in batches so logging never dominates a step on CPU.
+
+    Tracking must never end a training run: when the store fails (a dead tracking server, a locked or
+    removed sqlite file) the logger warns once (what failed, that training goes on, where unsent metrics
+    go), keeps the metrics, and retries at later flushes, at most every ``retry_every_s`` (doubling up to
+    ``RETRY_MAX_S`` while it keeps failing, so a hung server costs a step one bounded request now and
+    then, see ``HTTP_LIMITS``). The buffer is bounded (``max_buffer`` metrics): past it the oldest go
+    to ``unsent_path`` at once. ``close`` makes a last attempt and writes what is still unsent to
+    ``unsent_path`` (JSON lines, one batch per line, with the run id), with a warning naming the file
+    and the command that replays it: ``python -m lmforge.tracking replay <file>``. Replaying is safe
+    twice: MLflow keeps one copy of an identical (key, value, step, timestamp).
     """
 
-    def __init__(self, run_id: str | None = None, tracking_uri: str | None = None, flush_every: int = 20):
+    def __init__(self, run_id: str | None = None, tracking_uri: str | None = None, flush_every: int = 20, *,
+                 unsent_path: str | Path | None = None, max_buffer: int = 100_000, retry_every_s: float = 30.0):
         self.run_id = run_id or os.environ.get(RUN_ID_ENV)
         self.tracking_uri = tracking_uri or os.environ.get(URI_ENV)
         self.flush_every = flush_every
+        self.max_buffer = max_buffer
+        self.retry_every_s = retry_every_s
+        self.unsent_path = Path(unsent_path) if unsent_path else Path(tempfile.gettempdir(),
+                                                                      f"lmforge-unsent-{self.run_id}.jsonl")
+        self.unsent_count = 0  # metrics and params written to unsent_path
+        self.failures = 0
         self._buffer: list[Any] = []
-        self._client = None
-        if self.run_id and self.tracking_uri:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri)
+        self._params: list[Any] = []
+        self._client: Any = None
+        self._retry_at = 0.0  # time.monotonic() before which no send is tried (after a failure)
+        self._wait_s = retry_every_s
 
     @property
     def enabled(self) -> bool:
-        return self._client is not None
+        return bool(self.run_id and self.tracking_uri)
+
+    @property
+    def healthy(self) -> bool:
+        """False while the store is failing (metrics are being buffered)."""
+        return self._retry_at == 0.0
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if not self.enabled:
@@ -185,15 +221,169 @@ class StepLogger:
             return
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self._client.log_batch(self.run_id, params=items[i:i + 100])
+        self._params.extend(Param(k, str(v)[:6000]) for k, v in params.items())
+        self.flush()
 
-    def flush(self) -> None:
-        if self.enabled and self._buffer:
-            for i in range(0, len(self._buffer), 1000):
-                self._client.log_batch(self.run_id, metrics=self._buffer[i:i + 1000])
-            self._buffer.clear()
+    def flush(self, *, force: bool = False) -> bool:
+        """Send what is buffered; True when nothing is left. Never raises for a store failure."""
+        if not self.enabled or not (self._buffer or self._params):
+            return True
+        if not force and time.monotonic() < self._retry_at:
+            self._bound_buffer()
+            return False
+        try:
+            if self._client is None:
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(self.tracking_uri)
+            while self._params:  # MLflow accepts at most 100 params per batch
+                self._client.log_batch(self.run_id, params=self._params[:100])
+                del self._params[:100]
+            while self._buffer:
+                self._client.log_batch(self.run_id, metrics=self._buffer[:1000])
+                del self._buffer[:1000]
+        except Exception as err:  # noqa: BLE001 - any store failure: training goes on
+            self._failed(err)
+            return False
+        if not self.healthy:
+            logger.warning("MLflow tracking at %s works again: the buffered metrics of run %s were sent",
+                           self.tracking_uri, self.run_id)
+        self._retry_at, self._wait_s = 0.0, self.retry_every_s
+        return True
+
+    def close(self) -> Path | None:
+        """Last attempt to send; what is still unsent goes to ``unsent_path`` (returned, or None if all sent)."""
+        if self.flush(force=True) and not self.unsent_count:
+            return None
+        self._spill(len(self._buffer))
+        logger.warning("%d metric(s) of MLflow run %s could not be sent to %s and are saved in %s: once the store "
+                       "is back, run `python -m lmforge.tracking replay %s`", self.unsent_count, self.run_id,
+                       self.tracking_uri, self.unsent_path, self.unsent_path)
+        return self.unsent_path
+
+    def _failed(self, err: Exception) -> None:
+        self.failures += 1
+        first_line = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        if self.failures == 1:
+            logger.warning("MLflow tracking at %s failed (%s: %s): training continues; per-step metrics stay in "
+                           "memory (up to %d), are retried every %.0f s or more, and whatever is still unsent at "
+                           "the end is written to %s", self.tracking_uri, type(err).__name__, first_line,
+                           self.max_buffer, self.retry_every_s, self.unsent_path)
+        else:
+            logger.debug("MLflow tracking still failing (%s)", first_line)
+        self._client = None  # a fresh client (and store connection) at the next attempt
+        self._retry_at = time.monotonic() + self._wait_s
+        self._wait_s = min(self._wait_s * 2, RETRY_MAX_S)
+        self._bound_buffer()
+
+    def _bound_buffer(self) -> None:
+        if len(self._buffer) > self.max_buffer:
+            self._spill(len(self._buffer) - self.max_buffer)
+
+    def _spill(self, n_metrics: int) -> None:
+        """Append the oldest ``n_metrics`` buffered metrics (and every buffered param) to ``unsent_path``."""
+        metrics, params = self._buffer[:n_metrics], self._params
+        if not (metrics or params):
+            return
+        record = {"run_id": self.run_id, "tracking_uri": self.tracking_uri,
+                  "metrics": [[m.key, m.value, m.timestamp, m.step] for m in metrics],
+                  "params": {p.key: p.value for p in params}}
+        self.unsent_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.unsent_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        self.unsent_count += len(metrics) + len(params)
+        del self._buffer[:n_metrics]
+        self._params = []
+
+
+def replay_unsent(path: str | Path, tracking_uri: str | None = None) -> int:
+    """Send a ``StepLogger``'s unsent-metrics file into its run(s); returns how many metrics and params were sent.
+
+    ``tracking_uri`` overrides the one recorded in the file (the store moved). The file is renamed to
+    ``<file>.sent`` once everything is in.
+    """
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    path = Path(path)
+    sent = 0
+    clients: dict[str, Any] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        uri = tracking_uri or record["tracking_uri"]
+        client = clients.setdefault(uri, MlflowClient(uri))
+        metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in record["metrics"]]
+        params = [Param(k, v) for k, v in record["params"].items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(record["run_id"], params=params[i:i + 100])
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(record["run_id"], metrics=metrics[i:i + 1000])
+        sent += len(metrics) + len(params)
+    path.replace(path.with_name(path.name + ".sent"))
+    logger.info("replayed %d metric(s)/param(s) from %s", sent, path)
+    return sent
+
+
+def tag_owner() -> None:
+    """Tag the active run with the process that owns it (``lmforge.owner``), for ``close_dead_runs``."""
+    run = _active_run()
+    if run is None:
+        return
+    import mlflow
+
+    from lmforge.processes import owner_token
+
+    mlflow.set_tag(OWNER_TAG, owner_token())
+
+
+def close_dead_runs(client: Any, experiment_id: str, *, closed_by: str | None = None) -> list[str]:
+    """Set every RUNNING run of ``experiment_id`` whose owner died on this host to KILLED; returns their ids.
+
+    A ``kedro run`` killed by SIGKILL (OOM killer, CI timeout, ``kill -9`` of ``dvc repro``) never closes its
+    MLflow run: it would show RUNNING for ever. A run tagged ``lmforge.owner`` (``tag_owner``) whose owner
+    process is gone (``processes.owner_alive`` is False: no such pid, or the pid was reused) is closed as
+    KILLED, its end time the newest metric it logged (else its start), tagged ``lmforge.ended_by`` with how
+    it was found. A run of another host is left alone (its owner cannot be checked from here); a run
+    without the tag (older) is left to ``evaluation.operations`` (open while a later run started = crashed).
+    """
+    from lmforge.processes import owner_alive
+
+    closed = []
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    for run in runs:
+        token = run.data.tags.get(OWNER_TAG)
+        if not token:
+            continue
+        alive = owner_alive(token)
+        if alive is None:
+            logger.info("MLflow run %s is RUNNING, owned by %s on another host: left alone", run.info.run_id, token)
+            continue
+        if alive:
+            continue
+        stamps = [m.timestamp for m in getattr(run.data, "_metric_objs", []) if m.timestamp]
+        end_time = max(stamps, default=run.info.start_time or int(time.time() * 1000))
+        client.set_tag(run.info.run_id, ENDED_BY_TAG, f"owner {token} gone; closed by run {closed_by or 'unknown'}")
+        client.set_terminated(run.info.run_id, status="KILLED", end_time=end_time)
+        logger.warning("MLflow run %s was left RUNNING by %s, which is gone (killed): marked KILLED",
+                       run.info.run_id, token)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def close_dead_runs_of_active_experiment() -> list[str]:
+    """``close_dead_runs`` on the active run's experiment (a no-op without one; never raises)."""
+    run = _active_run()
+    if run is None:
+        return []
+    from mlflow import MlflowClient
+
+    try:
+        return close_dead_runs(MlflowClient(), run.info.experiment_id, closed_by=run.info.run_id)
+    except Exception as err:  # noqa: BLE001 - bookkeeping of earlier runs must not stop this one
+        logger.warning("could not close the MLflow runs of killed processes: %s", err)
+        return []
 
 
 def git_state(project_path: str | Path) -> dict[str, str]:
@@ -310,3 +500,22 @@ def metric_mismatches(client: Any, run_id: str, metrics: Mapping[str, Any], pref
         elif not math.isclose(logged[name], value, rel_tol=rel_tol, abs_tol=1e-12):
             problems.append(f"{name}: MLflow shows {logged[name]!r}, the metrics file {value!r}")
     return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lmforge.tracking replay <file> [--tracking-uri URI]``: send a StepLogger's unsent metrics."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lmforge.tracking")
+    sub = parser.add_subparsers(dest="command", required=True)
+    replay = sub.add_parser("replay", help="send the metrics a training run could not send to MLflow")
+    replay.add_argument("file")
+    replay.add_argument("--tracking-uri", default=None, help="the store now (default: the one in the file)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    replay_unsent(args.file, args.tracking_uri)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
