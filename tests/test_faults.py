@@ -6,10 +6,14 @@ Each test checks what the user sees (one line naming the file and what to do) an
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,99 @@ def test_the_run_owner_hook_tags_the_run_and_closes_dead_owners_runs(mlflow_trac
         assert client.get_run(run.info.run_id).data.tags[tracking.OWNER_TAG] == processes.owner_token()
         assert client.get_run(stale).info.status == "KILLED"
         assert client.get_run(stale).data.tags[tracking.ENDED_BY_TAG].endswith(f"closed by run {run.info.run_id}")
+
+
+@pytest.fixture
+def own_store(mlflow_tracking_uri, tmp_path):
+    """A sqlite store of this test alone: a copy of the session's (already migrated: no 5-20 s schema build)."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "store.db"
+    MlflowClient(mlflow_tracking_uri).search_experiments(max_results=1)  # the session's store exists
+    shutil.copy(mlflow_tracking_uri.removeprefix("sqlite:///"), db)
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment(f"faults-{uuid.uuid4().hex[:8]}")).info.run_id
+    return uri, db, client, run_id
+
+
+def _store_goes_away(db: Path) -> Path:
+    """The store's file replaced by a directory (an unmounted or removed volume): every write fails."""
+    away = db.with_name(db.name + ".away")
+    os.replace(db, away)
+    db.mkdir()
+    return away
+
+
+def _store_comes_back(db: Path, away: Path) -> None:
+    db.rmdir()
+    os.replace(away, db)
+
+
+def _losses(client, run_id):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "pretrain.loss"), key=lambda m: m.step)]
+
+
+def test_a_tracking_store_that_goes_away_costs_no_metric(own_store, tmp_path, caplog):
+    uri, db, client, run_id = own_store
+    unsent = tmp_path / "run" / tracking.UNSENT_METRICS
+    step_logger = tracking.StepLogger(run_id=run_id, tracking_uri=uri, flush_every=2, unsent_path=unsent,
+                                      retry_every_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="lmforge.tracking"):
+        step_logger.log_params({"pretrain.world_size": 2})
+        for step in range(4):
+            step_logger.log({"pretrain.loss": 4.0 - step}, step)
+        away = _store_goes_away(db)
+        for step in range(4, 10):  # never raises: training goes on
+            step_logger.log({"pretrain.loss": 4.0 - step}, step)
+        assert not step_logger.healthy
+        _store_comes_back(db, away)
+        step_logger.log({"pretrain.loss": -6.0}, 10)  # the next flush sends the backlog
+        assert step_logger.healthy
+        step_logger.log({"pretrain.loss": -7.0}, 11)
+        away = _store_goes_away(db)
+        step_logger.log({"pretrain.loss": -8.0}, 12)
+        step_logger.log_params({"pretrain.restart_count": 0})
+        assert step_logger.close() == unsent  # still gone at the end: the rest is in the file
+
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1, failures  # one warning, not one per step
+    assert failures[0].startswith(f"MLflow tracking at {uri} failed (MlflowException: ")
+    assert "training continues; per-step metrics stay in memory (up to 100000)" in failures[0]
+    assert f"written to {unsent}" in failures[0]
+    assert (f"2 metric(s) and 1 param(s) of MLflow run {run_id} could not be sent to {uri} and are saved in {unsent}: once the "
+            f"store is back, run `python -m lmforge.tracking replay {unsent}`") in caplog.text
+    _store_comes_back(db, away)
+    assert _losses(client, run_id) == [(s, 4.0 - s) for s in range(11)]  # steps 11 and 12 were in the buffer
+
+    assert tracking.main(["replay", str(unsent)]) == 0  # `python -m lmforge.tracking replay <file>`, in process
+    assert _losses(client, run_id) == [(s, 4.0 - s) for s in range(13)]  # nothing lost
+    assert client.get_run(run_id).data.params == {"pretrain.world_size": "2", "pretrain.restart_count": "0"}
+    assert not unsent.exists() and unsent.with_name(unsent.name + ".sent").exists()
+
+
+def test_a_dead_tracking_server_costs_a_step_seconds_not_minutes(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused, as from a stopped server
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for key, value in tracking.HTTP_LIMITS.items():
+        monkeypatch.setenv(key, value)
+    step_logger = tracking.StepLogger(run_id="0" * 32, tracking_uri=uri, flush_every=1,
+                                      unsent_path=tmp_path / tracking.UNSENT_METRICS)
+    t0 = time.perf_counter()
+    step_logger.log({"pretrain.loss": 1.0}, 0)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for step in range(1, 50):  # within retry_every_s of the failure: buffered, no request at all
+        step_logger.log({"pretrain.loss": 1.0}, step)
+    later = time.perf_counter() - t0
+
+    assert not step_logger.healthy
+    assert first < 15, f"one failed send took {first:.1f} s"
+    assert later < 0.5
+    assert step_logger.close() is not None
+    assert sum(len(json.loads(line)["metrics"]) for line in step_logger.unsent_path.read_text().splitlines()) == 50

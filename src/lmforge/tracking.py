@@ -46,6 +46,8 @@ OWNER_TAG = "lmforge.owner"
 """The process that opened a run (``processes.owner_token``): a run left RUNNING by a dead owner was killed."""
 ENDED_BY_TAG = "lmforge.ended_by"
 """How a run killed without closing itself was found and closed (``close_dead_runs``)."""
+UNSENT_METRICS = "unsent_metrics.jsonl"
+"""Where a training job's ``StepLogger`` leaves the metrics the store did not take (in the job's run_dir)."""
 RETRY_MAX_S = 600.0
 """Longest wait between two tries of ``StepLogger`` while the store keeps failing."""
 HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -189,7 +191,8 @@ class StepLogger:
         self.retry_every_s = retry_every_s
         self.unsent_path = Path(unsent_path) if unsent_path else Path(tempfile.gettempdir(),
                                                                       f"lmforge-unsent-{self.run_id}.jsonl")
-        self.unsent_count = 0  # metrics and params written to unsent_path
+        self.unsent_metrics = 0  # metrics written to unsent_path
+        self.unsent_params = 0
         self.failures = 0
         self._buffer: list[Any] = []
         self._params: list[Any] = []
@@ -253,11 +256,12 @@ class StepLogger:
 
     def close(self) -> Path | None:
         """Last attempt to send; what is still unsent goes to ``unsent_path`` (returned, or None if all sent)."""
-        if self.flush(force=True) and not self.unsent_count:
+        if self.flush(force=True) and not (self.unsent_metrics or self.unsent_params):
             return None
         self._spill(len(self._buffer))
-        logger.warning("%d metric(s) of MLflow run %s could not be sent to %s and are saved in %s: once the store "
-                       "is back, run `python -m lmforge.tracking replay %s`", self.unsent_count, self.run_id,
+        logger.warning("%d metric(s) and %d param(s) of MLflow run %s could not be sent to %s and are saved in %s: "
+                       "once the store is back, run `python -m lmforge.tracking replay %s`", self.unsent_metrics,
+                       self.unsent_params, self.run_id,
                        self.tracking_uri, self.unsent_path, self.unsent_path)
         return self.unsent_path
 
@@ -291,7 +295,8 @@ class StepLogger:
         self.unsent_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.unsent_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
-        self.unsent_count += len(metrics) + len(params)
+        self.unsent_metrics += len(metrics)
+        self.unsent_params += len(params)
         del self._buffer[:n_metrics]
         self._params = []
 
