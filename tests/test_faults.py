@@ -6,6 +6,7 @@ Each test checks what the user sees (one line naming the file and what to do) an
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -197,3 +198,85 @@ def test_a_dead_tracking_server_costs_a_step_seconds_not_minutes(tmp_path, monke
     assert later < 0.5
     assert step_logger.close() is not None
     assert sum(len(json.loads(line)["metrics"]) for line in step_logger.unsent_path.read_text().splitlines()) == 50
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB disk (tmpfs; needs root, as in CI's container), or None where mounting is refused: the
+    tests then inject the OSError(ENOSPC) a full disk raises at the same write call."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _disk_full(path: Path) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_full_disk_mid_checkpoint_keeps_the_previous_one_for_resume(small_disk, tmp_path, caplog):
+    import torch
+
+    from lmforge.errors import UserError
+    from lmforge.training import checkpoints as ck
+
+    root = (small_disk or tmp_path) / "checkpoints"
+    previous = root / ck.tag_for_step(40)
+    previous.mkdir(parents=True)
+    torch.save({"w": torch.arange(1000.0)}, previous / "mp_rank_00_model_states.pt")  # ~5 KiB
+    ck.write_manifest(root, previous.name, step=40, fingerprint="f" * 64, world_size=1, global_batch=8)
+
+    newest = root / ck.tag_for_step(80)
+    with pytest.raises(UserError) as failed, caplog.at_level(logging.ERROR, logger="lmforge.training"):
+        with ck.saving(root, newest.name) as tag_dir:  # what loop.save_checkpoint wraps DeepSpeed's save in
+            tag_dir.mkdir()
+            if small_disk is None:
+                raise _disk_full(tag_dir / "mp_rank_00_model_states.pt")
+            torch.save({"w": torch.zeros(100_000)}, tag_dir / "mp_rank_00_model_states.pt")  # 400 KB > the disk
+
+    message = str(failed.value)
+    assert message.startswith(f"disk full while writing checkpoint {newest} (")
+    assert "free disk space there, or point the stage's run_dir at a larger disk" in message
+    assert f"resume will use {previous}" in caplog.text
+    assert not newest.exists()  # the partial checkpoint is gone (and its space with it)
+    assert (root / ck.LATEST).read_text() == previous.name
+    assert ck.find_resume_checkpoint(root, "f" * 64, 8) == (previous.name, [])
+    assert sorted(p.name for p in root.iterdir()) == [ck.LATEST, previous.name]  # no temp file left
+
+
+def test_a_full_disk_mid_token_shard_names_the_shard_and_leaves_no_partial_file(small_disk, tmp_path, monkeypatch):
+    import numpy as np
+
+    from lmforge.errors import UserError
+    from lmforge.tokenizer.shards import ShardWriter
+
+    out = (small_disk or tmp_path) / "token_shards"
+    out.mkdir()
+    writer = ShardWriter(out, "train", seq_len=64, blocks_per_shard=256, dtype="uint16")  # 32 KiB per shard
+    if small_disk is None:
+        real_save = np.save
+        calls = []
+
+        def save(path, array):  # the third shard hits a full disk, after part of it was written
+            calls.append(path)
+            if len(calls) == 3:
+                Path(path).write_bytes(b"\x93NUMPY partial")
+                raise _disk_full(path)
+            real_save(path, array)
+
+        monkeypatch.setattr(np, "save", save)
+    with pytest.raises(UserError) as failed:
+        writer.write(np.arange(64 * 256 * 20, dtype=np.uint16) % 1000)  # 20 shards, 640 KiB > the disk
+
+    failing = out / f"train-{len(writer.shards):05d}.npy"
+    assert str(failed.value).startswith(f"disk full while writing token shard {failing} (")
+    assert "point the catalog's token_shards entry at a larger disk; then rerun the tokenizer stage" in str(failed.value)
+    assert not failing.exists()
+    assert sorted(p.name for p in out.iterdir()) == writer.shards  # the complete shards only
+    assert all(np.load(out / name).shape == (256, 64) for name in writer.shards)

@@ -352,12 +352,15 @@ def save_checkpoint(engine: Any, spec: JobSpec, ckpt_root: Path, state: dict[str
     from lmforge.training import checkpoints
 
     tag = checkpoints.tag_for_step(state["step"])
-    engine.save_checkpoint(str(ckpt_root), tag=tag, client_state={"lmforge": state}, save_latest=False)
-    dist.barrier()  # every rank's files are on disk before the manifest says so
+    with checkpoints.saving(ckpt_root, tag):  # a full disk: the partial tag removed, one line saying what to do
+        engine.save_checkpoint(str(ckpt_root), tag=tag, client_state={"lmforge": state}, save_latest=False)
+        dist.barrier()  # every rank's files are on disk before the manifest says so
+        if rank == 0:
+            checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
+                                       world_size=world_size,
+                                       global_batch=checkpoints.global_batch(spec.train, world_size),
+                                       verify=spec.train.checkpoint_verify)
     if rank == 0:
-        checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
-                                   world_size=world_size, global_batch=checkpoints.global_batch(spec.train, world_size),
-                                   verify=spec.train.checkpoint_verify)
         checkpoints.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints)
         logger.info("%s: checkpoint %s saved", spec.metric_prefix, ckpt_root / tag)
     dist.barrier()
