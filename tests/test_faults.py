@@ -280,3 +280,85 @@ def test_a_full_disk_mid_token_shard_names_the_shard_and_leaves_no_partial_file(
     assert not failing.exists()
     assert sorted(p.name for p in out.iterdir()) == writer.shards  # the complete shards only
     assert all(np.load(out / name).shape == (256, 64) for name in writer.shards)
+
+
+def test_a_corrupted_newest_checkpoint_resumes_from_the_previous_verified_one(killed_pretrain_run, tmp_path, caplog):
+    """The real resume decision (``loop.find_resume_source``, rank 0 of the killed 2-process job) on the real
+    DeepSpeed checkpoints of the session's killed run, its newest one corrupted in place (same size)."""
+    import shutil
+
+    import torch.distributed as dist
+
+    from lmforge.training import checkpoints as ck
+    from lmforge.training.config import JobSpec
+    from lmforge.training.loop import find_resume_source
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(killed_pretrain_run / "run", run_dir)
+    spec = JobSpec.load(run_dir / "job.json")
+    root = run_dir / "checkpoints"
+    newest, previous = ck.list_tags(root)[:2]
+    model_file = next(p for p in sorted((root / newest).rglob("*model_states.pt")))
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, only the hash can tell
+    model_file.write_bytes(bytes(data))
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="lmforge.training"):
+            source = find_resume_source(spec, root, rank=0, world_size=2)
+    finally:
+        dist.destroy_process_group()
+
+    assert source["tag"] == previous
+    assert (f"checkpoint {root / newest} skipped: file {model_file.relative_to(root / newest).as_posix()} is "
+            f"corrupted (SHA-256 differs from the manifest)") in caplog.text
+    assert f"resuming from {root / previous}, the newest verified checkpoint (newer unusable: {newest})" in caplog.text
+    assert not (root / newest).exists()  # deleted: never tried again
+    assert ck.verify_checkpoint(root / previous)[1] is None
+
+
+def _jsonl(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+
+
+def test_a_jsonl_file_that_disappears_mid_run_stops_the_stage_naming_it(tmp_path):
+    from lmforge.data.readers import SourceError, read_jsonl
+
+    _jsonl(tmp_path / "a.jsonl", ["first document " * 3])
+    _jsonl(tmp_path / "b.jsonl", ["second document " * 3])
+    docs = read_jsonl(str(tmp_path), source="web")  # lists a.jsonl and b.jsonl, then reads them in turn
+    assert next(docs).metadata["path"] == "a.jsonl"
+    (tmp_path / "b.jsonl").unlink()
+    (tmp_path / "b.jsonl").mkdir()  # replaced by a directory while a.jsonl was being read
+
+    with pytest.raises(SourceError) as failed:
+        next(docs)
+    assert str(failed.value) == (f"{tmp_path / 'b.jsonl'}: cannot be read (Is a directory): it was there when the "
+                                 "source was listed; restore it, or take it out of the source, and rerun")
+
+
+def test_a_code_file_gone_before_its_shard_is_read_is_quarantined_with_the_reason(tmp_path):
+    """data_processing's lazy ingest lists a folder's files first and reads each shard later (in the workers):
+    a file deleted in between is a quarantine record saying why, and the counts still reconcile."""
+    from lmforge.data.cleaning import CleaningConfig
+    from lmforge.data.dedup_minhash import NearDedupConfig
+    from lmforge.data.ingest import ingest_sources
+    from lmforge.data.process import DataProcessingConfig, process_corpus
+
+    config = DataProcessingConfig(cleaning=CleaningConfig(min_chars=20, max_chars=10_000),
+                                  near_dedup=NearDedupConfig(enabled=False))
+    for i in range(3):
+        (tmp_path / f"m{i}.py").write_text(f"def total{i}(values):\n    s = {i}\n    for v in values:\n        s += v\n"
+                                           "    return s\n", encoding="utf-8")
+    shards = ingest_sources([{"name": "c", "root": str(tmp_path)}], shard_size=1, lazy=True)
+    (tmp_path / "m1.py").unlink()  # gone after the listing, before its shard is read
+
+    result = process_corpus(shards, config, shard_size=10)
+
+    dropped = [q for q in result.quarantine if q["reason"] == "read_error"]
+    assert [q["metadata"]["path"] for q in dropped] == ["m1.py"]
+    assert dropped[0]["metadata"]["read_error"] == "FileNotFoundError: No such file or directory"
+    report = result.report
+    assert (report["records_in"], report["records_out"], report["dropped"]["read_error"]) == (3, 2, 1)
+    assert report["records_in"] == report["records_out"] + sum(report["dropped"].values())
