@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge import processes, tracking
+from lmforge import processes, step_logging, tracking
 
 
 @pytest.fixture
@@ -139,10 +139,10 @@ def _losses(client, run_id):
 
 def test_a_tracking_store_that_goes_away_costs_no_metric(own_store, tmp_path, caplog):
     uri, db, client, run_id = own_store
-    unsent = tmp_path / "run" / tracking.UNSENT_METRICS
-    step_logger = tracking.StepLogger(run_id=run_id, tracking_uri=uri, flush_every=2, unsent_path=unsent,
+    unsent = tmp_path / "run" / step_logging.UNSENT_METRICS
+    step_logger = step_logging.StepLogger(run_id=run_id, tracking_uri=uri, flush_every=2, unsent_path=unsent,
                                       retry_every_s=0.0)
-    with caplog.at_level(logging.WARNING, logger="lmforge.tracking"):
+    with caplog.at_level(logging.WARNING, logger="lmforge.step_logging"):
         step_logger.log_params({"pretrain.world_size": 2})
         for step in range(4):
             step_logger.log({"pretrain.loss": 4.0 - step}, step)
@@ -165,11 +165,11 @@ def test_a_tracking_store_that_goes_away_costs_no_metric(own_store, tmp_path, ca
     assert "training continues; per-step metrics stay in memory (up to 100000)" in failures[0]
     assert f"written to {unsent}" in failures[0]
     assert (f"2 metric(s) and 1 param(s) of MLflow run {run_id} could not be sent to {uri} and are saved in {unsent}: once the "
-            f"store is back, run `python -m lmforge.tracking replay {unsent}`") in caplog.text
+            f"store is back, run `python -m lmforge.step_logging replay {unsent}`") in caplog.text
     _store_comes_back(db, away)
     assert _losses(client, run_id) == [(s, 4.0 - s) for s in range(11)]  # steps 11 and 12 were in the buffer
 
-    assert tracking.main(["replay", str(unsent)]) == 0  # `python -m lmforge.tracking replay <file>`, in process
+    assert step_logging.main(["replay", str(unsent)]) == 0  # `python -m lmforge.step_logging replay <file>`, in process
     assert _losses(client, run_id) == [(s, 4.0 - s) for s in range(13)]  # nothing lost
     assert client.get_run(run_id).data.params == {"pretrain.world_size": "2", "pretrain.restart_count": "0"}
     assert not unsent.exists() and unsent.with_name(unsent.name + ".sent").exists()
@@ -183,8 +183,8 @@ def test_a_dead_tracking_server_costs_a_step_seconds_not_minutes(tmp_path, monke
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
     for key, value in tracking.HTTP_LIMITS.items():
         monkeypatch.setenv(key, value)
-    step_logger = tracking.StepLogger(run_id="0" * 32, tracking_uri=uri, flush_every=1,
-                                      unsent_path=tmp_path / tracking.UNSENT_METRICS)
+    step_logger = step_logging.StepLogger(run_id="0" * 32, tracking_uri=uri, flush_every=1,
+                                      unsent_path=tmp_path / step_logging.UNSENT_METRICS)
     t0 = time.perf_counter()
     step_logger.log({"pretrain.loss": 1.0}, 0)
     first = time.perf_counter() - t0
@@ -282,6 +282,7 @@ def test_a_full_disk_mid_token_shard_names_the_shard_and_leaves_no_partial_file(
     assert all(np.load(out / name).shape == (256, 64) for name in writer.shards)
 
 
+@pytest.mark.slow  # the session's killed 2-process run (shared with tests/training/test_training_resume*.py)
 def test_a_corrupted_newest_checkpoint_resumes_from_the_previous_verified_one(killed_pretrain_run, tmp_path, caplog):
     """The real resume decision (``loop.find_resume_source``, rank 0 of the killed 2-process job) on the real
     DeepSpeed checkpoints of the session's killed run, its newest one corrupted in place (same size)."""

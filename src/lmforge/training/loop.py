@@ -102,7 +102,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     import torch
     import torch.distributed as dist
 
-    from lmforge.tracking import UNSENT_METRICS, StepLogger
+    from lmforge.step_logging import UNSENT_METRICS, StepLogger
     from lmforge.training.deepspeed_config import needs_gradient_allreduce, offloads_optimizer
     from lmforge.training.throughput import (
         GpuUtilization,
