@@ -45,6 +45,54 @@ class UserError(Exception):
         return f"{self.message} ({self.next_step})" if self.next_step else self.message
 
 
+DISK_FULL_FREE_BYTES = 1 << 20
+"""Below this much free space a failed write counts as a full disk (see ``is_disk_full``)."""
+
+
+def is_disk_full(exc: BaseException, path: str | os.PathLike) -> bool:
+    """Whether ``exc``, raised while writing under ``path``, is a full disk (or quota).
+
+    ``ENOSPC``/``EDQUOT`` anywhere in the exception's cause chain; or any error while less than
+    ``DISK_FULL_FREE_BYTES`` are free there: ``torch.save`` reports a full disk as
+    ``RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534`` (torch 2.x,
+    measured on a full 256 KiB tmpfs), no errno at all.
+    """
+    import errno
+    import shutil
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        return shutil.disk_usage(where).free < DISK_FULL_FREE_BYTES
+    except OSError:
+        return False
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n // 1024} KiB"
+
+
+def disk_full_error(path: str | os.PathLike, what: str, next_step: str) -> UserError:
+    """The one line for a full disk: what could not be written where, how much is free, what to do."""
+    import shutil
+
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        usage = shutil.disk_usage(where)
+        free = f"{_size(usage.free)} free of {_size(usage.total)}"
+    except OSError:
+        free = "free space unknown"
+    return UserError(f"disk full while writing {what} {path} ({free})", f"free disk space there, or {next_step}")
+
+
 EXPECTED: dict[str, str | None] = {
     "packaging.gate.GateError": None,  # its message ends with where the thresholds live
     "packaging.export.PackageVerificationError": "rebuild it: `kedro run --pipelines packaging`",

@@ -21,6 +21,9 @@
   every MLflow run points at the exact code and data that produced it; it keeps Kedro's session id as
   ``kedro.session_id`` instead of the ``run_id`` tag kedro-mlflow copies from Kedro (a second "run id"
   holding a timestamp) and marks the experiment as a model-training one.
+- ``RunOwnerHooks`` tags the run with the process that owns it (``lmforge.owner``) and closes, as KILLED,
+  the runs of the experiment left RUNNING by an owner that died on this host (``tracking.close_dead_runs``):
+  a SIGKILLed ``kedro run`` never closes its own run, and the seed's crash rate counts those.
 """
 
 from __future__ import annotations
@@ -276,3 +279,10 @@ class LineageHooks:
                                   pipelines=run_params.get("pipeline_names") or ["__default__"],
                                   session_id=run_params.get("run_id"))  # Kedro's name for its session id
         tracking.mark_training_experiment()
+
+
+class RunOwnerHooks:
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        tracking.tag_owner()
+        tracking.close_dead_runs_of_active_experiment()

@@ -7,17 +7,19 @@ from omegaconf.resolvers import oc
 
 from lmforge.error_hooks import ErrorPresentationHooks
 from lmforge.hooks import (
-                           DiskIOHooks,
-                           DvcStageGuardHooks,
-                           LineageHooks,
-                           MissingInputHooks,
-                           OutputLockHooks,
-                           SystemMetricsHooks,
+    DiskIOHooks,
+    DvcStageGuardHooks,
+    LineageHooks,
+    MissingInputHooks,
+    OutputLockHooks,
+    RunOwnerHooks,
+    SystemMetricsHooks,
 )
 
 # pluggy calls the ``tryfirst`` hooks last-registered first: MissingInputHooks checks the inputs, then
 # OutputLockHooks locks the outputs, both before kedro-mlflow opens the run (a refused run leaves none).
-HOOKS = (OutputLockHooks(), MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(),
+# RunOwnerHooks (trylast) tags the run kedro-mlflow opened with its owner and closes dead owners' runs as KILLED.
+HOOKS = (OutputLockHooks(), MissingInputHooks(), SystemMetricsHooks(), DiskIOHooks(), LineageHooks(), RunOwnerHooks(),
          ErrorPresentationHooks(), DvcStageGuardHooks())
 
 CONFIG_LOADER_ARGS = {

@@ -4,8 +4,11 @@ Kedro nodes never call MLflow: kedro-mlflow opens one run per ``kedro run`` and 
 metrics datasets log what nodes return. Two things need MLflow outside the catalog:
 
 - training processes (launched by a node, several ranks) log per-step metrics into that same run:
-  the node passes ``child_env()`` (tracking URI + run id) to the launcher and rank 0 uses
-  ``StepLogger``, which writes through ``MlflowClient`` and never changes the run's status;
+  the node passes ``child_env()`` (tracking URI + run id, bounded HTTP retries) to the launcher and rank 0
+  uses ``step_logging.StepLogger``, which writes through ``MlflowClient``, never changes the run's status
+  and never stops training when the store fails;
+- every run is tagged with the process that owns it, and a run left RUNNING by an owner that died (a
+  SIGKILLed ``kedro run``) is closed as KILLED by the next run (``close_dead_runs``);
 - hooks tag runs with lineage (git commit, DVC hashes of the inputs) and mark the experiment as a
   model-training one.
 
@@ -40,6 +43,16 @@ TRAINING_EXPERIMENT_KIND = "custom_model_development"
 """The experiment kind MLflow's UI calls "Machine learning" (model training), as opposed to "genai_development"."""
 SESSION_TAG = "kedro.session_id"
 """Kedro's session id (a timestamp), which kedro-mlflow would tag as ``run_id`` beside MLflow's own run id."""
+OWNER_TAG = "lmforge.owner"
+"""The process that opened a run (``processes.owner_token``): a run left RUNNING by a dead owner was killed."""
+ENDED_BY_TAG = "lmforge.ended_by"
+"""How a run killed without closing itself was found and closed (``close_dead_runs``)."""
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""Bounds on one HTTP request of a training process to a tracking server. MLflow 3's defaults (7 retries,
+backoff factor 2, 120 s timeout) stall a training step for minutes when the server is down; with these one
+failed send costs at most 3 tries x 10 s plus 1 + 2 s of backoff. Set in the job's environment by
+``child_env`` unless the user set them."""
 
 
 def _active_run() -> Any:
@@ -57,7 +70,8 @@ def child_env() -> dict[str, str]:
         return {}
     import mlflow
 
-    return {URI_ENV: mlflow.get_tracking_uri(), RUN_ID_ENV: run.info.run_id}
+    limits = {k: v for k, v in HTTP_LIMITS.items() if k not in os.environ}
+    return {URI_ENV: mlflow.get_tracking_uri(), RUN_ID_ENV: run.info.run_id, **limits}
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, float]:
@@ -149,51 +163,64 @@ def enable_system_metrics(interval_s: float = 5.0) -> None:
         logger.warning("MLflow system metrics are off: %s", err)
 
 
-class StepLogger:
-    """Per-step metrics from a training process into an existing run (rank 0 only).
+def tag_owner() -> None:
+    """Tag the active run with the process that owns it (``lmforge.owner``), for ``close_dead_runs``."""
+    run = _active_run()
+    if run is None:
+        return
+    import mlflow
 
-    Buffers metrics and sends them in batches so logging never dominates a step on CPU.
+    from lmforge.processes import owner_token
+
+    mlflow.set_tag(OWNER_TAG, owner_token())
+
+
+def close_dead_runs(client: Any, experiment_id: str, *, closed_by: str | None = None) -> list[str]:
+    """Set every RUNNING run of ``experiment_id`` whose owner died on this host to KILLED; returns their ids.
+
+    A ``kedro run`` killed by SIGKILL (OOM killer, CI timeout, ``kill -9`` of ``dvc repro``) never closes its
+    MLflow run: it would show RUNNING for ever. A run tagged ``lmforge.owner`` (``tag_owner``) whose owner
+    process is gone (``processes.owner_alive`` is False: no such pid, or the pid was reused) is closed as
+    KILLED, its end time the newest metric it logged (else its start), tagged ``lmforge.ended_by`` with how
+    it was found. A run of another host is left alone (its owner cannot be checked from here); a run
+    without the tag (older) is left to ``evaluation.operations`` (open while a later run started = crashed).
     """
+    from lmforge.processes import owner_alive
 
-    def __init__(self, run_id: str | None = None, tracking_uri: str | None = None, flush_every: int = 20):
-        self.run_id = run_id or os.environ.get(RUN_ID_ENV)
-        self.tracking_uri = tracking_uri or os.environ.get(URI_ENV)
-        self.flush_every = flush_every
-        self._buffer: list[Any] = []
-        self._client = None
-        if self.run_id and self.tracking_uri:
-            from mlflow.tracking import MlflowClient
+    closed = []
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    for run in runs:
+        token = run.data.tags.get(OWNER_TAG)
+        if not token:
+            continue
+        alive = owner_alive(token)
+        if alive is None:
+            logger.info("MLflow run %s is RUNNING, owned by %s on another host: left alone", run.info.run_id, token)
+            continue
+        if alive:
+            continue
+        stamps = [m.timestamp for m in getattr(run.data, "_metric_objs", []) if m.timestamp]
+        end_time = max(stamps, default=run.info.start_time or int(time.time() * 1000))
+        client.set_tag(run.info.run_id, ENDED_BY_TAG, f"owner {token} gone; closed by run {closed_by or 'unknown'}")
+        client.set_terminated(run.info.run_id, status="KILLED", end_time=end_time)
+        logger.warning("MLflow run %s was left RUNNING by %s, which is gone (killed): marked KILLED",
+                       run.info.run_id, token)
+        closed.append(run.info.run_id)
+    return closed
 
-            self._client = MlflowClient(self.tracking_uri)
 
-    @property
-    def enabled(self) -> bool:
-        return self._client is not None
+def close_dead_runs_of_active_experiment() -> list[str]:
+    """``close_dead_runs`` on the active run's experiment (a no-op without one; never raises)."""
+    run = _active_run()
+    if run is None:
+        return []
+    from mlflow import MlflowClient
 
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
-        if not self.enabled:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        if len(self._buffer) >= self.flush_every * max(1, len(metrics)):
-            self.flush()
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            self._client.log_batch(self.run_id, params=items[i:i + 100])
-
-    def flush(self) -> None:
-        if self.enabled and self._buffer:
-            for i in range(0, len(self._buffer), 1000):
-                self._client.log_batch(self.run_id, metrics=self._buffer[i:i + 1000])
-            self._buffer.clear()
+    try:
+        return close_dead_runs(MlflowClient(), run.info.experiment_id, closed_by=run.info.run_id)
+    except Exception as err:  # noqa: BLE001 - bookkeeping of earlier runs must not stop this one
+        logger.warning("could not close the MLflow runs of killed processes: %s", err)
+        return []
 
 
 def git_state(project_path: str | Path) -> dict[str, str]:
@@ -310,3 +337,4 @@ def metric_mismatches(client: Any, run_id: str, metrics: Mapping[str, Any], pref
         elif not math.isclose(logged[name], value, rel_tol=rel_tol, abs_tol=1e-12):
             problems.append(f"{name}: MLflow shows {logged[name]!r}, the metrics file {value!r}")
     return problems
+

@@ -7,7 +7,8 @@ import subprocess
 import pytest
 from mlflow_helpers import isolated_run, isolated_store
 
-from lmforge.tracking import StepLogger, dvc_hashes, flatten, git_state
+from lmforge.step_logging import StepLogger
+from lmforge.tracking import dvc_hashes, flatten, git_state
 
 
 def test_flatten_nested_numeric_leaves():

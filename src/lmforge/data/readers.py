@@ -197,7 +197,10 @@ def read_jsonl(
                                              text_field=text_field, id_field=id_field, metadata=metadata)
                     doc.metadata.update(flags)
                     yield doc
-        except (OSError, EOFError) as exc:  # truncated/corrupt .gz or .zst
+        except (OSError, EOFError) as exc:  # truncated/corrupt .gz or .zst; a file gone or replaced mid-run
+            if line_no == 0 and isinstance(exc, OSError) and exc.errno is not None:
+                raise SourceError(f"{file_path}: cannot be read ({exc.strerror}): it was there when the source was "
+                                  f"listed; restore it, or take it out of the source, and rerun") from exc
             raise SourceError(f"{file_path}: unreadable after line {line_no}: {exc}") from exc
         if blank:
             logger.debug("%s: skipped %d blank line(s)", file_path, blank)

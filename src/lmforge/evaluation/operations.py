@@ -9,8 +9,10 @@ This module reads those runs through ``MlflowClient`` and returns flat metrics (
 floats) plus a ``not_measured`` map ``{metric: reason}`` for everything it could not find:
 
 - per stage ``ops.<stage>.``: ``runs``; ``failed_runs`` (status FAILED: the stage raised an error);
-  ``crashed_runs`` (status KILLED, or left RUNNING although a later run of the same stage started:
-  the process died without closing its run, e.g. killed by the OOM killer); ``error_rate`` and
+  ``crashed_runs`` (status KILLED: ``tracking.close_dead_runs``, called by ``hooks.RunOwnerHooks`` at the
+  start of every run, sets a run whose owner process died on this host to KILLED; a run still open whose
+  ``lmforge.owner`` is gone counts too, and an untagged one left RUNNING although a later run of the same
+  stage started: the process died without closing its run, e.g. killed by the OOM killer); ``error_rate`` and
   ``crash_rate`` (those over ``runs``); and from the newest FINISHED run: ``duration_s``,
   ``cpu_utilization_pct`` (mean), ``memory_used_mb_max`` (system memory in use, max),
   ``disk_read_mb``, ``disk_write_mb``, ``disk_mb_per_s`` (block-device I/O of the machine during the
@@ -138,11 +140,24 @@ def _stages_of(run: Any, stages: Sequence[str]) -> list[str]:
     return [s for s in stages if s in names]
 
 
+def _crashed(run: Any, newer_runs: int) -> bool:
+    """KILLED (``tracking.close_dead_runs`` closes a dead owner's run so), or open although its owner is gone;
+    an untagged (older) run: open although a newer run of the stage started (its process died unclosed)."""
+    from lmforge.processes import owner_alive
+    from lmforge.tracking import OWNER_TAG
+
+    if run.info.status in CRASH_STATUSES:
+        return True
+    if run.info.status not in OPEN_STATUSES:
+        return False
+    owner = run.data.tags.get(OWNER_TAG)
+    alive = owner_alive(owner) if owner else None
+    return alive is False if alive is not None else newer_runs > 0
+
+
 def _status_counts(prefix: str, runs: Sequence[Any]) -> dict[str, float]:
     failed = sum(r.info.status == "FAILED" for r in runs)
-    # A run still open although a newer run of the stage started was never closed: its process died.
-    crashed = sum(r.info.status in CRASH_STATUSES or (r.info.status in OPEN_STATUSES and i > 0)
-                  for i, r in enumerate(runs))
+    crashed = sum(_crashed(r, i) for i, r in enumerate(runs))
     n = len(runs)
     return {f"{prefix}.runs": float(n), f"{prefix}.failed_runs": float(failed), f"{prefix}.crashed_runs": float(crashed),
             f"{prefix}.error_rate": failed / n, f"{prefix}.crash_rate": crashed / n}

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+SHARD_DISK_FULL_NEXT_STEP = "point the catalog's token_shards entry at a larger disk; then rerun the tokenizer stage"
 
 
 class ShardWriter:
@@ -76,7 +77,15 @@ class ShardWriter:
 
         n = self._fill // self.seq_len
         filename = f"{self.split}-{len(self.shards):05d}.npy"
-        np.save(self.out_dir / filename, self._buffer[: n * self.seq_len].reshape(n, self.seq_len))
+        try:
+            np.save(self.out_dir / filename, self._buffer[: n * self.seq_len].reshape(n, self.seq_len))
+        except OSError as err:
+            from lmforge.errors import disk_full_error, is_disk_full
+
+            (self.out_dir / filename).unlink(missing_ok=True)  # never a truncated shard beside the complete ones
+            if is_disk_full(err, self.out_dir):
+                raise disk_full_error(self.out_dir / filename, "token shard", SHARD_DISK_FULL_NEXT_STEP) from err
+            raise
         self.shards.append(filename)
         self.n_blocks += n
         self._fill = 0

@@ -35,6 +35,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,45 @@ def step_of_tag(tag: str) -> int | None:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a partial one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill mid-write leaves no stray temp file
+        raise
+
+
+DISK_FULL_NEXT_STEP = ("point the stage's run_dir at a larger disk, or keep fewer checkpoints (train.keep_checkpoints) "
+                       "or save less often (train.checkpoint_every); then rerun: it resumes from the kept checkpoint")
+
+
+@contextmanager
+def saving(ckpt_root: Path, tag: str) -> Iterator[Path]:
+    """The block that writes checkpoint ``tag`` (every rank's files, then rank 0's manifest).
+
+    A full disk mid-save (``errors.is_disk_full``: ``ENOSPC``, or torch's errno-less ``RuntimeError``
+    with the disk full) removes the partial ``<tag>`` directory, which resume would skip anyway (no
+    manifest) but which holds the space the next try needs, and raises one line naming the checkpoint,
+    the free space, the newest complete checkpoint kept for resume and what to set. Other errors pass.
+    """
+    from lmforge.errors import disk_full_error, is_disk_full
+
+    tag_dir = ckpt_root / tag
+    try:
+        yield tag_dir
+    except Exception as err:
+        if not is_disk_full(err, tag_dir):
+            raise
+        error = disk_full_error(tag_dir, "checkpoint", DISK_FULL_NEXT_STEP)  # the free space before the cleanup
+        shutil.rmtree(tag_dir, ignore_errors=True)
+        kept = next((t for t in list_tags(ckpt_root) if t != tag and (ckpt_root / t / MANIFEST).is_file()), None)
+        logger.error("checkpoint %s: disk full (%s: %s); the partial checkpoint was removed, %s", tag_dir,
+                     type(err).__name__, str(err).strip()[:200],
+                     f"resume will use {ckpt_root / kept}" if kept else "no earlier checkpoint to resume from")
+        raise error from err
 
 
 def sha256_file(path: Path, *, sample: bool = False) -> str:
@@ -232,6 +268,9 @@ def find_resume_checkpoint(ckpt_root: Path, fingerprint: str,
             problem = (f"was trained with a global batch of {manifest.get('global_batch')} sequences, this job "
                        f"has {global_batch}")
         if problem is None:
+            if unusable:
+                logger.warning("resuming from %s, the newest verified checkpoint (newer unusable: %s)", ckpt_root / tag,
+                               ", ".join(unusable))
             return tag, unusable
         logger.warning("checkpoint %s skipped: %s", ckpt_root / tag, problem)
         unusable.append(tag)

@@ -103,7 +103,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     import torch
     import torch.distributed as dist
 
-    from lmforge.tracking import StepLogger
+    from lmforge.step_logging import UNSENT_METRICS, StepLogger
     from lmforge.training.deepspeed_config import needs_gradient_allreduce, offloads_optimizer
     from lmforge.training.throughput import (
         GpuUtilization,
@@ -143,7 +143,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     gpu = GpuUtilization()
     if rank == 0 and torch.cuda.is_available() and not gpu.available:
         logger.warning("%s: no per-step GPU utilisation: %s", spec.metric_prefix, gpu.reason)
-    step_logger = StepLogger() if rank == 0 else None
+    step_logger = StepLogger(unsent_path=Path(spec.run_dir, UNSENT_METRICS)) if rank == 0 else None
     prefix = spec.metric_prefix
     if step_logger and step_logger.enabled:
         step_logger.log_params({f"{prefix}.world_size": world_size, f"{prefix}.model_params": n_params,
@@ -221,7 +221,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
                        n_params=n_params, meter=meter, restart_count=restart_count, epoch_size=epoch_size)
     if rank == 0:
         if step_logger:
-            step_logger.flush()
+            step_logger.close()  # what the store did not take stays in <run_dir>/unsent_metrics.jsonl
         Path(spec.run_dir, "result.json").write_text(json.dumps(result, indent=2))
         shutil.rmtree(ckpt_root, ignore_errors=True)  # finished: the next run of the stage trains afresh
         logger.info("%s done: loss %.4f -> %.4f in %.0f s (%.0f tok/s, %s %.3f, %d restart(s))", prefix,
@@ -354,12 +354,15 @@ def save_checkpoint(engine: Any, spec: JobSpec, ckpt_root: Path, state: dict[str
     from lmforge.training import checkpoints
 
     tag = checkpoints.tag_for_step(state["step"])
-    engine.save_checkpoint(str(ckpt_root), tag=tag, client_state={"lmforge": state}, save_latest=False)
-    dist.barrier()  # every rank's files are on disk before the manifest says so
+    with checkpoints.saving(ckpt_root, tag):  # a full disk: the partial tag removed, one line saying what to do
+        engine.save_checkpoint(str(ckpt_root), tag=tag, client_state={"lmforge": state}, save_latest=False)
+        dist.barrier()  # every rank's files are on disk before the manifest says so
+        if rank == 0:
+            checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
+                                       world_size=world_size,
+                                       global_batch=checkpoints.global_batch(spec.train, world_size),
+                                       verify=spec.train.checkpoint_verify)
     if rank == 0:
-        checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
-                                   world_size=world_size, global_batch=checkpoints.global_batch(spec.train, world_size),
-                                   verify=spec.train.checkpoint_verify)
         checkpoints.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints)
         logger.info("%s: checkpoint %s saved", spec.metric_prefix, ckpt_root / tag)
     dist.barrier()
