@@ -20,6 +20,10 @@ file, taken without waiting:
 - Within one process, two ``OutputLock`` objects on one file exclude each other too (``flock`` belongs to the open
   file description, and each lock opens the file anew).
 
+``owned_tempdir`` makes a temporary folder named by its owner (host, pid, start time) and first removes the
+folders of the same kind whose owner on this machine is gone (a killed stage's staging folder or spool in the
+system temp folder: no lock needed, a live owner's folder is never touched).
+
 ``remove_leftovers`` deletes what a killed writer of an output leaves beside it (the staging directories and
 temporary files of ``lmforge.pipelines.datasets``: ``.<name>.*``, and the older fixed ``<name>.tmp``); call it
 only while holding the output's lock, so a live writer's temporary files are never removed.
@@ -36,15 +40,17 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import UserError
-from lmforge.processes import owner_alive, owner_token
+from lmforge.processes import owner_alive, owner_token, start_ticks
 
-__all__ = ["LOCKS_DIR", "RUN_DIR_LOCK", "LockedError", "OutputLock", "lock_file_for", "remove_leftovers",
-           "run_dir_lock"]
+__all__ = ["LOCKS_DIR", "RUN_DIR_LOCK", "LockedError", "OutputLock", "lock_file_for", "owned_tempdir",
+           "remove_leftovers", "remove_orphaned_tempdirs", "run_dir_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,3 +193,38 @@ def remove_leftovers(target: str | Path) -> list[Path]:
 
 def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def owned_tempdir(prefix: str, parent: str | Path | None = None) -> Path:
+    """``tempfile.mkdtemp`` named ``<prefix><host hash>.<pid>.<start ticks>-<random>``, after removing the folders of
+    ``prefix`` in ``parent`` (default: the system temp folder) whose process is gone (``remove_orphaned_tempdirs``)."""
+    remove_orphaned_tempdirs(prefix, parent)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner_name()}-", dir=parent))
+
+
+def remove_orphaned_tempdirs(prefix: str, parent: str | Path | None = None) -> list[Path]:
+    """Delete the ``owned_tempdir`` folders of ``prefix`` under ``parent`` made by a process of this machine that is
+    gone (killed: its own cleanup never ran); a live process's, or another machine's (a shared ``parent``), stay."""
+    parent = Path(parent or tempfile.gettempdir())
+    host = _owner_name().split(".", 1)[0]
+    removed = []
+    for path in parent.glob(f"{_glob_escape(prefix)}{host}.*"):
+        owner = path.name[len(prefix):].split("-", 1)[0]
+        _, pid, ticks = (owner.split(".") + ["", ""])[:3]
+        if not (pid.isdigit() and ticks.isdigit()) or not path.is_dir():
+            continue
+        now = start_ticks(int(pid))
+        if now is not None and int(ticks) in (0, now):
+            continue  # its process runs
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.warning("lmforge: removed %d temporary folder(s) of killed runs: %s", len(removed),
+                       ", ".join(str(p) for p in removed))
+    return removed
+
+
+def _owner_name() -> str:
+    """``<host hash>.<pid>.<start ticks>`` of this process: what an ``owned_tempdir``'s name says about its maker."""
+    pid = os.getpid()
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}.{pid}.{start_ticks(pid) or 0}"
