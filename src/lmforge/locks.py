@@ -93,18 +93,25 @@ class OutputLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> OutputLock:
+    def acquire(self, wait_s: float = 0.0) -> OutputLock:
+        """Take the lock, or raise ``LockedError`` naming its holder; ``wait_s``: keep trying that long first
+        (for a holder that is about to end, e.g. an orphan its watchdog is stopping)."""
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise LockedError(*self._refusal(read_owner(self.path))) from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    os.close(fd)
+                    if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    raise LockedError(*self._refusal(read_owner(self.path))) from None
+                time.sleep(0.1)
         previous = _read_fd(fd)
         if previous.get("pid"):  # a holder that did not release: it was killed (the kernel dropped its flock)
             logger.warning("lmforge: took the lock on %s left by %s (pid %s on %s, started %s), which was killed "
