@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,3 +93,19 @@ def test_remove_leftovers_removes_staging_dirs_and_temp_files_only(tmp_path):
     assert sorted(p.name for p in removed) == [".documents.123-abc", "documents.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".documents_other.1-x", "documents", "documents2"]
     assert (target / "shard-00000.jsonl").read_text() == "{}\n"
+
+
+def test_a_taker_that_waits_gets_the_lock_when_its_holder_dies(tmp_path):
+    path = tmp_path / "x.lock"
+    child = hold_in_child(path, "out")
+    killer = threading.Timer(0.3, os.kill, (child.pid, signal.SIGKILL))
+    killer.start()
+    try:
+        with pytest.raises(LockedError):
+            OutputLock(path, "out").acquire(wait_s=0.1)
+        with OutputLock(path, "out").acquire(wait_s=10) as lock:
+            assert lock.held
+    finally:
+        killer.cancel()
+        child.kill()
+        child.wait()

@@ -20,6 +20,10 @@ file, taken without waiting:
 - Within one process, two ``OutputLock`` objects on one file exclude each other too (``flock`` belongs to the open
   file description, and each lock opens the file anew).
 
+``owned_tempdir`` makes a temporary folder named by its owner (host, pid, start time) and first removes the
+folders of the same kind whose owner on this machine is gone (a killed stage's staging folder or spool in the
+system temp folder: no lock needed, a live owner's folder is never touched).
+
 ``remove_leftovers`` deletes what a killed writer of an output leaves beside it (the staging directories and
 temporary files of ``lmforge.pipelines.datasets``: ``.<name>.*``, and the older fixed ``<name>.tmp``); call it
 only while holding the output's lock, so a live writer's temporary files are never removed.
@@ -36,15 +40,17 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import UserError
-from lmforge.processes import owner_alive, owner_token
+from lmforge.processes import owner_alive, owner_token, start_ticks
 
-__all__ = ["LOCKS_DIR", "RUN_DIR_LOCK", "LockedError", "OutputLock", "lock_file_for", "remove_leftovers",
-           "run_dir_lock"]
+__all__ = ["LOCKS_DIR", "RUN_DIR_LOCK", "LockedError", "OutputLock", "lock_file_for", "owned_tempdir",
+           "remove_leftovers", "remove_orphaned_tempdirs", "run_dir_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +93,25 @@ class OutputLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> OutputLock:
+    def acquire(self, wait_s: float = 0.0) -> OutputLock:
+        """Take the lock, or raise ``LockedError`` naming its holder; ``wait_s``: keep trying that long first
+        (for a holder that is about to end, e.g. an orphan its watchdog is stopping)."""
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise LockedError(*self._refusal(read_owner(self.path))) from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    os.close(fd)
+                    if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                    raise LockedError(*self._refusal(read_owner(self.path))) from None
+                time.sleep(0.1)
         previous = _read_fd(fd)
         if previous.get("pid"):  # a holder that did not release: it was killed (the kernel dropped its flock)
             logger.warning("lmforge: took the lock on %s left by %s (pid %s on %s, started %s), which was killed "
@@ -187,3 +200,38 @@ def remove_leftovers(target: str | Path) -> list[Path]:
 
 def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def owned_tempdir(prefix: str, parent: str | Path | None = None) -> Path:
+    """``tempfile.mkdtemp`` named ``<prefix><host hash>.<pid>.<start ticks>-<random>``, after removing the folders of
+    ``prefix`` in ``parent`` (default: the system temp folder) whose process is gone (``remove_orphaned_tempdirs``)."""
+    remove_orphaned_tempdirs(prefix, parent)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{_owner_name()}-", dir=parent))
+
+
+def remove_orphaned_tempdirs(prefix: str, parent: str | Path | None = None) -> list[Path]:
+    """Delete the ``owned_tempdir`` folders of ``prefix`` under ``parent`` made by a process of this machine that is
+    gone (killed: its own cleanup never ran); a live process's, or another machine's (a shared ``parent``), stay."""
+    parent = Path(parent or tempfile.gettempdir())
+    host = _owner_name().split(".", 1)[0]
+    removed = []
+    for path in parent.glob(f"{_glob_escape(prefix)}{host}.*"):
+        owner = path.name[len(prefix):].split("-", 1)[0]
+        _, pid, ticks = (owner.split(".") + ["", ""])[:3]
+        if not (pid.isdigit() and ticks.isdigit()) or not path.is_dir():
+            continue
+        now = start_ticks(int(pid))
+        if now is not None and int(ticks) in (0, now):
+            continue  # its process runs
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logger.warning("lmforge: removed %d temporary folder(s) of killed runs: %s", len(removed),
+                       ", ".join(str(p) for p in removed))
+    return removed
+
+
+def _owner_name() -> str:
+    """``<host hash>.<pid>.<start ticks>`` of this process: what an ``owned_tempdir``'s name says about its maker."""
+    pid = os.getpid()
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}.{pid}.{start_ticks(pid) or 0}"

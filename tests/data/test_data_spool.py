@@ -32,11 +32,11 @@ def test_a_killed_runs_spool_is_removed_by_the_next_spool_and_a_live_ones_is_kep
     try:
         before = {p.name for p in tmp_path.iterdir()}
         assert len(before) == 2
-        with caplog.at_level("WARNING", logger="lmforge.data.spool"):
+        with caplog.at_level("WARNING", logger="lmforge.locks"):
             spool = Spool(str(tmp_path))
         after = {p.name for p in tmp_path.iterdir()} - {spool.path.name}
     finally:
         children["live"].kill()
         children["live"].join()
     assert after == {n for n in before if f".{children['live'].pid}." in n}  # the live run's spool stays
-    assert "removed 1 spool folder(s) of killed data-processing runs" in caplog.text
+    assert "removed 1 temporary folder(s) of killed runs" in caplog.text

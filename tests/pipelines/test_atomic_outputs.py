@@ -132,3 +132,20 @@ def test_temp_names_are_unique_per_writer(tmp_path, monkeypatch):
     JSONLinesDataset(str(tmp_path / "q.jsonl")).save([{"a": 1}])
     JSONLinesDataset(str(tmp_path / "q.jsonl")).save([{"a": 2}])
     assert len(set(seen)) == 2 and all(n.startswith(f".q.jsonl.{os.getpid()}-") for n in seen)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_swap_in_puts_the_new_folder_in_place_and_the_old_one_aside(tmp_path, monkeypatch, exchange):
+    import ctypes
+
+    if not exchange:  # a libc without renameat2 (macOS) or a filesystem without RENAME_EXCHANGE
+        monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: (_ for _ in ()).throw(OSError("no libc")))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/old.txt").write_text("old")
+    (tmp_path / ".out.1-x").mkdir()
+    (tmp_path / ".out.1-x/new.txt").write_text("new")
+
+    lmforge_datasets.swap_in(tmp_path / ".out.1-x", tmp_path / "out")
+
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["new.txt"]
+    assert [p.name for p in (tmp_path / ".out.1-x").iterdir()] == ["old.txt"]

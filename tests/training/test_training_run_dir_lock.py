@@ -22,6 +22,13 @@ def tiny_spec(run_dir: Path) -> JobSpec:
                    output_dir=str(run_dir / "export"), run_dir=str(run_dir), metric_prefix="pretrain")
 
 
+@pytest.fixture(autouse=True)
+def short_wait(monkeypatch):
+    import lmforge.training.launch as launch_module
+
+    monkeypatch.setattr(launch_module, "RUN_DIR_WAIT_S", 0.3)
+
+
 def test_a_job_on_a_locked_run_dir_is_not_started_and_names_the_holder(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

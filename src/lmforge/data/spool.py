@@ -6,7 +6,7 @@ to a temporary folder, returning only small per-document facts; the global dedup
 by index, and the outputs are views that read the surviving records from the spool on access.
 
 - `Spool`: the folder, removed when the last object using it is gone; a killed stage's spool folders
-  (named by their owner's pid and start time) are removed by the next stage that makes a spool;
+  (named by their owner: `lmforge.locks.owned_tempdir`) are removed by the next stage that makes a spool;
 - `write_jsonl` / `read_jsonl`: the JSON-lines format of its files (read by line index);
 - `SpooledCorpus`: every shard's kept documents addressed by one global index (input order);
 - `SpooledShards`: output shards of surviving documents (`.lazy()` for Kedro's PartitionedDataset);
@@ -18,21 +18,14 @@ from __future__ import annotations
 import bisect
 import functools
 import json
-import logging
-import os
 import shutil
-import socket
-import tempfile
 import weakref
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from lmforge.processes import start_ticks
-
-logger = logging.getLogger(__name__)
+from lmforge.locks import owned_tempdir
 
 SPOOL_PREFIX = "lmforge-spool-"
 
@@ -48,8 +41,7 @@ class Spool:
     def __init__(self, parent: str | None = None):
         if parent:
             Path(parent).mkdir(parents=True, exist_ok=True)
-        remove_orphaned_spools(parent)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{_owner_name()}-", dir=parent))
+        self.path = owned_tempdir(SPOOL_PREFIX, parent)  # a killed run's spools are removed first
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
     def file(self, index: int, kind: str) -> Path:
@@ -57,38 +49,6 @@ class Spool:
 
     def __deepcopy__(self, memo: dict) -> Spool:
         return self  # read-only once written; Kedro's MemoryDataset deep-copies outputs
-
-
-def remove_orphaned_spools(parent: str | Path | None = None) -> list[Path]:
-    """Delete the spool folders under ``parent`` (default: the system temp folder) whose process is gone.
-
-    A spool is named ``lmforge-spool-<host hash>.<pid>.<start ticks>-<random>`` by the process that made it: the
-    folder of a process of this machine that was killed (no ``weakref.finalize`` ran) is removed; a live
-    process's, or one of another machine sharing the folder (``spool_dir`` on a cluster), is left alone.
-    """
-    parent = Path(parent or tempfile.gettempdir())
-    host = _owner_name().split(".", 1)[0]
-    removed = []
-    for path in parent.glob(f"{SPOOL_PREFIX}{host}.*"):
-        owner = path.name[len(SPOOL_PREFIX):].split("-", 1)[0]
-        _, pid, ticks = (owner.split(".") + ["", ""])[:3]
-        if not (pid.isdigit() and ticks.isdigit()) or not path.is_dir():
-            continue
-        now = start_ticks(int(pid))
-        if now is not None and (int(ticks) in (0, now)):
-            continue  # its process runs
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    if removed:
-        logger.warning("lmforge: removed %d spool folder(s) of killed data-processing runs: %s", len(removed),
-                       ", ".join(str(p) for p in removed))
-    return removed
-
-
-def _owner_name(pid: int | None = None) -> str:
-    """``<host hash>.<pid>.<start ticks>`` of this process: what a spool folder's name says about its maker."""
-    pid = os.getpid() if pid is None else pid
-    return f"{zlib.crc32(socket.gethostname().encode()):08x}.{pid}.{start_ticks(pid) or 0}"
 
 
 def spool_file(spool: str | Path, index: int, kind: str) -> Path:

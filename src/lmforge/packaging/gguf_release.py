@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lmforge.engine.gguf import file_sha256
 from lmforge.errors import UserError
+from lmforge.locks import owned_tempdir
 from lmforge.packaging.config import EngineConfig
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def release_gguf(package_dir: str | Path, gguf_dir: str | Path, config: EngineCo
 
     files = find_gguf_files(gguf_dir, config.formats)
     expected = {fmt: entry.get("sha256") for fmt, entry in _read_manifest(Path(gguf_dir)).get("formats", {}).items()}
-    out_dir = Path(tempfile.mkdtemp(prefix="lmforge-gguf-")) / f"{model_name}-gguf"
+    out_dir = owned_tempdir("lmforge-gguf-") / f"{model_name}-gguf"
     out_dir.mkdir()
     shipped = {}
     for fmt, source in files.items():
@@ -167,7 +167,7 @@ def release_gguf(package_dir: str | Path, gguf_dir: str | Path, config: EngineCo
 
 def disabled_release(reason: str) -> tuple[str, dict[str, float], dict[str, Any]]:
     """What `release_gguf`'s caller returns when the engine step is off: a folder holding only a note."""
-    out_dir = Path(tempfile.mkdtemp(prefix="lmforge-gguf-")) / "gguf"
+    out_dir = owned_tempdir("lmforge-gguf-") / "gguf"
     out_dir.mkdir()
     (out_dir / DISABLED_NOTE).write_text(f"No GGUF package: {reason}.\n", encoding="utf-8")
     logger.info("GGUF packages and the engine parity check skipped: %s", reason)

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import logging
 import platform
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmforge.locks import owned_tempdir
 from lmforge.packaging.config import PackagingConfig
 from lmforge.packaging.export import PackageVerificationError, package_model, verify_package
 from lmforge.packaging.gate import GateCheck, check_gate, enforce_gate, gate_for_model
@@ -111,7 +111,7 @@ def build_release(sft_checkpoint: str, tokenizer_dir: str, metrics: Mapping[str,
                                  dvc_hashes=lookup_dvc_hashes(project_path, card_artifacts),
                                  evaluation_file=evaluation_file, gate=list(gate), chat=chat, packaged=packaged,
                                  align_run_id=align_run_id)
-    out_dir = Path(tempfile.mkdtemp(prefix="lmforge-package-")) / card.model_name
+    out_dir = owned_tempdir("lmforge-package-") / card.model_name
     package_model(sft_checkpoint, chat.source, out_dir, card=card, stop_ids=chat.stop_ids)
     check = verify_package(out_dir, prompt=config.verify_prompt)
     result = {"loads": bool(check.get("loads")), "generated_tokens": check.get("generated_tokens", 0)}

@@ -64,6 +64,34 @@ def replace_file(target: str | Path, write: Callable[[IO], None], mode: str = "w
         raise
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def swap_in(staged: Path, target: Path) -> None:
+    """Put the directory ``staged`` at ``target``; the old ``target`` (if any) ends up at ``staged``.
+
+    On Linux one ``renameat2(RENAME_EXCHANGE)``: there is no moment without a whole ``target``, even for a kill
+    between two steps. Where the kernel or filesystem has no exchange (macOS, some NFS servers): two renames,
+    with a moment (microseconds) where ``target`` is absent (never partial).
+    """
+    if target.exists():
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.renameat2(_AT_FDCWD, os.fsencode(staged), _AT_FDCWD, os.fsencode(target), _RENAME_EXCHANGE) == 0:
+                return
+        except (AttributeError, OSError):  # no renameat2 in this libc
+            pass
+        old = staged.with_name(staged.name + ".old")
+        os.replace(target, old)
+        os.replace(staged, target)
+        os.replace(old, staged)
+        return
+    os.replace(staged, target)
+
+
 def replace_directory(target: str | Path, build: Callable[[Path], None]) -> None:
     """Call ``build(path)`` to fill a fresh directory beside ``target``, then swap it in for ``target``."""
     target = Path(target).absolute()
@@ -73,9 +101,7 @@ def replace_directory(target: str | Path, build: Callable[[Path], None]) -> None
         staged = staging / target.name
         staged.mkdir(mode=0o777 & ~_UMASK)
         build(staged)
-        if target.exists():
-            os.replace(target, staging / (target.name + ".old"))
-        os.replace(staged, target)
+        swap_in(staged, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -144,10 +170,7 @@ class ArtifactDirectory(AbstractDataset[str, str]):
         staged = staging / target.name
         try:
             shutil.move(str(source), staged)
-            if target.exists():
-                old = staging / (target.name + ".old")
-                os.replace(target, old)
-            os.replace(staged, target)
+            swap_in(staged, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if self._mlflow_artifact_path:

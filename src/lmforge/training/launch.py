@@ -44,6 +44,9 @@ class TrainingError(RuntimeError):
     """A training job failed; the message carries the ranks' error lines and the last lines of its log."""
 
 
+RUN_DIR_WAIT_S = 5.0
+
+
 class RunDirLockedError(TrainingError, UserError):
     """A job not started: another trainer (an orphan of a killed run) holds its run directory; names it and says
     what to do (a ``UserError``: one line, no hint about the job's log, which is the holder's)."""
@@ -124,10 +127,12 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def check_run_dir_free(run_dir: str | Path, kind: str) -> None:
-    """Raise ``TrainingError`` (one line naming the holder) when a trainer, e.g. an orphan of a killed run, still
-    holds ``run_dir``'s lock (``lmforge.training.run_lock``): call it before touching anything in ``run_dir``."""
+    """Raise ``RunDirLockedError`` (one line naming the holder) when a trainer, e.g. an orphan of a killed run,
+    still holds ``run_dir``'s lock (``lmforge.training.run_lock``) after ``RUN_DIR_WAIT_S``: call it before
+    touching anything in ``run_dir``. The wait lets the ranks of a run killed a moment ago finish dying (their
+    watchdog, ``processes.guard_process``, polls every second) instead of failing a rerun started at once."""
     try:
-        locks.run_dir_lock(run_dir).acquire().release()
+        locks.run_dir_lock(run_dir).acquire(wait_s=RUN_DIR_WAIT_S).release()
     except locks.LockedError as err:
         raise RunDirLockedError(f"{kind} job not started: {err.message}", err.next_step) from None
 

@@ -6,8 +6,9 @@ typos rejected, defaults from the dataclass) and passes it down whole.
 
 from __future__ import annotations
 
-import tempfile
 from typing import TYPE_CHECKING, Any
+
+from lmforge.locks import owned_tempdir
 
 if TYPE_CHECKING:
     from lmforge.data.process import DataProcessingConfig
@@ -61,7 +62,7 @@ def validate_corpus(
     from lmforge.data.documents import iter_records
     from lmforge.data.validation import validate_suites
 
-    docs_dir = tempfile.mkdtemp(prefix="lmforge-data-docs-")
+    docs_dir = str(owned_tempdir("lmforge-data-docs-"))
     reports = validate_suites(iter_records(clean_documents), build_config(params).validation, ["cleaned", "final"],
                               data_docs_dir=docs_dir, earlier=[raw_validation])
     reports = [raw_validation, *reports]

@@ -6,6 +6,7 @@ from typing import Any
 
 from lmforge.config import build_dataclass
 from lmforge.evaluation.config import EvaluationConfig
+from lmforge.locks import owned_tempdir
 
 
 def _config(params: dict[str, Any]) -> EvaluationConfig:
@@ -43,7 +44,6 @@ def quantize_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: s
                         sft_params: dict[str, Any], shard_params: dict[str, Any]) -> tuple[str, dict[str, float]]:
     """The chat model (aligned, else SFT) as GGUF files (a staging folder for ``quantized_models``) and each
     format's held-out bits per byte against full precision (``lmforge.evaluation.quantization``)."""
-    import tempfile
 
     from lmforge.align.chat_model import resolve_chat_model
     from lmforge.evaluation.quantization import quantize_and_score
@@ -51,7 +51,7 @@ def quantize_chat_model(sft_checkpoint: str, align_checkpoint: str, tokenizer: s
 
     sft = build_dataclass(SftConfig, sft_params, path="sft")
     model_dir, which = resolve_chat_model(align_checkpoint, sft_checkpoint)
-    out_dir = tempfile.mkdtemp(prefix="lmforge-gguf-")
+    out_dir = str(owned_tempdir("lmforge-eval-gguf-"))
     metrics = quantize_and_score(model_dir, _heldout_sources(tokenizer, token_shards, pretrain_token_shards,
                                                              clean_documents, shard_params),
                                  _config(params), out_dir, which=which, trust_remote_code=sft.trust_remote_code)

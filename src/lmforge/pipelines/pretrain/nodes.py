@@ -11,9 +11,10 @@ corpus with that model's own tokenizer (same split and block length as the token
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from lmforge.locks import owned_tempdir
 
 if TYPE_CHECKING:
     from lmforge.training.pretrain_config import PretrainConfig
@@ -42,7 +43,7 @@ def tokenize_for_base_model(clean_documents: dict[str, Any], config: PretrainCon
     from lmforge.config import build_dataclass
     from lmforge.tokenizer.config import TokenizerConfig
 
-    out_dir = tempfile.mkdtemp(prefix="lmforge-pretrain-tokens-")
+    out_dir = str(owned_tempdir("lmforge-pretrain-tokens-"))
     if not config.base_model:
         note = {"base_model": None, "reason": "pretrain.base_model is null: the preset trains on the tokenizer "
                                               "stage's token_shards"}

@@ -6,8 +6,9 @@ rejected, defaults from the dataclass) and passes it down whole.
 
 from __future__ import annotations
 
-import tempfile
 from typing import TYPE_CHECKING, Any
+
+from lmforge.locks import owned_tempdir
 
 if TYPE_CHECKING:
     from lmforge.tokenizer.config import TokenizerConfig
@@ -54,7 +55,7 @@ def train_tokenizer(clean_documents: dict[str, Any], params: dict[str, Any]) -> 
 
     config = build_config(params)
     splits, labels = split_texts_and_labels(clean_documents, config)
-    out_dir = tempfile.mkdtemp(prefix="lmforge-tokenizer-")
+    out_dir = str(owned_tempdir("lmforge-tokenizer-"))
     info = build_tokenizer_dir(splits["train"], config, out_dir)
     tok, _ = load_tokenizer(out_dir)
     parity = verify_hf_parity(out_dir, splits["validation"])
@@ -78,7 +79,7 @@ def build_token_shards(clean_documents: dict[str, Any], tokenizer: str, train_me
     from lmforge.tokenizer.metrics import merge_by_language
 
     config = build_config(params)
-    out_dir = tempfile.mkdtemp(prefix="lmforge-tokens-")
+    out_dir = str(owned_tempdir("lmforge-tokens-"))
     texts, labels = split_texts_and_labels(clean_documents, config)
     counts = build_token_shards_dir(texts, tokenizer, out_dir, config.shards, split_labels=labels)
     by_language = merge_by_language(train_metrics.get("by_language", {}), counts.pop("by_language"))
