@@ -1,8 +1,8 @@
 """Start a multi-process training job (torchrun or the deepspeed launcher) and wait for it.
 
 The Kedro node calls ``launch_job``: the spec is written to ``<run_dir>/job.json``, every rank runs
-``python -m lmforge.training.<kind> --config <run_dir>/job.json``, their output is streamed to the
-log and to ``<run_dir>/train.log``, and rank 0's ``<run_dir>/result.json`` is returned. A failed
+``python -m lmforge.training.<kind> --config <run_dir>/job.json``, they write ``<run_dir>/train.log``
+(which this process follows into its own log), and rank 0's ``<run_dir>/result.json`` is returned. A failed
 job raises ``TrainingError`` with the tail of the log, not a bare exit code.
 
 Nothing outlives the caller (``lmforge.processes``): the launcher is started with ``die_with`` (the kernel
@@ -28,7 +28,9 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -154,25 +156,26 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
                 " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
     errors: list[str] = []  # the first error lines of the ranks: the cause, before the launcher's summary
-    # line-buffered: ``tail -f train.log`` follows the job, and a SIGKILLed caller loses no buffered lines
-    with open(run_dir / "train.log", "w", encoding="utf-8", buffering=1) as log_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=child_environment(env), start_new_session=True,  # _kill_group's group
+    log_path = run_dir / "train.log"
+    # The job writes its own log (not a pipe to this process): ``tail -f train.log`` follows it, the whole log
+    # survives this process, and the ranks never die of a broken pipe by accident when it is killed: they end
+    # because their guard saw the owner go (``processes``), which is what the chaos test checks.
+    with open(log_path, "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=child_environment(env),
+                                start_new_session=True,  # _kill_group's group
                                 preexec_fn=processes.die_with(os.getpid()))  # noqa: PLW1509 (sets prctl only)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log_file.write(line)
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            for line in follow(log, proc, launch.timeout_s):
                 tail.append(line.rstrip())
                 if len(errors) < 30 and _ERROR_LINE.search(line) and not _NOT_AN_ERROR.search(line):
                     errors.append(line.rstrip())
                 if "[lmforge]" in line or "Error" in line or "error" in line:
                     logger.info("%s", line.rstrip())
-            returncode = proc.wait(timeout=launch.timeout_s or None)
-        except BaseException:
-            _kill_group(proc)
-            raise
-    log_path = run_dir / "train.log"
+        returncode = proc.wait()
+    except BaseException:
+        _kill_group(proc)
+        raise
     if returncode != 0 and result_path.exists() and complete_path.exists():
         logger.warning("%s job: every rank finished and the outputs are written, but a process failed while "
                        "exiting (exit code %d); first error lines:\n%s\nfull log: %s", spec.kind, returncode,
@@ -187,6 +190,28 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
             + "\n".join(tail)
         )
     return json.loads(result_path.read_text())
+
+
+def follow(log: Any, proc: subprocess.Popen, timeout_s: float = 0, poll_s: float = 0.1) -> Iterator[str]:
+    """The lines of the job's log as the job writes them, until it has exited and every line is read;
+    ``subprocess.TimeoutExpired`` after ``timeout_s`` (0: no limit)."""
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    partial = ""
+    while True:
+        chunk = log.readline()
+        if chunk.endswith("\n"):
+            yield partial + chunk
+            partial = ""
+        elif chunk:  # a line still being written
+            partial += chunk
+        elif proc.poll() is not None:
+            rest = partial + log.read()
+            yield from rest.splitlines(keepends=True)
+            return
+        elif deadline and time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout_s)
+        else:
+            time.sleep(poll_s)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
