@@ -227,7 +227,7 @@ def test_killed_anywhere_the_chain_reruns_to_the_same_result_with_nothing_orphan
     kills: list[dict] = []
     killed_runs: dict[str, list[str]] = {}  # MLflow runs each kill left open, by the stage that was running
     resumes = dict.fromkeys(TRAINING, 0)
-    refused, owner = None, set()
+    refused = None
     started = time.monotonic()
 
     for attempt, target in enumerate(STAGES):
@@ -240,6 +240,11 @@ def test_killed_anywhere_the_chain_reruns_to_the_same_result_with_nothing_orphan
                 repro.reached(target, working=True)
                 owner = {pid for pid, _ in tree(repro.proc.pid) if "kedro" in cmdline(pid) and "sft" in cmdline(pid)}
                 refused = concurrent_run(root, env, "sft")
+                last = (refused.stderr.strip().splitlines() or [""])[-1]
+                assert refused.returncode != 0 and "Traceback" not in refused.stderr \
+                    and any(re.search(rf"\b{pid}\b", last) for pid in owner), \
+                    f"a second sft run beside the running one was not refused naming {owner}: {last}"
+                logger.warning("chaos: the second sft run was refused: %s", last)
             if target in TRAINING:  # after a random step past the first checkpoint: the rerun resumes from it
                 every = TINY[target]["train"]["checkpoint_every"]
                 at_step = rng.randrange(every + 1, TINY[target]["train"]["max_steps"])
@@ -280,10 +285,7 @@ def test_killed_anywhere_the_chain_reruns_to_the_same_result_with_nothing_orphan
     # a kill inside every stage
     assert {k["landed_in"] for k in kills} >= set(STAGES), kills
 
-    # the second writer was refused, naming the live owner
-    assert refused is not None and refused.returncode != 0, refused.stdout[-2000:] if refused else "no sft attempt"
-    last = refused.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in refused.stderr and any(re.search(rf"\b{pid}\b", last) for pid in owner), (owner, last)
+    assert refused is not None, "no second sft run was tried"
 
     # byte-identical outputs (all but the ones that vary between any two runs), equal losses step by step
     outs, stage_of = lock_outs(root), stage_of_outs(root)
