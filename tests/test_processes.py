@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from proc_helpers import cmdline, marked
 
 from lmforge.processes import OWNER_ENV, owner_alive, owner_token, parent_pid, start_ticks
 
@@ -37,33 +38,6 @@ def _env(marker: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH", "")) if p)
     return {**env, MARKER_ENV: marker, **extra}
-
-
-def _marked(marker: str) -> dict[int, int]:
-    """{pid: start ticks} of the live (not zombie) processes whose environment holds ``marker``."""
-    needle = f"{MARKER_ENV}={marker}".encode()
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle not in fh.read().split(b"\0"):
-                    continue
-        except OSError:
-            continue
-        ticks = start_ticks(int(entry))
-        if ticks is not None:
-            found[int(entry)] = ticks
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")[:120]
-    except OSError:
-        return "?"
 
 
 def _cpu_s(pid: int) -> float:
@@ -87,7 +61,7 @@ def _wait_gone(procs: dict[int, int], timeout_s: float) -> float:
             return elapsed
         if time.monotonic() - t0 > timeout_s:
             raise AssertionError(f"still running {timeout_s:.0f} s after the owner's SIGKILL: "
-                                 + "; ".join(f"{pid} {_cmdline(pid)}" for pid in alive))
+                                 + "; ".join(f"{pid} {cmdline(pid)}" for pid in alive))
         time.sleep(0.05)
 
 
@@ -106,7 +80,7 @@ def marker():
     """A fresh marker; whatever still carries it at teardown is SIGKILLed (and reported by the test itself)."""
     value = uuid.uuid4().hex
     yield value
-    for pid, ticks in _marked(value).items():
+    for pid, ticks in marked(MARKER_ENV, value).items():
         if start_ticks(pid) == ticks and pid != os.getpid():
             os.kill(pid, signal.SIGKILL)
 
@@ -200,10 +174,10 @@ def test_pool_workers_end_when_the_pool_owner_is_sigkilled(marker, kind, request
                              stdout=subprocess.PIPE, text=True)
     assert owner.stdout.readline().strip() == "ready"
     # both workers up, and past their initializer (a worker's own pid appears once it has run a task)
-    workers = _wait_for(lambda: (w := {p: t for p, t in _marked(marker).items() if p != owner.pid}) and len(w) >= 2
+    workers = _wait_for(lambda: (w := {p: t for p, t in marked(MARKER_ENV, marker).items() if p != owner.pid}) and len(w) >= 2
                         and w, 30, "the pool's workers")
     if kind == "encode":  # both workers into encoding a batch (their start takes < 1 CPU second)
-        busy = [p for p in workers if "resource_tracker" not in _cmdline(p)]
+        busy = [p for p in workers if "resource_tracker" not in cmdline(p)]
         _wait_for(lambda: all(_cpu_s(p) > 1.0 for p in busy), 60, "the workers encoding")
     else:
         time.sleep(0.5)
@@ -221,7 +195,7 @@ def test_sandboxed_program_ends_when_the_evaluator_is_sigkilled(marker):
     """)], env=_env(marker))
     # the sandbox scrubs the environment: find the runner as the evaluator's child
     runner = _wait_for(lambda: [int(p) for p in os.listdir("/proc") if p.isdigit()
-                                and parent_pid(int(p)) == evaluator.pid and "-I" in _cmdline(int(p))],
+                                and parent_pid(int(p)) == evaluator.pid and "-I" in cmdline(int(p))],
                        30, "the sandboxed program")[0]
     runner_ticks = start_ticks(runner)
     time.sleep(0.5)  # past the runner's set-up (uid drop, PDEATHSIG set again): the program is running
@@ -245,7 +219,7 @@ def test_a_stage_under_dvc_ends_when_dvc_alone_is_sigkilled(marker, tmp_path):
     dvc.chmod(0o755)
     proc = subprocess.Popen([str(dvc), "repro"], env=_env(marker), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    stage_procs = {p: t for p, t in _marked(marker).items() if p != proc.pid}
+    stage_procs = {p: t for p, t in marked(MARKER_ENV, marker).items() if p != proc.pid}
 
     proc.kill()  # dvc alone, not its process group
     proc.wait()
@@ -285,8 +259,8 @@ def test_sigkill_of_the_launching_process_ends_the_torchrun_launcher_and_both_ra
     _wait_for(lambda: (log.exists() and "pretrain step 1/" in log.read_text()) or kedro.poll() is not None, 120,
               "training step 1 in train.log")
     assert kedro.poll() is None, (tmp_path / "kedro.log").read_text()[-3000:]
-    job = {p: t for p, t in _marked(marker).items() if p != kedro.pid}
-    commands = [_cmdline(p) for p in job]
+    job = {p: t for p, t in marked(MARKER_ENV, marker).items() if p != kedro.pid}
+    commands = [cmdline(p) for p in job]
     assert sum("torch.distributed.run" in c for c in commands) == 1, commands
     assert sum("lmforge.training.pretrain" in c and "torch.distributed.run" not in c for c in commands) == 2, commands
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 from conftest import reference_of
+from proc_helpers import alive, cmdline, marked, tree
 from tiny_chain import BIN, LOSS_CURVES, STAGES, TINY, lock_outs, make_project, stage_of_outs
 
 pytestmark = pytest.mark.slow
@@ -59,65 +60,6 @@ TRAINING = {"pretrain": "pretrain", "sft": "sft", "align": "align"}  # stage -> 
 RUNNING_STAGE = re.compile(r"Running stage '([a-z_]+)'")
 STEP_LINE = re.compile(r"\b(pretrain|sft|align) step (\d+)/(\d+)")  # Kedro's rich console drops "[lmforge]"
 NODE_LINE = re.compile(r"Running node|Loading data from")
-
-
-# ---------------------------------------------------------------------------------------------------- processes
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """``{pid: (ppid, start ticks)}`` of every process now."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().decode("ascii", "replace").rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            table[int(entry)] = (int(fields[1]), int(fields[19]))
-    return table
-
-
-def tree(root_pid: int) -> set[tuple[int, int]]:
-    """``(pid, start ticks)`` of ``root_pid`` and all its descendants."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            found.add((pid, table[pid][1]))
-            todo += children.get(pid, [])
-    return found
-
-
-def marked(marker: str) -> set[tuple[int, int]]:
-    """Processes whose environment holds ``MARKER_ENV=marker`` (they inherited it from the killed `dvc repro`)."""
-    needle = f"{MARKER_ENV}={marker}\0".encode()
-    found = set()
-    for pid, (_, ticks) in _proc_table().items():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if needle in fh.read() + b"\0":
-                    found.add((pid, ticks))
-        except OSError:
-            continue
-    return found
-
-
-def alive(procs: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    table = _proc_table()
-    return {(pid, ticks) for pid, ticks in procs if table.get(pid, (0, -1))[1] == ticks}
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")[:200]
-    except OSError:
-        return "?"
 
 
 # ---------------------------------------------------------------------------------------------------- one attempt
@@ -182,7 +124,7 @@ class Repro:
         """Wait ``timeout`` seconds, less if ``stage`` ends first."""
         self.wait_for(lambda: self.stage != stage, timeout)
 
-    def kill(self) -> set[tuple[int, int]]:
+    def kill(self) -> dict[int, int]:
         """SIGKILL the whole process group, as an OOM kill or a CI timeout would; returns who was running."""
         running = tree(self.proc.pid)
         with contextlib.suppress(ProcessLookupError):
@@ -238,7 +180,7 @@ def test_killed_anywhere_the_chain_reruns_to_the_same_result_with_nothing_orphan
                 f"attempt {attempt}: stage {target} never started; last output:\n{''.join(repro.lines[-30:])}"
             if target == "sft":  # one writer per output: a second run of sft, started now, is refused at once
                 repro.reached(target, working=True)
-                owner = {pid for pid, _ in tree(repro.proc.pid) if "kedro" in cmdline(pid) and "sft" in cmdline(pid)}
+                owner = {pid for pid in tree(repro.proc.pid) if "kedro" in cmdline(pid) and "sft" in cmdline(pid)}
                 refused = concurrent_run(root, env, "sft")
                 last = (refused.stderr.strip().splitlines() or [""])[-1]
                 assert refused.returncode != 0 and "Traceback" not in refused.stderr \
@@ -258,15 +200,16 @@ def test_killed_anywhere_the_chain_reruns_to_the_same_result_with_nothing_orphan
                 repro.leaves(target, timeout=delay)
             landed = repro.stage
             step = repro.step
-            running = repro.kill() | marked(marker)
+            running = {**repro.kill(), **marked(MARKER_ENV, marker)}
             kill_at = time.monotonic()
-            while (left := alive(running | marked(marker))) and time.monotonic() - kill_at < GONE_WITHIN_S:
+            while (left := alive({**running, **marked(MARKER_ENV, marker)})) \
+                    and time.monotonic() - kill_at < GONE_WITHIN_S:
                 time.sleep(0.2)
             gone_s = time.monotonic() - kill_at
-            for pid, _ in left:  # leave nothing behind for the rest of the suite, then fail
+            for pid in left:  # leave nothing behind for the rest of the suite, then fail
                 os.kill(pid, signal.SIGKILL)
             assert not left, (f"attempt {attempt} (seed {seed}): {len(left)} process(es) of the killed run still alive "
-                              f"{GONE_WITHIN_S:.0f} s after the kill:\n" + "\n".join(cmdline(p) for p, _ in left))
+                              f"{GONE_WITHIN_S:.0f} s after the kill:\n" + "\n".join(cmdline(p) for p in left))
             left_open = open_runs(uri)
             killed_runs.setdefault(landed, []).extend(left_open - {r for rs in killed_runs.values() for r in rs})
             if landed in TRAINING and step > TINY[landed]["train"]["checkpoint_every"]:
