@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlflow_helpers import migrated_store
+
 
 def assert_one_error_line(proc: subprocess.CompletedProcess) -> str:
     """Non-zero exit, exactly one line on stderr, ``error: ...``, no traceback; returns the line."""
@@ -52,6 +54,6 @@ def kedro_run(root: Path, tmp_path: Path, *args: str, timeout: int = 300) -> sub
     """``kedro run <args>`` in the project copy ``root``, offline, with its own MLflow store under ``tmp_path``."""
     exe = str(Path(sys.executable).parent / "kedro")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PYTHONPATH": str(root / "src"), "MLFLOW_TRACKING_URI": migrated_store(tmp_path / "mlflow.db"),
            "HF_HUB_OFFLINE": "1"}
     return subprocess.run([exe, "run", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)

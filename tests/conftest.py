@@ -61,8 +61,10 @@ def _offline_environment():
 
 @pytest.fixture(scope="session")
 def mlflow_tracking_uri(tmp_path_factory) -> str:
-    """A fresh sqlite MLflow store at an absolute path (MLflow 3 refuses the ./mlruns file store)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow').resolve()}/mlflow.db"
+    """A fresh sqlite MLflow store at an absolute path (MLflow 3 refuses the ./mlruns file store), tables made."""
+    from mlflow_helpers import migrated_store
+
+    return migrated_store(tmp_path_factory.mktemp("mlflow").resolve() / "mlflow.db")
 
 
 @pytest.fixture(scope="session")
