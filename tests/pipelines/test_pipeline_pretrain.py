@@ -21,13 +21,20 @@ from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.pretrain import create_pipeline
 from lmforge.pipelines.pretrain.nodes import NOT_BUILT_FILE, build_pretrain_config, tokenize_for_base_model
 
+NAN_STEP = 2  # the step whose loss the fault injection makes NaN (skipped: no update, no record)
+LOGGED = [step for step in range(20) if step != NAN_STEP]
+
 
 @pytest.fixture
 def pretrain_params(project_root, tmp_path) -> dict:
-    """conf/base/parameters_pretrain.yml with the debug preset, 20 steps and a tmp run_dir."""
+    """conf/base/parameters_pretrain.yml with the debug preset, 20 steps and a tmp run_dir; the loss of step 2 made
+    NaN with ``nan_policy: skip`` and activation checkpointing on (formerly their own 2-process run in
+    tests/training/test_training_resume.py: ~15 s of a clean 2-core machine saved)."""
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_pretrain.yml").read_text())["pretrain"])
     params["model"] = {"preset": "debug", "overrides": {"n_layers": 1}}
-    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2, log_every=1)
+    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2, log_every=1, nan_policy="skip",
+                           activation_checkpointing=True,  # it must not change the loop
+                           fault_injection={"nan_at_steps": [NAN_STEP]})
     params["launch"].update(nproc_per_node=2, timeout_s=300)
     params["run_dir"] = str(tmp_path / "pretrain_run")
     return params
@@ -70,11 +77,13 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     assert set(metrics["shards"]["by_language"]) == {"en", "zh", "ja", "code"}
     assert all(entry["tokens"] > 0 for entry in metrics["shards"]["by_language"].values())
     assert sum(entry["token_share"] for entry in metrics["shards"]["by_language"].values()) == pytest.approx(1.0)
-    assert len(curve) == metrics["steps"] == 20
+    # the NaN step is dropped and counted (train.nan_policy: skip); every other step trained and was recorded
+    assert metrics["skipped_steps"] == 1
+    assert [point["step"] for point in curve] == LOGGED and len(curve) == metrics["steps"] == 19
     assert all(math.isfinite(point["loss"]) for point in curve)
 
     # rank 0 of the launched job logged every step into the stage's run; the resolved DeepSpeed config is an artifact
-    assert [m.step for m in loss_history] == list(range(20))
+    assert [m.step for m in loss_history] == LOGGED
     assert [m.value for m in loss_history] == pytest.approx([point["loss"] for point in curve])
     assert run_params["pretrain.world_size"] == "2"
     assert artifacts == ["deepspeed/pretrain.json"]
