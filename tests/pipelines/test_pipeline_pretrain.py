@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import copy_project, kedro_run
 from foreign_models import build_remote_code_model
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -122,20 +121,38 @@ def test_without_a_base_model_the_corpus_is_not_retokenized(tmp_path, chain_toke
     assert counts == {} and json.loads((Path(out_dir) / NOT_BUILT_FILE).read_text())["base_model"] is None
 
 
-def test_kedro_run_pretrain_refuses_a_remote_code_base_model(tmp_path, project_root, chain_documents):
-    """`kedro run --pipeline pretrain --params pretrain.base_model=<dir>` in a copy of the project that holds
-    only the cleaned corpus: a remote-code model is refused in one line. (A foreign model's continued
-    pretraining through the same CLI, trained, checked step by step: test_pipeline_foreign_models.py's
-    walkthrough, which runs it anyway.)"""
-    root = copy_project(project_root, tmp_path / "project", chain_documents)
-    remote = build_remote_code_model(tmp_path / "internlm2-remote")
-    tiny = ("pretrain.train.max_steps=6,pretrain.train.micro_batch_size=2,pretrain.train.checkpoint_every=0,"
-            "pretrain.continued.lr=0.002,pretrain.launch.timeout_s=300,tokenizer.shards.seq_len=64,"
-            "tokenizer.shards.num_proc=1")
+def test_the_pretrain_pipeline_refuses_a_remote_code_base_model_in_one_line(tmp_path, chain_documents,
+                                                                             chain_tokenizer_params):
+    """The pretrain pipeline with ``pretrain.base_model`` a remote-code model (on an in-memory catalog: no
+    tokenizer or shards at all) stops at its first node, before anything is tokenized or launched, and the
+    project's error hook makes the error the one `error: ...` line `kedro run` prints. (Formerly a real
+    `kedro run --pipeline pretrain` of its own, ~15 s of CPU mostly starting Kedro; the pretrain stage's real
+    `kedro run`s are the walkthrough's in test_pipeline_foreign_models.py, the hook's one line through the CLI
+    is test_pipeline_foreign_models.py's sft refusal and tests/test_errors.py's.)"""
+    from lmforge.error_hooks import ErrorPresentationHooks
 
-    refused = kedro_run(root, tmp_path, "--pipeline", "pretrain", "--params", f"pretrain.base_model={remote},{tiny}",
-                        timeout=120)
-    assert refused.returncode != 0
-    last = refused.stderr.strip().splitlines()[-1]
+    remote = build_remote_code_model(tmp_path / "internlm2-remote")
+    params = {"run_dir": str(tmp_path / "run"), "base_model": str(remote),
+              "train": {"max_steps": 6, "micro_batch_size": 2, "checkpoint_every": 0}}
+    catalog = DataCatalog({
+        "params:pretrain": MemoryDataset(params),
+        "clean_documents": MemoryDataset(chain_documents),
+        "params:tokenizer": MemoryDataset(chain_tokenizer_params),
+        "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens")),
+        "pretrain_checkpoint": ArtifactDirectory(str(tmp_path / "data/06_models/pretrain")),
+        # the tokenizer stage's outputs as the catalog names them (never built here, never read)
+        "token_shards": ArtifactDirectory(str(tmp_path / "data/05_model_input/tokens")),
+        "tokenizer": ArtifactDirectory(str(tmp_path / "data/06_models/tokenizer")),
+        "deepspeed_templates": MemoryDataset({}),
+    })
+
+    with pytest.raises(PermissionError) as refused:
+        SequentialRunner().run(create_pipeline(), catalog)
+    with pytest.raises(SystemExit) as shown:
+        ErrorPresentationHooks().on_pipeline_error(refused.value, {}, None, catalog)
+
+    last = str(shown.value.code)
+    assert "\n" not in last
     assert last.startswith("error: pretrain.base_model: ") and "pretrain.trust_remote_code: true" in last, last
-    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "pretrain_tokens").exists() and not (tmp_path / "run").exists()
+    assert not (tmp_path / "data").exists()
