@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-import yaml
 from cli_helpers import copy_project, kedro_run
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.runner import SequentialRunner
-
-from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
-from lmforge.pipelines.sft import create_pipeline
 
 # After the 20-step test run the identity conversations' loss must be below this share of the base
 # model's (measured: 4.57 vs 5.59 nats per assistant token, 0.82).
 IDENTITY_LOSS_RATIO = 0.9
 
 
-@pytest.fixture
-def sft_params(project_root, tmp_path, chain_sft_params) -> dict:
-    """conf/base/parameters_sft.yml with small data settings, 20 steps and a tmp run_dir."""
-    params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_sft.yml").read_text())["sft"])
-    params.update(copy.deepcopy(chain_sft_params))
-    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2)
-    params["max_length"] = 512  # the chain's held-out conversations (validation loss) need more than 256 tokens
-    params["launch"].update(nproc_per_node=2, timeout_s=300)
-    params["run_dir"] = str(tmp_path / "sft_run")
-    return params
-
-
 @pytest.mark.slow
-def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache, chain_tokenizer_dir, chain_pretrain,
-                      deepspeed_templates):
+def test_sft_pipeline(chain_sft_stage, chain_tokenizer_dir, chain_pretrain):
+    """The sft pipeline's run on the chain (``chain_sft_stage`` in tests/conftest.py: the session's SFT model, which
+    the align, evaluation and packaging pipeline tests start from)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -41,21 +22,9 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache,
     from lmforge.tokenizer.artifact import load_tokenizer
     from lmforge.training.sft_data import build_sft_examples
 
-    checkpoint_dir = tmp_path / "data/06_models/sft"
-    catalog = DataCatalog({
-        "clean_documents": MemoryDataset(chain_documents),
-        "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
-        "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
-        "deepspeed_templates": MemoryDataset(deepspeed_templates),
-        "params:sft": MemoryDataset(sft_params),
-        "params:data_processing.source_cache": MemoryDataset(chain_source_cache),
-        "sft_train_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_train.jsonl")),
-        "sft_validation_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_validation.jsonl")),
-        "sft_train_examples": JSONLinesDataset(str(tmp_path / "data/05_model_input/sft_train_examples.jsonl")),
-        "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
-    })
-
-    outputs = SequentialRunner().run(create_pipeline(), catalog)
+    catalog, outputs, sft_params = chain_sft_stage["catalog"], chain_sft_stage["outputs"], chain_sft_stage["params"]
+    checkpoint_dir = chain_sft_stage["root"] / "data/06_models/sft"
+    assert sft_params["train"]["max_steps"] == 20
 
     train = catalog["sft_train_conversations"].load()
     validation = catalog["sft_validation_conversations"].load()
