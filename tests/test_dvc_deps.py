@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import lmforge.dvc_deps.stages as dvc_stages
-from lmforge.dvc_deps import ModuleGraph, check, main, report, stage_sources
+from lmforge.dvc_deps import ModuleGraph, check, main, report
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
@@ -34,8 +34,8 @@ def _one_analysis_per_tree():
     the parsed conf/ YAML files (pure-Python PyYAML: 57 loads, ~3 s per check) are computed once per (root,
     stage) or per file content and shared by the module's ~11 checks; what is judged (dvc.yaml) still varies
     per test, and the first check computes everything for real. (Measured on 2 shared, busy cores: the 8 tests
-    other than the DVC round trip 144 s -> 8 s.) The tests that edit code (the DVC round trip, the synthetic
-    graph) call ``stage_sources``/``ModuleGraph`` on their own trees, uncached."""
+    other than the DVC round trip 144 s -> 8 s.) The synthetic graph is built on its own tree, uncached; the DVC
+    round trip takes the repository's stage sources before it edits its copy."""
     import copy
     import importlib
 
@@ -269,7 +269,9 @@ def test_dvc_status_reports_the_tokenizer_stage_after_a_tokenizer_only_change(tm
     stages = stage_names(root / "dvc.yaml")
 
     # Only the tokenizer stage executes these files (computed, not remembered); prefer library code to the node.
-    sources = {stage: set(stage_sources(root, stage)) for stage in stages}
+    # (computed on the repository: the copy's src/ and conf/ are byte for byte the same until it is edited below,
+    # and the module's other tests have usually computed them already: 7 import-graph builds fewer)
+    sources = {stage: set(dvc_stages.stage_sources(REPO, stage)) for stage in stages}
     only = sorted(sources["tokenizer"].difference(*(files for s, files in sources.items() if s != "tokenizer")))
     only = [f for f in only if not f.endswith("__init__.py")]
     assert only, "no source file is executed by the tokenizer stage alone"
