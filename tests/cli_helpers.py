@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mlflow_helpers import migrated_store
+
 
 def assert_one_error_line(proc: subprocess.CompletedProcess) -> str:
     """Non-zero exit, exactly one line on stderr, ``error: ...``, no traceback; returns the line."""
@@ -55,5 +57,5 @@ def kedro_run(root: Path, tmp_path: Path | None, *args: str, timeout: int = 300)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(root / "src"), "HF_HUB_OFFLINE": "1"}
     if tmp_path is not None:
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        env["MLFLOW_TRACKING_URI"] = migrated_store(tmp_path / "mlflow.db")
     return subprocess.run([exe, "run", *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)

@@ -4,7 +4,7 @@ The chain fixtures run the same library functions the pipelines call, on a tiny 
 default's four language groups (about 70 KB of the interpreter's own standard library and the same 8
 LibreOffice help pages in English, Chinese and Japanese, ``tests/chain_corpus.json``, 165 KB in all):
 documents -> tokenizer (sentencepiece, vocab 1024) -> packed token shards (64 tokens) -> pretrained
-``debug`` checkpoint (2 processes, DeepSpeed) -> SFT checkpoint. Each pipeline test reuses the upstream artifacts it needs and runs its own pipeline.
+``debug`` checkpoint (2 processes, DeepSpeed) -> SFT checkpoint (the sft pipeline's own run). Each pipeline test reuses the upstream artifacts it needs and runs its own pipeline.
 Heavy libraries are imported inside the fixtures, so collecting unrelated tests stays fast.
 """
 
@@ -61,8 +61,10 @@ def _offline_environment():
 
 @pytest.fixture(scope="session")
 def mlflow_tracking_uri(tmp_path_factory) -> str:
-    """A fresh sqlite MLflow store at an absolute path (MLflow 3 refuses the ./mlruns file store)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow').resolve()}/mlflow.db"
+    """A fresh sqlite MLflow store at an absolute path (MLflow 3 refuses the ./mlruns file store), tables made."""
+    from mlflow_helpers import migrated_store
+
+    return migrated_store(tmp_path_factory.mktemp("mlflow").resolve() / "mlflow.db")
 
 
 @pytest.fixture(scope="session")
@@ -316,16 +318,53 @@ def chain_sft_examples(chain_conversations, chain_tokenizer_dir, chain_sft_param
 
 
 @pytest.fixture(scope="session")
-def chain_sft(chain_sft_examples, chain_pretrain, chain_tokenizer_dir, deepspeed_templates,
-              tmp_path_factory) -> tuple[str, dict, list]:
-    """A real 2-process SFT run from the pretrain checkpoint: (checkpoint, metrics, loss curve)."""
-    from lmforge.training.jobs import run_sft
+def chain_sft_stage(chain_documents, chain_source_cache, chain_tokenizer_dir, chain_pretrain, deepspeed_templates,
+                    chain_sft_params, tmp_path_factory) -> dict:
+    """The sft pipeline run once on the chain (SequentialRunner, the catalog's dataset classes on a temporary
+    folder): chat sources + corpus + identity -> conversations -> examples -> a real 2-process SFT run from the
+    pretrain checkpoint. conf/base/parameters_sft.yml with the chain's data settings, 20 steps of 4 packed rows of
+    512 tokens, lr 1e-3: the training settings ``chain_sft`` always had (``training_params``), now on the stage's
+    own examples. Returns ``root``, ``params``, ``catalog`` and the pipeline's ``outputs``: test_sft_pipeline.py
+    checks the stage; ``chain_sft`` is its checkpoint (one 2-process SFT launch for both: ~20 s clean saved)."""
+    import copy
 
-    run_dir = tmp_path_factory.mktemp("sft") / "run"
-    # packed rows of 512 tokens: the row length this run has always had (the examples are at most 256)
-    params = training_params(run_dir, lr=1e-3, max_length=512)
-    return run_sft(chain_sft_examples, chain_pretrain[0], chain_tokenizer_dir, deepspeed_templates,
-                   sft_config(params))
+    import yaml
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
+    from lmforge.pipelines.sft import create_pipeline
+
+    root = tmp_path_factory.mktemp("sft_stage")
+    params = copy.deepcopy(yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_sft.yml").read_text())["sft"])
+    params.update(copy.deepcopy(chain_sft_params))
+    params["train"].update(max_steps=CHAIN_STEPS, micro_batch_size=4, warmup_steps=2, lr=1e-3)
+    params["max_length"] = 512  # the chain's held-out conversations (validation loss) need more than 256 tokens
+    params["launch"].update(nproc_per_node=2, timeout_s=300)
+    params["run_dir"] = str(root / "sft_run")
+    catalog = DataCatalog({
+        "clean_documents": MemoryDataset(chain_documents),
+        "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
+        "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
+        "deepspeed_templates": MemoryDataset(deepspeed_templates),
+        "params:sft": MemoryDataset(params),
+        "params:data_processing.source_cache": MemoryDataset(chain_source_cache),
+        "sft_train_conversations": JSONLinesDataset(str(root / "data/04_feature/sft_train.jsonl")),
+        "sft_validation_conversations": JSONLinesDataset(str(root / "data/04_feature/sft_validation.jsonl")),
+        "sft_train_examples": JSONLinesDataset(str(root / "data/05_model_input/sft_train_examples.jsonl")),
+        "sft_checkpoint": ArtifactDirectory(str(root / "data/06_models/sft")),
+    })
+    outputs = SequentialRunner().run(create_pipeline(), catalog)
+    return {"root": root, "params": params, "catalog": catalog, "outputs": outputs}
+
+
+@pytest.fixture(scope="session")
+def chain_sft(chain_sft_stage) -> tuple[str, dict, list]:
+    """The chain's SFT model, a real 2-process run from the pretrain checkpoint (``chain_sft_stage``'s):
+    (checkpoint, the stage's metrics, loss curve)."""
+    outputs = chain_sft_stage["outputs"]
+    return (str(chain_sft_stage["root"] / "data/06_models/sft"), outputs["sft_metrics"].load(),
+            outputs["sft_loss_curve"].load())
 
 
 @pytest.fixture

@@ -20,10 +20,55 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmforge.dvc_deps import ModuleGraph, check, main, report, stage_sources
+import lmforge.dvc_deps.stages as dvc_stages
+from lmforge.dvc_deps import ModuleGraph, check, main, report
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_analysis_per_tree():
+    """Each ``check``/``--fix`` below judges the same code: the import graph of a stage (``stage_sources``, which
+    parses every module under src/: ~0.5 s, 14 times per check), the pipelines' free inputs (a subprocess) and
+    the parsed conf/ YAML files (pure-Python PyYAML: 57 loads, ~3 s per check) are computed once per (root,
+    stage) or per file content and shared by the module's ~11 checks; what is judged (dvc.yaml) still varies
+    per test, and the first check computes everything for real. (Measured on 2 shared, busy cores: the 8 tests
+    other than the DVC round trip 144 s -> 8 s.) The synthetic graph is built on its own tree, uncached; the DVC
+    round trip takes the repository's stage sources before it edits its copy."""
+    import copy
+    import importlib
+
+    check_module = importlib.import_module("lmforge.dvc_deps.check")  # the package exports a function `check`
+    stages_module = importlib.import_module("lmforge.dvc_deps.stages")
+
+    sources, inputs, texts = {}, {}, {}
+    real_sources, real_inputs, real_yaml = (stages_module.stage_sources, check_module.pipeline_inputs,
+                                            stages_module.load_yaml)
+
+    def cached_yaml(path):  # keyed by content: the tests write their own dvc.yaml variants
+        key = (Path(path).resolve(), Path(path).read_bytes())
+        if key not in texts:
+            texts[key] = real_yaml(path)
+        return copy.deepcopy(texts[key])
+
+    def cached_sources(root, pipeline):
+        key = (Path(root).resolve(), pipeline)
+        if key not in sources:
+            sources[key] = real_sources(root, pipeline)
+        return copy.deepcopy(sources[key])
+
+    def cached_inputs(root, pipelines):
+        key = (Path(root).resolve(), tuple(pipelines))
+        if key not in inputs:
+            inputs[key] = real_inputs(root, pipelines)
+        return copy.deepcopy(inputs[key])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages_module, "stage_sources", cached_sources)
+        mp.setattr(check_module, "pipeline_inputs", cached_inputs)
+        mp.setattr(stages_module, "load_yaml", cached_yaml)
+        yield
 
 
 def stage_names(dvc_file: Path) -> list[str]:
@@ -109,11 +154,11 @@ def test_check_fails_on_a_params_key_the_pipeline_reads(tmp_path, capsys):
 
 
 def test_what_every_kedro_run_executes_is_a_dep_of_every_stage():
-    every_run = set(stage_sources(REPO, None))
+    every_run = set(dvc_stages.stage_sources(REPO, None))
     assert {"src/lmforge/settings.py", "src/lmforge/hooks.py", "src/lmforge/pipeline_registry.py",
             "src/lmforge/pipelines/datasets.py"} <= every_run  # settings -> hooks; the catalog's dataset classes
     for stage in stage_names(REPO / "dvc.yaml"):
-        assert every_run <= set(stage_sources(REPO, stage))
+        assert every_run <= set(dvc_stages.stage_sources(REPO, stage))
 
 
 def test_training_stages_reach_the_worker_processes_they_launch():
@@ -121,7 +166,7 @@ def test_training_stages_reach_the_worker_processes_they_launch():
     launched = ModuleGraph(REPO / "src").edges("lmforge.training.launch")
     assert {"lmforge.training.pretrain", "lmforge.training.sft"} <= launched
     for stage in ("pretrain", "sft"):
-        chain = stage_sources(REPO, stage)[f"src/lmforge/training/{stage}.py"]
+        chain = dvc_stages.stage_sources(REPO, stage)[f"src/lmforge/training/{stage}.py"]
         assert chain[0].startswith(f"lmforge.pipelines.{stage}")
 
 
@@ -224,7 +269,9 @@ def test_dvc_status_reports_the_tokenizer_stage_after_a_tokenizer_only_change(tm
     stages = stage_names(root / "dvc.yaml")
 
     # Only the tokenizer stage executes these files (computed, not remembered); prefer library code to the node.
-    sources = {stage: set(stage_sources(root, stage)) for stage in stages}
+    # (computed on the repository: the copy's src/ and conf/ are byte for byte the same until it is edited below,
+    # and the module's other tests have usually computed them already: 7 import-graph builds fewer)
+    sources = {stage: set(dvc_stages.stage_sources(REPO, stage)) for stage in stages}
     only = sorted(sources["tokenizer"].difference(*(files for s, files in sources.items() if s != "tokenizer")))
     only = [f for f in only if not f.endswith("__init__.py")]
     assert only, "no source file is executed by the tokenizer stage alone"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import assert_one_error_line
+from mlflow_helpers import migrated_store
 
 from lmforge.errors import UserError, is_expected, one_line, report, run_cli
 
@@ -124,8 +125,8 @@ def test_kedro_run_of_an_unknown_pipeline_lists_the_valid_names(flag, tmp_path):
 
     from lmforge.pipeline_registry import CHAIN
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    # the store a user has after `make run`: a fresh one logs its table creation once (MLflow's INFO lines)
+    # the store a user has after `make run` (a fresh one logs its table creation once: MLflow's INFO lines)
+    uri = migrated_store(tmp_path / "mlflow.db")
     mlflow.MlflowClient(uri).search_experiments()
     before = _git_status()
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "MLFLOW_TRACKING_URI": uri}

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow_helpers import migrated_store
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "compare_runs.ipynb"
 
@@ -53,7 +54,7 @@ def fake_project(tmp_path, monkeypatch) -> tuple[Path, dict[str, str]]:
     (reporting / "pretrain_loss.json").write_text(json.dumps([{"step": i, "loss": 8.0 - i} for i in range(3)]))
     (reporting / "broken.json").write_text("{not json")  # must be skipped with a warning, not fail
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = migrated_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("lmforge")
     run_ids: dict[str, str] = {}

@@ -8,6 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow_helpers import migrated_store
 
 from lmforge.packaging.export import ModelCardInfo, package_model
 from lmforge.packaging.gate import GateError, check_gate, parse_gate
@@ -26,7 +27,7 @@ METRICS = {"sft_pairs.perplexity_ratio": 0.7, "sft.heldout.perplexity": 209.6}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A fresh sqlite store holding one finished run per upstream stage, tagged as LineageHooks tags them."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow').resolve()}/mlflow.db"
+    uri = migrated_store(tmp_path_factory.mktemp("mlflow").resolve() / "mlflow.db")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     experiment_id = MlflowClient(uri).create_experiment("lmforge")

@@ -22,6 +22,7 @@ import urllib.request
 
 import pytest
 from cli_helpers import assert_one_error_line
+from mlflow_helpers import migrated_store
 
 from lmforge.errors import UserError
 from lmforge.packaging.chat import ChatSession, parse_rating, run_chat
@@ -413,7 +414,7 @@ def test_summary_tags_the_registered_model_version(tmp_path, monkeypatch, caplog
 
     import mlflow
 
-    uri = f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    uri = migrated_store(tmp_path.resolve() / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)

@@ -11,7 +11,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.partitions import PartitionedDataset
-from mlflow_helpers import isolated_run
+from mlflow_helpers import isolated_run, migrated_store
 
 from lmforge.data.sources import make_document_id
 from lmforge.data.validation import DataValidationError
@@ -175,7 +175,7 @@ def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path):
     from lmforge.data.process import DataProcessingConfig
     from lmforge.pipelines.data_processing.nodes import build_config
 
-    with isolated_run(f"sqlite:///{tmp_path}/mlflow.db") as run:
+    with isolated_run(migrated_store(tmp_path / "mlflow.db")) as run:
         config = build_config(make_params(tmp_path))
         params = mlflow.get_run(run.info.run_id).data.params
 

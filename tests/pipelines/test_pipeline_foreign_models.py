@@ -30,6 +30,10 @@ TINY_EVALUATION = ("evaluation.max_heldout_blocks=4,evaluation.max_sft_examples=
                    "evaluation.humaneval.enabled=false,evaluation.identity_probe.max_new_tokens=8,"
                    "evaluation.heldout_pairs.enabled=false,evaluation.speed.enabled=false,"
                    "evaluation.quantization.enabled=false")  # GGUF export + scoring: the chain tests cover it
+# The family runs check the gate's ratio and the template audits, not the generated translations or the per-language
+# scores: those two (2 models x 32 pairs x 48 generated tokens, and 4 groups of text, per run) go through the CLI on a
+# foreign model in the walkthrough's evaluation (TINY_EVALUATION); unit tests: tests/evaluation.
+FAMILY_EVALUATION = TINY_EVALUATION + ",evaluation.translation.enabled=false,evaluation.by_language.enabled=false"
 # the GGUF packages and their llama.cpp parity check are tested on the chain's own tokenizer (tests/engine)
 TINY_PACKAGING = "packaging.engine.enabled=false"
 # one small on-policy round and 4 steps (the walkthrough aligns; the family tests switch align off)
@@ -167,16 +171,60 @@ def _step0_loss(model_dir: Path, shards_dir: Path, *, micro_batch_size: int, wor
     return sum(losses) / len(losses)
 
 
+# gemma: the walkthrough above; internlm2 (a Llama with InternLM2's tokenizer): the remote-code test below runs
+# sft and evaluation on InternLM2's own code with that tokenizer and checks it as the family runs are checked
+# (its packaging: tests/packaging/test_packaging_foreign.py), one 2-process `kedro run` fewer (~35 s)
+KEDRO_FAMILIES = [f for f in FAMILIES if f not in ("gemma", "internlm2")]
+
+
+def check_sft_checkpoint(root: Path, model_dir: Path, family: str, metrics: dict, *, trust_remote_code: bool = False):
+    """The sft stage's checkpoint of a foreign model: the model's tokenizer and the one template, its stop ids,
+    and the run's template audit (the rendered example, which tokens carry loss, the template's hash)."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    checkpoint = root / "data/06_models/sft"
+    assert metrics["end_of_turn"] == END_OF_TURN[family]
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True,
+                                              trust_remote_code=trust_remote_code)
+    source = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=trust_remote_code)
+    assert tokenizer.get_vocab() == source.get_vocab()
+    if family not in NAMED:
+        assert tokenizer.chat_template == source.chat_template
+    end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN[family])
+    stop_ids = GenerationConfig.from_pretrained(str(checkpoint)).eos_token_id
+    assert stop_ids[0] == end_of_turn_id and tokenizer.eos_token_id in stop_ids
+    audit = json.loads((root / "data/08_reporting/template_audit/sft.json").read_text())
+    assert audit["end_of_turn"] == END_OF_TURN[family]
+    trained = [audit["training"]["tokens"][i] for i in audit["training"]["trained_positions"]]
+    assert trained.count(END_OF_TURN[family]) == 2 and len(audit["template_sha256"]) == 64
+
+
+def check_evaluation_audit(root: Path) -> None:
+    """Evaluation renders the prompt sft trained with (same ids, same template hash) and the gate's ratio passes."""
+    audits = {stage: json.loads((root / f"data/08_reporting/template_audit/{stage}.json").read_text())
+              for stage in ("sft", "evaluation")}
+    prompt = audits["sft"]["prompt"]["input_ids"]
+    assert audits["sft"]["training"]["input_ids"][: len(prompt)] == prompt
+    assert audits["evaluation"]["prompt"]["input_ids"] == prompt
+    assert audits["evaluation"]["template_sha256"] == audits["sft"]["template_sha256"]
+    evaluation = json.loads((root / "data/08_reporting/evaluation.json").read_text())
+    assert evaluation["sft_pairs.perplexity_ratio"] <= 1.0  # SFT fits held-out instructions better
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma"])  # gemma: the walkthrough above
+@pytest.mark.parametrize("family", KEDRO_FAMILIES)
 def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_documents):
     """SFT straight from the model, then evaluation (against the model as it was) and packaging."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     root = copy_project(project_root, tmp_path / "project", chain_documents, data_processing_metrics=True)
+    stage_tokenizer = root / "data/06_models/tokenizer"
+    if family == "llama3":  # the tokenizer stage's output exists but is no tokenizer: the model's own is used
+        stage_tokenizer.mkdir(parents=True)  # (formerly its own `kedro run` in test_pipeline_sft.py, ~35 s)
+        (stage_tokenizer / "README.md").write_text("not a tokenizer\n")
     model_dir = build_foreign_model(family, tmp_path / family)
-    params = f"sft.base_model={model_dir},{TINY_SFT},{TINY_EVALUATION},{TINY_PACKAGING},align.enabled=false"
+    params = f"sft.base_model={model_dir},{TINY_SFT},{FAMILY_EVALUATION},{TINY_PACKAGING},align.enabled=false"
     if family in NAMED:
         params += f",sft.chat_template={NAMED[family]}"
     if family in LORA:
@@ -185,18 +233,22 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
     ran = kedro_run(root, tmp_path, "--pipelines", "sft,align,evaluation,packaging", "--params", params)
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
-    assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
+    assert not (root / "data/06_models/pretrain").exists()
+    if family == "llama3":
+        assert [p.name for p in stage_tokenizer.iterdir()] == ["README.md"]  # left as it was
+    else:
+        assert not stage_tokenizer.exists()
     metrics = json.loads((root / "data/08_reporting/sft.json").read_text())
     # the loss on the same held-out conversations before and after (4 training batches are too noisy to compare)
-    assert metrics["steps"] == 4 and metrics["validation_examples"] > 0
+    assert metrics["steps"] == 4 and metrics["world_size"] == 2 and metrics["validation_examples"] > 0
     assert metrics["validation_loss"] < metrics["validation_loss_initial"], metrics
-    assert metrics["end_of_turn"] == END_OF_TURN[family]
     # packing only where a packed row trains exactly like its examples alone (BLOOM's ALiBi crosses them)
     assert metrics["packing"] is (family != "bloom") and ("packing_refused" in metrics) is (family == "bloom")
     checkpoint = root / "data/06_models/sft"
     tuned = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32, local_files_only=True)
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True)
     assert type(tuned) is type(base)  # the family's own architecture, not a preset
+    assert tuned.config.hidden_size == base.config.hidden_size == 64
     changed = [name for name, p in tuned.state_dict().items() if not torch.equal(p, base.state_dict()[name])]
     assert metrics["finetuning"] == ("lora" if family in LORA else "full")
     if family in LORA:  # adapters merged into the projections; embeddings frozen; the adapter kept beside
@@ -205,25 +257,16 @@ def test_kedro_run_sft_on_a_foreign_model(family, tmp_path, project_root, chain_
     else:
         assert any("embed" in name for name in changed)
     # the checkpoint carries the model's tokenizer and the one template, and stops on its end-of-turn token
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
-    source = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    assert tokenizer.get_vocab() == source.get_vocab()
-    if family not in NAMED:
-        assert tokenizer.chat_template == source.chat_template
-    end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN[family])
-    stop_ids = GenerationConfig.from_pretrained(str(checkpoint)).eos_token_id
-    assert stop_ids[0] == end_of_turn_id and tokenizer.eos_token_id in stop_ids
-    # the template audit of the run: the rendered example, which tokens carry loss, the template's hash
-    audit = json.loads((root / "data/08_reporting/template_audit/sft.json").read_text())
-    assert audit["end_of_turn"] == END_OF_TURN[family]
-    trained = [audit["training"]["tokens"][i] for i in audit["training"]["trained_positions"]]
-    assert trained.count(END_OF_TURN[family]) == 2 and len(audit["template_sha256"]) == 64
+    check_sft_checkpoint(root, model_dir, family, metrics)
     check_package(root, family)
 
 
 @pytest.mark.slow
 def test_kedro_run_sft_refuses_a_remote_code_model_unless_opted_in(tmp_path, project_root, chain_documents):
-    """Refused in one line; with sft.trust_remote_code the model's own (here Llama-based) code runs and trains."""
+    """Refused in one line; with sft.trust_remote_code the model's own (here Llama-based) code runs and trains, and
+    evaluation loads it too. The model carries the internlm2 family's tokenizer (BOS added on encode and written by
+    the template, pad = eos, turns end with <|im_end|>): this run is also that family's `kedro run`, checked as
+    the others are (its packaging: tests/packaging/test_packaging_foreign.py; packaging takes no remote code)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -240,8 +283,9 @@ def test_kedro_run_sft_refuses_a_remote_code_model_unless_opted_in(tmp_path, pro
     assert not (root / "data/06_models/sft").exists()
 
     working = build_remote_code_model(tmp_path / "internlm2", working=True)
-    ran = kedro_run(root, tmp_path, "--pipelines", "sft", "--params",
-                f"sft.base_model={working},sft.trust_remote_code=true,{TINY_SFT}")
+    ran = kedro_run(root, tmp_path, "--pipelines", "sft,align,evaluation", "--params",
+                    f"sft.base_model={working},sft.trust_remote_code=true,{TINY_SFT},{FAMILY_EVALUATION},"
+                    "align.enabled=false")
 
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     metrics = json.loads((root / "data/08_reporting/sft.json").read_text())
@@ -250,3 +294,13 @@ def test_kedro_run_sft_refuses_a_remote_code_model_unless_opted_in(tmp_path, pro
     assert (checkpoint / "modeling_internlm2.py").is_file()  # the checkpoint keeps the code it needs
     tuned = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32, trust_remote_code=True)
     assert type(tuned).__name__ == "InternLM2ForCausalLM"
+    # the internlm2 family's checks (full fine-tuning, packed: its RoPE masks by position ids)
+    assert not (root / "data/06_models/tokenizer").exists() and not (root / "data/06_models/pretrain").exists()
+    assert metrics["steps"] == 4 and metrics["validation_examples"] > 0
+    assert metrics["packing"] is True and "packing_refused" not in metrics and metrics["finetuning"] == "full"
+    base = AutoModelForCausalLM.from_pretrained(str(working), dtype=torch.float32, trust_remote_code=True)
+    assert type(tuned).__name__ == type(base).__name__  # each directory's own copy of the remote code
+    changed = [name for name, p in tuned.state_dict().items() if not torch.equal(p, base.state_dict()[name])]
+    assert any("embed" in name for name in changed)
+    check_sft_checkpoint(root, working, "internlm2", metrics, trust_remote_code=True)
+    check_evaluation_audit(root)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from mlflow_helpers import isolated_run, isolated_store
+from mlflow_helpers import isolated_run, isolated_store, migrated_store
 
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.packaging import create_pipeline
@@ -162,7 +162,7 @@ def _tiny_catalog(tmp_path, project_root, model_dir, tokenizer_dir, gate, align_
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
 
-    with isolated_store(f"sqlite:///{tmp_path.resolve()}/mlflow.db") as uri:
+    with isolated_store(migrated_store(tmp_path.resolve() / "mlflow.db")) as uri:
         yield uri
 
 

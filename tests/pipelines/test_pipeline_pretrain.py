@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import copy_project, kedro_run
 from foreign_models import build_remote_code_model
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -21,13 +20,20 @@ from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.pretrain import create_pipeline
 from lmforge.pipelines.pretrain.nodes import NOT_BUILT_FILE, build_pretrain_config, tokenize_for_base_model
 
+NAN_STEP = 2  # the step whose loss the fault injection makes NaN (skipped: no update, no record)
+LOGGED = [step for step in range(20) if step != NAN_STEP]
+
 
 @pytest.fixture
 def pretrain_params(project_root, tmp_path) -> dict:
-    """conf/base/parameters_pretrain.yml with the debug preset, 20 steps and a tmp run_dir."""
+    """conf/base/parameters_pretrain.yml with the debug preset, 20 steps and a tmp run_dir; the loss of step 2 made
+    NaN with ``nan_policy: skip`` and activation checkpointing on (formerly their own 2-process run in
+    tests/training/test_training_resume.py: ~15 s of a clean 2-core machine saved)."""
     params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_pretrain.yml").read_text())["pretrain"])
     params["model"] = {"preset": "debug", "overrides": {"n_layers": 1}}
-    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2, log_every=1)
+    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2, log_every=1, nan_policy="skip",
+                           activation_checkpointing=True,  # it must not change the loop
+                           fault_injection={"nan_at_steps": [NAN_STEP]})
     params["launch"].update(nproc_per_node=2, timeout_s=300)
     params["run_dir"] = str(tmp_path / "pretrain_run")
     return params
@@ -70,11 +76,13 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     assert set(metrics["shards"]["by_language"]) == {"en", "zh", "ja", "code"}
     assert all(entry["tokens"] > 0 for entry in metrics["shards"]["by_language"].values())
     assert sum(entry["token_share"] for entry in metrics["shards"]["by_language"].values()) == pytest.approx(1.0)
-    assert len(curve) == metrics["steps"] == 20
+    # the NaN step is dropped and counted (train.nan_policy: skip); every other step trained and was recorded
+    assert metrics["skipped_steps"] == 1
+    assert [point["step"] for point in curve] == LOGGED and len(curve) == metrics["steps"] == 19
     assert all(math.isfinite(point["loss"]) for point in curve)
 
     # rank 0 of the launched job logged every step into the stage's run; the resolved DeepSpeed config is an artifact
-    assert [m.step for m in loss_history] == list(range(20))
+    assert [m.step for m in loss_history] == LOGGED
     assert [m.value for m in loss_history] == pytest.approx([point["loss"] for point in curve])
     assert run_params["pretrain.world_size"] == "2"
     assert artifacts == ["deepspeed/pretrain.json"]
@@ -113,20 +121,38 @@ def test_without_a_base_model_the_corpus_is_not_retokenized(tmp_path, chain_toke
     assert counts == {} and json.loads((Path(out_dir) / NOT_BUILT_FILE).read_text())["base_model"] is None
 
 
-def test_kedro_run_pretrain_refuses_a_remote_code_base_model(tmp_path, project_root, chain_documents):
-    """`kedro run --pipeline pretrain --params pretrain.base_model=<dir>` in a copy of the project that holds
-    only the cleaned corpus: a remote-code model is refused in one line. (A foreign model's continued
-    pretraining through the same CLI, trained, checked step by step: test_pipeline_foreign_models.py's
-    walkthrough, which runs it anyway.)"""
-    root = copy_project(project_root, tmp_path / "project", chain_documents)
-    remote = build_remote_code_model(tmp_path / "internlm2-remote")
-    tiny = ("pretrain.train.max_steps=6,pretrain.train.micro_batch_size=2,pretrain.train.checkpoint_every=0,"
-            "pretrain.continued.lr=0.002,pretrain.launch.timeout_s=300,tokenizer.shards.seq_len=64,"
-            "tokenizer.shards.num_proc=1")
+def test_the_pretrain_pipeline_refuses_a_remote_code_base_model_in_one_line(tmp_path, chain_documents,
+                                                                             chain_tokenizer_params):
+    """The pretrain pipeline with ``pretrain.base_model`` a remote-code model (on an in-memory catalog: no
+    tokenizer or shards at all) stops at its first node, before anything is tokenized or launched, and the
+    project's error hook makes the error the one `error: ...` line `kedro run` prints. (Formerly a real
+    `kedro run --pipeline pretrain` of its own, ~15 s of CPU mostly starting Kedro; the pretrain stage's real
+    `kedro run`s are the walkthrough's in test_pipeline_foreign_models.py, the hook's one line through the CLI
+    is test_pipeline_foreign_models.py's sft refusal and tests/test_errors.py's.)"""
+    from lmforge.error_hooks import ErrorPresentationHooks
 
-    refused = kedro_run(root, tmp_path, "--pipeline", "pretrain", "--params", f"pretrain.base_model={remote},{tiny}",
-                        timeout=120)
-    assert refused.returncode != 0
-    last = refused.stderr.strip().splitlines()[-1]
+    remote = build_remote_code_model(tmp_path / "internlm2-remote")
+    params = {"run_dir": str(tmp_path / "run"), "base_model": str(remote),
+              "train": {"max_steps": 6, "micro_batch_size": 2, "checkpoint_every": 0}}
+    catalog = DataCatalog({
+        "params:pretrain": MemoryDataset(params),
+        "clean_documents": MemoryDataset(chain_documents),
+        "params:tokenizer": MemoryDataset(chain_tokenizer_params),
+        "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens")),
+        "pretrain_checkpoint": ArtifactDirectory(str(tmp_path / "data/06_models/pretrain")),
+        # the tokenizer stage's outputs as the catalog names them (never built here, never read)
+        "token_shards": ArtifactDirectory(str(tmp_path / "data/05_model_input/tokens")),
+        "tokenizer": ArtifactDirectory(str(tmp_path / "data/06_models/tokenizer")),
+        "deepspeed_templates": MemoryDataset({}),
+    })
+
+    with pytest.raises(PermissionError) as refused:
+        SequentialRunner().run(create_pipeline(), catalog)
+    with pytest.raises(SystemExit) as shown:
+        ErrorPresentationHooks().on_pipeline_error(refused.value, {}, None, catalog)
+
+    last = str(shown.value.code)
+    assert "\n" not in last
     assert last.startswith("error: pretrain.base_model: ") and "pretrain.trust_remote_code: true" in last, last
-    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "pretrain_tokens").exists() and not (tmp_path / "run").exists()
+    assert not (tmp_path / "data").exists()

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import json
-import shutil
-from pathlib import Path
-
 import pytest
-import yaml
 from cli_helpers import copy_project, kedro_run
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.runner import SequentialRunner
-
-from lmforge.pipelines.datasets import ArtifactDirectory, JSONLinesDataset
-from lmforge.pipelines.sft import create_pipeline
 
 # After the 20-step test run the identity conversations' loss must be below this share of the base
 # model's (measured: 4.57 vs 5.59 nats per assistant token, 0.82).
 IDENTITY_LOSS_RATIO = 0.9
 
 
-@pytest.fixture
-def sft_params(project_root, tmp_path, chain_sft_params) -> dict:
-    """conf/base/parameters_sft.yml with small data settings, 20 steps and a tmp run_dir."""
-    params = copy.deepcopy(yaml.safe_load((project_root / "conf/base/parameters_sft.yml").read_text())["sft"])
-    params.update(copy.deepcopy(chain_sft_params))
-    params["train"].update(max_steps=20, micro_batch_size=4, warmup_steps=2)
-    params["max_length"] = 512  # the chain's held-out conversations (validation loss) need more than 256 tokens
-    params["launch"].update(nproc_per_node=2, timeout_s=300)
-    params["run_dir"] = str(tmp_path / "sft_run")
-    return params
-
-
 @pytest.mark.slow
-def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache, chain_tokenizer_dir, chain_pretrain,
-                      deepspeed_templates):
+def test_sft_pipeline(chain_sft_stage, chain_tokenizer_dir, chain_pretrain):
+    """The sft pipeline's run on the chain (``chain_sft_stage`` in tests/conftest.py: the session's SFT model, which
+    the align, evaluation and packaging pipeline tests start from)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -44,21 +22,9 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache,
     from lmforge.tokenizer.artifact import load_tokenizer
     from lmforge.training.sft_data import build_sft_examples
 
-    checkpoint_dir = tmp_path / "data/06_models/sft"
-    catalog = DataCatalog({
-        "clean_documents": MemoryDataset(chain_documents),
-        "tokenizer": ArtifactDirectory(chain_tokenizer_dir),
-        "pretrain_checkpoint": ArtifactDirectory(chain_pretrain[0]),
-        "deepspeed_templates": MemoryDataset(deepspeed_templates),
-        "params:sft": MemoryDataset(sft_params),
-        "params:data_processing.source_cache": MemoryDataset(chain_source_cache),
-        "sft_train_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_train.jsonl")),
-        "sft_validation_conversations": JSONLinesDataset(str(tmp_path / "data/04_feature/sft_validation.jsonl")),
-        "sft_train_examples": JSONLinesDataset(str(tmp_path / "data/05_model_input/sft_train_examples.jsonl")),
-        "sft_checkpoint": ArtifactDirectory(str(checkpoint_dir)),
-    })
-
-    outputs = SequentialRunner().run(create_pipeline(), catalog)
+    catalog, outputs, sft_params = chain_sft_stage["catalog"], chain_sft_stage["outputs"], chain_sft_stage["params"]
+    checkpoint_dir = chain_sft_stage["root"] / "data/06_models/sft"
+    assert sft_params["train"]["max_steps"] == 20
 
     train = catalog["sft_train_conversations"].load()
     validation = catalog["sft_validation_conversations"].load()
@@ -109,25 +75,21 @@ def test_sft_pipeline(tmp_path, sft_params, chain_documents, chain_source_cache,
 
 
 @pytest.mark.slow
-def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, project_root, chain_documents,
-                                                                     chain_tokenizer_dir):
-    """``sft.base_model``: any local HF directory (a fresh tiny Llama + our tokenizer), no pretrain stage needed,
-    through the real CLI in a copy of the project holding documents and a tokenizer output but no pretrain
-    checkpoint.
+def test_kedro_run_sft_without_pretraining_stops_with_one_line_naming_the_missing_input(tmp_path, project_root,
+                                                                                      chain_documents):
+    """`kedro run --pipeline sft` in a copy of the project holding documents and a tokenizer output but no pretrain
+    checkpoint (and no ``sft.base_model``) stops with the one-line missing-input message, through the real CLI.
 
-    Without ``sft.base_model`` the run stops with the one-line missing-input message; with it (given by
-    ``--params``) the stage fine-tunes the HF directory with the directory's own tokenizer (the project's
-    tokenizer output here is not a tokenizer at all) and writes its checkpoint. About 40 s on 2 cores (two
-    `kedro run`s; the sft one mostly starting 2 DeepSpeed processes).
+    With ``sft.base_model`` (any local HF directory, its own tokenizer, no pretrain stage) the same project copy
+    fine-tunes: that `kedro run` is the llama3 family's in test_pipeline_foreign_models.py, in a project whose
+    tokenizer-stage output is no tokenizer (it used to be a second run here, of a tiny Llama carrying lmforge's
+    own tokenizer: which tokenizer a directory brings is ``resolve_sft_sources``, tests/training/test_training_sft.py;
+    loading it is the tokenizer-stage path every chain SFT takes). ~12 s (one `kedro run` that stops early).
     """
-    from lmforge.tokenizer.artifact import load_tokenizer
-
     root = copy_project(project_root, tmp_path / "project", chain_documents)
-    stage_tokenizer = root / "data/06_models/tokenizer"  # the tokenizer stage's output exists, but is no tokenizer:
-    stage_tokenizer.mkdir(parents=True)                  # proves the HF directory's own tokenizer is used
+    stage_tokenizer = root / "data/06_models/tokenizer"  # the tokenizer stage's output exists
+    stage_tokenizer.mkdir(parents=True)
     (stage_tokenizer / "README.md").write_text("not a tokenizer\n")
-    tok, _ = load_tokenizer(chain_tokenizer_dir)
-    hf_dir = save_tiny_llama(tmp_path / "hf_model", chain_tokenizer_dir)
     tiny = ("sft.data.max_pairs=60,sft.identity.repeat=1,sft.max_length=256,sft.train.max_steps=4,"
             "sft.train.warmup_steps=1,sft.train.checkpoint_every=0,sft.train.lr=0.003")
 
@@ -136,37 +98,4 @@ def test_kedro_run_sft_from_a_local_hf_model_dir_without_pretraining(tmp_path, p
     last = refused.stderr.strip().splitlines()[-1]
     assert last.startswith("lmforge: 'pretrain_checkpoint'") and "kedro run --pipelines pretrain" in last, last
     assert "Traceback" not in refused.stderr
-
-    ran = kedro_run(root, tmp_path, "--pipelines", "sft", "--params", f"sft.base_model={hf_dir},{tiny}", timeout=240)
-    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
-    assert not (root / "data/06_models/pretrain").exists()
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    metrics = json.loads((root / "data/08_reporting/sft.json").read_text())
-    assert metrics["steps"] == 4 and metrics["world_size"] == 2
-    assert metrics["final_loss"] < metrics["initial_loss"]
-    tuned = AutoModelForCausalLM.from_pretrained(str(root / "data/06_models/sft"), dtype=torch.float32,
-                                                 local_files_only=True)
-    base = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
-    assert tuned.config.hidden_size == 64  # the HF directory's model, not a pretrain preset
-    assert tuned.config.vocab_size == tok.vocab_size
-    assert not torch.equal(tuned.get_input_embeddings().weight, base.get_input_embeddings().weight)
-
-
-def save_tiny_llama(out_dir: Path, tokenizer_dir: str) -> Path:
-    """A fresh tiny Llama (save_pretrained) sized for our tokenizer, with a copy of the tokenizer files."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lmforge.tokenizer.artifact import load_tokenizer
-
-    tok, _ = load_tokenizer(tokenizer_dir)
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
-                                 pad_token_id=tok.pad_id)).save_pretrained(out_dir)
-    for item in Path(tokenizer_dir).iterdir():
-        shutil.copy(item, out_dir / item.name)
-    return out_dir
+    assert not (root / "data/06_models/sft").exists()

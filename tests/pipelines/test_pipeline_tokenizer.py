@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from mlflow_helpers import isolated_run
+from mlflow_helpers import isolated_run, migrated_store
 
 from lmforge.pipelines.datasets import ArtifactDirectory
 from lmforge.pipelines.tokenizer import create_pipeline
@@ -90,7 +90,7 @@ def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path, chain_t
     from lmforge.pipelines.tokenizer.nodes import build_config
     from lmforge.tokenizer.config import TokenizerConfig
 
-    with isolated_run(f"sqlite:///{tmp_path}/mlflow.db") as run:
+    with isolated_run(migrated_store(tmp_path / "mlflow.db")) as run:
         config = build_config(chain_tokenizer_params)
         params = mlflow.get_run(run.info.run_id).data.params
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from mlflow_helpers import isolated_run, isolated_store
+from mlflow_helpers import isolated_run, isolated_store, migrated_store
 
 from lmforge.step_logging import StepLogger
 from lmforge.tracking import dvc_hashes, flatten, git_state
@@ -155,7 +155,7 @@ def test_log_config_adds_the_resolved_defaults_and_keeps_logged_keys(tmp_path):
     from lmforge.tracking import log_config
     from lmforge.training.config import TrainArgs
 
-    with isolated_run(f"sqlite:///{tmp_path}/mlflow.db") as run:
+    with isolated_run(migrated_store(tmp_path / "mlflow.db")) as run:
         mlflow.log_param("pretrain.train.max_steps", "7")  # what kedro-mlflow logs from the YAML
         logged = log_config(TrainArgs(max_steps=7), "pretrain.train")
         params = mlflow.get_run(run.info.run_id).data.params
@@ -267,7 +267,7 @@ def test_lineage_tags_keep_one_run_id_and_mark_a_training_experiment(tmp_path):
 
     from lmforge.tracking import mark_training_experiment, set_lineage_tags
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = migrated_store(tmp_path / "mlflow.db")
     with isolated_run(uri, "test-lineage") as run:
         mlflow.set_tags({"run_id": "2026-12-02T06.00.00.000Z", "env": "base"})  # what kedro-mlflow sets
         set_lineage_tags(tmp_path, {}, pipelines=["pretrain"], session_id="2026-12-02T06.00.00.000Z")
