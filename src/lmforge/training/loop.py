@@ -358,13 +358,11 @@ def save_checkpoint(engine: Any, spec: JobSpec, ckpt_root: Path, state: dict[str
         engine.save_checkpoint(str(ckpt_root), tag=tag, client_state={"lmforge": state}, save_latest=False)
         dist.barrier()  # every rank's files are on disk before the manifest says so
         if rank == 0:
+            batch = checkpoints.global_batch(spec.train, world_size)
             checkpoints.write_manifest(ckpt_root, tag, step=state["step"], fingerprint=spec.fingerprint,
-                                       world_size=world_size,
-                                       global_batch=checkpoints.global_batch(spec.train, world_size),
-                                       verify=spec.train.checkpoint_verify)
-    if rank == 0:
-        checkpoints.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints)
-        logger.info("%s: checkpoint %s saved", spec.metric_prefix, ckpt_root / tag)
+                                       world_size=world_size, global_batch=batch, verify=spec.train.checkpoint_verify)
+            checkpoints.prune_checkpoints(ckpt_root, spec.train.keep_checkpoints)
+            logger.info("%s: checkpoint %s saved", spec.metric_prefix, ckpt_root / tag)
     dist.barrier()
 
 
