@@ -66,6 +66,7 @@ def main() -> None:
 
     import tokenizers
 
+    from lmforge.data.executor import ExecutorConfig
     from lmforge.tokenizer.export import export_hf_tokenizer
     from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
     from lmforge.tokenizer.shards import stream_token_shards
@@ -88,8 +89,9 @@ def main() -> None:
     logger.info("id parity on %d sample files: %d mismatches", len(sample), mismatches)
 
     contenders = {
-        "ours_shards_1proc": lambda: stream_token_shards(work / "s1", {"train": texts}, ours, seq_len=2048, num_proc=1),
-        "ours_shards_2proc": lambda: stream_token_shards(work / "s2", {"train": texts}, ours, seq_len=2048, num_proc=2),
+        "ours_shards_1proc": lambda: stream_token_shards(work / "s1", {"train": texts}, ours, seq_len=2048),
+        "ours_shards_2proc": lambda: stream_token_shards(work / "s2", {"train": texts}, ours, seq_len=2048,
+                                                         executor=ExecutorConfig(kind="local", workers=2)),
         "hf_encode_loop_1thread": lambda: [hf.encode(t, add_special_tokens=False) for t in texts],
         "hf_encode_batch": lambda: hf.encode_batch(texts, add_special_tokens=False),
     }

@@ -154,11 +154,13 @@ POOL_OWNER = textwrap.dedent("""
     # queue close and exit by itself; a busy one, or any fork worker, would not)
     if kind == "encode":
         from lmforge.tokenizer.artifact import load_tokenizer
+        from lmforge.data.executor import ExecutorConfig
         from lmforge.tokenizer.encode import encode_documents
         tokenizer, _ = load_tokenizer(sys.argv[2])
         texts = iter(lambda: "a text to encode " * 60000, None)  # endless 1 MB texts, 16 MB (seconds) per batch
         print("ready", flush=True)
-        for _ in encode_documents(texts, tokenizer, num_proc=2, batch_bytes=16 << 20):
+        for _ in encode_documents(texts, tokenizer, executor=ExecutorConfig(kind="local", workers=2),
+                                     batch_bytes=16 << 20):
             pass
     else:
         from lmforge.data.executor import ExecutorConfig, map_in_order

@@ -118,7 +118,7 @@ def test_a_continued_pretraining_checkpoint_is_scored_on_the_pretrain_stage_shar
     base = foreign_dir("gemma")
     shards = tmp_path / "pretrain_tokens"
     build_model_token_shards_dir({"train": DOCUMENTS, "validation": DOCUMENTS}, base, shards, seq_len=16,
-                                 blocks_per_shard=100, num_proc=1)
+                                 blocks_per_shard=100)
     checkpoint, _ = sft_like_checkpoint(base, tmp_path / "checkpoint")
     chat = ChatTokenizer.for_model(str(checkpoint), str(tiny_tokenizer_dir))
     assert find_shards([str(tmp_path / "absent"), str(shards)], chat.tokenizer) == str(shards)

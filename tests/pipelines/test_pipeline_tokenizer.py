@@ -96,5 +96,5 @@ def test_nodes_build_the_typed_config_once_and_log_it_resolved(tmp_path, chain_t
 
     assert isinstance(config, TokenizerConfig) and config.shards.seq_len == 64
     assert params["tokenizer.shards.seq_len"] == "64"
-    assert params["tokenizer.shards.num_proc"] == "2"  # a default the params left out, logged resolved
+    assert params["tokenizer.executor.kind"] == "local"  # a default the params left out, logged resolved
     assert params["tokenizer.train.max_sentence_length"] == "16384"

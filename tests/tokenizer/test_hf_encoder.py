@@ -43,7 +43,7 @@ def test_qwen2_documents_are_its_ids_each_followed_by_its_eos(qwen2, tmp_path):
     from transformers import AutoTokenizer
 
     seq_len = 8
-    counts = build_model_token_shards_dir(DOCS, qwen2, tmp_path, seq_len=seq_len, blocks_per_shard=2, num_proc=1)
+    counts = build_model_token_shards_dir(DOCS, qwen2, tmp_path, seq_len=seq_len, blocks_per_shard=2)
     shards = TokenShards.open(tmp_path, expected_tokenizer_sha256=counts["sha256"])
     tok = AutoTokenizer.from_pretrained(str(qwen2))
 
@@ -76,7 +76,7 @@ def test_each_family_documents_are_bos_where_its_tokenizer_adds_one_ids_and_eos(
 
     model = build_foreign_model(family, tmp_path / family)
     tok = AutoTokenizer.from_pretrained(str(model))
-    build_model_token_shards_dir(DOCS, model, tmp_path / "shards", seq_len=4, blocks_per_shard=8, num_proc=1)
+    build_model_token_shards_dir(DOCS, model, tmp_path / "shards", seq_len=4, blocks_per_shard=8)
 
     got = np.concatenate(list(TokenShards.open(tmp_path / "shards").iter_blocks("train"))).tolist()
     stream = expected_stream(model, DOCS["train"], bos=BOS_ON_ENCODE[family])

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from lmforge.config import build_dataclass, default_mismatches
 from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE
@@ -14,7 +13,10 @@ PARAMS = Path(__file__).resolve().parents[2] / "conf/base/parameters_tokenizer.y
 
 
 def yaml_params() -> dict:
-    return yaml.safe_load(PARAMS.read_text())["tokenizer"]
+    """The YAML as Kedro resolves it (``executor: ${globals:executor}`` from conf/base/globals.yml)."""
+    from kedro.config import OmegaConfigLoader
+
+    return OmegaConfigLoader(str(PARAMS.parent.parent), base_env="base", default_run_env="base")["parameters"]["tokenizer"]
 
 
 def test_yaml_and_dataclass_defaults_agree():

@@ -1,4 +1,4 @@
-"""Tests for lmforge.tokenizer.encode and the streaming shard writer: same ids whatever num_proc, bounded look-ahead."""
+"""Tests for lmforge.tokenizer.encode and the streaming shard writer: same ids on every executor, bounded look-ahead."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from shard_oracles import pack_documents, write_token_shards
 
+from lmforge.data.executor import ExecutorConfig
 from lmforge.tokenizer.encode import batch_texts, encode_batch_with_eos, encode_documents
 from lmforge.tokenizer.shards import TokenShards, stream_token_shards
 
@@ -26,9 +27,9 @@ def test_encode_batch_with_eos_matches_encode(tokenizer):
 
 
 @pytest.mark.timeout(60)
-def test_encode_documents_same_ids_whatever_num_proc(tokenizer):
-    one = list(encode_documents(DOCS, tokenizer, num_proc=1, batch_bytes=500))
-    two = list(encode_documents(DOCS, tokenizer, num_proc=2, batch_bytes=500))
+def test_encode_documents_same_ids_on_every_executor(tokenizer):
+    one = list(encode_documents(DOCS, tokenizer, batch_bytes=500))  # in this process
+    two = list(encode_documents(DOCS, tokenizer, executor=ExecutorConfig(kind="local", workers=2), batch_bytes=500))
     assert len(one) > 10
     assert [n for n, _ in one] == [n for n, _ in two] and sum(n for n, _ in one) == len(DOCS)
     assert np.array_equal(np.concatenate([a for _, a in one]), np.concatenate([a for _, a in two]))
@@ -44,15 +45,16 @@ def test_encode_documents_reads_ahead_a_bounded_number_of_batches(tokenizer):
             consumed += 1
             yield doc
 
-    stream = encode_documents(texts(), tokenizer, num_proc=2, batch_bytes=1)  # ~one document per batch
+    stream = encode_documents(texts(), tokenizer, executor=ExecutorConfig(kind="local", workers=2),
+                              batch_bytes=1)  # ~one document per batch
     n_first, _ = next(stream)
-    assert consumed <= 2 * 2 * 2 + 1  # at most 2 * num_proc batches ahead, not the whole corpus (610 documents)
+    assert consumed <= 2 * 2 * 2 + 1  # at most 2 * workers batches ahead, not the whole corpus (610 documents)
     assert n_first + sum(n for n, _ in stream) == consumed == len(DOCS) * 5
 
 
-def test_encode_documents_rejects_zero_processes(tokenizer):
-    with pytest.raises(ValueError, match="num_proc"):
-        next(encode_documents(["x"], tokenizer, num_proc=0))
+def test_executor_rejects_zero_workers():
+    with pytest.raises(ValueError, match="workers"):
+        ExecutorConfig(kind="local", workers=0)
 
 
 @pytest.mark.timeout(60)
@@ -62,7 +64,8 @@ def test_stream_token_shards_writes_what_write_token_shards_writes(tokenizer, tm
     expected = {name: pack_documents(texts, tokenizer, seq_len=16) for name, texts in splits.items()}
     ref = write_token_shards(tmp_path / "ref", expected, tokenizer_sha256=tokenizer.sha256, seq_len=16,
                              blocks_per_shard=7)
-    index = stream_token_shards(tmp_path / "out", splits, tokenizer, seq_len=16, blocks_per_shard=7, num_proc=num_proc)
+    index = stream_token_shards(tmp_path / "out", splits, tokenizer, seq_len=16, blocks_per_shard=7,
+                                executor=ExecutorConfig(kind="local", workers=num_proc))
     assert index.pop("documents") == {"train": 100, "validation": len(DOCS) - 100}
     assert index == ref
     assert {k: v for k, v in json.loads((tmp_path / "out" / "index.json").read_text()).items() if k != "documents"} == ref

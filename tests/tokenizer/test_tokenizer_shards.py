@@ -123,12 +123,14 @@ LABELLED = [  # (labels, text)
 
 @pytest.mark.parametrize("num_proc", [1, 2])
 def test_stream_token_shards_counts_each_documents_tokens_by_label(tmp_path, tokenizer, num_proc):
+    from lmforge.data.executor import ExecutorConfig
     from lmforge.tokenizer.encode import encode_documents
     from lmforge.tokenizer.shards import read_token_counts, stream_token_shards
 
     labels, texts = zip(*LABELLED, strict=True)
     index = stream_token_shards(tmp_path, {"train": list(texts), "validation": [texts[0]]}, tokenizer, seq_len=4,
-                                num_proc=num_proc, split_labels={"train": list(labels), "validation": [labels[0]]})
+                                executor=ExecutorConfig(kind="local", workers=num_proc),
+                                split_labels={"train": list(labels), "validation": [labels[0]]})
 
     lengths = [len(tokenizer.encode(t, parse_special=False)) for t in texts]
     assert index["token_counts"]["train"] == [

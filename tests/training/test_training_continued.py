@@ -39,7 +39,7 @@ def test_shards_of_another_tokenizer_are_refused(qwen2, tmp_path):
 
     gemma = build_foreign_model("gemma", tmp_path / "gemma")
     build_model_token_shards_dir({"train": ["some text " * 20]}, gemma, tmp_path / "shards", seq_len=8,
-                                 blocks_per_shard=4, num_proc=1)
+                                 blocks_per_shard=4)
 
     with pytest.raises(ValueError, match="re-tokenize"):
         check_continued_start(str(qwen2), str(tmp_path / "shards"), trust_remote_code=False)

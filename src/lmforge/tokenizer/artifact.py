@@ -18,6 +18,7 @@ from lmforge.tokenizer.metrics import measure_tokenizer
 from lmforge.tokenizer.sentencepiece_tokenizer import SentencePieceTokenizer
 
 if TYPE_CHECKING:
+    from lmforge.data.executor import ExecutorConfig
     from lmforge.tokenizer.config import TokenizerConfig, TokenShardArgs
 
 __all__ = ["build_token_shards_dir", "build_tokenizer_dir", "load_tokenizer", "measure_tokenizer"]
@@ -58,8 +59,9 @@ def load_tokenizer(tokenizer_dir: str | Path) -> tuple[SentencePieceTokenizer, s
 
 def build_token_shards_dir(split_texts: dict[str, Iterable[str]], tokenizer_dir: str | Path, out_dir: str | Path,
                            shards: TokenShardArgs,
-                           split_labels: dict[str, Iterable[dict[str, str]]] | None = None) -> dict[str, Any]:
-    """Encode each split's documents with ``shards.num_proc`` processes into ``shards.seq_len`` blocks, as shards.
+                           split_labels: dict[str, Iterable[dict[str, str]]] | None = None,
+                           executor: ExecutorConfig | None = None) -> dict[str, Any]:
+    """Encode each split's documents on ``executor`` (None: in this process) into ``shards.seq_len`` blocks, as shards.
 
     Streams: documents are encoded in batches and written shard by shard (see ``stream_token_shards``).
     With ``split_labels`` (`lmforge.tokenizer.metrics.document_labels` of each document) the result adds the
@@ -71,7 +73,7 @@ def build_token_shards_dir(split_texts: dict[str, Iterable[str]], tokenizer_dir:
 
     tok, _ = load_tokenizer(tokenizer_dir)
     index = stream_token_shards(out_dir, split_texts, tok, seq_len=shards.seq_len,
-                                blocks_per_shard=shards.blocks_per_shard, num_proc=shards.num_proc,
+                                blocks_per_shard=shards.blocks_per_shard, executor=executor,
                                 split_labels=split_labels)
     for name, info in index["splits"].items():
         if info["n_blocks"] == 0:

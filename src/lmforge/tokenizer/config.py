@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmforge.data.executor import ExecutorConfig
 from lmforge.tokenizer.chat_template import DEFAULT_CHAT_TEMPLATE
 from lmforge.tokenizer.train import TokenizerTrainArgs
 
@@ -27,13 +28,11 @@ class TokenShardArgs:
     """Seed of the split hash (`lmforge.data.splits.assign_split`)."""
     blocks_per_shard: int = 4096
     """Blocks per ``.npy`` shard file."""
-    num_proc: int = 2
-    """Encoding processes (each loads the model; memory stays bounded)."""
 
     def __post_init__(self) -> None:
-        if self.seq_len < 1 or self.blocks_per_shard < 1 or self.num_proc < 1:
-            raise ValueError(f"tokenizer.shards: seq_len, blocks_per_shard and num_proc must be >= 1, got "
-                             f"{self.seq_len}, {self.blocks_per_shard}, {self.num_proc}")
+        if self.seq_len < 1 or self.blocks_per_shard < 1:
+            raise ValueError(f"tokenizer.shards: seq_len and blocks_per_shard must be >= 1, got "
+                             f"{self.seq_len}, {self.blocks_per_shard}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"tokenizer.shards.validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
@@ -54,3 +53,6 @@ class TokenizerConfig:
     (set false to accept a mismatch, e.g. for unigram models)."""
     shards: TokenShardArgs = field(default_factory=TokenShardArgs)
     """Document split and packing into token shards."""
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    """Where the shards' batches are encoded (``${globals:executor}``: the data stage's executor, one block for both);
+    each worker loads the tokenizer once. The shards are byte-identical for every executor."""

@@ -26,7 +26,10 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmforge.data.executor import ExecutorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ def with_progress(texts: Iterable[str], split: str, total: int | None = None) ->
 
 
 def build_model_token_shards_dir(split_texts: dict[str, list[str]], model_dir: str | Path, out_dir: str | Path, *,
-                                 seq_len: int, blocks_per_shard: int, num_proc: int,
+                                 seq_len: int, blocks_per_shard: int, executor: ExecutorConfig | None = None,
                                  trust_remote_code: bool = False) -> dict[str, Any]:
     """Encode each split with ``model_dir``'s own tokenizer into ``seq_len`` blocks, as shards in ``out_dir``.
 
@@ -118,7 +121,7 @@ def build_model_token_shards_dir(split_texts: dict[str, list[str]], model_dir: s
     metadata = {"tokenizer_kind": "huggingface", "tokenizer_source": str(model_dir), "vocab_size": encoder.vocab_size,
                 "eos_id": encoder.eos_id, "bos_id": encoder.bos_id}
     index = stream_token_shards(out_dir, texts, encoder, seq_len=seq_len, blocks_per_shard=blocks_per_shard,
-                                num_proc=num_proc, extra_metadata=metadata)
+                                executor=executor, extra_metadata=metadata)
     for name, info in index["splits"].items():
         if info["n_blocks"] == 0:
             raise ValueError(f"split {name!r} has no full {seq_len}-token block with the tokenizer of {model_dir}: "

@@ -37,6 +37,7 @@ from lmforge.tokenizer.dtypes import choose_token_dtype
 if TYPE_CHECKING:
     import numpy as np
 
+    from lmforge.data.executor import ExecutorConfig
     from lmforge.tokenizer.encode import TextTokenizer
 
 logger = logging.getLogger(__name__)
@@ -108,11 +109,11 @@ def stream_token_shards(
     *,
     seq_len: int,
     blocks_per_shard: int = 4096,
-    num_proc: int = 1,
+    executor: ExecutorConfig | None = None,
     extra_metadata: dict | None = None,
     split_labels: dict[str, Iterable[Mapping[str, str]]] | None = None,
 ) -> dict:
-    """Encode each split's documents (EOS after each) with ``num_proc`` processes and write its shards.
+    """Encode each split's documents (EOS after each) on ``executor`` (None: in this process) and write its shards.
 
     Each document's ids (special-token text NOT parsed, so a document cannot inject an EOS) are followed
     by EOS, concatenated and cut into ``[n_blocks, seq_len]`` blocks; the incomplete last block is
@@ -132,7 +133,7 @@ def stream_token_shards(
         writer = ShardWriter(out, name, seq_len=seq_len, blocks_per_shard=blocks_per_shard, dtype=dtype)
         counter = LabelTokenCounter(split_labels[name], tokenizer.eos_id) if split_labels is not None else None
         documents[name] = 0
-        for n_docs, ids in encode_documents(texts, tokenizer, num_proc=num_proc):
+        for n_docs, ids in encode_documents(texts, tokenizer, executor=executor):
             documents[name] += n_docs
             writer.write(ids)
             if counter is not None:

@@ -54,10 +54,11 @@ def tokenize_for_base_model(clean_documents: dict[str, Any], config: PretrainCon
     from lmforge.data.splits import split_record_texts
     from lmforge.tokenizer.hf_encoder import build_model_token_shards_dir
 
-    shards = build_dataclass(TokenizerConfig, tokenizer_params, path="tokenizer").shards
+    tokenizer_config = build_dataclass(TokenizerConfig, tokenizer_params, path="tokenizer")
+    shards = tokenizer_config.shards
     splits = split_record_texts(iter_records(clean_documents), shards.validation_fraction, shards.split_seed)
     counts = build_model_token_shards_dir(splits, config.base_model, out_dir, seq_len=shards.seq_len,
-                                          blocks_per_shard=shards.blocks_per_shard, num_proc=shards.num_proc,
+                                          blocks_per_shard=shards.blocks_per_shard, executor=tokenizer_config.executor,
                                           trust_remote_code=config.trust_remote_code)
     # the hash evaluation needs to find these shards for a model: lmforge.tokenizer.hf_encoder.hf_tokenizer_sha256
     return out_dir, {f"tokens.{key}": value for key, value in counts.items() if key != "bos_id"}

@@ -81,6 +81,7 @@ def build_token_shards(clean_documents: dict[str, Any], tokenizer: str, train_me
     config = build_config(params)
     out_dir = str(owned_tempdir("lmforge-tokens-"))
     texts, labels = split_texts_and_labels(clean_documents, config)
-    counts = build_token_shards_dir(texts, tokenizer, out_dir, config.shards, split_labels=labels)
+    counts = build_token_shards_dir(texts, tokenizer, out_dir, config.shards, split_labels=labels,
+                                    executor=config.executor)
     by_language = merge_by_language(train_metrics.get("by_language", {}), counts.pop("by_language"))
     return out_dir, {**train_metrics, **counts, "by_language": by_language}
