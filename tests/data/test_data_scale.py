@@ -2,7 +2,6 @@
 counts that reconcile on real site-packages code, and memory bounded by a shard, not the corpus."""
 
 import functools
-import importlib.util
 import pickle
 import random
 import sysconfig
@@ -201,19 +200,6 @@ def test_lazy_ingest_gives_the_eager_records(tmp_path):
     lazy = ingest_sources([source], shard_size=4, lazy=True)
     assert list(lazy) == list(eager) == ["mine-shard-00000", "mine-shard-00001"]
     assert {name: pickle.loads(pickle.dumps(loader))() for name, loader in lazy.items()} == eager
-
-
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="ray is not installed (optional extra: pip install 'lmforge[cluster]')")
-def test_ray_executor_gives_the_local_result(mixed_shards):
-    import ray
-
-    expected = outcome(process_corpus(mixed_shards, config("sequential"), shard_size=3))
-    try:
-        got = outcome(process_corpus(mixed_shards, config("ray", 2), shard_size=3))  # starts a local Ray (~10 s)
-    finally:
-        ray.shutdown()
-    assert got == expected
 
 
 def test_fast_alphanumeric_count_matches_the_per_character_definition():
