@@ -60,25 +60,26 @@ def sample_paths(root: Path, fraction: float) -> list[str]:
     return [p for p in paths if int(hashlib.sha256(p.encode()).hexdigest()[:8], 16) < limit]
 
 
-def stage_config(workers: int | None):
-    """The project's data_processing config (sources aside), with the executor's worker count."""
+def stage_config(workers: int | None, kind: str = "local", **executor):
+    """The project's data_processing config (sources aside), with the executor's kind and worker count (the YAML's
+    ``executor: ${globals:executor}`` is replaced, not resolved)."""
     import yaml
 
     from lmforge.data.process import DataProcessingConfig
 
     params = yaml.safe_load(PARAMS.read_text())["data_processing"]
     params = {k: v for k, v in params.items() if k not in ("sources", "shard_size")}
-    params.setdefault("executor", {})
-    params["executor"] = {**(params["executor"] or {}), "kind": "local", "workers": workers}
+    params["executor"] = {"kind": kind, "workers": workers, **executor}
     return DataProcessingConfig.from_dict(params)
 
 
-def run_ours(root: Path, fraction: float, shard_size: int, workers: int | None) -> dict:
-    """One size, in this process: ingest + process + write; returns timings and reconciled counts."""
+def run_ours(root: Path, fraction: float, shard_size: int, workers: int | None, **executor) -> dict:
+    """One size, in this process: ingest + process + write; returns timings and reconciled counts.
+    ``executor``: ExecutorConfig fields besides workers (default: kind local)."""
     from lmforge.data.ingest import SourceConfig, load_code_shard
     from lmforge.data.process import process_corpus
 
-    config = stage_config(workers)
+    config = stage_config(workers, **executor)
     t0 = time.perf_counter()
     paths = sample_paths(root, fraction)
     source = SourceConfig(name="site-packages", root=str(root), license="various")
