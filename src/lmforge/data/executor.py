@@ -151,6 +151,8 @@ def map_in_order(fn: Callable[..., Any], tasks: Iterable[Any], executor: Executo
 
 _WORKER_CONTEXT: Any = None
 """A "local" pool worker's copy of `map_in_order`'s context (set once by its initializer)."""
+_RAY_USERS: dict[str, Any] = {"n": 0, "owned": False}
+"""The driver's running Ray maps, and whether `map_in_order` made the connection (then the last one to end closes it)."""
 _RAY_CONTEXTS: dict[str, Any] = {}
 """A Ray worker's contexts, by object id: fetched and unpickled once per worker process, not per task."""
 
@@ -252,12 +254,10 @@ def _map_on_ray(fn: Callable[..., Any], tasks: Iterable[Any], executor: Executor
 
     from lmforge.errors import UserError
 
-    connected = connect_ray(executor)
+    if _RAY_USERS["n"] == 0:
+        _RAY_USERS["owned"] = connect_ray(executor)
+    _RAY_USERS["n"] += 1  # nested maps (a lazy ingest feeding the cleaning) share the connection
     address = ray_address_of(executor) or "a local Ray"
-    window = 2 * (executor.workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
-    remote = ray.remote(_run_ray_task).options(num_cpus=1, max_retries=executor.ray_max_retries,
-                                               retry_exceptions=False)
-    context_ref = (ray.put(context),) if context is not None else ()
     nodes: Counter = Counter()
     pending: deque = deque()
 
@@ -276,6 +276,10 @@ def _map_on_ray(fn: Callable[..., Any], tasks: Iterable[Any], executor: Executor
         return result
 
     try:
+        window = 2 * (executor.workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+        remote = ray.remote(_run_ray_task).options(num_cpus=1, max_retries=executor.ray_max_retries,
+                                                   retry_exceptions=False)
+        context_ref = (ray.put(context),) if context is not None else ()
         for index, task in enumerate(tasks):
             pending.append((index, task, remote.remote(fn, task, context_ref)))
             if len(pending) >= window:
@@ -287,5 +291,7 @@ def _map_on_ray(fn: Callable[..., Any], tasks: Iterable[Any], executor: Executor
     finally:
         for _, _, ref in pending:
             ray.cancel(ref, force=True)
-        if connected:
+        _RAY_USERS["n"] -= 1
+        if _RAY_USERS["n"] == 0 and _RAY_USERS["owned"]:
+            _RAY_USERS["owned"] = False
             ray.shutdown()
