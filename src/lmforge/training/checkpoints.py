@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lmforge.atomic import replace_file
 from lmforge.config import config_to_dict
 
 logger = logging.getLogger("lmforge.training")
@@ -72,17 +73,9 @@ def step_of_tag(tag: str) -> int | None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a partial one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a kill mid-write leaves no stray temp file
-        raise
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a partial one, and flush it
+    to the disk first (``lmforge.atomic.replace_file``): a manifest must not name files a power cut lost."""
+    replace_file(path, lambda fh: fh.write(text), fsync=True, encoding="utf-8")
 
 
 DISK_FULL_NEXT_STEP = ("point the stage's run_dir at a larger disk, or keep fewer checkpoints (train.keep_checkpoints) "
