@@ -29,7 +29,6 @@ from lmforge.processes import OWNER_ENV, start_ticks
 MARKER_ENV = "LMFORGE_TEST_MARKER"
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -68,6 +67,7 @@ def _two_node_params(factory, run_dir: Path, launcher: str, **launch) -> dict:
     return params
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
 def test_two_nodes_train_exactly_like_one_node_with_two_processes(
         launcher, marker, tmp_path, chain_pretrain_runs, chain_token_shards, chain_tokenizer_dir, deepspeed_templates,
@@ -102,6 +102,7 @@ def test_two_nodes_train_exactly_like_one_node_with_two_processes(
     assert _survivors(marker) == []
 
 
+@pytest.mark.slow
 def test_a_node_that_never_arrives_is_named_with_the_timeout(marker, tmp_path, chain_token_shards,
                                                              chain_tokenizer_dir, deepspeed_templates,
                                                              training_params_factory, pretrain_config_factory):
@@ -123,3 +124,19 @@ def test_a_node_that_never_arrives_is_named_with_the_timeout(marker, tmp_path, c
     assert elapsed < 30, f"node 0 gave up after {elapsed:.0f} s, its join timeout is 3 s"
     assert not (run_dir / "launch.json").exists()
     assert _survivors(marker) == []
+
+
+def test_join_without_a_job_or_with_a_wrong_rank_says_what_to_do(tmp_path):
+    from lmforge.errors import UserError
+    from lmforge.training.config import LaunchArgs
+    from lmforge.training.launch import join
+    from lmforge.training.nodes import start_launch
+
+    with pytest.raises(UserError, match="node 0 wrote no launch.json there within 0.2 s") as err:
+        join(tmp_path, 1, wait_s=0.2)
+    assert "start the job on node 0 first" in str(err.value)
+
+    start_launch(tmp_path, LaunchArgs(nnodes=2, master_port=29999), "lmforge.training.pretrain")
+    for rank in (0, 2):
+        with pytest.raises(UserError, match=f"--node-rank {rank} is not a joining node of this 2-node job"):
+            join(tmp_path, rank, wait_s=0.2)
