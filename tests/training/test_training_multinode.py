@@ -103,14 +103,17 @@ def test_two_nodes_train_exactly_like_one_node_with_two_processes(
 
 
 @pytest.mark.slow
-def test_a_node_that_never_arrives_is_named_with_the_timeout(marker, tmp_path, chain_token_shards,
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_a_node_that_never_arrives_is_named_with_the_timeout(launcher, marker, tmp_path, chain_token_shards,
                                                              chain_tokenizer_dir, deepspeed_templates,
                                                              training_params_factory, pretrain_config_factory):
+    """torchrun's static rendezvous gives up by itself; the deepspeed launcher's rank 0 would wait 30 minutes in
+    ``init_process_group``: node 0's own watch stops it (``timeout_s`` 60 fails this test instead of hanging)."""
     from lmforge.training.jobs import run_pretraining
     from lmforge.training.launch import NodeMissingError
 
     run_dir = tmp_path / "run"
-    params = _two_node_params(training_params_factory, run_dir, "torchrun", join_timeout_s=3)
+    params = _two_node_params(training_params_factory, run_dir, launcher, join_timeout_s=3, timeout_s=60)
     t0 = time.monotonic()
     with pytest.raises(NodeMissingError) as err:
         run_pretraining(chain_token_shards, chain_tokenizer_dir, deepspeed_templates, pretrain_config_factory(params))
@@ -140,3 +143,17 @@ def test_join_without_a_job_or_with_a_wrong_rank_says_what_to_do(tmp_path):
     for rank in (0, 2):
         with pytest.raises(UserError, match=f"--node-rank {rank} is not a joining node of this 2-node job"):
             join(tmp_path, rank, wait_s=0.2)
+
+
+def test_a_deepspeed_hostfile_must_give_every_node_its_processes(tmp_path):
+    from lmforge.errors import UserError
+    from lmforge.training.config import LaunchArgs
+    from lmforge.training.nodes import check_hostfile
+
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("# two names of this machine\n127.0.0.1 slots=1\nlocalhost slots=1\n")
+    check_hostfile(hostfile, LaunchArgs(launcher="deepspeed", nproc_per_node=1, nnodes=2))
+    with pytest.raises(UserError, match=r"has slots \[1, 1\]; the job needs 2 hosts of launch.nproc_per_node 2"):
+        check_hostfile(hostfile, LaunchArgs(launcher="deepspeed", nproc_per_node=2, nnodes=2))
+    with pytest.raises(UserError, match="needs 3 hosts"):
+        check_hostfile(hostfile, LaunchArgs(launcher="deepspeed", nproc_per_node=1, nnodes=3))

@@ -185,6 +185,8 @@ def launch_job(spec: JobSpec, launch: LaunchArgs, *, env: dict[str, str] | None 
         launch = replace(launch, master_port=port, node_rank=0)
         if launch.launcher == "deepspeed" and not launch.hostfile:
             launch = replace(launch, hostfile=str(nodes.write_hostfile(run_dir, launch)))
+        elif launch.launcher == "deepspeed":
+            nodes.check_hostfile(launch.hostfile, replace(launch, nproc_per_node=resolve_nproc(launch)))
         watch = nodes.NodeWatch(run_dir, nodes.start_launch(run_dir, launch, module), launch.nnodes,
                                 launch.join_timeout_s)
         logger.info("node 0 of %d: waiting up to %d s at %s:%d for the other nodes; on node r run `%s`",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -55,6 +56,22 @@ def write_hostfile(run_dir: str | Path, launch: LaunchArgs) -> Path:
     path = Path(run_dir, HOSTFILE)
     path.write_text("".join(f"node{r} slots={launch.nproc_per_node}\n" for r in range(launch.nnodes)))
     return path
+
+
+def check_hostfile(path: str | Path, launch: LaunchArgs) -> None:
+    """A ``UserError`` unless the deepspeed hostfile ``path`` names at least ``launch.nnodes`` hosts with
+    ``launch.nproc_per_node`` slots each (the world size and the global batch are computed from those)."""
+    from lmforge.errors import UserError
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise UserError(f"launch.hostfile {path} cannot be read: {err.strerror}", "fix launch.hostfile") from None
+    slots = [int(m.group(1)) for line in lines if (m := re.match(r"^\S+\s+slots=(\d+)", line.strip()))]
+    if len(slots) < launch.nnodes or any(n != launch.nproc_per_node for n in slots[:launch.nnodes]):
+        raise UserError(f"launch.hostfile {path} has slots {slots}; the job needs {launch.nnodes} hosts of "
+                        f"launch.nproc_per_node {launch.nproc_per_node} slots",
+                        "one line `<host> slots=<nproc_per_node>` per node, node 0 first")
 
 
 def start_launch(run_dir: str | Path, launch: LaunchArgs, module: str) -> str:
