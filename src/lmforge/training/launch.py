@@ -12,8 +12,9 @@ launcher or owner is gone ends itself within ~1 s. The deepspeed launcher's midd
 (``deepspeed.launcher.launch``, which we cannot instrument) exits within its 1 s poll once a rank has ended.
 Measured on 2 CPU cores under load 8, 2 gloo ranks mid-training, after a SIGKILL of the process that called
 ``launch_job``: torchrun and both ranks gone in 0.1-0.4 s (tests/test_processes.py); deepspeed: the runner
-at once, the ranks in <= 1.2 s, ``deepspeed.launcher.launch`` in 3.6 s (by hand). A rank on another host (multi-node) cannot see the owner: it
-keeps the watch on its local launcher only.
+at once, the ranks in <= 1.2 s, ``deepspeed.launcher.launch`` in 3.6 s (by hand). Multi-node: the ranks of node R > 0 are owned by that node's
+``join`` process (local to them, so watched the same way); node 0's ``kedro run`` on another host they cannot
+see: when it dies its ranks' gloo/NCCL peers fail and node R's launcher, then its join, exit.
 
 CPU: processes share the cores over gloo. GPU: one process per GPU over NCCL. Multi-node (``launch.nnodes``,
 ``master_addr``): this process is node 0 and writes ``launch.json`` next to ``job.json`` in the shared run
