@@ -115,21 +115,40 @@ class TrainArgs:
 
 @dataclass
 class LaunchArgs:
-    """How the training job is started (see ``lmforge.training.launch``)."""
+    """How the training job is started (see ``lmforge.training.launch``; multi-node: ``lmforge.training.nodes``)."""
 
     # "torchrun" or "deepspeed".
     launcher: str = "torchrun"
     # Processes per node (one per GPU; on CPU, processes sharing the cores). 0 = one per visible GPU.
+    # deepspeed multi-node with a hostfile: the hostfile's slots.
     nproc_per_node: int = 2
-    # Nodes (multi-node needs a hostfile for deepspeed, or master_addr for torchrun).
+    # Nodes. Node 0 is the ``kedro run``; every other node runs
+    # ``python -m lmforge.training.launch join --run-dir <run_dir> --node-rank <r>`` (the run directory is shared).
     nnodes: int = 1
-    # DeepSpeed hostfile for multi-node runs.
+    # This node's rank, 0..nnodes-1. Leave it 0 in the YAML: the join command sets it on the other nodes.
+    node_rank: int = 0
+    # DeepSpeed hostfile for multi-node runs (one "<host> slots=<processes>" line per node, node 0 first).
+    # None with nnodes > 1: node 0 writes <run_dir>/hostfile with nproc_per_node slots per node.
     hostfile: str | None = None
-    # Rendezvous address/port; the port is picked free when None.
+    # Rendezvous address (node 0's, reachable from every node) and port; the port is picked free when None
+    # and written to <run_dir>/launch.json, where the joining nodes read it.
     master_addr: str = "127.0.0.1"
     master_port: int | None = None
+    # Multi-node: seconds each node waits for all the others to arrive at the rendezvous before it stops
+    # its launcher and names the nodes that never came (also torchrun's rendezvous timeout).
+    join_timeout_s: int = 300
+    # deepspeed multi-node: True = the runner on node 0 starts every hostfile host over passwordless ssh
+    # (pdsh); False = every node starts its own part with the join command (the runner's --no_ssh).
+    ssh: bool = False
     # Hard limit for the whole job in seconds (0 = none).
     timeout_s: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"launch.nnodes must be >= 1 and launch.node_rank in 0..nnodes-1, got nnodes "
+                             f"{self.nnodes}, node_rank {self.node_rank}")
+        if self.join_timeout_s <= 0:
+            raise ValueError(f"launch.join_timeout_s must be > 0 seconds, got {self.join_timeout_s}")
 
 
 @dataclass
