@@ -20,6 +20,17 @@ A source with a ``package`` reads ``root``/``path`` inside that package's folder
 (``data_processing.source_cache``, filled by ``make corpus``, see `lmforge.data.packages`); a package
 missing from the cache stops the stage with one line naming it and ``make corpus``. Every record
 carries ``metadata["license"]``, and the source's ``language_group`` and ``kind`` when it declares them.
+
+Where the reading happens: in the data_processing stage (`ingest_sources(..., executor=...)`) on the
+workers of ``data_processing.executor``, every format: this process only plans (lists files, byte-scans
+JSONL, reads Parquet footers and Arrow batch lengths) and the workers read the units into a spool
+(`lmforge.data.ingest_units`, which says how each format is cut). Before, the record formats and
+pythonbible were read here by one sequential pass, and Kedro's save of ``raw_documents`` called the file
+formats' lazy loaders here too, one shard after another. Measured on the default corpus (11 sources,
+15 shards, 19.8 MB written; `bench/ingest_stage.py`: node + the catalog's save, ``local`` executor with 2
+workers, on a 2-core machine shared with other jobs, load average ~10, so wall times are noisy): this
+process's CPU 17.8 s -> 4.5 s, its peak RSS 325 -> 179 MB, the workers' (and groff's) CPU 32.6 -> 42.8 s,
+wall 151 -> 129 s; the written shards are byte-identical (same sha256).
 """
 
 from __future__ import annotations

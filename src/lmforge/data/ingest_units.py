@@ -27,9 +27,7 @@ one SourceError naming the source and file (raised in the worker, re-raised by t
 a schema fault or a missing file is found by the plan, so with two bad files the plan's may come first).
 ``max_records`` is applied by the plan (and by the cut, after a compressed file of unknown length).
 
-Measured (default corpus: conf/base/parameters_data_processing.yml, 11 sources, 15 shards, 19.8 MB;
-2 workers on a 2-core machine shared with other jobs; `bench/ingest_stage.py`, node + the catalog's save):
-see the figures in the module docstring of `lmforge.data.ingest`.
+Measured on the default corpus (before/after, `bench/ingest_stage.py`): see `lmforge.data.ingest`'s docstring.
 """
 
 from __future__ import annotations

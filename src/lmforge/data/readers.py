@@ -6,6 +6,11 @@ visited in sorted order. A record's id is the value of `id_field` when one is co
 present, else the first 16 hex chars of sha256("{source}:{file}:{line or row}"), where `file` is
 relative to the folder (or glob prefix) given, so ids do not depend on where the data lives.
 
+Each format can also be read from a point inside a file, so that workers can share a file: JSONL from a
+byte offset and line number (`scan_jsonl` finds them by a byte scan, nothing decoded; a compressed file only
+from its start), Parquet and Arrow from a row (`parquet_rows` from the footer, `arrow_rows` from the
+batches' lengths); `lmforge.data.ingest_units` plans the units.
+
 Bad input: the rule is "a record-level fault is quarantined, a file-level fault is an error".
 
 - A JSONL line that is not valid JSON, or not a JSON object, is yielded with the raw line as its
