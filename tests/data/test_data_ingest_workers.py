@@ -68,9 +68,10 @@ def loaded(shards):
 @pytest.mark.parametrize("shard_size", [1, 3, 4, 100])
 @pytest.mark.parametrize("max_records", [None, 5])
 def test_planned_units_give_the_sequential_records(sources, shard_size, max_records):
-    configs = [{**s, "max_records": max_records} for s in sources.values()]
+    gz_first = {"name": "g", "format": "jsonl", "path": sources["jsonl"]["path"] + "/**/[bc]*.jsonl*"}
+    configs = [{**s, "max_records": max_records} for s in [*sources.values(), gz_first]]
     expected = ingest_sources(configs, shard_size)
-    assert sum(len(r) for r in expected.values()) == (4 * 5 if max_records else 19 + 15 + 8 + 12)
+    assert sum(len(r) for r in expected.values()) == (5 * 5 if max_records else 19 + 15 + 8 + 12 + 10)
     assert loaded(ingest_sources(configs, shard_size, lazy=True)) == expected
     assert loaded(ingest_sources(configs, shard_size, executor=ExecutorConfig("sequential"))) == expected
 
