@@ -28,9 +28,11 @@ JSONL, reads Parquet footers and Arrow batch lengths) and the workers read the u
 pythonbible were read here by one sequential pass, and Kedro's save of ``raw_documents`` called the file
 formats' lazy loaders here too, one shard after another. Measured on the default corpus (11 sources,
 15 shards, 19.8 MB written; `bench/ingest_stage.py`: node + the catalog's save, ``local`` executor with 2
-workers, on a 2-core machine shared with other jobs, load average ~10, so wall times are noisy): this
-process's CPU 17.8 s -> 4.5 s, its peak RSS 325 -> 179 MB, the workers' (and groff's) CPU 32.6 -> 42.8 s,
-wall 151 -> 129 s; the written shards are byte-identical (same sha256).
+workers; 3 runs each, bench/results/ingest_stage.json): this process's CPU 17 s -> 4.3-6.6 s, its peak
+RSS 325 -> 180 MB, the workers' (and groff's) CPU 30-33 -> 43-50 s (the work moved there), the written
+shards byte-identical (same sha256). Wall time was 69-151 s before and 122-164 s after: on this 2-core
+machine shared with other jobs (load average 5-15) it says nothing; the critical path is now the largest
+unit (manpages-zh: 447 pages in one shard, ~16 s of groff CPU), not the parent's serial pass.
 """
 
 from __future__ import annotations
