@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kind", default="local", help="executor kind: local | sequential")
     parser.add_argument("--label", default="")
+    parser.add_argument("--params", default=str(PARAMS), help="a parameters_data_processing.yml")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -52,7 +53,7 @@ def main() -> None:
     from lmforge.pipelines.data_processing.nodes import ingest_corpus
     from lmforge.pipelines.datasets import AtomicPartitionedDataset
 
-    params = yaml.safe_load(PARAMS.read_text())["data_processing"]
+    params = yaml.safe_load(Path(args.params).read_text())["data_processing"]
     params["executor"] = {**params.get("executor", {}), "kind": args.kind, "workers": args.workers}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         out = Path(tmp) / "corpus"
