@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lmforge.data import ingest_units
 from lmforge.data.executor import ExecutorConfig
 from lmforge.data.ingest import ingest_sources
 from lmforge.data.readers import SourceError
@@ -76,7 +77,7 @@ def test_planned_units_give_the_sequential_records(sources, shard_size, max_reco
     assert loaded(ingest_sources(configs, shard_size, executor=ExecutorConfig("sequential"))) == expected
 
 
-def test_raw_shards_are_byte_identical_on_two_local_workers(sources, tmp_path):
+def test_raw_shards_are_byte_identical_on_two_local_workers(sources, tmp_path, monkeypatch):
     from lmforge.pipelines.datasets import AtomicPartitionedDataset
 
     code = tmp_path / "code"
@@ -94,23 +95,23 @@ def test_raw_shards_are_byte_identical_on_two_local_workers(sources, tmp_path):
     expected = save(ingest_sources(configs, 3), "eager")
     local = save(ingest_sources(configs, 3, executor=ExecutorConfig("local", workers=2)), "local")
     assert local == expected
+    monkeypatch.setattr(ingest_units, "FILES_PER_UNIT", 2)  # a shard of 3 files read as units of 2 and 1
+    assert save(ingest_sources(configs, 3, executor=ExecutorConfig("local", workers=2)), "split") == expected
     assert len(expected) == 7 + 5 + 3 + 4 + 2 and b'"malformed_json": "a.jsonl:4: ' in expected["j-shard-00000.jsonl"]
 
 
 def test_records_are_read_by_the_workers_not_the_parent(sources, tmp_path, monkeypatch):
     """Every reader call is logged with its process id (fork carries the spy into the pool's workers)."""
-    import lmforge.data.ingest_units as units
-
     log = tmp_path / "readers.log"
     for name in ("read_jsonl_file", "read_parquet_file", "read_arrow_file", "read_source_files"):
-        real = getattr(units, name)
+        real = getattr(ingest_units, name)
 
         def spy(*args, _real=real, _name=name, **kwargs):
             with open(log, "a") as fh:
                 fh.write(f"{os.getpid()} {_name}\n")
             yield from _real(*args, **kwargs)
 
-        monkeypatch.setattr(units, name, spy)
+        monkeypatch.setattr(ingest_units, name, spy)
     code = tmp_path / "code"
     code.mkdir()
     (code / "m.py").write_text(GOOD)

@@ -6,7 +6,7 @@ file formats' lazy loaders in the parent too (groff for man pages, HTML parsing 
 parent only plans, and the workers of the configured executor read:
 
 - plan (parent, nothing decoded): a file-format source is listed and cut into shards of ``shard_size``
-  files (as before); a plain JSONL file is byte-scanned for where its records start (`scan_jsonl`); a
+  files (as before), each read as units of at most `FILES_PER_UNIT` files (a shard is its units' records); a plain JSONL file is byte-scanned for where its records start (`scan_jsonl`); a
   Parquet file's rows come from its footer, a ``save_to_disk`` Arrow file's from its batches' lengths
   (memory-mapped); the scan runs ~210 MB/s where reading the same JSONL runs ~27 MB/s (1 KB records,
   one loaded core). A record source becomes `Unit`s of ``shard_size`` records, each a list of `Piece`s
@@ -33,6 +33,7 @@ Measured on the default corpus (before/after, `bench/ingest_stage.py`): see `lmf
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -137,22 +138,38 @@ class Unit:
 
 @dataclass
 class SourcePlan:
-    """A source cut into units. aligned: unit k is shard k (else shards are cut from the units' records)."""
+    """A source cut into units. aligned: unit k is shard k (else shards are cut from the units' records);
+    parts: a file-format source's units per shard, when its shards are split (shard = its units, in order)."""
 
     source: SourceConfig
     units: list[Unit]
     aligned: bool
+    parts: list[int] | None = None
 
 
-def plan_source(source: SourceConfig, shard_size: int, source_cache: str | Path) -> SourcePlan:
-    """Cut a source into units without reading its records (see the module docstring); errors name the source."""
+FILES_PER_UNIT = 100
+"""A file-format shard is read by the executor as units of at most this many files: a shard of 500 man pages
+(~16 s of groff CPU) or help pages spreads over several workers instead of being the stage's critical path."""
+
+
+def plan_source(source: SourceConfig, shard_size: int, source_cache: str | Path,
+                unit_files: int | None = None) -> SourcePlan:
+    """Cut a source into units without reading its records (see the module docstring); errors name the source.
+
+    unit_files: split each file-format shard into units of at most this many files (None: one unit per shard).
+    """
     try:
         if source.format in FILE_FORMATS:
             root, paths = list_source_files(source, source_cache)
             root = str(Path(root).absolute())  # a worker of another process (or node) may have another cwd
-            units = [Unit(source, root=root, paths=tuple(paths[k : k + shard_size]))
-                     for k in range(0, len(paths), shard_size)]
-            return SourcePlan(source, units, aligned=True)
+            step = min(unit_files or shard_size, shard_size)
+            units: list[Unit] = []
+            parts: list[int] = []
+            for k in range(0, len(paths), shard_size):
+                shard = paths[k : k + shard_size]
+                units += [Unit(source, root=root, paths=tuple(shard[j : j + step])) for j in range(0, len(shard), step)]
+                parts.append(-(-len(shard) // step))
+            return SourcePlan(source, units, aligned=True, parts=parts if step < shard_size else None)
         if source.format == "pythonbible":
             return SourcePlan(source, [Unit(source, source_cache=str(Path(source_cache).absolute()))], aligned=False)
         return _plan_records(source, shard_size, source_cache)
@@ -288,7 +305,7 @@ def ingest_on_executor(sources: Sequence[SourceConfig], shard_size: int, source_
     """Every source's shards, read by the executor's workers into a spool: {"<source>-shard-00000": loader}."""
     from tqdm import tqdm
 
-    plans = [plan_source(source, shard_size, source_cache) for source in sources]
+    plans = [plan_source(source, shard_size, source_cache, FILES_PER_UNIT) for source in sources]
     spool = Spool(executor.spool_dir)
     tasks = [(unit, str(spool.file(i, "raw.jsonl"))) for i, unit in enumerate(u for p in plans for u in p.units)]
     counts = list(tqdm(map_in_order(spool_unit, tasks, executor), total=len(tasks), desc="ingest", unit="unit"))
@@ -298,7 +315,11 @@ def ingest_on_executor(sources: Sequence[SourceConfig], shard_size: int, source_
         files = [(path, count) for (_, path), count in zip(tasks[done : done + len(plan.units)],
                                                               counts[done : done + len(plan.units)], strict=True)]
         done += len(plan.units)
-        if plan.aligned:  # unit k is shard k (a file-format shard of .so pages may even be empty)
+        if plan.parts is not None:  # shard k = its units (a file-format shard of .so pages may even be empty)
+            ends = itertools.accumulate(plan.parts)
+            ranges = [[(path, 0, count) for path, count in files[end - n : end]]
+                      for n, end in zip(plan.parts, ends, strict=True)]
+        elif plan.aligned:  # unit k is shard k
             ranges = [[(path, 0, count)] for path, count in files]
         else:
             ranges = cut_shards(files, shard_size, plan.source.max_records)
