@@ -28,11 +28,13 @@ JSONL, reads Parquet footers and Arrow batch lengths) and the workers read the u
 pythonbible were read here by one sequential pass, and Kedro's save of ``raw_documents`` called the file
 formats' lazy loaders here too, one shard after another. Measured on the default corpus (11 sources,
 15 shards, 19.8 MB written; `bench/ingest_stage.py`: node + the catalog's save, ``local`` executor with 2
-workers; 3 runs each, bench/results/ingest_stage.json): this process's CPU 17 s -> 4.3-6.6 s, its peak
-RSS 325 -> 180 MB, the workers' (and groff's) CPU 30-33 -> 43-50 s (the work moved there), the written
-shards byte-identical (same sha256). Wall time was 69-151 s before and 122-164 s after: on this 2-core
-machine shared with other jobs (load average 5-15) it says nothing; the critical path is now the largest
-unit (manpages-zh: 447 pages in one shard, ~16 s of groff CPU), not the parent's serial pass.
+workers; bench/results/ingest_stage.json): this process's CPU 14-18 s -> 3.3-6.6 s, its peak RSS
+325 -> 180 MB, the workers' (and groff's) CPU 27-33 -> 40-50 s (the work moved there), the written shards
+byte-identical (same sha256) in every run. Wall time on this 2-core machine shared with other jobs (load
+average 5-15) says little: 69-151 s before, 55-79 s after (file shards split into units of 100 files);
+run back to back at load ~8, 79.4 s before and 79.1 s after: with both cores saturated the same CPU work
+cannot end sooner. What changed is the shape: the parent's serial pass is gone, and with idle cores the
+stage is bounded by its largest unit (100 man pages, ~3.5 s of groff CPU) instead of by one process.
 """
 
 from __future__ import annotations
