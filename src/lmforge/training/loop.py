@@ -135,6 +135,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
                 ds_config.get("zero_optimization", {}).get("stage", 0), type(optimizer).__name__,
                 " (offloaded to the CPU)" if offloads_optimizer(ds_config) else "")
     state, restart_count = resume_or_start(engine, spec, ckpt_root, source, rank=rank)
+    state.update(args.bandwidth_probe.measure(world_size=world_size, prefix=spec.metric_prefix, device=engine.device))
     if state.get("cpu_peak") is None and not torch.cuda.is_available():
         peak = torch.tensor([measure_cpu_gemm_peak()], dtype=torch.float64)  # every rank at once: they share the cores
         dist.all_reduce(peak)
@@ -251,15 +252,14 @@ def summarize(spec: JobSpec, history: list[dict], state: dict, *, elapsed: float
         "checkpoint_time_s": checkpoint_time,
         "tokens_per_s": state["tokens"] / elapsed,
         "tokens_per_s_per_process": state["tokens"] / elapsed / world_size,
-        "world_size": world_size,
-        "zero_stage": spec.deepspeed.get("zero_optimization", {}).get("stage", 0),
+        "world_size": world_size, "zero_stage": spec.deepspeed.get("zero_optimization", {}).get("stage", 0),
         "model_params": n_params,
         "flops": state["flops"],
         "device": meter.device,
         "peak_flops_per_device": meter.peak,
         memory_name: max(r[memory_name] for r in history),
-        "restart_count": restart_count,
-        "skipped_steps": state["skipped_steps"],
+        "restart_count": restart_count, "skipped_steps": state["skipped_steps"],
+        "network": state.get("network", {}),  # the all-reduce bus bandwidth at start (training/bandwidth.py)
         "history": [{"step": r["step"], "loss": r["loss"], "lr": r["lr"], **{k: r[k] for k in MODEL_STEP_METRICS if k in r}}
                     for r in history],
     }
