@@ -142,6 +142,8 @@ def measure_matmul_peak(device: str, size: int, precision: str) -> dict[str, Any
         end.record()
         torch.cuda.synchronize()
         best = max(best, iters * 2.0 * size**3 / (start.elapsed_time(end) / 1e3))
+    del a, b
+    torch.cuda.empty_cache()  # the training jobs get the whole GPU
     name = torch.cuda.get_device_name()
     datasheet = gpu_peak_flops(name, precision)
     return {"device": name, "dtype": "bfloat16", "size": size, "measured_flops": best, "datasheet_flops": datasheet,

@@ -87,6 +87,8 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     # in the stage's metrics file and its MLflow run
     network = metrics["network"]
     assert network["allreduce_ranks"] == 2 and network["allreduce_busbw_gbps"] > 0
+    for size in network["allreduce_by_size"].values():  # nccl-tests: busbw = S / t * 2 (n - 1) / n, here in Gbps
+        assert size["busbw_gbps"] == pytest.approx(size["bytes"] * 8 / 1e9 / size["time_s"] * 2 * (2 - 1) / 2)
     assert run_metrics["pretrain.network.allreduce_busbw_gbps"] == pytest.approx(network["allreduce_busbw_gbps"])
 
     # rank 0 of the launched job logged every step into the stage's run; the resolved DeepSpeed config is an artifact

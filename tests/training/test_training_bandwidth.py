@@ -1,5 +1,6 @@
 """The all-reduce bus-bandwidth probe (training/bandwidth.py) against nccl-tests' definition (doc/PERFORMANCE.md):
-algbw = S / t, busbw = algbw * 2 (n - 1) / n, t the slowest rank's time; on a real 2-rank gloo group (~5 s)."""
+algbw = S / t, busbw = algbw * 2 (n - 1) / n, t the slowest rank's time; on a real 2-rank gloo group (~5-10 s: two
+spawned ranks import torch). The same arithmetic on a pretraining job's own ranks: test_pipeline_pretrain.py."""
 
 from __future__ import annotations
 
@@ -39,12 +40,13 @@ def _rank(rank: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.timeout(180)
 def test_the_probe_on_two_gloo_ranks_reports_nccl_tests_bus_bandwidth(tmp_path):
     import torch.multiprocessing as mp
 
-    # fork: the children start with torch already imported (spawn re-imports it: ~13 s instead of ~1 s here)
-    mp.start_processes(_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+    # spawn, not fork: a child forked from a process whose OpenMP pool already ran (any earlier test's matmul) can
+    # hang in its first parallel op; spawn pays a torch import per rank instead (~5 s on 2 idle cores)
+    mp.spawn(_rank, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["timings"] == ranks[1]["timings"]  # every rank saw every rank's time
