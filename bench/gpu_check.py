@@ -109,7 +109,8 @@ def check_install(device: str) -> dict[str, Any]:
                            "transformers": transformers.__version__, "cuda_available": torch.cuda.is_available(),
                            "cpus": os.cpu_count()}
     if device == "cuda":
-        out["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        nccl = torch.cuda.nccl.version()  # (2, 21, 5); an int in old torch builds
+        out["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
         out["cudnn"] = torch.backends.cudnn.version()
         out["bf16_supported"] = torch.cuda.is_bf16_supported()
         out["gpus"] = [{"name": torch.cuda.get_device_name(i),
@@ -308,6 +309,7 @@ def run_check(device: str, work: Path) -> dict[str, Any]:
     step("generation", measure_generation, str(work / "pretrain_run" / "export"), plan, device)
     report["duration_s"] = round(time.perf_counter() - started, 1)
     report["within_budget"] = report["duration_s"] <= BUDGET_S
+    report["load_average_after"] = os.getloadavg()  # the CPU run shares its machine: how busy it was
     return report
 
 
@@ -339,9 +341,10 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     pre, net = report["pretrain"], report.get("bus_bandwidth", {})
+    mfu = pre.get("mfu", pre.get("mfu_cpu_measured_peak"))
     logger.info("gpu check (%s) in %.0f s: pretrain %s %.0f tokens/s, MFU %s (measured peak %.3f); bus bandwidth %s; "
                 "sft %.0f tokens/s; generation %.0f tokens/s -> %s", device, report["duration_s"], pre["preset"],
-                pre["tokens_per_s"], pre.get("mfu", pre.get("mfu_cpu_measured_peak")), pre["mfu_measured_peak"],
+                pre["tokens_per_s"], "n/a" if mfu is None else f"{mfu:.3f}", pre["mfu_measured_peak"],
                 f"{net['allreduce_busbw_gbps']:.3g} Gbps" if "allreduce_busbw_gbps" in net else
                 net.get("allreduce_not_measured"), report["sft"]["tokens_per_s"],
                 report["generation"]["tokens_per_s"], out)
