@@ -227,7 +227,8 @@ def training_figures(result: dict[str, Any], peak: dict[str, Any]) -> dict[str, 
             "tokens_per_s_per_process", "mfu", "mfu_cpu_measured_peak", "initial_loss", "final_loss",
             "gpu_max_allocated_mb", "peak_rss_mb", "device", "zero_stage")
     out = {k: result[k] for k in keep if k in result}
-    out["mfu_measured_peak"] = result["flops"] / result["train_time_s"] / (peak["measured_flops"] * result["world_size"])
+    if peak.get("measured_flops"):
+        out["mfu_measured_peak"] = result["flops"] / result["train_time_s"] / (peak["measured_flops"] * result["world_size"])
     return out
 
 
@@ -262,15 +263,23 @@ def run_check(device: str, work: Path) -> dict[str, Any]:
                               "budget_s": BUDGET_S, "mfu_goal": MFU_GOAL, "plan": plan.__dict__}
 
     def step(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one step; a failure is recorded (``{"error": ...}``) and the steps that do not need it still run:
+        a GPU hour is too dear to lose every figure to one out-of-memory."""
         t0 = time.perf_counter()
         logger.info("gpu check: %s ...", name)
-        value = fn(*args, **kwargs)
-        report[name] = {**value, "wall_s": round(time.perf_counter() - t0, 2)} if isinstance(value, dict) else value
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - recorded in the JSON, and main() fails the command at the end
+            logger.exception("gpu check: %s failed", name)
+            report[name] = {"error": f"{type(err).__name__}: {str(err)[:2000]}",
+                            "wall_s": round(time.perf_counter() - t0, 2)}
+            return None
+        report[name] = {**value, "wall_s": round(time.perf_counter() - t0, 2)}
         logger.info("gpu check: %s done in %.1f s", name, time.perf_counter() - t0)
         return value
 
     step("install", check_install, device)
-    peak = step("matmul_peak", measure_matmul_peak, device, plan.matmul_size, plan.precision)
+    peak = step("matmul_peak", measure_matmul_peak, device, plan.matmul_size, plan.precision) or {}
     world = resolve_nproc(LaunchArgs(nproc_per_node=plan.nproc_per_node))
 
     def pretrain() -> dict[str, Any]:
@@ -286,7 +295,7 @@ def run_check(device: str, work: Path) -> dict[str, Any]:
         return {"preset": plan.pretrain_preset, "precision": plan.precision, "seq_len": plan.seq_len,
                 "micro_batch_per_process": plan.pretrain_micro_batch, **training_figures(result, peak)}
 
-    figures = step("pretrain", pretrain)
+    figures = step("pretrain", pretrain) or {}
     mfu = figures.get("mfu")
     report["mfu_goal_met"] = None if mfu is None or device != "cuda" else mfu >= MFU_GOAL
 
@@ -306,7 +315,9 @@ def run_check(device: str, work: Path) -> dict[str, Any]:
                 **training_figures(result, peak)}
 
     step("sft", sft)
-    step("generation", measure_generation, str(work / "pretrain_run" / "export"), plan, device)
+    if figures:  # generation runs the pretrained checkpoint
+        step("generation", measure_generation, str(work / "pretrain_run" / "export"), plan, device)
+    report["failed_steps"] = [name for name, value in report.items() if isinstance(value, dict) and "error" in value]
     report["duration_s"] = round(time.perf_counter() - started, 1)
     report["within_budget"] = report["duration_s"] <= BUDGET_S
     report["load_average_after"] = os.getloadavg()  # the CPU run shares its machine: how busy it was
@@ -340,6 +351,11 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    if report["failed_steps"]:
+        from lmforge.errors import UserError
+
+        raise UserError(f"gpu check: step(s) {', '.join(report['failed_steps'])} failed (the error of each is in {out})",
+                        "fix the cause and run `make gpu-check` again; the steps that ran have their figures there")
     pre, net = report["pretrain"], report.get("bus_bandwidth", {})
     mfu = pre.get("mfu", pre.get("mfu_cpu_measured_peak"))
     logger.info("gpu check (%s) in %.0f s: pretrain %s %.0f tokens/s, MFU %s (measured peak %.3f); bus bandwidth %s; "

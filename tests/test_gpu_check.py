@@ -33,6 +33,7 @@ def test_the_cpu_run_of_the_gpu_check_writes_every_figure(tmp_path):
 
     doc = json.loads(out.read_text())
     plan = gpu_check.PLANS["cpu"]
+    assert doc["failed_steps"] == []
     assert doc["device"] == "cpu" and doc["cpu_run"] is True and doc["mfu_goal_met"] is None
     assert doc["install"]["torch"] and doc["install"]["cuda_available"] is False
     assert doc["matmul_peak"]["measured_flops"] > 1e8 and doc["matmul_peak"]["datasheet_flops"] is None
