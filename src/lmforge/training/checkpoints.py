@@ -55,9 +55,10 @@ UNIVERSAL = "universal"  # <tag>/universal: the checkpoint converted for another
 # TrainArgs fields that do not change the trained weights (so changing them still resumes). How the
 # global batch is split (micro batch x accumulation x processes) is left out too: the manifest keeps
 # the global batch and ``rebatch`` keeps it on resume.
-# ``fault_injection`` (test hooks: a killed run is resumed by the same job without its kill) too.
+# ``fault_injection`` (test hooks: a killed run is resumed by the same job without its kill) and
+# ``bandwidth_probe`` (a measurement at start, no effect on the weights) too.
 NON_SEMANTIC_TRAIN_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_verify",
-                             "micro_batch_size", "gradient_accumulation_steps", "fault_injection")
+                             "micro_batch_size", "gradient_accumulation_steps", "fault_injection", "bandwidth_probe")
 # JobData fields naming files or folders: fingerprinted by their content, never by their path.
 DATA_FILE_FIELDS = ("token_shards", "examples", "validation_examples")
 # DeepSpeed keys that only restate that split.

@@ -19,6 +19,7 @@ from pathlib import Path
 from lmforge.align.loss_args import LossArgs
 from lmforge.config import build_dataclass, config_to_dict
 from lmforge.model.presets import PresetOverrides
+from lmforge.training.bandwidth import BandwidthProbeArgs
 from lmforge.training.lora import LoraArgs
 
 # A JSON value. The resolved DeepSpeed config is DeepSpeed's own document (hundreds of keys, its schema
@@ -98,6 +99,8 @@ class TrainArgs:
     activation_checkpointing: bool = False
     # Test-only faults and records; see ``FaultInjection`` (not part of the job's fingerprint).
     fault_injection: FaultInjection = field(default_factory=FaultInjection)
+    # The all-reduce bus-bandwidth probe at training start (``BandwidthProbeArgs``; not part of the fingerprint).
+    bandwidth_probe: BandwidthProbeArgs = field(default_factory=BandwidthProbeArgs)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML/JSON give lists
