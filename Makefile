@@ -19,7 +19,7 @@ export PATH := $(BIN):$(PATH)
 # paths, so each venv's first launch rebuilds the op over the other's, every time they alternate.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
-.PHONY: help install corpus browser run test lint ui clean serve chat loadtest satisfaction graph viz
+.PHONY: help install corpus browser run test lint ui clean serve chat loadtest satisfaction graph viz gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -107,3 +107,6 @@ graph: install  ## export the pipeline graph offline: build/index.html (static k
 
 viz: install  ## interactive pipeline graph (kedro viz run, offline) on http://127.0.0.1:$(VIZ_PORT)
 	$(BIN)/kedro viz run --host 127.0.0.1 --port $(VIZ_PORT) --no-browser
+
+gpu-check: install  ## GPU check (<8 min): install, ~1B bf16 pretraining tokens/s + MFU, gemma-2b SFT, bus bandwidth, generation -> bench/results/gpu_check.json (no GPU: the tiny CPU run, gpu_check_cpu.json)
+	$(BIN)/python bench/gpu_check.py

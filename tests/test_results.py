@@ -34,6 +34,10 @@ def test_summary_marks_missing_artifacts_and_shows_headlines(tmp_path):
     assert "tok   (missing)" in text and "  shards               m\n" in text
     assert "vocab_size=400, bytes_per_token=3.142" in text
     assert "(no metrics: run `dvc repro sft`)" in text
+    (tmp_path / "m" / "pretrain.json").write_text(json.dumps({"final_loss": 2.5, "network": {
+        "allreduce_busbw_gbps": 3.25, "allreduce_by_size": {}}}))
+    text = summarize(tmp_path, {}, {"pretrain": "m/pretrain.json"}, ["pretrain"])
+    assert "final_loss=2.5, network.allreduce_busbw_gbps=3.25" in text  # the job's all-reduce bus bandwidth, Gbps
 
 
 def test_command_reads_the_project(tmp_path, capsys, monkeypatch):

@@ -39,13 +39,16 @@ ARTIFACTS = {
 METRICS_DATASET = "{stage}_metrics"
 """The catalog dataset of a stage's metrics file (``data_processing_metrics``...)."""
 
+BUSBW = "network.allreduce_busbw_gbps"
+"""A training job's all-reduce bus bandwidth in Gbps, measured at its start (``lmforge.training.bandwidth``)."""
+
 HEADLINES = {
     "data_processing": ("records_in", "records_out"),
     "tokenizer": ("vocab_size", "bytes_per_token", "unknown_tokens"),
-    "pretrain": ("initial_loss", "final_loss", "tokens_per_s", "train_time_s"),
-    "sft": ("initial_loss", "final_loss", "tokens_per_s"),
+    "pretrain": ("initial_loss", "final_loss", "tokens_per_s", "train_time_s", BUSBW),
+    "sft": ("initial_loss", "final_loss", "tokens_per_s", BUSBW),
     "align": ("method", "initial_loss", "final_loss", "pairs_trained", "heldout.preference_accuracy",
-              "win_rate.vs_sft"),
+              "win_rate.vs_sft", BUSBW),
     "evaluation": ("base.sft_pairs.perplexity", "sft.sft_pairs.perplexity", "sft_pairs.perplexity_ratio",
                    "base.identity.f1", "sft.identity.f1", "aligned.identity.f1",
                    "quantization.q8_0.bpb_delta_pct", "quantization.q4_k_m.bpb_delta_pct"),

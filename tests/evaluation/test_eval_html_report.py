@@ -41,7 +41,7 @@ OPERATIONS = {
     "metrics": {"ops.pretrain.duration_s": 100.0, "ops.sft.duration_s": 20.0, "ops.pretrain.tokens_per_s": 1200.0,
                 "ops.pretrain.cpu_utilization_pct": 95.0, "ops.pretrain.memory_used_mb_max": 3000.0,
                 "ops.pretrain.disk_usage_delta_mb": 9.5, "ops.pretrain.disk_mb_per_s": 4.5,
-                "ops.pretrain.network_mb_per_s": 70.0,
+                "ops.pretrain.network_mb_per_s": 70.0, "ops.pretrain.allreduce_busbw_gbps": 3.5,
                 "ops.chain.crash_rate": 0.0, "ops.chain.error_rate": 0.25, "ops.chain.restart_count": 1.0},
     "not_measured": {"ops.pretrain.gpu_utilization_pct": "no GPU: the run logged no system/gpu_* metrics",
                      "ops.sft.gpu_utilization_pct": "no GPU: the run logged no system/gpu_* metrics"},
@@ -67,6 +67,10 @@ def test_seed_table_statuses_and_reasons():
     assert rows["disk I/O"]["status"] == MEASURED and "block-device reads + writes" in rows["disk I/O"]["note"]
     assert rows["disk I/O"]["values"] == {"ops.pretrain.disk_mb_per_s": 4.5, "ops.pretrain.disk_usage_delta_mb": 9.5}
     assert rows["error rate"]["values"] == {"ops.chain.error_rate": 0.25}
+    # the all-reduce bus bandwidth (Gbps) is the network row's figure, the interface counters come second
+    assert list(rows["network bandwidth"]["values"].items()) == [("ops.pretrain.allreduce_busbw_gbps", 3.5),
+                                                                 ("ops.pretrain.network_mb_per_s", 70.0)]
+    assert "bus bandwidth in Gbps" in rows["network bandwidth"]["note"]
     with_speed = {r["seed"]: r for r in build_seed_table({"sft.speed.latency_ms_p50": 40.0}, {},
                                                          {"serving.latency_p50_ms": 120.0})}
     assert with_speed["response time (ms)"]["status"] == MEASURED
@@ -106,6 +110,7 @@ def test_report_has_inline_plots_and_every_seed_metric(tmp_path):
     for name in SEED_NAMES:
         assert f"<td>{name.replace('&', '&amp;')}</td>" in page
     assert NOT_MEASURED in page and "no GPU" in page
+    assert "ops.pretrain.allreduce_busbw_gbps = 3.5" in page and "bandwidth of the training job" in page
     assert [r["seed"] for r in table] == [name for name, _, _ in SEED_METRICS]
 
 

@@ -52,7 +52,8 @@ def store(mlflow_tracking_uri):
          system={**cpu, "gpu_0_utilization_percentage": [80.0, 90.0], "gpu_1_utilization_percentage": [60.0, 70.0],
                  "gpu_0_memory_usage_megabytes": [1000.0, 2000.0]})
     _run(client, exp_id, "sft", 200, status="KILLED", duration_s=1)
-    _run(client, exp_id, "sft", 210, duration_s=20, metrics={"sft.restart_count": 1.0, "sft.tokens_per_s": 500.0})
+    _run(client, exp_id, "sft", 210, duration_s=20, metrics={"sft.restart_count": 1.0, "sft.tokens_per_s": 500.0,
+                                                              "sft.network.allreduce_busbw_gbps": 2.5})
     current = _run(client, exp_id, "__default__", 300, status="RUNNING")  # the evaluation's own run
     return uri, current
 
@@ -60,7 +61,7 @@ def store(mlflow_tracking_uri):
 def test_operations_from_the_runs(store):
     uri, current = store
     ops = gather_operations({"pretrain": {"time_per_epoch_s": 12.0, "tokens_per_s": 1000.0, "restart_count": 2,
-                                          "peak_rss_mb": 900.0}},
+                                          "peak_rss_mb": 900.0, "network": {"allreduce_busbw_gbps": 7.5}}},
                             tracking_uri=uri, experiment=EXPERIMENT, exclude_run_ids=[current], exclude_active=False,
                             stages=STAGES)
     m, missing = ops["metrics"], ops["not_measured"]
@@ -88,6 +89,8 @@ def test_operations_from_the_runs(store):
     assert m["ops.pretrain.peak_memory_mb"] == 900.0
     assert m["ops.sft.restart_count"] == 1 and m["ops.sft.tokens_per_s"] == 500.0
     assert "ops.sft.time_per_epoch_s" in missing
+    # the all-reduce bus bandwidth (training/bandwidth.py): the metrics file's network.*, else the run's
+    assert m["ops.pretrain.allreduce_busbw_gbps"] == 7.5 and m["ops.sft.allreduce_busbw_gbps"] == 2.5
     assert "ops.sft.system" in missing  # the finished sft run has no system metrics
     # chain totals (the excluded current run counts nowhere)
     assert m["ops.chain.stages"] == len(STAGES) == 5  # the totals cover the stages before evaluation (align too)
@@ -142,3 +145,6 @@ def test_align_is_a_training_stage_and_when_switched_off_says_so_once(store):
     assert not any(k in off["metrics"] for k in training)  # nothing trained
     assert [k for k in training if k in off["not_measured"]] == ["ops.align.tokens_per_s"]  # said once
     assert "align.enabled: false" in off["not_measured"]["ops.align.tokens_per_s"]
+    one = gather_operations({"align": {"enabled": True, "network": {"allreduce_not_measured": "one process: no link"}}},
+                            tracking_uri=uri, experiment=EXPERIMENT, exclude_active=False, stages=("align",))
+    assert one["not_measured"]["ops.align.allreduce_busbw_gbps"] == "align: one process: no link"

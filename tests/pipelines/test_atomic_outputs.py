@@ -127,8 +127,10 @@ def test_json_and_text_saves_killed_halfway_keep_the_old_file(tmp_path):
 
 def test_temp_names_are_unique_per_writer(tmp_path, monkeypatch):
     seen = []
-    real = lmforge_datasets.os.replace
-    monkeypatch.setattr(lmforge_datasets.os, "replace", lambda a, b: (seen.append(Path(a).name), real(a, b)))
+    import lmforge.atomic
+
+    real = lmforge.atomic.os.replace
+    monkeypatch.setattr(lmforge.atomic.os, "replace", lambda a, b: (seen.append(Path(a).name), real(a, b)))
     JSONLinesDataset(str(tmp_path / "q.jsonl")).save([{"a": 1}])
     JSONLinesDataset(str(tmp_path / "q.jsonl")).save([{"a": 2}])
     assert len(set(seen)) == 2 and all(n.startswith(f".q.jsonl.{os.getpid()}-") for n in seen)

@@ -91,6 +91,7 @@ def test_align_pipeline(tmp_path, align_params, chain_sft_params, chain_sft, cha
 
     metrics = outputs["align_metrics"].load()
     assert metrics["enabled"] and metrics["method"] == "dpo" and metrics["world_size"] == 2 and metrics["rounds"] == 1
+    assert metrics["network"]["allreduce_ranks"] == 2 and metrics["network"]["allreduce_busbw_gbps"] > 0
     mine = metrics["data"]["sources"]["mine"]
     assert (mine["read"], mine["kept"], mine["quarantined"]) == (4, 2, 2)
     quarantine = catalog["align_quarantine"].load()

@@ -16,7 +16,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from mlflow_helpers import isolated_run
 
-from lmforge.pipelines.datasets import ArtifactDirectory
+from lmforge.pipelines.datasets import ArtifactDirectory, MetricsDataset
 from lmforge.pipelines.pretrain import create_pipeline
 from lmforge.pipelines.pretrain.nodes import NOT_BUILT_FILE, build_pretrain_config, tokenize_for_base_model
 
@@ -56,6 +56,8 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
         "clean_documents": MemoryDataset(chain_documents),  # read only with pretrain.base_model set
         "params:tokenizer": MemoryDataset(chain_tokenizer_params),
         "pretrain_token_shards": ArtifactDirectory(str(tmp_path / "pretrain_tokens")),
+        # the catalog's own class: data/08_reporting/pretrain.json, mirrored into the stage's run as pretrain.*
+        "pretrain_metrics": MetricsDataset(str(tmp_path / "pretrain.json"), prefix="pretrain"),
     })
 
     with isolated_run(mlflow_tracking_uri, "test-pretrain-pipeline") as run:  # what kedro-mlflow opens around a run
@@ -64,8 +66,9 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     loss_history = sorted(client.get_metric_history(run.info.run_id, "pretrain.loss"), key=lambda m: m.step)
     run_params = client.get_run(run.info.run_id).data.params
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "deepspeed")]
+    run_metrics = client.get_run(run.info.run_id).data.metrics
 
-    metrics = outputs["pretrain_metrics"].load()
+    metrics = catalog.load("pretrain_metrics")
     curve = outputs["pretrain_loss_curve"].load()
     assert metrics["final_loss"] < metrics["initial_loss"]
     assert metrics["loss_decreased"] is True
@@ -80,6 +83,13 @@ def test_pretrain_pipeline(tmp_path, pretrain_params, chain_token_shards, chain_
     assert metrics["skipped_steps"] == 1
     assert [point["step"] for point in curve] == LOGGED and len(curve) == metrics["steps"] == 19
     assert all(math.isfinite(point["loss"]) for point in curve)
+    # the all-reduce bus bandwidth of the job's 2 gloo ranks, measured at start (training/bandwidth.py), in Gbps:
+    # in the stage's metrics file and its MLflow run
+    network = metrics["network"]
+    assert network["allreduce_ranks"] == 2 and network["allreduce_busbw_gbps"] > 0
+    for size in network["allreduce_by_size"].values():  # nccl-tests: busbw = S / t * 2 (n - 1) / n, here in Gbps
+        assert size["busbw_gbps"] == pytest.approx(size["bytes"] * 8 / 1e9 / size["time_s"] * 2 * (2 - 1) / 2)
+    assert run_metrics["pretrain.network.allreduce_busbw_gbps"] == pytest.approx(network["allreduce_busbw_gbps"])
 
     # rank 0 of the launched job logged every step into the stage's run; the resolved DeepSpeed config is an artifact
     assert [m.step for m in loss_history] == LOGGED

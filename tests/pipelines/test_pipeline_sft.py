@@ -45,6 +45,7 @@ def test_sft_pipeline(chain_sft_stage, chain_tokenizer_dir, chain_pretrain):
     curve = outputs["sft_loss_curve"].load()
     assert metrics["final_loss"] < metrics["initial_loss"]
     assert metrics["world_size"] == 2
+    assert metrics["network"]["allreduce_busbw_gbps"] > 0  # the job's all-reduce bus bandwidth (training/bandwidth.py)
     assert metrics["data"]["examples"] == len(examples)
     assert 0.0 < metrics["data"]["trained_token_fraction"] < 1.0
     assert len(curve) == 20

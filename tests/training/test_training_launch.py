@@ -22,14 +22,17 @@ def test_torchrun_command_single_node(tmp_path):
     assert cmd[-4:] == ["-m", "lmforge.training.pretrain", "--config", str(config)]
 
 
-def test_torchrun_command_multi_node_uses_c10d_rendezvous():
-    launch = LaunchArgs(launcher="torchrun", nproc_per_node=8, nnodes=2, master_addr="10.0.0.1")
+def test_torchrun_command_multi_node_uses_a_static_rendezvous_with_the_join_timeout():
+    launch = LaunchArgs(launcher="torchrun", nproc_per_node=8, nnodes=2, node_rank=1, master_addr="10.0.0.1",
+                        join_timeout_s=45)
 
     cmd = build_command("lmforge.training.sft", "job.json", launch, 29600)
 
     assert "--nnodes=2" in cmd
-    assert "--rdzv_backend=c10d" in cmd
+    assert "--node_rank=1" in cmd  # static: node 1's ranks are 8..15 (c10d would number nodes by arrival)
+    assert "--rdzv_backend=static" in cmd
     assert "--rdzv_endpoint=10.0.0.1:29600" in cmd
+    assert "--rdzv_conf=timeout=45" in cmd
     assert cmd[-4:] == ["-m", "lmforge.training.sft", "--config", "job.json"]
 
 
@@ -42,19 +45,38 @@ def test_deepspeed_command_single_node():
     assert cmd[-4:] == ["--module", "lmforge.training.pretrain", "--config", "job.json"]
 
 
-def test_deepspeed_command_with_hostfile_names_nodes_not_gpus():
-    launch = LaunchArgs(launcher="deepspeed", nnodes=2, hostfile="/etc/hostfile")
+def test_deepspeed_command_over_ssh_names_nodes_not_gpus():
+    launch = LaunchArgs(launcher="deepspeed", nnodes=2, hostfile="/etc/hostfile", ssh=True)
 
     cmd = build_command("lmforge.training.pretrain", "job.json", launch, 29513)
 
     assert "--hostfile=/etc/hostfile" in cmd
     assert "--num_nodes=2" in cmd
-    assert not any(arg.startswith("--num_gpus") for arg in cmd)
+    assert not any(arg.startswith(("--num_gpus", "--no_ssh", "--node_rank")) for arg in cmd)
     assert not any(arg.startswith("--master_addr") for arg in cmd)  # the runner takes the hostfile's first host
 
     named = build_command("lmforge.training.pretrain", "job.json",
-                          LaunchArgs(launcher="deepspeed", nnodes=2, hostfile="/etc/hostfile", master_addr="node1"), 1)
+                          LaunchArgs(launcher="deepspeed", nnodes=2, hostfile="/etc/hostfile", master_addr="node1",
+                                     ssh=True), 1)
     assert "--master_addr=node1" in named
+
+
+def test_deepspeed_command_of_a_joining_node_runs_without_ssh():
+    launch = LaunchArgs(launcher="deepspeed", nnodes=2, node_rank=1, hostfile="/run/hostfile")
+
+    cmd = build_command("lmforge.training.pretrain", "job.json", launch, 29514)
+
+    assert {"--hostfile=/run/hostfile", "--num_nodes=2", "--no_ssh", "--node_rank=1", "--master_addr=127.0.0.1",
+            "--master_port=29514"} <= set(cmd)
+    with pytest.raises(ValueError, match="hostfile"):
+        build_command("lmforge.training.pretrain", "job.json", LaunchArgs(launcher="deepspeed", nnodes=2), 1)
+
+
+def test_node_rank_and_join_timeout_are_checked():
+    with pytest.raises(ValueError, match="node_rank"):
+        LaunchArgs(nnodes=2, node_rank=2)
+    with pytest.raises(ValueError, match="join_timeout_s"):
+        LaunchArgs(join_timeout_s=0)
 
 
 def test_unknown_launcher_is_an_error():

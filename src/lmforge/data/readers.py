@@ -6,6 +6,11 @@ visited in sorted order. A record's id is the value of `id_field` when one is co
 present, else the first 16 hex chars of sha256("{source}:{file}:{line or row}"), where `file` is
 relative to the folder (or glob prefix) given, so ids do not depend on where the data lives.
 
+Each format can also be read from a point inside a file, so that workers can share a file: JSONL from a
+byte offset and line number (`scan_jsonl` finds them by a byte scan, nothing decoded; a compressed file only
+from its start), Parquet and Arrow from a row (`parquet_rows` from the footer, `arrow_rows` from the
+batches' lengths); `lmforge.data.ingest_units` plans the units.
+
 Bad input: the rule is "a record-level fault is quarantined, a file-level fault is an error".
 
 - A JSONL line that is not valid JSON, or not a JSON object, is yielded with the raw line as its
@@ -166,44 +171,105 @@ def read_jsonl(
     metadata: Mapping[str, Any] | None = None,
 ) -> Iterator[Document]:
     """Yield one Document per JSON line of every file in path (file, folder or glob; .gz/.zst ok)."""
-    metadata = dict(metadata or {})
     for file_path, name in resolve_files(path, JSONL_PATTERNS):
-        blank = line_no = 0
-        try:
-            with open_binary(file_path) as f:
-                for line_no, raw in enumerate(f, start=1):
-                    if not raw.strip():
-                        blank += 1
-                        continue
-                    position = ("line", line_no)
-                    flags: dict[str, Any] = {}
-                    try:
-                        raw.decode("utf-8")
-                    except UnicodeDecodeError as exc:
-                        raw = raw.decode("utf-8", errors="replace").encode("utf-8")
-                        flags["encoding_error"] = f"{name}:{line_no}: {exc.reason} at byte {exc.start}"
-                    try:
-                        record = _parse_json(raw)
-                        if not isinstance(record, dict):
-                            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-                    except ValueError as exc:  # json.JSONDecodeError and orjson.JSONDecodeError subclass it
-                        meta = {"path": name, "line": line_no, **metadata, **flags,
-                                "malformed_json": f"{name}:{line_no}: {exc}"}
-                        text = raw.decode("utf-8").rstrip("\r\n")  # quarantined as read, for audit
-                        yield Document(id=make_record_id(source, name, line_no), text=text, source=source,
-                                       metadata=meta)
-                        continue
-                    doc = record_to_document(record, source=source, file=name, position=position,
-                                             text_field=text_field, id_field=id_field, metadata=metadata)
-                    doc.metadata.update(flags)
-                    yield doc
-        except (OSError, EOFError) as exc:  # truncated/corrupt .gz or .zst; a file gone or replaced mid-run
-            if line_no == 0 and isinstance(exc, OSError) and exc.errno is not None:
-                raise SourceError(f"{file_path}: cannot be read ({exc.strerror}): it was there when the source was "
-                                  f"listed; restore it, or take it out of the source, and rerun") from exc
-            raise SourceError(f"{file_path}: unreadable after line {line_no}: {exc}") from exc
-        if blank:
-            logger.debug("%s: skipped %d blank line(s)", file_path, blank)
+        yield from read_jsonl_file(file_path, name, source=source, text_field=text_field, id_field=id_field,
+                                   metadata=metadata)
+
+
+def is_compressed(path: Path) -> bool:
+    """Whether a JSONL file is compressed (.gz/.zst): it cannot be entered at a byte offset."""
+    return path.suffix in (".gz", ".zst")
+
+
+def read_jsonl_file(
+    file_path: Path,
+    name: str,
+    *,
+    source: str,
+    text_field: str = "text",
+    id_field: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    offset: int = 0,
+    first_line: int = 1,
+    limit: int | None = None,
+) -> Iterator[Document]:
+    """Yield the Documents of one JSONL file: from byte `offset` (line `first_line`), at most `limit` records.
+
+    `offset`/`first_line` come from `scan_jsonl` (a plain file only: a compressed one is read from its start).
+    """
+    metadata = dict(metadata or {})
+    blank = records = 0
+    line_no = first_line - 1
+    try:
+        with open_binary(file_path) as f:
+            if offset:
+                f.seek(offset)
+            for line_no, raw in enumerate(f, start=first_line):
+                if limit is not None and records >= limit:
+                    break
+                if not raw.strip():
+                    blank += 1
+                    continue
+                records += 1
+                position = ("line", line_no)
+                flags: dict[str, Any] = {}
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raw = raw.decode("utf-8", errors="replace").encode("utf-8")
+                    flags["encoding_error"] = f"{name}:{line_no}: {exc.reason} at byte {exc.start}"
+                try:
+                    record = _parse_json(raw)
+                    if not isinstance(record, dict):
+                        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                except ValueError as exc:  # json.JSONDecodeError and orjson.JSONDecodeError subclass it
+                    meta = {"path": name, "line": line_no, **metadata, **flags,
+                            "malformed_json": f"{name}:{line_no}: {exc}"}
+                    text = raw.decode("utf-8").rstrip("\r\n")  # quarantined as read, for audit
+                    yield Document(id=make_record_id(source, name, line_no), text=text, source=source,
+                                   metadata=meta)
+                    continue
+                doc = record_to_document(record, source=source, file=name, position=position,
+                                         text_field=text_field, id_field=id_field, metadata=metadata)
+                doc.metadata.update(flags)
+                yield doc
+    except (OSError, EOFError) as exc:  # truncated/corrupt .gz or .zst; a file gone or replaced mid-run
+        raise _unreadable(file_path, line_no, first_line, exc) from exc
+    if blank:
+        logger.debug("%s: skipped %d blank line(s)", file_path, blank)
+
+
+def _unreadable(file_path: Path, line_no: int, first_line: int, exc: BaseException) -> SourceError:
+    if line_no == first_line - 1 and isinstance(exc, OSError) and exc.errno is not None:
+        return SourceError(f"{file_path}: cannot be read ({exc.strerror}): it was there when the source was "
+                           f"listed; restore it, or take it out of the source, and rerun")
+    return SourceError(f"{file_path}: unreadable after line {line_no}: {exc}")
+
+
+def scan_jsonl(file_path: Path, first_index: int, step: int, limit: int | None = None
+               ) -> tuple[int, list[tuple[int, int, int]]]:
+    """Find where records start in a plain JSONL file, without decoding or parsing it (a byte scan).
+
+    The file's records are numbered from `first_index` on; returns (records in the file, at most
+    `limit`, and [(record number, byte offset, line number)] of every record whose number is a multiple
+    of `step`, plus its first record), so a reader can enter the file at a record (`read_jsonl_file`).
+    """
+    starts: list[tuple[int, int, int]] = []
+    index = first_index
+    offset = line_no = 0
+    try:
+        with open(file_path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                if raw.strip():
+                    if limit is not None and index - first_index >= limit:
+                        break
+                    if index % step == 0 or index == first_index:
+                        starts.append((index, offset, line_no))
+                    index += 1
+                offset += len(raw)
+    except OSError as exc:
+        raise _unreadable(file_path, line_no, 1, exc) from exc
+    return index - first_index, starts
 
 
 def _check_schema(file_path: Path, names: Sequence[str], types: Mapping[str, Any], text_field: str,
@@ -222,19 +288,46 @@ def _check_schema(file_path: Path, names: Sequence[str], types: Mapping[str, Any
 
 
 def _iter_batch_documents(batches: Iterator[Any], *, file_path: Path, name: str, source: str,
-                          text_field: str, id_field: str | None, metadata: Mapping[str, Any]) -> Iterator[Document]:
-    """Yield Documents from Arrow record batches, numbering rows from 0 across the file."""
+                          text_field: str, id_field: str | None, metadata: Mapping[str, Any],
+                          first_row: int = 0, start: int = 0, stop: int | None = None) -> Iterator[Document]:
+    """Yield Documents of rows [start, stop) from Arrow record batches whose first row is `first_row`,
+    numbering rows from 0 across the file (batches before `start` are skipped undecoded)."""
     import pyarrow as pa
 
-    row = 0
+    row = first_row
     try:
         for batch in batches:
+            end = row + batch.num_rows
+            if end <= start:
+                row = end
+                continue
+            if row < start:
+                batch = batch.slice(start - row)
+                row = start
+            if stop is not None and end > stop:
+                batch = batch.slice(0, max(stop - row, 0))
             for record in batch.to_pylist():
                 yield record_to_document(record, source=source, file=name, position=("row", row),
                                          text_field=text_field, id_field=id_field, metadata=metadata)
                 row += 1
+            if stop is not None and row >= stop:
+                return
     except (pa.ArrowException, OSError) as exc:  # corrupt pages, truncated streams
         raise SourceError(f"{file_path}: unreadable after row {row}: {exc}") from exc
+
+
+def open_parquet(file_path: Path, text_field: str = "text", id_field: str | None = None) -> Any:
+    """The `pyarrow.parquet.ParquetFile`, its schema checked (SourceError naming the file otherwise)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(file_path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{file_path}: not a readable Parquet file: {exc}") from exc
+    schema = parquet.schema_arrow
+    _check_schema(file_path, schema.names, {f.name: f.type for f in schema}, text_field, id_field)
+    return parquet
 
 
 def read_parquet(
@@ -247,19 +340,43 @@ def read_parquet(
     batch_size: int = 1024,
 ) -> Iterator[Document]:
     """Yield one Document per row of every Parquet file in path, reading batch_size rows at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     for file_path, name in resolve_files(path, PARQUET_PATTERNS):
-        try:
-            parquet = pq.ParquetFile(file_path)
-        except (pa.ArrowException, OSError) as exc:
-            raise SourceError(f"{file_path}: not a readable Parquet file: {exc}") from exc
-        schema = parquet.schema_arrow
-        _check_schema(file_path, schema.names, {f.name: f.type for f in schema}, text_field, id_field)
-        yield from _iter_batch_documents(parquet.iter_batches(batch_size=batch_size), file_path=file_path,
-                                         name=name, source=source, text_field=text_field, id_field=id_field,
-                                         metadata=metadata or {})
+        yield from read_parquet_file(file_path, name, source=source, text_field=text_field, id_field=id_field,
+                                     metadata=metadata, batch_size=batch_size)
+
+
+def read_parquet_file(
+    file_path: Path,
+    name: str,
+    *,
+    source: str,
+    text_field: str = "text",
+    id_field: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    batch_size: int = 1024,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[Document]:
+    """Yield the Documents of rows [start, stop) of one Parquet file, reading only the row groups that hold them."""
+    parquet = open_parquet(file_path, text_field, id_field)
+    groups: list[int] = []
+    first_row = row = 0
+    for group in range(parquet.metadata.num_row_groups):
+        rows = parquet.metadata.row_group(group).num_rows
+        if row + rows > start and (stop is None or row < stop):
+            if not groups:
+                first_row = row
+            groups.append(group)
+        row += rows
+    yield from _iter_batch_documents(parquet.iter_batches(batch_size=batch_size, row_groups=groups),
+                                     file_path=file_path, name=name, source=source, text_field=text_field,
+                                     id_field=id_field, metadata=metadata or {}, first_row=first_row, start=start,
+                                     stop=stop)
+
+
+def parquet_rows(file_path: Path, text_field: str = "text", id_field: str | None = None) -> int:
+    """Rows of a Parquet file, from its footer (nothing decoded); its schema checked."""
+    return open_parquet(file_path, text_field, id_field).metadata.num_rows
 
 
 def hf_disk_files(path: str, split: str | None = None) -> list[tuple[Path, str, str | None]]:
@@ -305,16 +422,55 @@ def read_hf_disk(
     The Arrow IPC stream files are read with pyarrow one record batch at a time, so the `datasets`
     package is not needed. A DatasetDict yields every split (or only `split`), stored in metadata.
     """
+    for file_path, name, split_name in hf_disk_files(path, split):
+        yield from read_arrow_file(file_path, name, source=source, text_field=text_field, id_field=id_field,
+                                   metadata=metadata, split=split_name)
+
+
+@contextmanager
+def open_arrow_stream(file_path: Path, text_field: str = "text", id_field: str | None = None) -> Iterator[Any]:
+    """A memory-mapped Arrow IPC stream reader of a `save_to_disk` file, its schema checked."""
     import pyarrow as pa
 
-    for file_path, name, split_name in hf_disk_files(path, split):
-        extra = {**(metadata or {}), **({"split": split_name} if split_name else {})}
-        with pa.memory_map(str(file_path)) as source_file:
-            try:
-                reader = pa.ipc.open_stream(source_file)
-            except (pa.ArrowException, OSError) as exc:
-                raise SourceError(f"{file_path}: not a readable Arrow stream file: {exc}") from exc
-            schema = reader.schema
-            _check_schema(file_path, schema.names, {f.name: f.type for f in schema}, text_field, id_field)
-            yield from _iter_batch_documents(iter(reader), file_path=file_path, name=name, source=source,
-                                             text_field=text_field, id_field=id_field, metadata=extra)
+    with pa.memory_map(str(file_path)) as source_file:
+        try:
+            reader = pa.ipc.open_stream(source_file)
+        except (pa.ArrowException, OSError) as exc:
+            raise SourceError(f"{file_path}: not a readable Arrow stream file: {exc}") from exc
+        schema = reader.schema
+        _check_schema(file_path, schema.names, {f.name: f.type for f in schema}, text_field, id_field)
+        yield reader
+
+
+def read_arrow_file(
+    file_path: Path,
+    name: str,
+    *,
+    source: str,
+    text_field: str = "text",
+    id_field: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    split: str | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[Document]:
+    """Yield the Documents of rows [start, stop) of one `save_to_disk` Arrow file (split stored in metadata)."""
+    extra = {**(metadata or {}), **({"split": split} if split else {})}
+    with open_arrow_stream(file_path, text_field, id_field) as reader:
+        yield from _iter_batch_documents(iter(reader), file_path=file_path, name=name, source=source,
+                                         text_field=text_field, id_field=id_field, metadata=extra, start=start,
+                                         stop=stop)
+
+
+def arrow_rows(file_path: Path, text_field: str = "text", id_field: str | None = None) -> int:
+    """Rows of a `save_to_disk` Arrow file: the batches' lengths, memory-mapped (no column decoded)."""
+    import pyarrow as pa
+
+    with open_arrow_stream(file_path, text_field, id_field) as reader:
+        rows = 0
+        try:
+            for batch in reader:
+                rows += batch.num_rows
+        except (pa.ArrowException, OSError) as exc:  # the message a reader gives for the same fault
+            raise SourceError(f"{file_path}: unreadable after row {rows}: {exc}") from exc
+        return rows

@@ -47,7 +47,8 @@ BAR_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """Per-model metric suffixes drawn side by side for each model (absent ones are left out)."""
 
-OPS_BARS = ("duration_s", "cpu_utilization_pct", "gpu_utilization_pct", "memory_used_mb_max", "network_mb_per_s")
+OPS_BARS = ("duration_s", "cpu_utilization_pct", "gpu_utilization_pct", "memory_used_mb_max", "allreduce_busbw_gbps",
+            "network_mb_per_s")
 
 _CSS = """body{font-family:system-ui,sans-serif,"Noto Sans CJK SC","PingFang SC","Microsoft YaHei";margin:2em;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;
@@ -231,6 +232,14 @@ def number_notes(metrics: Mapping[str, float]) -> list[str]:
         notes.append("<code>ops.&lt;stage&gt;.cpu_utilization_pct</code>: mean of MLflow's CPU samples (every 5 s) "
                      "without the first, which is always 0 (psutil's first reading in MLflow's monitor thread); a "
                      "stage shorter than two samples has no CPU figure (see Not measured) instead of 0%.")
+    busbw = {k.split(".")[1]: v for k, v in metrics.items() if k.startswith("ops.") and k.endswith(".allreduce_busbw_gbps")}
+    if busbw:
+        notes.append("<code>ops.&lt;stage&gt;.allreduce_busbw_gbps</code> (the seed's network bandwidth): all-reduce bus "
+                     "bandwidth of the training job's own process group, measured at its start, in Gbps ("
+                     + ", ".join(f"{_e(stage)} {_fmt(v)}" for stage, v in busbw.items())
+                     + "); nccl-tests' definition, bytes / time &times; 2(n&minus;1)/n with n ranks, so it compares with "
+                     "a link's speed whatever n; <code>network_mb_per_s</code> is every interface's traffic over the "
+                     "stage, loopback included.")
     if "ops.chain.runs" in metrics:
         stages = metrics.get("ops.chain.stages")
         notes.append("<code>ops.chain.*</code>: totals over the "

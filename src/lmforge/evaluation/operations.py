@@ -23,8 +23,11 @@ floats) plus a ``not_measured`` map ``{metric: reason}`` for everything it could
   gloo/NCCL traffic shows here),
   ``gpu_utilization_pct`` (mean over samples and GPUs), ``gpu_memory_used_mb_max``;
 - training stages (pretrain, sft, align) also ``time_per_epoch_s``, ``tokens_per_s``, ``restart_count`` (resumes from a
-  checkpoint) and ``peak_memory_mb`` (GPU max allocated, or the CPU run's peak RSS), taken from the
-  stage's metrics file (``data/08_reporting/<stage>.json``) or, without it, the run's logged metrics;
+  checkpoint), ``peak_memory_mb`` (GPU max allocated, or the CPU run's peak RSS) and
+  ``allreduce_busbw_gbps`` (the all-reduce bus bandwidth of the job's own process group, nccl-tests'
+  definition, measured at training start: ``training/bandwidth.py``; the seed's network figure, where
+  ``network_mb_per_s`` above is every interface's traffic), taken from the stage's metrics file
+  (``data/08_reporting/<stage>.json``) or, without it, the run's logged metrics;
 - chain totals ``ops.chain.``: ``stages`` (how many stages they cover: the ones passed in, i.e. the
   stages *before* evaluation, since evaluation's own run is still open and packaging runs after it),
   ``runs`` (MLflow runs of those stages, every attempt: 4 on a clean ``make run`` of the 6-stage chain,
@@ -51,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 TRAINING_STAGES = ("pretrain", "sft", "align")
 TRAINING_KEYS = ("time_per_epoch_s", "tokens_per_s", "restart_count")
+BUSBW = "allreduce_busbw_gbps"  # under the stage's ``network`` (training/bandwidth.py)
 PIPELINES_TAG = "lmforge.pipelines"
 CRASH_STATUSES = ("KILLED",)
 OPEN_STATUSES = ("RUNNING", "SCHEDULED")
@@ -245,6 +249,15 @@ def _training_metrics(prefix: str, summary: Mapping[str, Any] | None, runs: Sequ
         if _is_number(value):
             out[f"{prefix}.peak_memory_mb"] = float(value)
             break
+    network = (summary or {}).get("network") or {}
+    value = network.get(BUSBW, logged.get(f"{stage}.network.{BUSBW}"))
+    if _is_number(value):
+        out[f"{prefix}.{BUSBW}"] = float(value)
+    else:
+        not_measured[f"{prefix}.{BUSBW}"] = (f"{stage}: " + network["allreduce_not_measured"]
+                                            if network.get("allreduce_not_measured") else
+                                            f"{stage} reported no all-reduce bus bandwidth (a run before the probe, "
+                                            "training/bandwidth.py)")
     return out
 
 

@@ -169,9 +169,10 @@ SEED_METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
                   "ops.sft.disk_mb_per_s", "ops.pretrain.disk_write_mb", "ops.sft.disk_write_mb",
                   "ops.data_processing.disk_usage_delta_mb", "ops.pretrain.disk_usage_delta_mb"),
      "psutil gave no block-device counters and MLflow system metrics were off"),
-    ("network bandwidth", ("ops.pretrain.network_mb_per_s", "ops.sft.network_mb_per_s",
+    ("network bandwidth", ("ops.pretrain.allreduce_busbw_gbps", "ops.sft.allreduce_busbw_gbps",
+                           "ops.align.allreduce_busbw_gbps", "ops.pretrain.network_mb_per_s", "ops.sft.network_mb_per_s",
                            "ops.data_processing.network_mb_per_s", "ops.tokenizer.network_mb_per_s"),
-     "MLflow system metrics were off"),
+     "the training stages reported no all-reduce bus bandwidth and MLflow system metrics were off"),
     ("crash rate", ("ops.chain.crash_rate",), "no MLflow runs of the chain's stages"),
     ("restart count", ("ops.chain.restart_count", "ops.pretrain.restart_count", "ops.sft.restart_count",
                        "ops.align.restart_count"),
@@ -190,9 +191,15 @@ SERVING_NOTES = {"serving.mean_rating": "served: measured by `python -m lmforge.
                                         "(ratings in data/08_reporting/serving_feedback.sqlite)"}
 """Where a serving number comes from (default: the load test)."""
 
+BUSBW_NOTE = ("allreduce_busbw_gbps (the figure): all-reduce bus bandwidth in Gbps of each training job's own process "
+              "group (gloo on CPU, NCCL on GPU), nccl-tests' busbw = bytes / time x 2(n-1)/n, measured at training "
+              "start (training/bandwidth.py; on one machine its ranks talk over loopback or NVLink, not a network); "
+              "network_mb_per_s (secondary): every interface's traffic over the stage in MB/s, loopback included")
+"""What the network row's figures are: the bus bandwidth first, the interface counters second."""
+
 MEASURED_NOTES = {"disk I/O": "block-device reads + writes of the whole machine during each stage (psutil, "
                               "hooks.DiskIOHooks); disk_usage_delta_mb is the net growth of disk space in use",
-                  "network bandwidth": "all interfaces, loopback included (the training processes' gloo/NCCL traffic)"}
+                  "network bandwidth": BUSBW_NOTE}
 """What a measured row's numbers mean where the name alone would mislead."""
 
 

@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lmforge.atomic import replace_file
 from lmforge.config import config_to_dict
 
 logger = logging.getLogger("lmforge.training")
@@ -54,9 +55,10 @@ UNIVERSAL = "universal"  # <tag>/universal: the checkpoint converted for another
 # TrainArgs fields that do not change the trained weights (so changing them still resumes). How the
 # global batch is split (micro batch x accumulation x processes) is left out too: the manifest keeps
 # the global batch and ``rebatch`` keeps it on resume.
-# ``fault_injection`` (test hooks: a killed run is resumed by the same job without its kill) too.
+# ``fault_injection`` (test hooks: a killed run is resumed by the same job without its kill) and
+# ``bandwidth_probe`` (a measurement at start, no effect on the weights) too.
 NON_SEMANTIC_TRAIN_FIELDS = ("log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_verify",
-                             "micro_batch_size", "gradient_accumulation_steps", "fault_injection")
+                             "micro_batch_size", "gradient_accumulation_steps", "fault_injection", "bandwidth_probe")
 # JobData fields naming files or folders: fingerprinted by their content, never by their path.
 DATA_FILE_FIELDS = ("token_shards", "examples", "validation_examples")
 # DeepSpeed keys that only restate that split.
@@ -72,17 +74,9 @@ def step_of_tag(tag: str) -> int | None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a partial one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk or a kill mid-write leaves no stray temp file
-        raise
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a partial one, and flush it
+    to the disk first (``lmforge.atomic.replace_file``): a manifest must not name files a power cut lost."""
+    replace_file(path, lambda fh: fh.write(text), fsync=True, encoding="utf-8")
 
 
 DISK_FULL_NEXT_STEP = ("point the stage's run_dir at a larger disk, or keep fewer checkpoints (train.keep_checkpoints) "

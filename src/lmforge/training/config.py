@@ -19,6 +19,7 @@ from pathlib import Path
 from lmforge.align.loss_args import LossArgs
 from lmforge.config import build_dataclass, config_to_dict
 from lmforge.model.presets import PresetOverrides
+from lmforge.training.bandwidth import BandwidthProbeArgs
 from lmforge.training.lora import LoraArgs
 
 # A JSON value. The resolved DeepSpeed config is DeepSpeed's own document (hundreds of keys, its schema
@@ -98,6 +99,8 @@ class TrainArgs:
     activation_checkpointing: bool = False
     # Test-only faults and records; see ``FaultInjection`` (not part of the job's fingerprint).
     fault_injection: FaultInjection = field(default_factory=FaultInjection)
+    # The all-reduce bus-bandwidth probe at training start (``BandwidthProbeArgs``; not part of the fingerprint).
+    bandwidth_probe: BandwidthProbeArgs = field(default_factory=BandwidthProbeArgs)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # YAML/JSON give lists
@@ -115,21 +118,40 @@ class TrainArgs:
 
 @dataclass
 class LaunchArgs:
-    """How the training job is started (see ``lmforge.training.launch``)."""
+    """How the training job is started (see ``lmforge.training.launch``; multi-node: ``lmforge.training.nodes``)."""
 
     # "torchrun" or "deepspeed".
     launcher: str = "torchrun"
     # Processes per node (one per GPU; on CPU, processes sharing the cores). 0 = one per visible GPU.
+    # deepspeed multi-node with a hostfile: the hostfile's slots.
     nproc_per_node: int = 2
-    # Nodes (multi-node needs a hostfile for deepspeed, or master_addr for torchrun).
+    # Nodes. Node 0 is the ``kedro run``; every other node runs
+    # ``python -m lmforge.training.launch join --run-dir <run_dir> --node-rank <r>`` (the run directory is shared).
     nnodes: int = 1
-    # DeepSpeed hostfile for multi-node runs.
+    # This node's rank, 0..nnodes-1. Leave it 0 in the YAML: the join command sets it on the other nodes.
+    node_rank: int = 0
+    # DeepSpeed hostfile for multi-node runs (one "<host> slots=<processes>" line per node, node 0 first).
+    # None with nnodes > 1: node 0 writes <run_dir>/hostfile with nproc_per_node slots per node.
     hostfile: str | None = None
-    # Rendezvous address/port; the port is picked free when None.
+    # Rendezvous address (node 0's, reachable from every node) and port; the port is picked free when None
+    # and written to <run_dir>/launch.json, where the joining nodes read it.
     master_addr: str = "127.0.0.1"
     master_port: int | None = None
+    # Multi-node: seconds each node waits for all the others to arrive at the rendezvous before it stops
+    # its launcher and names the nodes that never came (also torchrun's rendezvous timeout).
+    join_timeout_s: int = 300
+    # deepspeed multi-node: True = the runner on node 0 starts every hostfile host over passwordless ssh
+    # (pdsh); False = every node starts its own part with the join command (the runner's --no_ssh).
+    ssh: bool = False
     # Hard limit for the whole job in seconds (0 = none).
     timeout_s: int = 0
+
+    def __post_init__(self) -> None:
+        if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"launch.nnodes must be >= 1 and launch.node_rank in 0..nnodes-1, got nnodes "
+                             f"{self.nnodes}, node_rank {self.node_rank}")
+        if self.join_timeout_s <= 0:
+            raise ValueError(f"launch.join_timeout_s must be > 0 seconds, got {self.join_timeout_s}")
 
 
 @dataclass

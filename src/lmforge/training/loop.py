@@ -21,7 +21,7 @@ from typing import Any
 
 from lmforge.training.config import FaultInjection, JobSpec
 from lmforge.training.run_lock import lock_run_dir
-from lmforge.training.step_sync import agree_finite, mean_over_ranks
+from lmforge.training.step_sync import agree_finite, init_process_group, mean_over_ranks, to_device
 from lmforge.training.throughput import MODEL_STEP_METRICS
 
 logger = logging.getLogger("lmforge.training")
@@ -33,11 +33,10 @@ def setup_logging(rank: int) -> None:
 
 
 def init_distributed() -> tuple[int, int]:
-    """Initialise torch.distributed through DeepSpeed (gloo on CPU, NCCL on GPU)."""
-    import deepspeed
+    """Initialise torch.distributed through DeepSpeed (gloo on CPU, NCCL on GPU: this rank's GPU made current)."""
     import torch.distributed as dist
 
-    deepspeed.init_distributed()
+    init_process_group()
     rank, world = dist.get_rank(), dist.get_world_size()
     setup_logging(rank)
     return rank, world
@@ -135,6 +134,7 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
                 ds_config.get("zero_optimization", {}).get("stage", 0), type(optimizer).__name__,
                 " (offloaded to the CPU)" if offloads_optimizer(ds_config) else "")
     state, restart_count = resume_or_start(engine, spec, ckpt_root, source, rank=rank)
+    state.update(args.bandwidth_probe.measure(world_size=world_size, prefix=spec.metric_prefix, device=engine.device))
     if state.get("cpu_peak") is None and not torch.cuda.is_available():
         peak = torch.tensor([measure_cpu_gemm_peak()], dtype=torch.float64)  # every rank at once: they share the cores
         dist.all_reduce(peak)
@@ -158,11 +158,11 @@ def train(spec: JobSpec, model: Any, next_batch: Callable[[int, int], dict[str, 
     for step in range(state["step"], args.max_steps):
         torch.manual_seed(args.seed * 1_000_003 + step * 1009 + rank)  # any dropout: a function of the step
         t0 = time.perf_counter()
-        sums = torch.zeros(3, dtype=torch.float64)  # (sum of micro-batch losses, tokens, model FLOPs)
+        sums = torch.zeros(3, dtype=torch.float64, device=engine.device)  # (sum of losses, tokens, model FLOPs)
         extra_sums: dict[str, Any] = {}  # the model's own per-step metrics (align: rewards, margin, accuracy)
         skip = False
         for micro in range(args.gradient_accumulation_steps):
-            batch = next_batch(step, micro)
+            batch = to_device(next_batch(step, micro), engine.device)
             out = engine(**batch)
             for name, value in (getattr(out, "metrics", None) or {}).items():
                 extra_sums[name] = extra_sums.get(name, 0.0) + value.detach().double().cpu()
@@ -251,15 +251,14 @@ def summarize(spec: JobSpec, history: list[dict], state: dict, *, elapsed: float
         "checkpoint_time_s": checkpoint_time,
         "tokens_per_s": state["tokens"] / elapsed,
         "tokens_per_s_per_process": state["tokens"] / elapsed / world_size,
-        "world_size": world_size,
-        "zero_stage": spec.deepspeed.get("zero_optimization", {}).get("stage", 0),
+        "world_size": world_size, "zero_stage": spec.deepspeed.get("zero_optimization", {}).get("stage", 0),
         "model_params": n_params,
         "flops": state["flops"],
         "device": meter.device,
         "peak_flops_per_device": meter.peak,
         memory_name: max(r[memory_name] for r in history),
-        "restart_count": restart_count,
-        "skipped_steps": state["skipped_steps"],
+        "restart_count": restart_count, "skipped_steps": state["skipped_steps"],
+        "network": state.get("network", {}),  # the all-reduce bus bandwidth at start (training/bandwidth.py)
         "history": [{"step": r["step"], "loss": r["loss"], "lr": r["lr"], **{k: r[k] for k in MODEL_STEP_METRICS if k in r}}
                     for r in history],
     }

@@ -25,12 +25,17 @@ def build_config(params: dict[str, Any]) -> DataProcessingConfig:
     return config
 
 
-def ingest_corpus(params: dict[str, Any]) -> dict[str, list[dict]]:
-    """Read the configured raw sources (from the source cache, never the network) into JSONL shards."""
+def ingest_corpus(params: dict[str, Any]) -> dict[str, Any]:
+    """Read the configured raw sources (from the source cache, never the network) into JSONL shards.
+
+    The executor's workers read the sources into a spool; the shards returned are loaders of the spooled
+    records, which the catalog saves one at a time.
+    """
     from lmforge.data.ingest import ingest_sources
 
     config = build_config(params)
-    return ingest_sources(config.sources, config.shard_size, lazy=True, source_cache=config.source_cache)
+    return ingest_sources(config.sources, config.shard_size, source_cache=config.source_cache,
+                          executor=config.executor)
 
 
 def validate_raw_corpus(raw_documents: dict[str, Any], params: dict[str, Any]) -> Any:
