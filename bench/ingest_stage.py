@@ -54,7 +54,7 @@ def main() -> None:
     from lmforge.pipelines.datasets import AtomicPartitionedDataset
 
     params = yaml.safe_load(Path(args.params).read_text())["data_processing"]
-    params["executor"] = {**params.get("executor", {}), "kind": args.kind, "workers": args.workers}
+    params["executor"] = {"kind": args.kind, "workers": args.workers}  # the YAML's is ${globals:executor}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         out = Path(tmp) / "corpus"
         dataset = AtomicPartitionedDataset(path=str(out), dataset="lmforge.pipelines.datasets.JSONLinesDataset",
