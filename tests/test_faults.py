@@ -344,7 +344,7 @@ def test_a_code_file_gone_before_its_shard_is_read_is_quarantined_with_the_reaso
     a file deleted in between is a quarantine record saying why, and the counts still reconcile."""
     from lmforge.data.cleaning import CleaningConfig
     from lmforge.data.dedup_minhash import NearDedupConfig
-    from lmforge.data.ingest import ingest_sources
+    from lmforge.data.ingest_units import ingest_sources
     from lmforge.data.process import DataProcessingConfig, process_corpus
 
     config = DataProcessingConfig(cleaning=CleaningConfig(min_chars=20, max_chars=10_000),

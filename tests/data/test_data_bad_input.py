@@ -10,7 +10,7 @@ import pytest
 
 from lmforge.data.cleaning import CleaningConfig
 from lmforge.data.dedup_minhash import NearDedupConfig
-from lmforge.data.ingest import ingest_sources
+from lmforge.data.ingest_units import ingest_sources
 from lmforge.data.process import DataProcessingConfig, process_corpus
 from lmforge.data.readers import SourceError
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from lmforge.data.ingest import SourceConfig, ingest_sources
+from lmforge.data.ingest import SourceConfig
+from lmforge.data.ingest_units import ingest_sources
 
 
 def write(root, rel, text):

@@ -12,7 +12,7 @@ import pytest
 
 from lmforge.data import ingest_units
 from lmforge.data.executor import ExecutorConfig
-from lmforge.data.ingest import ingest_sources
+from lmforge.data.ingest_units import ingest_sources
 from lmforge.data.readers import SourceError
 
 GOOD = "def total(values):\n    s = 0\n    for v in values:\n        s += v\n    return s\n"

@@ -13,7 +13,7 @@ from code_folder_oracle import read_code_folder
 
 from lmforge.data.cleaning import CleaningConfig
 from lmforge.data.executor import ExecutorConfig, map_in_order
-from lmforge.data.ingest import ingest_sources
+from lmforge.data.ingest_units import ingest_sources
 from lmforge.data.process import DataProcessingConfig, ShardTask, clean_shard, process_corpus
 from lmforge.data.sources import shard_documents
 

@@ -10,7 +10,8 @@ import pytest
 from lmforge.config import build_dataclass
 from lmforge.data.cleaning import CleaningConfig, clean_documents
 from lmforge.data.documents import Document, language_group
-from lmforge.data.ingest import SourceConfig, ingest_sources, list_source_files, read_source, sample_files
+from lmforge.data.ingest import SourceConfig, list_source_files, read_source, sample_files
+from lmforge.data.ingest_units import ingest_sources
 from lmforge.data.man_pages import is_so_page, render_troff
 from lmforge.data.packages import PackageConfig, write_manifest
 from lmforge.data.readers import SourceError

@@ -21,7 +21,7 @@ A source with a ``package`` reads ``root``/``path`` inside that package's folder
 missing from the cache stops the stage with one line naming it and ``make corpus``. Every record
 carries ``metadata["license"]``, and the source's ``language_group`` and ``kind`` when it declares them.
 
-Where the reading happens: in the data_processing stage (`ingest_sources(..., executor=...)`) on the
+Where the reading happens: in the data_processing stage (`lmforge.data.ingest_units.ingest_sources(..., executor=...)`) on the
 workers of ``data_processing.executor``, every format: this process only plans (lists files, byte-scans
 JSONL, reads Parquet footers and Arrow batch lengths) and the workers read the units into a spool
 (`lmforge.data.ingest_units`, which says how each format is cut). Before, the record formats and
@@ -50,7 +50,6 @@ from typing import Any
 
 from lmforge.config import build_dataclass
 from lmforge.data.documents import Document
-from lmforge.data.executor import ExecutorConfig
 from lmforge.data.packages import DEFAULT_SOURCE_CACHE, PackageConfig, require_package
 from lmforge.data.readers import SourceError, read_hf_disk, read_jsonl, read_parquet
 from lmforge.data.sources import (
@@ -59,7 +58,6 @@ from lmforge.data.sources import (
     make_document_id,
     python_stdlib_root,
     read_file_document,
-    shard_documents,
 )
 
 logger = logging.getLogger(__name__)
@@ -357,46 +355,3 @@ def _read_records(source: SourceConfig, source_cache: str | Path) -> Iterator[Do
     if source.max_records is not None:
         docs = itertools.islice(docs, source.max_records)
     yield from docs
-
-
-def ingest_sources(
-    sources: Sequence[SourceConfig | Mapping[str, Any]], shard_size: int, lazy: bool = False,
-    source_cache: str | Path = DEFAULT_SOURCE_CACHE, executor: ExecutorConfig | None = None,
-) -> dict[str, list[dict] | Callable[[], list[dict]]]:
-    """All configured sources as shards ``{"<source>-00000": [record, ...]}``.
-
-    ``source_cache``: the folder holding the sources' packages (`lmforge.data.packages`).
-    With an ``executor`` (what the data_processing stage does) every source is cut into units by a plan
-    that reads no record, the executor's workers read the units into a spool, and each shard is a loader
-    of its spooled records (`lmforge.data.ingest_units`): nothing is read in this process.
-    Without one, lazy=True makes each shard a picklable loader that reads its own files or records
-    (Kedro's PartitionedDataset saves such a mapping one shard at a time, and `process_corpus` workers can
-    read shards in parallel), except the sources the plan cannot cut on shard boundaries (compressed
-    jsonl, pythonbible), read here; lazy=False reads every source here by one sequential pass
-    (`read_source`, the reference the other two modes are tested against).
-    """
-    from lmforge.data.ingest_units import ingest_on_executor, plan_source  # they build on this module
-
-    if not sources:
-        raise ValueError("data_processing.sources is empty: configure at least one source")
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    configs = [raw if isinstance(raw, SourceConfig) else SourceConfig.from_dict(raw) for raw in sources]
-    if executor is not None:
-        return dict(ingest_on_executor(configs, shard_size, source_cache, executor))
-    shards: dict[str, list[dict] | Callable[[], list[dict]]] = {}
-    for source in configs:
-        plan = plan_source(source, shard_size, source_cache) if lazy else None
-        source_shards: Mapping[str, list[dict] | Callable[[], list[dict]]]
-        if plan is not None and plan.aligned:
-            source_shards = {f"shard-{k:05d}": unit for k, unit in enumerate(plan.units)}
-        else:
-            try:
-                source_shards = shard_documents(read_source(source, source_cache), shard_size)
-            except SourceError as exc:
-                raise SourceError(f"source {source.name!r}: {exc}") from exc
-        for name, records in source_shards.items():
-            shards[f"{source.name}-{name}"] = records
-        logger.info("ingested source %s into %d shard(s)%s", source.name, len(source_shards),
-                    " (lazy)" if plan is not None and plan.aligned else "")
-    return shards

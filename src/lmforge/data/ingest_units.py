@@ -29,6 +29,9 @@ a schema fault or a missing file is found by the plan, so with two bad files the
 ``max_records`` is applied by the plan (and by the cut, after a compressed file of unknown length).
 
 Measured on the default corpus (before/after, `bench/ingest_stage.py`): see `lmforge.data.ingest`'s docstring.
+
+`ingest_sources`, the stage's entry point, is here: it builds on `lmforge.data.ingest` (the sources' config and
+readers), which must not import this module back.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +52,11 @@ from lmforge.data.ingest import (
     list_source_files,
     package_base,
     read_bible,
+    read_source,
     read_source_files,
     source_metadata,
 )
+from lmforge.data.packages import DEFAULT_SOURCE_CACHE
 from lmforge.data.readers import (
     JSONL_PATTERNS,
     PARQUET_PATTERNS,
@@ -66,6 +71,7 @@ from lmforge.data.readers import (
     resolve_files,
     scan_jsonl,
 )
+from lmforge.data.sources import shard_documents
 from lmforge.data.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -327,4 +333,45 @@ def ingest_on_executor(sources: Sequence[SourceConfig], shard_size: int, source_
             shards[f"{plan.source.name}-shard-{k:05d}"] = SpooledShard(shard, spool)
         logger.info("ingested source %s into %d shard(s) (%d records) on the %s executor", plan.source.name,
                     len(ranges), sum(count for _, count in files), executor.kind)
+    return shards
+
+
+def ingest_sources(
+    sources: Sequence[SourceConfig | Mapping[str, Any]], shard_size: int, lazy: bool = False,
+    source_cache: str | Path = DEFAULT_SOURCE_CACHE, executor: ExecutorConfig | None = None,
+) -> dict[str, list[dict] | Callable[[], list[dict]]]:
+    """All configured sources as shards ``{"<source>-00000": [record, ...]}``.
+
+    ``source_cache``: the folder holding the sources' packages (`lmforge.data.packages`).
+    With an ``executor`` (what the data_processing stage does) every source is cut into units by a plan
+    that reads no record, the executor's workers read the units into a spool, and each shard is a loader
+    of its spooled records (`lmforge.data.ingest_units`): nothing is read in this process.
+    Without one, lazy=True makes each shard a picklable loader that reads its own files or records
+    (Kedro's PartitionedDataset saves such a mapping one shard at a time, and `process_corpus` workers can
+    read shards in parallel), except the sources the plan cannot cut on shard boundaries (compressed
+    jsonl, pythonbible), read here; lazy=False reads every source here by one sequential pass
+    (`read_source`, the reference the other two modes are tested against).
+    """
+    if not sources:
+        raise ValueError("data_processing.sources is empty: configure at least one source")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    configs = [raw if isinstance(raw, SourceConfig) else SourceConfig.from_dict(raw) for raw in sources]
+    if executor is not None:
+        return dict(ingest_on_executor(configs, shard_size, source_cache, executor))
+    shards: dict[str, list[dict] | Callable[[], list[dict]]] = {}
+    for source in configs:
+        plan = plan_source(source, shard_size, source_cache) if lazy else None
+        source_shards: Mapping[str, list[dict] | Callable[[], list[dict]]]
+        if plan is not None and plan.aligned:
+            source_shards = {f"shard-{k:05d}": unit for k, unit in enumerate(plan.units)}
+        else:
+            try:
+                source_shards = shard_documents(read_source(source, source_cache), shard_size)
+            except SourceError as exc:
+                raise SourceError(f"source {source.name!r}: {exc}") from exc
+        for name, records in source_shards.items():
+            shards[f"{source.name}-{name}"] = records
+        logger.info("ingested source %s into %d shard(s)%s", source.name, len(source_shards),
+                    " (lazy)" if plan is not None and plan.aligned else "")
     return shards

