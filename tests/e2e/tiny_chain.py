@@ -38,7 +38,8 @@ TINY = {
               "train": {"max_steps": 10, "warmup_steps": 2, "checkpoint_every": 5}},
     # every part of the evaluation runs, on few items: generation is its cost on a CPU (at the defaults HumanEval's
     # 20 x 64 tokens, the identity probe's 32 and the held-out pairs' 10 x 32 tokens per model, and 5 rounds of the
-    # speed comparison, were most of the stage; measured: 29 s of work in the chain, 3 models)
+    # speed comparison, were most of the stage; measured, `kedro run --pipelines evaluation` on the finished chain at
+    # load ~2.5: 94 -> 56 CPU s with these sizes)
     "evaluation": {"max_heldout_blocks": 16, "max_sft_examples": 48, "max_example_tokens": 256,
                    "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
                    "humaneval": {"n_problems": 4, "max_new_tokens": 16},
