@@ -36,8 +36,16 @@ TINY = {
     # one on-policy round: 8 prompts x 2 samples of 8 tokens; 8 held-out prompts for the win rate
     "align": {"on_policy": {"rounds": 1, "prompts_per_round": 8, "k": 2, "max_new_tokens": 8, "heldout_prompts": 8},
               "train": {"max_steps": 10, "warmup_steps": 2, "checkpoint_every": 5}},
+    # every part of the evaluation runs, on few items: generation is its cost on a CPU (at the defaults HumanEval's
+    # 20 x 64 tokens, the identity probe's 32 and the held-out pairs' 10 x 32 tokens per model, and 5 rounds of the
+    # speed comparison, were most of the stage; measured, `kedro run --pipelines evaluation` on the finished chain at
+    # load ~2.5: 94 -> 56 CPU s with these sizes)
     "evaluation": {"max_heldout_blocks": 16, "max_sft_examples": 48, "max_example_tokens": 256,
                    "generation": {"max_new_tokens": 8, "prompts": ["def add(a, b):", "Who are you?"]},
+                   "humaneval": {"n_problems": 4, "max_new_tokens": 16},
+                   "identity_probe": {"max_new_tokens": 8},
+                   "heldout_pairs": {"max_examples": 2, "max_new_tokens": 8},
+                   "speed": {"prompts": 2, "rounds": 1},
                    "translation": {"max_pairs_per_direction": 2, "max_new_tokens": 8},
                    "by_language": {"max_chars": 600}},
     # every GGUF format on llama-server against the package: the audit conversation + 2 held-out, 8 tokens each
