@@ -80,6 +80,12 @@ def test_repro_runs_every_stage_and_leaves_artifacts(chain):
     for stage in ("pretrain", "sft", "align"):
         assert metrics[stage]["world_size"] == 2
         assert metrics[stage]["final_loss"] < metrics[stage]["initial_loss"], stage
+    # the seed's "network bandwidth": the all-reduce bus bandwidth each training job measured on its own 2 ranks
+    seed_rows = {row["seed"]: row for row in json.loads((root / "data/08_reporting/seed_metrics.json").read_text())}
+    bandwidth = seed_rows["network bandwidth"]["values"]
+    for stage in ("pretrain", "sft", "align"):
+        assert metrics[stage]["network"]["allreduce_ranks"] == 2 and metrics[stage]["network"]["allreduce_busbw_gbps"] > 0
+        assert bandwidth[f"ops.{stage}.allreduce_busbw_gbps"] > 0, stage
     ev = metrics["evaluation"]
     assert ev["sft.sft_pairs.perplexity"] < ev["base.sft_pairs.perplexity"]
     assert metrics["packaging"]["loads"] is True
