@@ -74,6 +74,10 @@ class ExecutorConfig:
     ray_ship_code: bool = True
     """"ray": send this lmforge package to the workers with the job (runtime_env py_modules); False = the nodes'
     installed lmforge (it must then be the same version)."""
+    ray_spread: bool = True
+    """"ray": spread the tasks over the nodes (Ray's "SPREAD" strategy); False = Ray's default, which fills the
+    driver's node first and sends a task elsewhere only when that node is busy: the stage's tasks are short, so a
+    node whose worker starts a few seconds later may then get none (seen on the 2-node test cluster under load)."""
     ray_connect_timeout_s: float = 10.0
     """"ray": seconds to wait for the head's port before giving up with one line (ray.init itself waits for minutes)."""
     start_method: str | None = None
@@ -278,7 +282,8 @@ def _map_on_ray(fn: Callable[..., Any], tasks: Iterable[Any], executor: Executor
     try:
         window = 2 * (executor.workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
         remote = ray.remote(_run_ray_task).options(num_cpus=1, max_retries=executor.ray_max_retries,
-                                                   retry_exceptions=False)
+                                                   retry_exceptions=False,
+                                                   scheduling_strategy="SPREAD" if executor.ray_spread else "DEFAULT")
         context_ref = (ray.put(context),) if context is not None else ()
         for index, task in enumerate(tasks):
             pending.append((index, task, remote.remote(fn, task, context_ref)))
